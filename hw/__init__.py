@@ -1,0 +1,1 @@
+"""Stamen RTL: Amaranth components of the accelerator. Imports only Amaranth and itself."""

@@ -1,0 +1,242 @@
+"""The Stamen instruction set: the one place where instruction fields and their widths are defined.
+
+Every instruction is :data:`INSTR_BITS` bits wide and is stored in device memory as
+``INSTR_BITS // cfg.mem_bus_bits`` consecutive words, least significant word first. The controller
+executes instructions one at a time, in order; an instruction starts after the previous one has finished
+(the dependency-token fields are reserved for decoupled load/compute/store queues and are ignored).
+
+Semantics (``R = cfg.rows``, ``C = cfg.cols``; spads and row contents as in ``hw/params.py``):
+
+``LOAD``  (:class:`DmaArgs`)
+    ``for i in range(rows): spad[spad_addr + i] = mem[dram_addr + i*dram_stride : +row_words]``
+``STORE`` (:class:`DmaArgs`)
+    ``for i in range(rows): mem[dram_addr + i*dram_stride : +row_words] = spad[spad_addr + i]``
+``MATMUL`` (:class:`MatmulArgs`), ``k_tiles`` weight tiles of ``R`` rows each::
+
+    for kt in range(k_tiles):
+        W = wt[wt_addr + kt*R : wt_addr + (kt+1)*R]                 # R x C int8
+        for i in range(m):
+            a = act[act_addr + kt*act_stride + i] - zp              # R values, 9-bit signed
+            p = a @ W                                                # C int32
+            acc[acc_addr + i] = p + (acc[acc_addr + i] if accumulate or kt > 0 else 0)
+
+    Accumulation wraps modulo 2**32.
+``REQUANT`` (:class:`RequantArgs`): ``bias, mult, shift = param[param_addr : param_addr + 3]``, then
+    ``out[out_addr + i] = golden.requantize(acc[acc_addr + i] + bias, mult, shift, zp_out, relu)``
+    for ``i in range(rows)``; a shift outside ``0..31`` halts with ``BAD_PARAM``.
+``PERF`` (:class:`PerfArgs`): writes the performance counters, in :data:`PERF_COUNTERS` order, each as a
+    64-bit little-endian value, to ``mem[dram_addr : dram_addr + perf_words(cfg)]``.
+``SYNC``: waits until all previous instructions have finished (a no-op for the in-order controller).
+``HALT``: stops; status reports ``done``.
+
+Faults halt the device with ``done`` and an :class:`ErrorCode` in the status CSR: an opcode not listed
+here (0 is illegal, so zeroed memory faults), a zero loop count, a scratchpad or device-memory range
+overrun (checked before the instruction starts, so nothing is corrupted) or a fetch outside memory.
+"""
+from amaranth.hdl import Shape, signed
+from amaranth.lib import data, enum
+
+__all__ = ["INSTR_BITS", "Opcode", "Spad", "ErrorCode", "Deps", "DmaArgs", "MatmulArgs",
+           "RequantArgs", "PerfArgs", "Args", "Instr", "Status", "PERF_COUNTERS",
+           "PERF_SLOT_BYTES", "SPAD_ADDR_WIDTH", "encode", "decode", "instr_words",
+           "perf_words", "opcode_bits", "OPCODE_ARGS", "ARG_RANGES", "REQUANT_MAX_SHIFT"]
+
+#: Bits of one instruction.
+INSTR_BITS = 128
+#: Bits of a scratchpad row address in an instruction.
+SPAD_ADDR_WIDTH = 16
+#: Largest right shift a REQUANT parameter may hold.
+REQUANT_MAX_SHIFT = 31
+
+
+class Opcode(enum.Enum, shape=4):
+    """Instruction opcodes. 0 and values not listed are illegal."""
+    LOAD = 1
+    STORE = 2
+    MATMUL = 3
+    REQUANT = 4
+    SYNC = 5
+    PERF = 6
+    HALT = 7
+
+
+class Spad(enum.Enum, shape=3):
+    """Scratchpad selector of LOAD / STORE."""
+    ACT = 0
+    WT = 1
+    ACC = 2
+    OUT = 3
+    PARAM = 4
+
+
+class ErrorCode(enum.Enum, shape=4):
+    """Fault codes reported in the status CSR."""
+    NONE = 0
+    ILLEGAL_OPCODE = 1
+    FETCH_RANGE = 2
+    DRAM_RANGE = 3
+    SPAD_RANGE = 4
+    BAD_ARG = 5
+    BAD_PARAM = 6
+
+
+class Deps(data.Struct):
+    """Reserved dependency tokens (VTA-style); ignored by the in-order controller, keep zero."""
+    pop_prev: 1
+    pop_next: 1
+    push_prev: 1
+    push_next: 1
+
+
+class DmaArgs(data.Struct):
+    """Operands of LOAD and STORE. ``dram_addr`` and ``dram_stride`` count memory words."""
+    spad: Spad
+    spad_addr: SPAD_ADDR_WIDTH
+    rows: 16
+    dram_addr: 32
+    dram_stride: 24
+
+
+class MatmulArgs(data.Struct):
+    """Operands of MATMUL; see the module docstring. ``zp`` is the activation zero point."""
+    act_addr: SPAD_ADDR_WIDTH
+    wt_addr: SPAD_ADDR_WIDTH
+    acc_addr: SPAD_ADDR_WIDTH
+    m: 16
+    k_tiles: 16
+    act_stride: 16
+    zp: signed(8)
+    accumulate: 1
+
+
+class RequantArgs(data.Struct):
+    """Operands of REQUANT; ``zp_out`` is the output zero point, ``relu`` clamps at it."""
+    acc_addr: SPAD_ADDR_WIDTH
+    out_addr: SPAD_ADDR_WIDTH
+    param_addr: SPAD_ADDR_WIDTH
+    rows: 16
+    zp_out: signed(8)
+    relu: 1
+
+
+class PerfArgs(data.Struct):
+    """Operands of PERF."""
+    dram_addr: 32
+
+
+class Args(data.Union):
+    """Opcode-specific operands."""
+    dma: DmaArgs
+    matmul: MatmulArgs
+    requant: RequantArgs
+    perf: PerfArgs
+
+
+class Instr(data.Struct):
+    """One instruction: opcode, reserved dependency tokens, operands (padded to INSTR_BITS)."""
+    opcode: Opcode
+    deps: Deps
+    args: Args
+    _pad: INSTR_BITS - 4 - 4 - Args.as_shape().size
+
+
+class Status(data.Struct):
+    """Status CSR: ``busy`` while running; ``done`` after HALT or a fault; ``error`` the fault."""
+    busy: 1
+    done: 1
+    error: ErrorCode
+
+
+#: Performance counters, in the order PERF writes them and the runtime reads them.
+PERF_COUNTERS = ("cycles", "compute_cycles", "macs", "gated_macs", "dram_read_bytes",
+                 "dram_write_bytes", "stall_cycles", "instructions")
+#: Bytes of one counter slot written by PERF.
+PERF_SLOT_BYTES = 8
+
+#: Which operand struct each opcode uses (None: no operands).
+OPCODE_ARGS = {Opcode.LOAD: "dma", Opcode.STORE: "dma", Opcode.MATMUL: "matmul",
+               Opcode.REQUANT: "requant", Opcode.SYNC: None, Opcode.PERF: "perf",
+               Opcode.HALT: None}
+
+
+def _field_range(layout, name):
+    s = Shape.cast(layout.as_shape()[name].shape)
+    if s.signed:
+        return (-(1 << (s.width - 1)), (1 << (s.width - 1)) - 1)
+    return (0, (1 << s.width) - 1)
+
+
+#: Legal (min, max) of every integer operand field, by operand struct name.
+ARG_RANGES = {
+    "dma": {f: _field_range(DmaArgs, f) for f in ("spad_addr", "rows", "dram_addr", "dram_stride")},
+    "matmul": {f: _field_range(MatmulArgs, f) for f in
+               ("act_addr", "wt_addr", "acc_addr", "m", "k_tiles", "act_stride", "zp",
+                "accumulate")},
+    "requant": {f: _field_range(RequantArgs, f) for f in
+                ("acc_addr", "out_addr", "param_addr", "rows", "zp_out", "relu")},
+    "perf": {"dram_addr": _field_range(PerfArgs, "dram_addr")},
+}
+
+
+def instr_words(cfg) -> int:
+    """Return how many device memory words one instruction occupies under ``cfg``."""
+    return INSTR_BITS // cfg.mem_bus_bits
+
+
+def perf_words(cfg) -> int:
+    """Return how many device memory words PERF writes under ``cfg``."""
+    return len(PERF_COUNTERS) * PERF_SLOT_BYTES // cfg.mem_bus_bytes
+
+
+def encode(opcode: Opcode, **args) -> int:
+    """Encode one instruction as an integer of INSTR_BITS bits.
+
+    Raises
+    ------
+    ValueError
+        When an operand is missing, unknown, or outside its field's range.
+    """
+    opcode = Opcode(opcode)
+    kind = OPCODE_ARGS[opcode]
+    init = {"opcode": opcode}
+    if kind is None:
+        if args:
+            raise ValueError(f"{opcode.name} takes no operands, not {sorted(args)!r}")
+    else:
+        ranges = ARG_RANGES[kind]
+        fields = dict(args)
+        if kind == "dma":
+            if "spad" not in fields:
+                raise ValueError(f"{opcode.name} needs operand 'spad'")
+            fields["spad"] = Spad(fields["spad"])
+        for name, (lo, hi) in ranges.items():
+            if name not in fields:
+                raise ValueError(f"{opcode.name} needs operand {name!r}")
+            v = fields[name]
+            if isinstance(v, bool):
+                v = int(v)
+            if not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"{opcode.name} operand {name} must be an integer in "
+                                 f"[{lo}, {hi}], not {v!r}")
+            fields[name] = v
+        extra = set(fields) - set(ranges) - {"spad"}
+        if extra:
+            raise ValueError(f"{opcode.name} has no operand(s) {sorted(extra)!r}")
+        init["args"] = {kind: fields}
+    return Instr.const(init).as_value().value
+
+
+def decode(word: int):
+    """Decode an INSTR_BITS-bit integer into a ``data.Const`` view of :class:`Instr`."""
+    if not 0 <= word < (1 << INSTR_BITS):
+        raise ValueError(f"Instruction must be a {INSTR_BITS}-bit unsigned integer, not {word!r}")
+    raw = opcode_bits(word)
+    if raw not in {op.value for op in Opcode}:
+        raise ValueError(f"Illegal opcode {raw} in instruction {word:#x}")
+    return data.Const(Instr, word)
+
+
+def opcode_bits(word: int) -> int:
+    """Return the raw opcode field of an instruction word (legal or not)."""
+    field = Instr.as_shape()["opcode"]
+    return (word >> field.offset) & ((1 << Shape.cast(field.shape).width) - 1)

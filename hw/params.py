@@ -1,0 +1,216 @@
+"""The single source of every number that describes a Stamen device.
+
+`AccelConfig` is a frozen dataclass that validates itself. The RTL generator, the compiler, the ISA
+simulator, the golden model and the testbenches all read their widths and depths from it.
+
+Memory model (shared by every tier)
+-----------------------------------
+Device memory ("DRAM") is an array of ``mem_words`` words of ``mem_bus_bytes`` bytes; addresses count
+words. Bytes within a word are little-endian: byte ``j`` of a word is bits ``8j .. 8j+7``. Each scratchpad
+row is a whole number of memory words:
+
+========  =================  =============================================================
+spad      row contents       row bytes
+========  =================  =============================================================
+ACT       ``rows`` int8      ``rows``   (one activation vector, element ``r`` in byte ``r``)
+WT        ``cols`` int8      ``cols``   (one row of a weight tile, element ``c`` in byte ``c``)
+ACC       ``cols`` int32     ``4*cols`` (little-endian int32 per column)
+OUT       ``cols`` int8      ``cols``   (requantized results)
+PARAM     ``cols`` int32     ``4*cols`` (bias / multiplier / shift rows for requantization)
+========  =================  =============================================================
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+__all__ = ["AccelConfig", "DATAFLOWS", "PRESETS", "ACT_WIDTH", "WT_WIDTH", "ACC_WIDTH",
+           "OPERAND_WIDTH", "COUNTER_WIDTH", "CONFIG_ID_WIDTH"]
+
+#: Width of an activation element in memory (int8, asymmetric with a zero point).
+ACT_WIDTH = 8
+#: Width of a weight element (int8, symmetric per output channel).
+WT_WIDTH = 8
+#: Width of an accumulator / partial sum (int32).
+ACC_WIDTH = 32
+#: Width of the activation operand entering the array: ``a - zp`` needs 9 signed bits.
+OPERAND_WIDTH = ACT_WIDTH + 1
+#: Width of each performance counter.
+COUNTER_WIDTH = 48
+#: Width of the configuration ID CSR (a hash of the configuration).
+CONFIG_ID_WIDTH = 32
+
+DATAFLOWS = ("ws", "os", "rs")
+_IMPLEMENTED_DATAFLOWS = ("ws",)
+#: Largest scratchpad depth the ISA address fields can name (see ``hw/isa.py``).
+_MAX_SPAD_DEPTH = 1 << 16
+#: Largest device memory the ISA's word address can name.
+_MAX_MEM_WORDS = 1 << 32
+
+
+def _is_pow2(x: int) -> bool:
+    return x > 0 and (x & (x - 1)) == 0
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    """Parameters of one Stamen device.
+
+    Parameters
+    ----------
+    rows, cols : int
+        PE array size. ``rows`` is the reduction (K) dimension of one weight tile, ``cols`` the
+        output-channel (N) dimension.
+    dataflow : str
+        ``"ws"`` (weight-stationary systolic). ``"os"`` and ``"rs"`` are reserved.
+    act_spad_depth, wt_spad_depth, acc_spad_depth, out_spad_depth, param_spad_depth : int
+        Scratchpad depths in rows (see the module docstring for a row's contents).
+    mem_bus_bytes : int
+        Device memory word (bus) width in bytes; a power of two that divides ``rows`` and ``cols``.
+    mem_words : int
+        Device memory size in words.
+    zero_gate : bool
+        Gate the multiplier and accumulator of a PE whose operand is zero (and count it).
+    zero_skip : bool
+        Reserved for the sparse-skipping unit; must be False for now.
+    name : str
+        A label; not part of the configuration hash.
+
+    Raises
+    ------
+    TypeError, ValueError
+        When a field has the wrong kind or a value that does not fit.
+    """
+    rows: int = 8
+    cols: int = 8
+    dataflow: str = "ws"
+    act_spad_depth: int = 1024
+    wt_spad_depth: int = 1024
+    acc_spad_depth: int = 512
+    out_spad_depth: int = 512
+    param_spad_depth: int = 96
+    mem_bus_bytes: int = 8
+    mem_words: int = 1 << 17
+    zero_gate: bool = True
+    zero_skip: bool = False
+    name: str = dataclasses.field(default="custom", compare=False)
+
+    def __post_init__(self):
+        int_fields = ("rows", "cols", "act_spad_depth", "wt_spad_depth", "acc_spad_depth",
+                      "out_spad_depth", "param_spad_depth", "mem_bus_bytes", "mem_words")
+        for f in int_fields:
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise TypeError(f"AccelConfig.{f} must be a positive integer, not {v!r}")
+        for f in ("zero_gate", "zero_skip"):
+            if not isinstance(getattr(self, f), bool):
+                raise TypeError(f"AccelConfig.{f} must be a bool, not {getattr(self, f)!r}")
+        if self.dataflow not in DATAFLOWS:
+            raise ValueError(f"AccelConfig.dataflow must be one of {DATAFLOWS}, "
+                             f"not {self.dataflow!r}")
+        if self.dataflow not in _IMPLEMENTED_DATAFLOWS:
+            raise ValueError(f"AccelConfig.dataflow {self.dataflow!r} is not implemented yet; "
+                             f"implemented: {_IMPLEMENTED_DATAFLOWS}")
+        if self.zero_skip:
+            raise ValueError("AccelConfig.zero_skip must be False: the zero-skipping unit is "
+                             "not implemented yet")
+        if self.rows > 64 or self.cols > 64:
+            raise ValueError(f"PE array must be at most 64x64, not {self.rows}x{self.cols}")
+        if not _is_pow2(self.mem_bus_bytes):
+            raise ValueError(f"AccelConfig.mem_bus_bytes must be a power of two, "
+                             f"not {self.mem_bus_bytes!r}")
+        if self.rows % self.mem_bus_bytes or self.cols % self.mem_bus_bytes:
+            raise ValueError(f"AccelConfig.mem_bus_bytes ({self.mem_bus_bytes}) must divide both "
+                             f"rows ({self.rows}) and cols ({self.cols})")
+        if self.mem_bus_bytes > 16:
+            raise ValueError(f"AccelConfig.mem_bus_bytes must be at most 16 (an instruction is "
+                             f"128 bits), not {self.mem_bus_bytes!r}")
+        for f in ("act_spad_depth", "wt_spad_depth", "acc_spad_depth", "out_spad_depth",
+                  "param_spad_depth"):
+            v = getattr(self, f)
+            if v > _MAX_SPAD_DEPTH:
+                raise ValueError(f"AccelConfig.{f} must be at most {_MAX_SPAD_DEPTH}, not {v!r}")
+        if self.wt_spad_depth < 2 * self.rows:
+            raise ValueError(f"AccelConfig.wt_spad_depth must hold two weight tiles "
+                             f"(>= {2 * self.rows}), not {self.wt_spad_depth!r}")
+        if self.param_spad_depth < 3:
+            raise ValueError(f"AccelConfig.param_spad_depth must be at least 3 (bias, multiplier "
+                             f"and shift rows), not {self.param_spad_depth!r}")
+        if self.mem_words > _MAX_MEM_WORDS:
+            raise ValueError(f"AccelConfig.mem_words must be at most {_MAX_MEM_WORDS}, "
+                             f"not {self.mem_words!r}")
+
+    # -- derived sizes ------------------------------------------------------------------------
+    @property
+    def mem_bus_bits(self) -> int:
+        """Width of a device memory word in bits."""
+        return 8 * self.mem_bus_bytes
+
+    @property
+    def mem_addr_width(self) -> int:
+        """Bits of a device memory word address."""
+        return max(1, (self.mem_words - 1).bit_length())
+
+    @property
+    def mem_bytes(self) -> int:
+        """Device memory size in bytes."""
+        return self.mem_words * self.mem_bus_bytes
+
+    def spad_row_bytes(self, spad: str) -> int:
+        """Return the bytes of one row of scratchpad ``spad`` (``"act"``, ``"wt"``, ...)."""
+        table = {"act": self.rows, "wt": self.cols, "acc": 4 * self.cols, "out": self.cols,
+                 "param": 4 * self.cols}
+        if spad not in table:
+            raise ValueError(f"Scratchpad must be one of {tuple(table)}, not {spad!r}")
+        return table[spad]
+
+    def spad_row_words(self, spad: str) -> int:
+        """Return the device memory words that one row of scratchpad ``spad`` spans."""
+        return self.spad_row_bytes(spad) // self.mem_bus_bytes
+
+    def spad_depth(self, spad: str) -> int:
+        """Return the depth (rows) of scratchpad ``spad``."""
+        self.spad_row_bytes(spad)   # validates the name
+        return getattr(self, f"{spad}_spad_depth")
+
+    # -- identity -----------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Return the fields as a JSON-ready dict (``name`` included)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AccelConfig":
+        """Build a config from :meth:`to_dict` output."""
+        return cls(**d)
+
+    @property
+    def config_hash(self) -> int:
+        """A 32-bit hash of every field but ``name``; the device reports it in its ID CSR."""
+        d = self.to_dict()
+        d.pop("name")
+        digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).digest()
+        return int.from_bytes(digest[:CONFIG_ID_WIDTH // 8], "little")
+
+    @classmethod
+    def preset(cls, name: str) -> "AccelConfig":
+        """Return the named preset: ``"tiny"`` (2x4), ``"small"`` (8x8) or ``"large"`` (16x16)."""
+        if name not in PRESETS:
+            raise ValueError(f"Preset must be one of {tuple(PRESETS)}, not {name!r}")
+        return PRESETS[name]
+
+    def replace(self, **changes) -> "AccelConfig":
+        """Return a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS = {
+    "tiny": AccelConfig(name="tiny", rows=2, cols=4, act_spad_depth=512, wt_spad_depth=256,
+                        acc_spad_depth=256, out_spad_depth=256, param_spad_depth=48,
+                        mem_bus_bytes=2, mem_words=1 << 15),
+    "small": AccelConfig(name="small"),
+    "large": AccelConfig(name="large", rows=16, cols=16, act_spad_depth=1024, wt_spad_depth=1024,
+                         acc_spad_depth=512, out_spad_depth=512, param_spad_depth=96,
+                         mem_bus_bytes=16, mem_words=1 << 18),
+}

@@ -1,0 +1,1 @@
+"""Stamen host library: golden model, quantizer, compiler, ISA simulator, runtime and CLI."""

@@ -1,0 +1,1 @@
+"""Stamen verification: Amaranth-sim helpers, cocotb testbenches and the Verilator runner."""
