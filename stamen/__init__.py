@@ -2,12 +2,48 @@
 
 The public API::
 
+    import stamen
     cfg  = stamen.AccelConfig.preset("small")
     qnet = stamen.quantize(torch_model, calibration_batches)
-    prog = stamen.compile(qnet, cfg)
+    prog = stamen.compile(qnet, cfg, batch=100)
     dev  = stamen.Device(cfg, backend="verilator")      # or "isasim", "golden"
-    y, report = dev.run(prog, x)
-"""
-from stamen.hw.params import AccelConfig
+    y, report = dev.run(prog, qnet.quantize_input(x))
 
-__all__ = ["AccelConfig"]
+Names load on first use, so ``import stamen.hw.params`` stays light (no torch, no compiler).
+"""
+import importlib
+
+__all__ = ["AccelConfig", "golden", "Program", "compile", "compile_gemm", "compile_linear",
+           "quantize", "QuantizedNet", "Device", "Report", "StamenError", "CompileError",
+           "ConfigMismatchError", "DeviceError"]
+
+_WHERE = {
+    "AccelConfig": ("stamen.hw.params", "AccelConfig"),
+    "golden": ("stamen.sw.golden", None),
+    "Program": ("stamen.sw.compiler", "Program"),
+    "compile": ("stamen.sw.compiler", "compile_model"),
+    "compile_gemm": ("stamen.sw.compiler", "compile_gemm"),
+    "compile_linear": ("stamen.sw.compiler", "compile_linear"),
+    "quantize": ("stamen.sw.quantize", "quantize"),
+    "QuantizedNet": ("stamen.sw.quantize", "QuantizedNet"),
+    "Device": ("stamen.sw.runtime", "Device"),
+    "Report": ("stamen.sw.runtime", "Report"),
+    "StamenError": ("stamen.sw.errors", "StamenError"),
+    "CompileError": ("stamen.sw.errors", "CompileError"),
+    "ConfigMismatchError": ("stamen.sw.errors", "ConfigMismatchError"),
+    "DeviceError": ("stamen.sw.errors", "DeviceError"),
+}
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'stamen' has no attribute {name!r}")
+    module, attr = _WHERE[name]
+    mod = importlib.import_module(module)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,46 @@
+# Stamen: every target creates .venv (pip only) on first use.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMEN  := $(VENV)/bin/stamen
+PRESET  ?= small
+BACKEND ?= verilator
+
+.PHONY: venv demo test sim unit bench verilog clean help
+
+help:
+	@echo "make venv     create .venv with everything (pip only, about a minute)"
+	@echo "make demo     train a digits MLP, quantize, compile, run it on the Verilator-simulated device"
+	@echo "make test     the full regression (unit, compiler/isasim, Verilator/cocotb)"
+	@echo "make sim      the Verilator/cocotb regression alone"
+	@echo "make bench    GEMM benchmarks vs SCALE-Sim (CSV + PNG under build/bench/)"
+	@echo "make verilog  write build/$(PRESET)/ (Verilog + config.json)"
+
+$(VENV)/.stamp: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -e .
+	touch $@
+
+venv: $(VENV)/.stamp
+
+demo: venv
+	$(STAMEN) demo --preset $(PRESET) --backend $(BACKEND)
+
+test: venv
+	$(VPY) -m pytest -q
+
+unit: venv
+	$(VPY) -m pytest -q -m "not verilator"
+
+sim: venv
+	$(VPY) -m pytest -q -m verilator
+
+bench: venv
+	$(STAMEN) bench
+
+verilog: venv
+	$(STAMEN) verilog --preset $(PRESET)
+
+clean:
+	rm -rf build

@@ -1,0 +1,130 @@
+"""The ``stamen`` command: generate Verilog, run the demo, disassemble programs, benchmark."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from stamen.hw.params import PRESETS, AccelConfig
+
+__all__ = ["main", "config_from_args"]
+
+_EPILOG = """examples:
+  stamen demo                          digits MLP on the Verilator-simulated 8x8 device
+  stamen demo --backend isasim         the same on the fast ISA simulator
+  stamen verilog --preset tiny         write build/tiny/ (Verilog + config.json)
+  stamen disasm build/demo/mlp.prog    print a compiled program as text
+  stamen bench                         GEMMs vs SCALE-Sim, CSV + PNG under build/bench/
+"""
+
+
+def _log(msg: str) -> None:
+    print(f"[stamen {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="small", choices=sorted(PRESETS),
+                   help="configuration preset (default: small, an 8x8 array)")
+    p.add_argument("--rows", type=int, help="override the PE array rows")
+    p.add_argument("--cols", type=int, help="override the PE array columns")
+    p.add_argument("--no-zero-gate", action="store_true", help="disable zero gating")
+
+
+def config_from_args(args: argparse.Namespace) -> AccelConfig:
+    """Return the preset named by ``--preset`` with any ``--rows``/``--cols`` overrides applied."""
+    cfg = AccelConfig.preset(args.preset)
+    changes = {}
+    if args.rows is not None:
+        changes["rows"] = args.rows
+    if args.cols is not None:
+        changes["cols"] = args.cols
+    if getattr(args, "no_zero_gate", False):
+        changes["zero_gate"] = False
+    if changes:
+        name = cfg.name + "-" + "-".join(f"{k}{v}" for k, v in changes.items())
+        cfg = dataclasses.replace(cfg, name=name, **changes)
+    return cfg
+
+
+def _cmd_verilog(args) -> int:
+    from amaranth.back import verilog
+
+    from stamen.hw.top import Accelerator
+    cfg = config_from_args(args)
+    out = Path(args.out) / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    _log(f"generating Verilog for {cfg.name} ({cfg.rows}x{cfg.cols} {cfg.dataflow})")
+    path = out / "stamen_accel.v"
+    path.write_text(verilog.convert(Accelerator(cfg), name="stamen_accel", emit_src=False))
+    (out / "config.json").write_text(json.dumps(cfg.to_dict() | {"config_hash": cfg.config_hash},
+                                                indent=2) + "\n")
+    print(f"wrote {path} and {out / 'config.json'} (config hash {cfg.config_hash:#010x})")
+    return 0
+
+
+def _cmd_disasm(args) -> int:
+    from stamen.sw.asm import disassemble
+    from stamen.sw.compiler import Program
+    prog = Program.load(args.program)
+    print(f"; config {prog.cfg.name} {prog.cfg.rows}x{prog.cfg.cols} hash {prog.config_hash:#010x}"
+          f", {len(prog.words)} instructions at word {prog.prog_addr:#x}")
+    print(disassemble(prog.words))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from stamen.sw.demo import run_demo
+    return run_demo(config_from_args(args), backend=args.backend, images=args.images,
+                    save_dir=Path(args.out), log=_log)
+
+
+def _cmd_bench(args) -> int:
+    from stamen.sw.bench import run_bench
+    return run_bench(out_dir=Path(args.out), backend=args.backend, log=_log, quick=args.quick)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``stamen`` command line; return the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="stamen", description="Stamen: an open int8 DNN accelerator (Amaranth RTL, Verilator "
+        "simulation, PyTorch front end).", epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("verilog", help="write the accelerator's Verilog and config.json")
+    _add_config_args(p)
+    p.add_argument("--out", default="build", help="output folder (default: build)")
+    p.set_defaults(func=_cmd_verilog)
+
+    p = sub.add_parser("demo", help="digits MLP: PyTorch -> quantize -> compile -> run on the device")
+    _add_config_args(p)
+    p.add_argument("--backend", default="verilator", choices=["verilator", "isasim", "golden"],
+                   help="where to run (default: verilator)")
+    p.add_argument("--images", type=int, default=0,
+                   help="held-out images to run (default: all 360)")
+    p.add_argument("--out", default="build/demo", help="where the program and report go")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("disasm", help="print a compiled program (.prog file) as text")
+    p.add_argument("program", help="a program saved by Program.save (e.g. build/demo/mlp.prog)")
+    p.set_defaults(func=_cmd_disasm)
+
+    p = sub.add_parser("bench", help="GEMM benchmarks against SCALE-Sim's closed forms")
+    p.add_argument("--backend", default="verilator", choices=["verilator", "isasim"])
+    p.add_argument("--out", default="build/bench", help="where CSV and PNG go")
+    p.add_argument("--quick", action="store_true", help="only the smallest shape")
+    p.set_defaults(func=_cmd_bench)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"stamen {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

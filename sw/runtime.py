@@ -1,0 +1,287 @@
+"""Run compiled programs: ``Device(cfg, backend).run(prog, x) -> (y, report)``.
+
+Backends:
+
+``"golden"``
+    NumPy reference (``prog.reference``); the report has MACs but no cycles.
+``"isasim"``
+    The ISA simulator executes the instruction stream on a NumPy model of device memory and scratchpads;
+    counters come from its cycle model.
+``"verilator"``
+    The generated Verilog of the whole device under Verilator (through cocotb); every figure in the report
+    comes from the device's own performance counters (PERF snapshots per layer).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stamen.hw import isa
+from stamen.hw.params import AccelConfig
+from stamen.sw.errors import ConfigMismatchError, DeviceError
+
+__all__ = ["Device", "Report", "LayerReport", "BACKENDS"]
+
+BACKENDS = ("golden", "isasim", "verilator")
+
+
+@dataclass
+class LayerReport:
+    """Figures of one layer (or of the whole run, for ``Report.total``).
+
+    ``macs`` counts useful multiply-accumulates (M*K*N); ``issued_macs`` counts PE-cycles the array spent
+    on MACs, padding included; ``utilization`` is ``macs / (compute_cycles * rows * cols)``.
+    """
+    name: str
+    kind: str = ""
+    shape: str = ""
+    macs: int = 0
+    cycles: int = 0
+    compute_cycles: int = 0
+    issued_macs: int = 0
+    gated_macs: int = 0
+    skipped_macs: int = 0
+    dram_bytes: int = 0
+    utilization: float = 0.0
+    busy_share: float = 0.0
+
+
+_COLUMNS = ("name", "kind", "shape", "macs", "cycles", "compute_cycles", "utilization",
+            "busy_share", "issued_macs", "gated_macs", "skipped_macs", "dram_bytes")
+
+
+@dataclass
+class Report:
+    """Per-layer and total figures of one run, printable as a table and savable as CSV."""
+    backend: str
+    cfg: AccelConfig
+    layers: list[LayerReport] = field(default_factory=list)
+    total: LayerReport = field(default_factory=lambda: LayerReport("total"))
+    wall_s: float = 0.0
+    sim_wall_s: float = 0.0
+
+    def __getattr__(self, name):
+        # report.cycles, report.macs, ... are the totals
+        if name in {f.name for f in dataclasses.fields(LayerReport)}:
+            return getattr(self.total, name)
+        raise AttributeError(name)
+
+    @property
+    def sim_cycles_per_s(self) -> float:
+        """Simulated device cycles per wall-clock second of the simulation proper."""
+        return self.total.cycles / self.sim_wall_s if self.sim_wall_s else 0.0
+
+    def rows(self) -> list[dict]:
+        """Return one dict per layer plus the total, with the table's columns."""
+        return [{c: getattr(r, c) for c in _COLUMNS} for r in [*self.layers, self.total]]
+
+    def table(self) -> str:
+        """Return the report as an aligned text table."""
+        def fmt(v):
+            return f"{v:.1%}" if isinstance(v, float) else str(v)
+        rows = [[fmt(v) for v in r.values()] for r in self.rows()]
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(_COLUMNS)]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(_COLUMNS, widths))]
+        lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows]
+        head = (f"backend={self.backend} config={self.cfg.name} "
+                f"({self.cfg.rows}x{self.cfg.cols} {self.cfg.dataflow})")
+        if self.sim_wall_s:
+            head += f" sim={self.sim_cycles_per_s:,.0f} cycles/s"
+        return "\n".join([head, *lines])
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """Return the report as CSV text, and write it to ``path`` when given."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=_COLUMNS)
+        writer.writeheader()
+        writer.writerows(self.rows())
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(buf.getvalue())
+        return buf.getvalue()
+
+
+def _layer_report(cfg: AccelConfig, info, counters: dict | None) -> LayerReport:
+    r = LayerReport(name=info.name, kind=info.kind, shape=f"{info.m}x{info.k}x{info.n}",
+                    macs=info.macs)
+    if counters:
+        _fill(cfg, r, counters)
+    return r
+
+
+def _fill(cfg: AccelConfig, r: LayerReport, c: dict) -> None:
+    r.cycles = c["cycles"]
+    r.compute_cycles = c["compute_cycles"]
+    r.issued_macs = c["macs"]
+    r.gated_macs = c["gated_macs"]
+    r.dram_bytes = c["dram_read_bytes"] + c["dram_write_bytes"]
+    pes = cfg.rows * cfg.cols
+    r.utilization = r.macs / (r.compute_cycles * pes) if r.compute_cycles else 0.0
+    r.busy_share = r.compute_cycles / r.cycles if r.cycles else 0.0
+
+
+def _deltas(snaps: list[dict]) -> list[dict]:
+    return [{k: b[k] - a[k] for k in isa.PERF_COUNTERS} for a, b in zip(snaps, snaps[1:])]
+
+
+class Device:
+    """A Stamen device behind one of :data:`BACKENDS`.
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+        The device configuration; programs compiled for another configuration are refused.
+    backend : str
+        ``"golden"``, ``"isasim"`` or ``"verilator"``.
+    mem_latency : int
+        Verilator only: extra device-memory read latency in cycles (0..16).
+    mem_stall : int
+        Verilator only: memory backpressure, refusing a request with probability ``mem_stall/8``.
+    max_cycles : int
+        Verilator only: cycle limit of one run; beyond it the run fails with a ``TimeoutError``.
+    log : callable or None
+        Called with progress messages (strings).
+    """
+
+    def __init__(self, cfg: AccelConfig, backend: str = "isasim", mem_latency: int = 0,
+                 mem_stall: int = 0, max_cycles: int = 10**8, log=None):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"Device config must be an AccelConfig, not {cfg!r}")
+        if backend == "fpga":
+            raise ValueError("Device backend 'fpga' is not available yet; use one of "
+                             f"{BACKENDS}")
+        if backend not in BACKENDS:
+            raise ValueError(f"Device backend must be one of {BACKENDS}, not {backend!r}")
+        self.cfg = cfg
+        self.backend = backend
+        self.mem_latency = mem_latency
+        self.mem_stall = mem_stall
+        self.max_cycles = max_cycles
+        self.log = log
+
+    def check(self, prog) -> None:
+        """Refuse a program compiled for another configuration.
+
+        Raises
+        ------
+        ConfigMismatchError
+            When ``prog.config_hash`` differs from this device's configuration hash.
+        """
+        if prog.config_hash != self.cfg.config_hash:
+            raise ConfigMismatchError(
+                f"program was compiled for config {prog.cfg.name!r} (hash {prog.config_hash:#010x},"
+                f" {prog.cfg.rows}x{prog.cfg.cols}) but this device is {self.cfg.name!r} (hash "
+                f"{self.cfg.config_hash:#010x}, {self.cfg.rows}x{self.cfg.cols}); recompile it")
+
+    def run(self, prog, x: np.ndarray):
+        """Run ``prog`` on input ``x``; return ``(y, report)``.
+
+        Raises
+        ------
+        ConfigMismatchError
+            A program for another configuration (before anything runs).
+        DeviceError
+            The device halted with a fault; the message names the fault.
+        TimeoutError
+            The device did not finish within ``max_cycles``.
+        """
+        result = self.run_many([(prog, x)], return_exceptions=True)[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def run_many(self, items, return_exceptions: bool = False) -> list:
+        """Run several ``(prog, x)`` pairs (one simulator process on Verilator); return their results.
+
+        Each result is ``(y, report)``; with ``return_exceptions`` a failed run gives its exception in
+        its place instead of raising.
+        """
+        items = list(items)
+        for prog, _ in items:
+            self.check(prog)
+        t0 = time.perf_counter()
+        if self.backend == "verilator":
+            outcomes = self._run_verilator(items)
+        else:
+            outcomes = [self._run_local(prog, x) for prog, x in items]
+        results = []
+        for (prog, x), outcome in zip(items, outcomes):
+            if isinstance(outcome, Exception):
+                if not return_exceptions:
+                    raise outcome
+                results.append(outcome)
+                continue
+            mem, totals, sim_wall_s = outcome
+            results.append(self._finish(prog, x, mem, totals, sim_wall_s, t0))
+        return results
+
+    def _finish(self, prog, x, mem, totals, sim_wall_s, t0):
+        report = Report(self.backend, self.cfg, sim_wall_s=sim_wall_s)
+        if mem is None:                      # golden
+            y = prog.reference(x)
+            report.layers = [_layer_report(self.cfg, info, None) for info in prog.layers]
+            report.total.macs = sum(r.macs for r in report.layers)
+        else:
+            y = prog.read_output(mem)
+            snaps = prog.read_perf(mem)
+            report.layers = [_layer_report(self.cfg, info, c)
+                             for info, c in zip(prog.layers, _deltas(snaps))]
+            report.total.macs = sum(r.macs for r in report.layers)
+            _fill(self.cfg, report.total, totals)
+        report.wall_s = time.perf_counter() - t0
+        return y, report
+
+    def _run_local(self, prog, x):
+        if self.backend == "golden":
+            return None, None, 0.0
+        from stamen.sw.isasim import IsaSim
+        image = prog.memory_image(x)
+        t1 = time.perf_counter()
+        try:
+            totals = IsaSim(self.cfg).run(image, prog.prog_addr)
+        except DeviceError as e:
+            return e
+        return image, totals, time.perf_counter() - t1
+
+    def _run_verilator(self, items) -> list:
+        from stamen.verif.device_job import Job, run_jobs
+        jobs = [Job(prog.memory_image(x), prog.prog_addr, prog.used_words,
+                    [(0, prog.used_words)], self.mem_latency, self.mem_stall, self.max_cycles)
+                for prog, x in items]
+        outcomes = []
+        for (prog, _), res in zip(items, run_jobs(self.cfg, jobs, log=self.log)):
+            if not res.ran:
+                outcomes.append(ConfigMismatchError(
+                    f"the simulated device reports config id {res.config_id:#010x}, the program "
+                    f"needs {prog.config_hash:#010x}; nothing was run"))
+            elif res.timeout:
+                outcomes.append(TimeoutError(
+                    f"device did not finish within {self.max_cycles} cycles"))
+            elif res.error:
+                code = isa.ErrorCode(res.error)
+                outcomes.append(DeviceError(code, pc=res.fault_pc,
+                                            detail=_FAULT_TEXT.get(code, "")))
+            else:
+                mem = np.zeros(self.cfg.mem_bytes, np.uint8)
+                mem[:len(res.reads[0])] = res.reads[0]
+                outcomes.append((mem, res.perf, res.wall_s))
+        return outcomes
+
+
+_FAULT_TEXT = {
+    isa.ErrorCode.ILLEGAL_OPCODE: "the instruction's opcode is not one the device knows",
+    isa.ErrorCode.FETCH_RANGE: "the program counter left device memory",
+    isa.ErrorCode.DRAM_RANGE: "an access would run past the end of device memory",
+    isa.ErrorCode.SPAD_RANGE: "an access would run past the end of a scratchpad",
+    isa.ErrorCode.BAD_ARG: "a loop count is zero",
+    isa.ErrorCode.BAD_PARAM: "a requantization shift is outside 0..31",
+}
