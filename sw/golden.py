@@ -133,6 +133,8 @@ def quantize_multiplier(scale: float) -> tuple[int, int]:
         q //= 2
         exp += 1
     shift = -exp
+    if shift < 0:                            # scale just below 1 rounded up to 1.0
+        return INT32_MAX, 0
     if shift > 31:
         return 0, 0                          # below the smallest representable scale: rounds to 0
     return q, shift

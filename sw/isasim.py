@@ -1,0 +1,326 @@
+"""ISA simulator: runs a Stamen program on a NumPy model of device memory and the five scratchpads.
+
+Semantics are exactly those of ``hw/isa.py``; numerics come from ``sw/golden.py``. Each
+instruction is executed as a whole with vectorised NumPy, so a 256x256x64 GEMM takes milliseconds.
+
+Faults (:class:`~sw.errors.DeviceError` with ``pc`` = word address of the faulting instruction) are
+checked in this order, before the instruction touches anything:
+
+1. fetch: ``pc + instr_words > mem_words`` -> ``FETCH_RANGE``;
+2. an opcode not in :class:`~hw.isa.Opcode` -> ``ILLEGAL_OPCODE``;
+3. a zero count (``rows``, ``m``, ``k_tiles``) or a ``spad`` selector outside :class:`~hw.isa.Spad`
+   -> ``BAD_ARG``;
+4. a scratchpad row range beyond the spad depth -> ``SPAD_RANGE``;
+5. a device-memory word range beyond ``mem_words`` -> ``DRAM_RANGE``;
+6. REQUANT: a shift row entry outside ``0..REQUANT_MAX_SHIFT`` -> ``BAD_PARAM``.
+
+The raised error carries ``counters`` (the counters at the fault). The counter model is in
+:func:`fetch_cycles`, :func:`load_cycles`, :func:`store_cycles`, :func:`matmul_cycles`,
+:func:`requant_cycles`, :func:`perf_cycles` and :func:`misc_cycles`; the named constants below are
+calibrated against the RTL.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from stamen.hw import isa
+from stamen.hw.params import AccelConfig
+
+from . import golden
+from .asm import fields
+from .errors import DeviceError
+
+__all__ = ["IsaSim", "fetch_cycles", "load_cycles", "store_cycles", "matmul_cycles",
+           "requant_cycles", "perf_cycles", "misc_cycles", "FETCH_LATENCY", "DMA_READ_LATENCY",
+           "DMA_WRITE_LATENCY", "MATMUL_SETUP", "MATMUL_TAIL", "REQUANT_OVERHEAD", "PERF_OVERHEAD",
+           "MISC_CYCLES"]
+
+# -- cycle model constants (calibrate against the RTL) -----------------------------------------
+#: Cycles of an instruction fetch beyond one per memory word.
+FETCH_LATENCY = 2
+#: LOAD: cycles from the first read request to the last spad write, beyond one per word.
+DMA_READ_LATENCY = 4
+#: STORE: cycles beyond one per word written (spad read latency, command setup).
+DMA_WRITE_LATENCY = 3
+#: MATMUL: command setup cycles before the first weight beat.
+MATMUL_SETUP = 2
+#: MATMUL: cycles after the array drains until the last ACC write commits.
+MATMUL_TAIL = 2
+#: REQUANT: cycles beyond one per row (param reads, pipeline fill).
+REQUANT_OVERHEAD = 4
+#: PERF: cycles beyond one per memory word written.
+PERF_OVERHEAD = 2
+#: SYNC and HALT execute in this many cycles.
+MISC_CYCLES = 1
+
+
+def fetch_cycles(cfg: AccelConfig) -> int:
+    """Return the cycles of fetching one instruction: ``instr_words + FETCH_LATENCY``."""
+    return isa.instr_words(cfg) + FETCH_LATENCY
+
+
+def load_cycles(cfg: AccelConfig, spad: str, rows: int) -> int:
+    """Return the cycles of a LOAD: ``rows * row_words + DMA_READ_LATENCY``."""
+    return rows * cfg.spad_row_words(spad) + DMA_READ_LATENCY
+
+
+def store_cycles(cfg: AccelConfig, spad: str, rows: int) -> int:
+    """Return the cycles of a STORE: ``rows * row_words + DMA_WRITE_LATENCY``."""
+    return rows * cfg.spad_row_words(spad) + DMA_WRITE_LATENCY
+
+
+def matmul_cycles(cfg: AccelConfig, m: int, k_tiles: int) -> int:
+    """Return the cycles of a MATMUL (weight-stationary, two weight banks).
+
+    ``MATMUL_SETUP + R + k_tiles * max(m, 2R + C - 2) + R + C + MATMUL_TAIL``: the first weight
+    tile shifts in (``R``), then each k-tile streams ``m`` activation beats while the next tile
+    shifts into the other bank; a bank is reused only after the beats of the tile before drained
+    (``2R + C - 2``); finally the array drains (``R + C``) and the last ACC write commits.
+    """
+    r, c = cfg.rows, cfg.cols
+    return MATMUL_SETUP + r + k_tiles * max(m, 2 * r + c - 2) + r + c + MATMUL_TAIL
+
+
+def requant_cycles(cfg: AccelConfig, rows: int) -> int:
+    """Return the cycles of a REQUANT: ``rows + REQUANT_OVERHEAD``."""
+    return rows + REQUANT_OVERHEAD
+
+
+def perf_cycles(cfg: AccelConfig) -> int:
+    """Return the cycles of a PERF: ``perf_words + PERF_OVERHEAD``."""
+    return isa.perf_words(cfg) + PERF_OVERHEAD
+
+
+def misc_cycles(cfg: AccelConfig) -> int:
+    """Return the cycles of SYNC or HALT: ``MISC_CYCLES``."""
+    return MISC_CYCLES
+
+
+_SPAD_NAMES = ("act", "wt", "acc", "out", "param")
+_SPAD_DTYPES = {"act": np.int8, "wt": np.int8, "acc": np.dtype("<i4"), "out": np.int8,
+                "param": np.dtype("<i4")}
+_COUNTER_MASK = (1 << 48) - 1
+
+
+class IsaSim:
+    """Instruction-set simulator of one device configuration.
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+        The configuration; scratchpad sizes, array size and memory size come from it.
+
+    Scratchpads persist across :meth:`run` calls (as on the device, which does not clear them) and
+    are available as ``spads[name]`` (``"act"``: ``(depth, R)`` int8, ``"wt"``/``"out"``:
+    ``(depth, C)`` int8, ``"acc"``/``"param"``: ``(depth, C)`` int32).
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"IsaSim config must be an AccelConfig, not {cfg!r}")
+        self.cfg = cfg
+        self.spads = {}
+        for name in _SPAD_NAMES:
+            width = cfg.spad_row_bytes(name) // np.dtype(_SPAD_DTYPES[name]).itemsize
+            self.spads[name] = np.zeros((cfg.spad_depth(name), width), _SPAD_DTYPES[name])
+        self._decoded: dict[int, tuple] = {}
+
+    # -- decode ---------------------------------------------------------------------------------
+    def _decode(self, word: int, pc: int):
+        try:
+            return self._decoded[word]
+        except KeyError:
+            pass
+        if isa.opcode_bits(word) not in {o.value for o in isa.Opcode}:
+            raise DeviceError(isa.ErrorCode.ILLEGAL_OPCODE, pc=pc,
+                              detail=f"opcode {isa.opcode_bits(word)} in {word:#x}")
+        try:
+            d = fields(word)
+        except ValueError as e:          # illegal spad selector
+            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc, detail=str(e)) from None
+        self._decoded[word] = d
+        return d
+
+    # -- run ------------------------------------------------------------------------------------
+    def run(self, mem: np.ndarray, prog_addr: int, max_instructions: int = 10 ** 7) -> dict:
+        """Execute the program at word address ``prog_addr`` in place on ``mem`` until HALT.
+
+        Parameters
+        ----------
+        mem : uint8 array of ``cfg.mem_bytes``
+            The device memory image; modified in place.
+        prog_addr : int
+            Word address of the first instruction.
+        max_instructions : int
+            Raise :class:`TimeoutError` when this many instructions retired without HALT.
+
+        Returns
+        -------
+        dict
+            The final counters, keyed by :data:`hw.isa.PERF_COUNTERS`.
+
+        Raises
+        ------
+        DeviceError
+            On a fault (see the module docstring); ``.counters`` holds the counters at the fault.
+        """
+        cfg = self.cfg
+        if not isinstance(mem, np.ndarray) or mem.dtype != np.uint8 or mem.ndim != 1:
+            raise TypeError(f"Device memory must be a 1-D uint8 array, not {type(mem).__name__} "
+                            f"{getattr(mem, 'dtype', None)}")
+        if mem.size != cfg.mem_bytes:
+            raise ValueError(f"Device memory must be {cfg.mem_bytes} bytes, not {mem.size}")
+        bb = cfg.mem_bus_bytes
+        iw = isa.instr_words(cfg)
+        ibytes = isa.INSTR_BITS // 8
+        ctr = dict.fromkeys(isa.PERF_COUNTERS, 0)
+        self.counters = ctr
+        pc = int(prog_addr)
+        fetch = fetch_cycles(cfg)
+        try:
+            while True:
+                if ctr["instructions"] >= max_instructions:
+                    raise TimeoutError(f"Program did not HALT within {max_instructions} "
+                                       f"instructions (pc={pc:#x})")
+                if pc < 0 or pc + iw > cfg.mem_words:
+                    raise DeviceError(isa.ErrorCode.FETCH_RANGE, pc=pc,
+                                      detail=f"fetch of words {pc:#x}..{pc + iw - 1:#x} beyond "
+                                             f"memory of {cfg.mem_words} words")
+                word = int.from_bytes(mem[pc * bb: pc * bb + ibytes].tobytes(), "little")
+                ctr["cycles"] += fetch
+                op, a = self._decode(word, pc)
+                if op == isa.Opcode.HALT:
+                    ctr["cycles"] += misc_cycles(cfg)
+                    ctr["instructions"] += 1
+                    break
+                self._execute(op, a, mem, pc, ctr)
+                ctr["instructions"] += 1
+                pc += iw
+        except DeviceError as e:
+            e.counters = dict(ctr)
+            raise
+        return dict(ctr)
+
+    # -- checks ---------------------------------------------------------------------------------
+    def _spad_check(self, pc, spad, addr, rows):
+        depth = self.cfg.spad_depth(spad)
+        if addr + rows > depth:
+            raise DeviceError(isa.ErrorCode.SPAD_RANGE, pc=pc,
+                              detail=f"{spad} rows {addr}..{addr + rows - 1} beyond depth {depth}")
+
+    def _dram_check(self, pc, first, last):
+        if last >= self.cfg.mem_words:
+            raise DeviceError(isa.ErrorCode.DRAM_RANGE, pc=pc,
+                              detail=f"memory words {first:#x}..{last:#x} beyond "
+                                     f"{self.cfg.mem_words} words")
+
+    # -- execute --------------------------------------------------------------------------------
+    def _execute(self, op, a, mem, pc, ctr):
+        cfg = self.cfg
+        if op == isa.Opcode.LOAD or op == isa.Opcode.STORE:
+            self._dma(op == isa.Opcode.STORE, a, mem, pc, ctr)
+        elif op == isa.Opcode.MATMUL:
+            self._matmul(a, pc, ctr)
+        elif op == isa.Opcode.REQUANT:
+            self._requant(a, pc, ctr)
+        elif op == isa.Opcode.PERF:
+            pw = isa.perf_words(cfg)
+            self._dram_check(pc, a["dram_addr"], a["dram_addr"] + pw - 1)
+            ctr["cycles"] += perf_cycles(cfg)
+            snap = b"".join((ctr[n] & _COUNTER_MASK).to_bytes(isa.PERF_SLOT_BYTES, "little")
+                            for n in isa.PERF_COUNTERS)
+            start = a["dram_addr"] * cfg.mem_bus_bytes
+            mem[start:start + len(snap)] = np.frombuffer(snap, np.uint8)
+        elif op == isa.Opcode.SYNC:
+            ctr["cycles"] += misc_cycles(cfg)
+        else:   # pragma: no cover - every legal opcode is handled above
+            raise DeviceError(isa.ErrorCode.ILLEGAL_OPCODE, pc=pc, detail=f"opcode {op}")
+
+    def _dma(self, store, a, mem, pc, ctr):
+        cfg = self.cfg
+        spad = _SPAD_NAMES[a["spad"]]
+        rows, saddr, daddr, stride = a["rows"], a["spad_addr"], a["dram_addr"], a["dram_stride"]
+        if rows == 0:
+            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc, detail="DMA rows must be non-zero")
+        self._spad_check(pc, spad, saddr, rows)
+        rw = cfg.spad_row_words(spad)
+        last = daddr + (rows - 1) * stride + rw - 1
+        self._dram_check(pc, daddr, last)
+        bb = cfg.mem_bus_bytes
+        rb = rw * bb
+        arr = self.spads[spad]
+        if stride == rw:                        # contiguous: one slice
+            region = mem[daddr * bb: daddr * bb + rows * rb]
+            if store:
+                region[:] = arr[saddr:saddr + rows].view(np.uint8).reshape(-1)
+            else:
+                arr[saddr:saddr + rows] = region.view(arr.dtype).reshape(rows, -1)
+        else:
+            idx = ((daddr + np.arange(rows, dtype=np.int64) * stride) * bb)[:, None] \
+                + np.arange(rb, dtype=np.int64)[None, :]
+            if store:
+                src = arr[saddr:saddr + rows].view(np.uint8).reshape(rows, rb)
+                if stride >= rw:
+                    mem[idx] = src
+                else:                           # overlapping rows: later rows win, in order
+                    for i in range(rows):
+                        mem[idx[i]] = src[i]
+            else:
+                arr[saddr:saddr + rows] = mem[idx].reshape(-1).view(arr.dtype).reshape(rows, -1)
+        nbytes = rows * rb
+        ctr["dram_write_bytes" if store else "dram_read_bytes"] += nbytes
+        ctr["cycles"] += (store_cycles if store else load_cycles)(cfg, spad, rows)
+
+    def _matmul(self, a, pc, ctr):
+        cfg = self.cfg
+        R, C = cfg.rows, cfg.cols
+        m, kt, stride = a["m"], a["k_tiles"], a["act_stride"]
+        if m == 0 or kt == 0:
+            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc,
+                              detail=f"MATMUL m={m} and k_tiles={kt} must be non-zero")
+        act_last = a["act_addr"] + (kt - 1) * stride + m
+        if act_last > cfg.act_spad_depth:
+            raise DeviceError(isa.ErrorCode.SPAD_RANGE, pc=pc,
+                              detail=f"act rows up to {act_last - 1} beyond depth "
+                                     f"{cfg.act_spad_depth}")
+        self._spad_check(pc, "wt", a["wt_addr"], kt * R)
+        self._spad_check(pc, "acc", a["acc_addr"], m)
+        rows_idx = (a["act_addr"] + np.arange(kt)[:, None] * stride + np.arange(m)[None, :])
+        acts = self.spads["act"][rows_idx].astype(np.int64) - a["zp"]      # (kt, m, R)
+        wts = self.spads["wt"][a["wt_addr"]:a["wt_addr"] + kt * R]            # (kt*R, C)
+        a2 = acts.transpose(1, 0, 2).reshape(m, kt * R)
+        # float64 is exact here: |sum| <= 255 * 128 * 65535 * 64 < 2**53.
+        prod = (a2.astype(np.float64) @ wts.astype(np.float64)).astype(np.int64)
+        acc = self.spads["acc"]
+        lo, hi = a["acc_addr"], a["acc_addr"] + m
+        if a["accumulate"]:
+            prod += acc[lo:hi]
+        acc[lo:hi] = golden.wrap_int32(prod)
+        ctr["macs"] += m * R * C * kt
+        if cfg.zero_gate:
+            za = acts == 0                                                  # (kt, m, R)
+            zw = (wts == 0).reshape(kt, R, C).sum(axis=2)                   # (kt, R)
+            nza = m - za.sum(axis=1)                                        # (kt, R)
+            ctr["gated_macs"] += int(za.sum()) * C + int((nza * zw).sum())
+        cyc = matmul_cycles(cfg, m, kt)
+        ctr["cycles"] += cyc
+        ctr["compute_cycles"] += cyc
+
+    def _requant(self, a, pc, ctr):
+        cfg = self.cfg
+        rows = a["rows"]
+        if rows == 0:
+            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc, detail="REQUANT rows must be non-zero")
+        self._spad_check(pc, "acc", a["acc_addr"], rows)
+        self._spad_check(pc, "out", a["out_addr"], rows)
+        self._spad_check(pc, "param", a["param_addr"], 3)
+        p = self.spads["param"]
+        bias, mult, shift = p[a["param_addr"]], p[a["param_addr"] + 1], p[a["param_addr"] + 2]
+        if np.any(shift < 0) or np.any(shift > isa.REQUANT_MAX_SHIFT):
+            raise DeviceError(isa.ErrorCode.BAD_PARAM, pc=pc,
+                              detail=f"shift row {a['param_addr'] + 2} holds {shift.tolist()}, "
+                                     f"outside 0..{isa.REQUANT_MAX_SHIFT}")
+        acc = self.spads["acc"][a["acc_addr"]:a["acc_addr"] + rows]
+        self.spads["out"][a["out_addr"]:a["out_addr"] + rows] = golden.requantize(
+            acc, bias, mult, shift, a["zp_out"], bool(a["relu"]))
+        ctr["cycles"] += requant_cycles(cfg, rows)

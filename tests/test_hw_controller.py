@@ -1,0 +1,223 @@
+# amaranth: UnusedElaboratable=no
+"""Controller: fetch, decode, range checks and faults, PERF, on a whole SimDevice."""
+import numpy as np
+import pytest
+
+from stamen.hw import isa
+from stamen.hw.isa import ErrorCode, Opcode, Spad
+from stamen.hw.params import AccelConfig
+from stamen.hw.simdevice import SimDevice
+from stamen.verif import amsim
+
+CFG = AccelConfig(rows=2, cols=4, mem_bus_bytes=2, act_spad_depth=32, wt_spad_depth=16,
+                  acc_spad_depth=16, out_spad_depth=16, param_spad_depth=6, mem_words=1024)
+IW = isa.instr_words(CFG)
+PROG = 0x300
+
+
+def words_of(cfg, value, n):
+    """Split ``value`` into ``n`` memory words, least significant first."""
+    w = cfg.mem_bus_bits
+    return [(value >> (w * i)) & ((1 << w) - 1) for i in range(n)]
+
+
+def write_words(ctx, dut, addr, words):
+    for i, w in enumerate(words):
+        ctx.set(dut.mem_data[addr + i], w)
+
+
+def write_program(ctx, dut, addr, instrs):
+    """Write encoded instructions (ints) at word address ``addr``."""
+    for k, word in enumerate(instrs):
+        write_words(ctx, dut, addr + k * IW, words_of(dut.cfg, word, IW))
+
+
+async def run_program(ctx, dut, prog_addr=PROG, timeout=5000):
+    """Start the device at ``prog_addr``, wait for done; return (error, fault_pc, cycles)."""
+    ctx.set(dut.prog_addr, prog_addr)
+    ctx.set(dut.start, 1)
+    await ctx.tick()
+    ctx.set(dut.start, 0)
+    assert ctx.get(dut.status.busy) == 1 and ctx.get(dut.status.done) == 0
+    cycles = await amsim.wait_until(ctx, dut.status.done, timeout=timeout)
+    assert ctx.get(dut.status.busy) == 0
+    return ErrorCode(ctx.get(dut.status.error)), ctx.get(dut.fault_pc), cycles
+
+
+def perf_dict(ctx, dut):
+    return {name: ctx.get(dut.perf[name]) for name in isa.PERF_COUNTERS}
+
+
+def load(spad, spad_addr, rows, dram_addr, dram_stride=None):
+    if dram_stride is None:
+        dram_stride = CFG.spad_row_words(spad.name.lower())
+    return isa.encode(Opcode.LOAD, spad=spad, spad_addr=spad_addr, rows=rows,
+                      dram_addr=dram_addr, dram_stride=dram_stride)
+
+
+def store(spad, spad_addr, rows, dram_addr, dram_stride=None):
+    if dram_stride is None:
+        dram_stride = CFG.spad_row_words(spad.name.lower())
+    return isa.encode(Opcode.STORE, spad=spad, spad_addr=spad_addr, rows=rows,
+                      dram_addr=dram_addr, dram_stride=dram_stride)
+
+
+HALT = isa.encode(Opcode.HALT)
+SYNC = isa.encode(Opcode.SYNC)
+
+
+def simulate(dut, testbench, latency=0, stall=0):
+    async def tb(ctx):
+        ctx.set(dut.mem_latency, latency)
+        ctx.set(dut.mem_stall, stall)
+        await testbench(ctx)
+    amsim.run(dut, tb)
+
+
+@pytest.mark.parametrize("latency,stall", [(0, 0), (5, 3)])
+def test_program_with_perf(latency, stall):
+    seed = 7
+    rng = np.random.default_rng(seed)
+    dut = SimDevice(CFG, max_latency=8)
+    data = [int(v) for v in rng.integers(0, 1 << CFG.mem_bus_bits, 16)]
+    perf_at = 0x200
+    prog = [SYNC, load(Spad.OUT, 3, 4, 0x40, 4), store(Spad.OUT, 3, 4, 0x80),
+            isa.encode(Opcode.PERF, dram_addr=perf_at), HALT]
+
+    async def testbench(ctx):
+        write_words(ctx, dut, 0x40, data)
+        write_program(ctx, dut, PROG, prog)
+        assert ctx.get(dut.config_id) == CFG.config_hash
+        err, _, cycles = await run_program(ctx, dut)
+        assert err == ErrorCode.NONE, f"seed={seed}"
+        words = CFG.spad_row_words("out")
+        got = [ctx.get(dut.mem_data[0x80 + i]) for i in range(4 * words)]
+        expected = [data[4 * (i // words) + i % words] for i in range(4 * words)]
+        np.testing.assert_array_equal(got, expected, err_msg=f"seed={seed}")
+        # PERF image: 64-bit little-endian slots in PERF_COUNTERS order.
+        raw = sum(ctx.get(dut.mem_data[perf_at + i]) << (CFG.mem_bus_bits * i)
+                  for i in range(isa.perf_words(CFG)))
+        written = {name: (raw >> (64 * k)) & ((1 << 64) - 1)
+                   for k, name in enumerate(isa.PERF_COUNTERS)}
+        nbytes = 4 * words * CFG.mem_bus_bytes
+        assert written["instructions"] == 3, written
+        assert written["dram_read_bytes"] == nbytes, written
+        assert written["dram_write_bytes"] == nbytes, written
+        assert written["macs"] == written["gated_macs"] == written["compute_cycles"] == 0
+        assert 3 * IW + 2 * 4 * words < written["cycles"] < cycles, (written, cycles)
+        if stall == 0:
+            assert written["stall_cycles"] == 0, written
+        final = perf_dict(ctx, dut)
+        assert final["instructions"] == len(prog), final
+        assert final["cycles"] > written["cycles"], final
+        assert final["dram_read_bytes"] == nbytes, final
+
+    simulate(dut, testbench, latency, stall)
+
+
+FAULTS = {
+    "illegal_opcode_0": ([SYNC, 0], ErrorCode.ILLEGAL_OPCODE, 1),
+    "illegal_opcode_15": ([isa.encode(Opcode.SYNC) | 0xF], ErrorCode.ILLEGAL_OPCODE, 0),
+    "load_beyond_memory": ([SYNC, load(Spad.ACT, 0, 5, CFG.mem_words - 4, 1)],
+                           ErrorCode.DRAM_RANGE, 1),
+    "store_stride_beyond_memory": ([store(Spad.ACC, 0, 3, 0x100, 0x180)], ErrorCode.DRAM_RANGE, 0),
+    "perf_beyond_memory": ([isa.encode(Opcode.PERF, dram_addr=CFG.mem_words - 31)],
+                           ErrorCode.DRAM_RANGE, 0),
+    "load_spad_overrun": ([load(Spad.PARAM, 4, 3, 0)], ErrorCode.SPAD_RANGE, 0),
+    "matmul_act_overrun": ([isa.encode(Opcode.MATMUL, act_addr=0, wt_addr=0, acc_addr=0, m=4,
+                                       k_tiles=2, act_stride=29, zp=0, accumulate=0)],
+                           ErrorCode.SPAD_RANGE, 0),
+    "matmul_wt_overrun": ([isa.encode(Opcode.MATMUL, act_addr=0, wt_addr=13, acc_addr=0, m=1,
+                                      k_tiles=2, act_stride=0, zp=0, accumulate=0)],
+                          ErrorCode.SPAD_RANGE, 0),
+    "requant_param_overrun": ([SYNC, SYNC, isa.encode(Opcode.REQUANT, acc_addr=0, out_addr=0,
+                                                      param_addr=4, rows=1, zp_out=0, relu=0)],
+                              ErrorCode.SPAD_RANGE, 2),
+    "load_rows_0": ([load(Spad.ACT, 0, 0, 0)], ErrorCode.BAD_ARG, 0),
+    "matmul_m_0": ([isa.encode(Opcode.MATMUL, act_addr=0, wt_addr=0, acc_addr=0, m=0,
+                               k_tiles=1, act_stride=0, zp=0, accumulate=0)],
+                   ErrorCode.BAD_ARG, 0),
+    "requant_rows_0": ([isa.encode(Opcode.REQUANT, acc_addr=0, out_addr=0, param_addr=0,
+                                   rows=0, zp_out=0, relu=0)], ErrorCode.BAD_ARG, 0),
+}
+
+
+@pytest.mark.parametrize("name", FAULTS)
+def test_fault(name):
+    prog, code, index = FAULTS[name]
+    dut = SimDevice(CFG, max_latency=4)
+    sentinel = [5, -6]
+
+    async def testbench(ctx):
+        write_program(ctx, dut, PROG, prog + [HALT])
+        ctx.set(dut.accel.spad_data["act"][0], sentinel)
+        err, pc, _ = await run_program(ctx, dut)
+        assert (err, pc) == (code, PROG + index * IW), name
+        assert ctx.get(dut.perf.instructions) == index, name
+        row = ctx.get(dut.accel.spad_data["act"][0])
+        assert [row[0], row[1]] == sentinel, name
+        # The device restarts cleanly after a fault.
+        write_program(ctx, dut, 0, [SYNC, HALT])
+        err, pc, _ = await run_program(ctx, dut, prog_addr=0)
+        assert (err, pc) == (ErrorCode.NONE, 0), name
+        assert ctx.get(dut.perf.instructions) == 2, name
+
+    simulate(dut, testbench)
+
+
+def test_fetch_range():
+    dut = SimDevice(CFG, max_latency=4)
+    start = CFG.mem_words - IW + 1
+
+    async def testbench(ctx):
+        err, pc, _ = await run_program(ctx, dut, prog_addr=start)
+        assert (err, pc) == (ErrorCode.FETCH_RANGE, start)
+        # The last instruction slot of memory is fetchable.
+        write_program(ctx, dut, CFG.mem_words - IW, [HALT])
+        err, pc, _ = await run_program(ctx, dut, prog_addr=CFG.mem_words - IW)
+        assert err == ErrorCode.NONE
+
+    simulate(dut, testbench)
+
+
+def test_requant_bad_shift():
+    dut = SimDevice(CFG, max_latency=4)
+    words = CFG.spad_row_words("param")
+    params = [[0] * 4, [1 << 30] * 4, [3, 3, 32, 3]]
+    prog = [load(Spad.PARAM, 0, 3, 0x40),
+            isa.encode(Opcode.REQUANT, acc_addr=0, out_addr=0, param_addr=0, rows=2, zp_out=0,
+                       relu=0)]
+
+    async def testbench(ctx):
+        for i, row in enumerate(params):
+            value = sum((v & 0xFFFFFFFF) << (32 * c) for c, v in enumerate(row))
+            write_words(ctx, dut, 0x40 + i * words, words_of(CFG, value, words))
+        write_program(ctx, dut, PROG, prog + [HALT])
+        err, pc, _ = await run_program(ctx, dut)
+        assert (err, pc) == (ErrorCode.BAD_PARAM, PROG + IW)
+
+    simulate(dut, testbench)
+
+
+def test_ranges_that_fit_exactly():
+    dut = SimDevice(CFG, max_latency=4)
+    prog = [load(Spad.ACT, CFG.act_spad_depth - 4, 4, CFG.mem_words - 4, 1),
+            load(Spad.PARAM, CFG.param_spad_depth - 3, 3, 0),
+            store(Spad.ACC, 0, 3, CFG.mem_words - 0x108, 0x80),
+            isa.encode(Opcode.MATMUL, act_addr=0, wt_addr=CFG.wt_spad_depth - 2 * CFG.rows,
+                       acc_addr=CFG.acc_spad_depth - 4, m=4, k_tiles=2,
+                       act_stride=CFG.act_spad_depth - 4, zp=0, accumulate=0),
+            isa.encode(Opcode.REQUANT, acc_addr=CFG.acc_spad_depth - 2,
+                       out_addr=CFG.out_spad_depth - 2, param_addr=CFG.param_spad_depth - 3,
+                       rows=2, zp_out=0, relu=0),
+            isa.encode(Opcode.PERF, dram_addr=CFG.mem_words - isa.perf_words(CFG)),
+            HALT]
+
+    async def testbench(ctx):
+        write_program(ctx, dut, PROG, prog)
+        err, pc, _ = await run_program(ctx, dut)
+        assert (err, pc) == (ErrorCode.NONE, 0)
+        assert ctx.get(dut.perf.instructions) == len(prog)
+        assert ctx.get(dut.perf.macs) == 2 * 4 * CFG.rows * CFG.cols
+
+    simulate(dut, testbench)

@@ -1,0 +1,171 @@
+# amaranth: UnusedElaboratable=no
+"""DMA LOAD / STORE of 2-D strided blocks, against a memory model with latency and backpressure."""
+from collections import deque
+
+import numpy as np
+import pytest
+from amaranth import *
+from amaranth.lib import memory
+
+from stamen.hw import bus, isa
+from stamen.hw.dma import DMA
+from stamen.hw.params import AccelConfig
+from stamen.verif import amsim
+
+CONFIGS = {
+    "b2": AccelConfig(rows=2, cols=4, mem_bus_bytes=2, act_spad_depth=32, wt_spad_depth=32,
+                      acc_spad_depth=32, out_spad_depth=32, param_spad_depth=16, mem_words=512),
+    "b4": AccelConfig(rows=4, cols=8, mem_bus_bytes=4, act_spad_depth=32, wt_spad_depth=32,
+                      acc_spad_depth=32, out_spad_depth=32, param_spad_depth=16, mem_words=512),
+}
+
+
+class Harness(Elaboratable):
+    """The DMA with all five scratchpads."""
+
+    def __init__(self, cfg):
+        self.dma = DMA(cfg)
+        self.data = {s: memory.MemoryData(shape=bus.spad_row_layout(cfg, s),
+                                          depth=cfg.spad_depth(s), init=[]) for s in bus.SPADS}
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dma = dma = self.dma
+        for s in bus.SPADS:
+            m.submodules[s] = mem = memory.Memory(data=self.data[s])
+            rp, wp = mem.read_port(), mem.write_port()
+            rd, wr = getattr(dma, f"{s}_rd"), getattr(dma, f"{s}_wr")
+            m.d.comb += [rp.addr.eq(rd.addr), rp.en.eq(rd.en), rd.data.eq(rp.data),
+                         wp.addr.eq(wr.addr), wp.data.eq(wr.data), wp.en.eq(wr.en)]
+        return m
+
+
+def memory_model(dut, mem, rng, latency, p_stall, stats):
+    """Return a background testbench serving ``dut``'s bus from the NumPy word array ``mem``."""
+    req, rsp = dut.o_mem_req, dut.i_mem_rsp
+
+    async def model(ctx):
+        pending = deque()           # (cycle the response is due, data)
+        cycle = 0
+        while True:
+            ctx.set(req.ready, int(rng.random() >= p_stall))
+            if pending and pending[0][0] <= cycle and rng.random() >= p_stall:
+                ctx.set(rsp.valid, 1)
+                ctx.set(rsp.payload.rdata, pending[0][1])
+            else:
+                ctx.set(rsp.valid, 0)
+            if ctx.get(rsp.valid) and ctx.get(rsp.ready):
+                pending.popleft()
+            if ctx.get(req.valid) and ctx.get(req.ready):
+                addr = ctx.get(req.payload.addr)
+                if ctx.get(req.payload.we):
+                    mem[addr] = ctx.get(req.payload.wdata)
+                    stats["writes"] += 1
+                else:
+                    pending.append((cycle + 1 + int(rng.integers(0, latency + 1)), int(mem[addr])))
+                    stats["reads"] += 1
+            await ctx.tick()
+            cycle += 1
+    return model
+
+
+def row_to_words(cfg, spad, row):
+    """Return the memory words of one spad row given as a list of element values."""
+    elem = cfg.spad_row_bytes(spad) // len(row)
+    raw = b"".join(int(v).to_bytes(elem, "little", signed=True) for v in row)
+    b = cfg.mem_bus_bytes
+    return [int.from_bytes(raw[j:j + b], "little") for j in range(0, len(raw), b)]
+
+
+def random_row(cfg, spad, rng):
+    n = bus.spad_row_layout(cfg, spad).length
+    bits = 8 * cfg.spad_row_bytes(spad) // n
+    return [int(v) for v in rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), n)]
+
+
+def random_block(cfg, spad, rng, max_rows=6):
+    """Return DMA args for a random in-range 2-D block of ``spad``."""
+    words = cfg.spad_row_words(spad)
+    rows = int(rng.integers(1, max_rows + 1))
+    stride = int(rng.integers(0, 3)) * words + int(rng.integers(0, 3)) if rng.random() < 0.8 \
+        else int(rng.integers(words, 4 * words))
+    span = (rows - 1) * stride + words
+    return {"spad": isa.Spad(bus.SPADS.index(spad)),
+            "spad_addr": int(rng.integers(0, cfg.spad_depth(spad) - rows + 1)),
+            "rows": rows,
+            "dram_addr": int(rng.integers(0, cfg.mem_words - span + 1)),
+            "dram_stride": stride}
+
+
+async def run_cmd(ctx, dut, store, args, timeout=2000):
+    await amsim.put(ctx, dut.i_cmd, {"store": store, "args": args}, timeout=5)
+    return await amsim.wait_until(ctx, dut.busy, timeout=timeout, value=0)
+
+
+@pytest.mark.parametrize("latency,p_stall", [(0, 0.0), (6, 0.3), (20, 0.6)])
+@pytest.mark.parametrize("cfg_name", CONFIGS)
+def test_load_store_blocks(cfg_name, latency, p_stall):
+    seed = hash((cfg_name, latency, p_stall)) % 1000
+    rng = np.random.default_rng(seed)
+    cfg = CONFIGS[cfg_name]
+    h = Harness(cfg)
+    mem = rng.integers(0, 1 << cfg.mem_bus_bits, cfg.mem_words, dtype=np.uint64)
+    mem = [int(v) for v in mem]
+    stats = {"reads": 0, "writes": 0}
+    spads = list(bus.SPADS) * 2
+    rng.shuffle(spads)
+
+    async def testbench(ctx):
+        for spad in spads:
+            msg = f"seed={seed} cfg={cfg} spad={spad}"
+            # LOAD a random block; check spad rows against memory.
+            args = random_block(cfg, spad, rng)
+            before = dict(stats)
+            await run_cmd(ctx, h.dma, 0, args)
+            words = cfg.spad_row_words(spad)
+            for i in range(args["rows"]):
+                row = ctx.get(h.data[spad][args["spad_addr"] + i])
+                got = row_to_words(cfg, spad, [row[j] for j in range(len(row))])
+                base = args["dram_addr"] + i * args["dram_stride"]
+                np.testing.assert_array_equal(got, mem[base:base + words],
+                                              err_msg=f"{msg} LOAD {args} row {i}")
+            assert stats["reads"] - before["reads"] == args["rows"] * words, msg
+            # STORE random spad contents to another random block; check memory.
+            args = random_block(cfg, spad, rng)
+            rows = [random_row(cfg, spad, rng) for _ in range(args["rows"])]
+            for i, row in enumerate(rows):
+                ctx.set(h.data[spad][args["spad_addr"] + i], row)
+            expected = list(mem)
+            for i, row in enumerate(rows):
+                base = args["dram_addr"] + i * args["dram_stride"]
+                expected[base:base + words] = row_to_words(cfg, spad, row)
+            before = dict(stats)
+            await run_cmd(ctx, h.dma, 1, args)
+            np.testing.assert_array_equal(mem, expected, err_msg=f"{msg} STORE {args}")
+            assert stats["writes"] - before["writes"] == args["rows"] * words, msg
+
+    amsim.run(h, testbench,
+              background=[memory_model(h.dma, mem, rng, latency, p_stall, stats)])
+
+
+def test_load_throughput():
+    """Without latency or stalls, a LOAD moves one word per cycle."""
+    cfg = CONFIGS["b2"]
+    h = Harness(cfg)
+    rng = np.random.default_rng(0)
+    mem = [int(v) for v in rng.integers(0, 1 << cfg.mem_bus_bits, cfg.mem_words)]
+    stats = {"reads": 0, "writes": 0}
+    result = {}
+
+    async def testbench(ctx):
+        for spad in ("act", "acc"):
+            args = {"spad": isa.Spad(bus.SPADS.index(spad)), "spad_addr": 0, "rows": 16,
+                    "dram_addr": 0, "dram_stride": cfg.spad_row_words(spad)}
+            result[spad, 0] = await run_cmd(ctx, h.dma, 0, args)
+            result[spad, 1] = await run_cmd(ctx, h.dma, 1, args)
+
+    amsim.run(h, testbench, background=[memory_model(h.dma, mem, rng, 0, 0.0, stats)])
+    for spad in ("act", "acc"):
+        words = 16 * cfg.spad_row_words(spad)
+        assert result[spad, 0] == words + 1, (spad, result)    # LOAD: busy cycles
+        assert result[spad, 1] == words + 2, (spad, result)    # STORE

@@ -1,0 +1,318 @@
+"""Compiler + ISA simulator: bit-exact vs golden on every case; faults; counters; persistence."""
+import numpy as np
+import pytest
+
+import cases
+from stamen.hw import isa
+from stamen.hw.params import AccelConfig
+from stamen.sw import asm, golden
+from stamen.sw.compiler import Program, compile_gemm, compile_linear
+from stamen.sw.errors import CompileError, DeviceError
+from stamen.sw.isasim import IsaSim
+
+PRESETS = ("tiny", "small")
+
+
+def _run(prog, x):
+    mem = prog.memory_image(x)
+    counters = IsaSim(prog.cfg).run(mem, prog.prog_addr)
+    return mem, counters
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("case", cases.CASES, ids=str)
+def test_gemm_matches_golden(case, preset):
+    cfg = AccelConfig.preset(preset)
+    x, w, zp = cases.make_gemm(case)
+    prog = compile_gemm(w, cfg, case.m, zp=zp)
+    mem, ctr = _run(prog, x)
+    got = prog.read_output(mem)
+    assert got.dtype == np.int32 and got.shape == (case.m, case.n)
+    np.testing.assert_array_equal(got, golden.gemm(x, w, zp),
+                                  err_msg=f"seed={case.seed} case={case} cfg={preset}")
+    np.testing.assert_array_equal(prog.reference(x), golden.gemm(x, w, zp))
+    perf = prog.read_perf(mem)
+    assert len(perf) == 2
+    assert perf[-1]["macs"] == ctr["macs"] >= case.m * case.k * case.n
+    assert ctr["instructions"] == len(prog.words)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("case", cases.CASES, ids=str)
+def test_linear_matches_golden(case, preset):
+    cfg = AccelConfig.preset(preset)
+    p = cases.make_linear(case)
+    prog = compile_linear(p["w"], p["bias"], p["mult"], p["shift"], p["zp_in"], p["zp_out"],
+                          p["relu"], cfg, case.m)
+    mem, _ = _run(prog, p["x"])
+    expected = golden.linear(p["x"], p["w"], p["bias"], p["mult"], p["shift"], p["zp_in"],
+                             p["zp_out"], p["relu"])
+    got = prog.read_output(mem)
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, expected,
+                                  err_msg=f"seed={case.seed} case={case} cfg={preset}")
+
+
+def test_tiling_cases_really_tile():
+    tiny = AccelConfig.preset("tiny")
+    by_name = {c.name: c for c in cases.CASES}
+    c = by_name["mtile_tiny"]
+    plan = compile_gemm(cases.make_gemm(c)[1], tiny, c.m).layout["tensors"][0]
+    assert plan["mt"] < c.m
+    c = by_name["kchunk_tiny"]
+    plan = compile_gemm(cases.make_gemm(c)[1], tiny, c.m).layout["tensors"][0]
+    assert plan["ktc"] < -(-c.k // tiny.rows)
+    c = by_name["kchunk_small"]
+    small = AccelConfig.preset("small")
+    plan = compile_gemm(cases.make_gemm(c)[1], small, c.m).layout["tensors"][0]
+    assert plan["ktc"] < -(-c.k // small.rows)
+
+
+# -- counters ------------------------------------------------------------------------------------
+def _gated_brute(x, w, zp, cfg):
+    """Count gated MACs beat by beat, PE by PE, over the k-tiles the array sees."""
+    R, C = cfg.rows, cfg.cols
+    m, k = x.shape
+    n = w.shape[1]
+    kt = -(-k // R)
+    L = np.lcm(R, C)
+    npad = -(-n // L) * L
+    a = np.full((m, kt * R), zp, np.int64)
+    a[:, :k] = x
+    wp = np.zeros((kt * R, npad), np.int64)
+    wp[:k, :n] = w
+    total = 0
+    for t in range(kt):
+        for nt in range(npad // C):
+            W = wp[t * R:(t + 1) * R, nt * C:(nt + 1) * C]
+            for i in range(m):
+                av = a[i, t * R:(t + 1) * R] - zp
+                total += int(np.sum((av[:, None] == 0) | (W == 0)))
+    return total
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_counters(preset):
+    cfg = AccelConfig.preset(preset)
+    case = cases.Case("ctr", 11, 21, 13, 0.5, 99)
+    x, w, zp = cases.make_gemm(case)
+    prog = compile_gemm(w, cfg, case.m, zp=zp)
+    mem, ctr = _run(prog, x)
+    R, C = cfg.rows, cfg.cols
+    L = np.lcm(R, C)
+    kt = -(-case.k // R)
+    nt = -(-case.n // L) * L // C
+    assert ctr["macs"] == case.m * kt * nt * R * C, f"seed={case.seed}"
+    assert ctr["gated_macs"] == _gated_brute(x, w, zp, cfg), f"seed={case.seed}"
+    # every byte of input, weights and output crosses the bus at least once
+    assert ctr["dram_write_bytes"] == case.m * (-(-case.n // L) * L) * 4
+    assert ctr["dram_read_bytes"] >= case.m * kt * R + kt * R * nt * C
+    assert ctr["stall_cycles"] == 0
+    assert 0 < ctr["compute_cycles"] < ctr["cycles"]
+    perf = prog.read_perf(mem)
+    assert perf[0]["instructions"] == 0 and perf[0]["macs"] == 0
+    assert perf[1]["instructions"] == len(prog.words) - 2       # all but the last PERF and HALT
+    assert prog.est_cycles == ctr["cycles"]
+    no_gate = cfg.replace(zero_gate=False)
+    ctr2 = IsaSim(no_gate).run(compile_gemm(w, no_gate, case.m, zp=zp).memory_image(x),
+                               prog.prog_addr)
+    assert ctr2["gated_macs"] == 0
+
+
+# -- faults --------------------------------------------------------------------------------------
+def _image(cfg, text, prog_addr=16):
+    mem = np.zeros(cfg.mem_bytes, np.uint8)
+    code = np.frombuffer(asm.to_bytes(asm.assemble(text), cfg), np.uint8)
+    mem[prog_addr * cfg.mem_bus_bytes:prog_addr * cfg.mem_bus_bytes + code.size] = code
+    return mem
+
+
+TINY = AccelConfig.preset("tiny")
+_FAULTS = [
+    ("illegal", "SYNC\n.word 0xf", isa.ErrorCode.ILLEGAL_OPCODE, 1),
+    ("zeroed", "SYNC\nSYNC", isa.ErrorCode.ILLEGAL_OPCODE, 2),     # runs into zeroed memory
+    ("load_rows0", "LOAD spad=ACT spad_addr=0 rows=0 dram_addr=0 dram_stride=1",
+     isa.ErrorCode.BAD_ARG, 0),
+    ("mm_m0", "MATMUL act_addr=0 wt_addr=0 acc_addr=0 m=0 k_tiles=1 act_stride=1 zp=0 "
+     "accumulate=0", isa.ErrorCode.BAD_ARG, 0),
+    ("mm_k0", "MATMUL act_addr=0 wt_addr=0 acc_addr=0 m=1 k_tiles=0 act_stride=1 zp=0 "
+     "accumulate=0", isa.ErrorCode.BAD_ARG, 0),
+    ("rq_rows0", "REQUANT acc_addr=0 out_addr=0 param_addr=0 rows=0 zp_out=0 relu=0",
+     isa.ErrorCode.BAD_ARG, 0),
+    ("bad_spad", ".word " + hex(isa.encode(isa.Opcode.LOAD, spad=isa.Spad.ACT, spad_addr=0, rows=1,
+                                           dram_addr=0, dram_stride=0) | (7 << 8)),
+     isa.ErrorCode.BAD_ARG, 0),
+    ("load_spad", f"LOAD spad=WT spad_addr={TINY.wt_spad_depth - 1} rows=2 dram_addr=0 "
+     "dram_stride=1", isa.ErrorCode.SPAD_RANGE, 0),
+    ("mm_act", f"MATMUL act_addr=0 wt_addr=0 acc_addr=0 m=2 k_tiles=2 "
+     f"act_stride={TINY.act_spad_depth - 1} zp=0 accumulate=0", isa.ErrorCode.SPAD_RANGE, 0),
+    ("mm_wt", f"MATMUL act_addr=0 wt_addr={TINY.wt_spad_depth - TINY.rows} acc_addr=0 m=1 "
+     "k_tiles=2 act_stride=1 zp=0 accumulate=0", isa.ErrorCode.SPAD_RANGE, 0),
+    ("mm_acc", f"MATMUL act_addr=0 wt_addr=0 acc_addr={TINY.acc_spad_depth} m=1 k_tiles=1 "
+     "act_stride=1 zp=0 accumulate=0", isa.ErrorCode.SPAD_RANGE, 0),
+    ("rq_param", f"REQUANT acc_addr=0 out_addr=0 param_addr={TINY.param_spad_depth - 2} rows=1 "
+     "zp_out=0 relu=0", isa.ErrorCode.SPAD_RANGE, 0),
+    ("load_dram", f"LOAD spad=ACT spad_addr=0 rows=2 dram_addr={TINY.mem_words - 1} "
+     "dram_stride=1", isa.ErrorCode.DRAM_RANGE, 0),
+    ("store_dram", f"STORE spad=ACC spad_addr=0 rows=2 dram_addr=0 dram_stride={TINY.mem_words}",
+     isa.ErrorCode.DRAM_RANGE, 0),
+    ("perf_dram", f"PERF dram_addr={TINY.mem_words - 1}", isa.ErrorCode.DRAM_RANGE, 0),
+    ("bad_shift", "REQUANT acc_addr=0 out_addr=0 param_addr=0 rows=1 zp_out=0 relu=0",
+     isa.ErrorCode.BAD_PARAM, 0),
+]
+
+
+@pytest.mark.parametrize("name, text, code, index", _FAULTS, ids=[f[0] for f in _FAULTS])
+def test_fault(name, text, code, index):
+    prog_addr = 16
+    mem = _image(TINY, text, prog_addr)
+    sim = IsaSim(TINY)
+    if name == "bad_shift":
+        sim.spads["param"][2, 1] = 32
+    before = mem.copy()
+    spads = {k: v.copy() for k, v in sim.spads.items()}
+    with pytest.raises(DeviceError) as e:
+        sim.run(mem, prog_addr)
+    assert e.value.code == code
+    assert e.value.pc == prog_addr + index * isa.instr_words(TINY)
+    np.testing.assert_array_equal(mem, before)           # nothing touched
+    for k in spads:
+        np.testing.assert_array_equal(sim.spads[k], spads[k])
+
+
+def test_fetch_range():
+    cfg = TINY
+    iw = isa.instr_words(cfg)
+    prog_addr = cfg.mem_words - iw
+    mem = _image(cfg, "SYNC", prog_addr)
+    with pytest.raises(DeviceError) as e:
+        IsaSim(cfg).run(mem, prog_addr)
+    assert e.value.code == isa.ErrorCode.FETCH_RANGE and e.value.pc == cfg.mem_words
+    assert e.value.counters["instructions"] == 1
+
+
+def test_perf_writes_counters_and_halts():
+    cfg = TINY
+    mem = _image(cfg, "SYNC\nPERF dram_addr=0\nHALT", 16)
+    ctr = IsaSim(cfg).run(mem, 16)
+    vals = mem[:isa.perf_words(cfg) * cfg.mem_bus_bytes].view("<u8")
+    snap = dict(zip(isa.PERF_COUNTERS, map(int, vals)))
+    assert snap["instructions"] == 1 and ctr["instructions"] == 3
+    assert 0 < snap["cycles"] < ctr["cycles"]
+
+
+def test_max_instructions():
+    # a program that never halts: jump-free, so fill memory with SYNCs up to the limit
+    cfg = TINY
+    mem = _image(cfg, "SYNC\n" * 50, 16)
+    with pytest.raises(TimeoutError):
+        IsaSim(cfg).run(mem, 16, max_instructions=10)
+
+
+# -- program checks, config identity, persistence -------------------------------------------------
+def test_config_hash_identifies_the_config(tmp_path):
+    case = cases.CASES[6]
+    x, w, zp = cases.make_gemm(case)
+    prog = compile_gemm(w, AccelConfig.preset("tiny"), case.m, zp=zp)
+    assert prog.config_hash == AccelConfig.preset("tiny").config_hash
+    assert prog.config_hash != AccelConfig.preset("small").config_hash
+    path = tmp_path / "prog.bin"
+    prog.save(path)
+    back = Program.load(path)
+    assert back.config_hash == prog.config_hash and back.cfg == prog.cfg
+    assert back.words == prog.words and back.layers == prog.layers
+    np.testing.assert_array_equal(back.memory_image(x), prog.memory_image(x))
+    np.testing.assert_array_equal(back.reference(x), prog.reference(x))
+
+
+def test_memory_image_validates_input():
+    case = cases.CASES[6]
+    x, w, zp = cases.make_gemm(case)
+    prog = compile_gemm(w, AccelConfig.preset("small"), case.m, zp=zp)
+    with pytest.raises(ValueError, match="dtype int8"):
+        prog.memory_image(x.astype(np.int16))
+    with pytest.raises(ValueError, match=r"shape \(5, 13\)"):
+        prog.memory_image(x[:, :4])
+    with pytest.raises(TypeError):
+        prog.memory_image(x.tolist())
+
+
+def test_compile_errors():
+    small = AccelConfig.preset("small")
+    with pytest.raises(CompileError, match="int32 accumulation"):
+        compile_gemm(np.zeros((70000, 1), np.int8), small, 1)
+    with pytest.raises(CompileError, match="device has"):
+        compile_gemm(np.zeros((64, 64), np.int8), AccelConfig.preset("tiny"), 2000)
+    w = np.zeros((4, 3), np.int8)
+    ok = dict(bias=np.zeros(3, np.int32), mult=np.full(3, 1 << 30, np.int32),
+              shift=np.zeros(3, np.int32), zp_in=0, zp_out=0, relu=False)
+    with pytest.raises(CompileError, match="linear: every shift"):
+        compile_linear(w, **{**ok, "shift": np.array([0, 32, 0], np.int32)}, cfg=small, m=1)
+    with pytest.raises(CompileError, match="linear: every mult"):
+        compile_linear(w, **{**ok, "mult": np.array([0, -1, 0], np.int32)}, cfg=small, m=1)
+    with pytest.raises(CompileError, match="bias must be an integer array of shape"):
+        compile_linear(w, **{**ok, "bias": np.zeros(4, np.int32)}, cfg=small, m=1)
+    with pytest.raises(CompileError, match="zero point"):
+        compile_gemm(w, small, 1, zp=128)
+    with pytest.raises(TypeError, match="int8"):
+        compile_gemm(w.astype(np.int16), small, 1)
+    with pytest.raises(CompileError, match="Batch size"):
+        compile_gemm(w, small, 0)
+
+
+@pytest.mark.parametrize("spad", list(isa.Spad), ids=lambda s: s.name)
+@pytest.mark.parametrize("stride_extra", [0, 3, -1])
+def test_dma_round_trip(spad, stride_extra):
+    """LOAD then STORE every spad with contiguous, gapped and overlapping (-1) strides."""
+    cfg = TINY
+    name = spad.name.lower()
+    rw = cfg.spad_row_words(name)
+    stride = rw + stride_extra
+    rows = 5
+    src, dst = 100, 4000
+    text = (f"LOAD spad={spad.name} spad_addr=7 rows={rows} dram_addr={src} dram_stride={stride}\n"
+            f"STORE spad={spad.name} spad_addr=7 rows={rows} dram_addr={dst} dram_stride={stride}\n"
+            "HALT")
+    mem = _image(cfg, text, prog_addr=16)
+    rng = np.random.default_rng(5)
+    bb = cfg.mem_bus_bytes
+    data = rng.integers(0, 256, (rows * stride + rw) * bb, dtype=np.uint8)
+    mem[src * bb:src * bb + data.size] = data
+    ctr = IsaSim(cfg).run(mem, 16)
+    for i in range(rows):                       # later rows win where they overlap
+        row = mem[(src + i * stride) * bb:(src + i * stride + rw) * bb]
+        if stride_extra >= 0 or i == rows - 1:
+            np.testing.assert_array_equal(mem[(dst + i * stride) * bb:(dst + i * stride + rw) * bb],
+                                          row, err_msg=f"row {i}")
+    assert ctr["dram_read_bytes"] == ctr["dram_write_bytes"] == rows * rw * bb
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_model_chain_with_padding(preset):
+    """Three chained layers with odd widths and non-zero zero points: padding stays exact."""
+    from types import SimpleNamespace
+
+    from stamen.sw.compiler import compile_model
+    cfg = AccelConfig.preset(preset)
+    rng = np.random.default_rng(77)
+    dims = [13, 7, 5, 3]
+    zps = [int(z) for z in rng.integers(-100, 100, len(dims))]
+    layers = []
+    for i in range(3):
+        k, n = dims[i], dims[i + 1]
+        layers.append(SimpleNamespace(
+            name=f"fc{i}", w=rng.integers(-128, 128, (k, n), dtype=np.int8),
+            bias=rng.integers(-5000, 5000, n).astype(np.int32),
+            mult=rng.integers(1 << 30, 1 << 31, n).astype(np.int32),
+            shift=np.full(n, 9, np.int32), zp_in=zps[i], zp_out=zps[i + 1], relu=i % 2 == 0))
+    prog = compile_model(SimpleNamespace(layers=layers), cfg, batch=9)
+    x = rng.integers(-128, 128, (9, 13), dtype=np.int8)
+    mem, _ = _run(prog, x)
+    y = x
+    for ly in layers:
+        y = golden.linear(y, ly.w, ly.bias, ly.mult, ly.shift, ly.zp_in, ly.zp_out, ly.relu)
+    np.testing.assert_array_equal(prog.read_output(mem), y, err_msg=f"seed=77 cfg={preset}")
+    assert len(prog.read_perf(mem)) == 4
+    layers[1].zp_in += 1
+    with pytest.raises(CompileError, match="fc1: input zero point"):
+        compile_model(SimpleNamespace(layers=layers), cfg, batch=9)
