@@ -66,12 +66,11 @@ def _cmd_verilog(args) -> int:
 
 
 def _cmd_disasm(args) -> int:
-    from stamen.sw.asm import disassemble
     from stamen.sw.compiler import Program
     prog = Program.load(args.program)
     print(f"; config {prog.cfg.name} {prog.cfg.rows}x{prog.cfg.cols} hash {prog.config_hash:#010x}"
           f", {len(prog.words)} instructions at word {prog.prog_addr:#x}")
-    print(disassemble(prog.words))
+    print(prog.disassemble())
     return 0
 
 

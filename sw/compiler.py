@@ -624,9 +624,10 @@ def compile_linear(w: np.ndarray, bias, mult, shift, zp_in: int, zp_out: int, re
                             shift=shift, zp_out=zp_out, relu=relu)], cfg, m)
 
 
-def compile_model(qnet, cfg: AccelConfig, batch: int) -> Program:
+def compile_model(qnet, cfg: AccelConfig, batch: int = 1) -> Program:
     """Compile a :class:`~sw.quantize.QuantizedNet` (a chain of quantized Linear layers) for
-    ``batch`` input rows; each layer's output buffer is the next layer's input.
+    ``batch`` input rows (the whole batch runs as one program); each layer's output buffer is the
+    next layer's input.
 
     Raises
     ------

@@ -44,7 +44,8 @@ def test_gemm_requant_program(seed, latency, stall):
     relu = True
     params = np.stack([bias, mult, shift]).astype("<i4")
 
-    A_AT, W_AT, P_AT, OUT_AT, ACC_AT, PERF_AT, PROG = 0x100, 0x200, 0x300, 0x400, 0x500, 0x600, 0x700
+    A_AT, W_AT, P_AT, OUT_AT, ACC_AT = 0x100, 0x200, 0x300, 0x400, 0x500
+    PERF_AT, PROG = 0x600, 0x700
     prog = [isa.encode(Opcode.LOAD, spad=Spad.ACT, spad_addr=kt * M, rows=M,
                        dram_addr=A_AT + kt * R // B, dram_stride=K // B) for kt in range(KT)]
     prog += [

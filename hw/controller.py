@@ -1,0 +1,322 @@
+"""Controller: instruction fetch, decode, range checks, dispatch, PERF writes and status."""
+from amaranth import *
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import bus, isa
+from .dma import DmaCmd
+from .isa import ErrorCode, Opcode
+from .params import COUNTER_WIDTH, AccelConfig
+from .perf import perf_layout
+
+__all__ = ["Fetcher", "Checker", "PerfWriter", "Controller"]
+
+
+def _check_cfg(owner: str, cfg) -> AccelConfig:
+    if not isinstance(cfg, AccelConfig):
+        raise TypeError(f"{owner} configuration must be an AccelConfig, not {cfg!r}")
+    return cfg
+
+
+class Fetcher(wiring.Component):
+    """Fetch one instruction: ``instr_words(cfg)`` word reads, least significant word first.
+
+    Accepts a pc on ``i_pc`` when idle, issues the reads back to back, and presents the assembled
+    instruction on ``o_instr`` until taken. Without backpressure, the instruction is valid
+    ``instr_words + memory latency + 1`` cycles after the pc handshake.
+
+    Members
+    -------
+    i_pc : ``In(stream.Signature(cfg.mem_addr_width))``
+    o_instr : ``Out(stream.Signature(isa.Instr))``
+    o_mem_req : ``Out(stream.Signature(bus.mem_req_layout(cfg)))``
+    i_mem_rsp : ``In(stream.Signature(bus.mem_rsp_layout(cfg)))``
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        self._cfg = _check_cfg("Fetcher", cfg)
+        super().__init__({
+            "i_pc": In(stream.Signature(cfg.mem_addr_width)),
+            "o_instr": Out(stream.Signature(isa.Instr)),
+            "o_mem_req": Out(stream.Signature(bus.mem_req_layout(self._cfg))),
+            "i_mem_rsp": In(stream.Signature(bus.mem_rsp_layout(self._cfg))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n = isa.instr_words(self._cfg)
+        width = self._cfg.mem_bus_bits
+        addr = Signal(self._cfg.mem_addr_width)
+        req_left, rsp_left = Signal(range(n + 1)), Signal(range(n + 1))
+        buf = Signal(isa.INSTR_BITS)
+        full = Signal()
+        req, rsp = self.o_mem_req, self.i_mem_rsp
+        m.d.comb += [
+            self.i_pc.ready.eq((rsp_left == 0) & ~full),
+            req.valid.eq(req_left != 0), req.p.addr.eq(addr), req.p.we.eq(0),
+            rsp.ready.eq(rsp_left != 0),
+            self.o_instr.valid.eq(full), self.o_instr.payload.eq(buf),
+        ]
+        with m.If(self.i_pc.valid & self.i_pc.ready):
+            m.d.sync += [addr.eq(self.i_pc.payload), req_left.eq(n), rsp_left.eq(n)]
+        with m.If(req.valid & req.ready):
+            m.d.sync += [addr.eq(addr + 1), req_left.eq(req_left - 1)]
+        with m.If(rsp.valid & rsp.ready):
+            m.d.sync += [buf.eq(Cat(buf[width:], rsp.p.rdata)), rsp_left.eq(rsp_left - 1)]
+            with m.If(rsp_left == 1):
+                m.d.sync += full.eq(1)
+        with m.If(self.o_instr.valid & self.o_instr.ready):
+            m.d.sync += full.eq(0)
+        return m
+
+
+class Checker(wiring.Component):
+    """Check one decoded instruction (combinational).
+
+    In priority order: an unknown opcode gives ``ILLEGAL_OPCODE``; a zero ``rows`` / ``m`` /
+    ``k_tiles`` or a LOAD/STORE spad selector outside :class:`isa.Spad` gives ``BAD_ARG``; a
+    scratchpad row range beyond ``cfg.spad_depth`` gives ``SPAD_RANGE``; a device memory range
+    beyond ``cfg.mem_words`` gives ``DRAM_RANGE``; otherwise ``NONE``.
+
+    Members
+    -------
+    instr : ``In(isa.Instr)``
+    error : ``Out(isa.ErrorCode)``
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        self._cfg = _check_cfg("Checker", cfg)
+        super().__init__({"instr": In(isa.Instr), "error": Out(ErrorCode)})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        args = self.instr.args
+        err = self.error
+
+        def check(bad_arg, spad_over, dram_over):
+            with m.If(bad_arg):
+                m.d.comb += err.eq(ErrorCode.BAD_ARG)
+            with m.Elif(spad_over):
+                m.d.comb += err.eq(ErrorCode.SPAD_RANGE)
+            with m.Elif(dram_over):
+                m.d.comb += err.eq(ErrorCode.DRAM_RANGE)
+
+        m.d.comb += err.eq(ErrorCode.NONE)
+        with m.Switch(self.instr.opcode):
+            with m.Case(Opcode.LOAD, Opcode.STORE):
+                d = args.dma
+                depth = Signal(range(max(cfg.spad_depth(s) for s in bus.SPADS) + 1))
+                words = Signal(range(max(cfg.spad_row_words(s) for s in bus.SPADS) + 1))
+                bad_spad = Signal()
+                with m.Switch(d.spad):
+                    for i, s in enumerate(bus.SPADS):
+                        with m.Case(isa.Spad(i)):
+                            m.d.comb += [depth.eq(cfg.spad_depth(s)),
+                                         words.eq(cfg.spad_row_words(s))]
+                    with m.Default():
+                        m.d.comb += bad_spad.eq(1)
+                dram_end = d.dram_addr + (d.rows - 1) * d.dram_stride + words
+                check(bad_spad | (d.rows == 0), d.spad_addr + d.rows > depth,
+                      dram_end > cfg.mem_words)
+            with m.Case(Opcode.MATMUL):
+                a = args.matmul
+                act_end = a.act_addr + (a.k_tiles - 1) * a.act_stride + a.m
+                spad_over = ((act_end > cfg.spad_depth("act")) |
+                             (a.wt_addr + a.k_tiles * cfg.rows > cfg.spad_depth("wt")) |
+                             (a.acc_addr + a.m > cfg.spad_depth("acc")))
+                check((a.m == 0) | (a.k_tiles == 0), spad_over, 0)
+            with m.Case(Opcode.REQUANT):
+                r = args.requant
+                spad_over = ((r.acc_addr + r.rows > cfg.spad_depth("acc")) |
+                             (r.out_addr + r.rows > cfg.spad_depth("out")) |
+                             (r.param_addr + 3 > cfg.spad_depth("param")))
+                check(r.rows == 0, spad_over, 0)
+            with m.Case(Opcode.PERF):
+                check(0, 0, args.perf.dram_addr + isa.perf_words(cfg) > cfg.mem_words)
+            with m.Case(Opcode.SYNC, Opcode.HALT):
+                pass
+            with m.Default():
+                m.d.comb += err.eq(ErrorCode.ILLEGAL_OPCODE)
+        return m
+
+
+class PerfWriter(wiring.Component):
+    """Write the counters to device memory as PERF specifies (64-bit little-endian slots).
+
+    Issues ``isa.perf_words(cfg)`` write requests back to back from ``dram_addr``; ``busy`` from
+    the cycle after the command until the last write is accepted. ``values`` must hold steady
+    while busy (the controller freezes the counters).
+
+    Members
+    -------
+    i_cmd : ``In(stream.Signature(cfg.mem_addr_width))``; the word address.
+    busy : ``Out(1)``
+    values : ``In(perf_layout())``
+    o_mem_req : ``Out(stream.Signature(bus.mem_req_layout(cfg)))``
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        self._cfg = _check_cfg("PerfWriter", cfg)
+        super().__init__({
+            "i_cmd": In(stream.Signature(cfg.mem_addr_width)),
+            "busy": Out(1),
+            "values": In(perf_layout()),
+            "o_mem_req": Out(stream.Signature(bus.mem_req_layout(cfg))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        n = isa.perf_words(cfg)
+        slot_bits = 8 * isa.PERF_SLOT_BYTES
+        image = Cat(*(Cat(self.values[name], C(0, slot_bits - COUNTER_WIDTH))
+                      for name in isa.PERF_COUNTERS))
+        addr = Signal(cfg.mem_addr_width)
+        k = Signal(range(n))
+        req = self.o_mem_req
+        m.d.comb += [
+            self.i_cmd.ready.eq(~self.busy),
+            req.valid.eq(self.busy), req.p.addr.eq(addr), req.p.we.eq(1),
+            req.p.wdata.eq(image.word_select(k, cfg.mem_bus_bits)),
+        ]
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            m.d.sync += [self.busy.eq(1), addr.eq(self.i_cmd.payload), k.eq(0)]
+        with m.If(req.valid & req.ready):
+            m.d.sync += [addr.eq(addr + 1), k.eq(k + 1)]
+            with m.If(k == n - 1):
+                m.d.sync += self.busy.eq(0)
+        return m
+
+
+class Controller(wiring.Component):
+    """Fetch, check and execute a program; report status.
+
+    On ``start`` (while idle): clear the counters and status, then from ``prog_addr`` repeatedly
+    fetch an instruction (:class:`Fetcher`; a fetch past ``mem_words`` faults with
+    ``FETCH_RANGE``), check it (:class:`Checker`; a fault halts before anything is issued),
+    dispatch it to its unit's ``o_*`` command stream and wait until every unit's ``busy`` is low.
+    PERF writes the counters itself (:class:`PerfWriter`) while they are frozen; SYNC is a no-op;
+    HALT stops with ``done``. A REQUANT that ends with ``requant_fault`` faults with
+    ``BAD_PARAM``. A fault sets ``done``, clears ``busy`` and latches ``error`` and ``fault_pc``.
+
+    Members
+    -------
+    start : ``In(1)``; prog_addr : ``In(cfg.mem_addr_width)``
+    status : ``Out(isa.Status)``; fault_pc : ``Out(cfg.mem_addr_width)``
+    o_mem_req, i_mem_rsp : the controller's memory bus port (fetch and PERF writes).
+    o_dma : ``Out(stream.Signature(DmaCmd))``; dma_busy : ``In(1)``
+    o_matmul : ``Out(stream.Signature(isa.MatmulArgs))``; matmul_busy : ``In(1)``
+    o_requant : ``Out(stream.Signature(isa.RequantArgs))``; requant_busy, requant_fault : ``In(1)``
+    perf_values : ``In(perf_layout())``
+    perf_clear : ``Out(1)``; perf_active : ``Out(1)`` (count this cycle); retired : ``Out(1)``
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        self._cfg = _check_cfg("Controller", cfg)
+        aw = cfg.mem_addr_width
+        super().__init__({
+            "start": In(1), "prog_addr": In(aw),
+            "status": Out(isa.Status), "fault_pc": Out(aw),
+            "o_mem_req": Out(stream.Signature(bus.mem_req_layout(cfg))),
+            "i_mem_rsp": In(stream.Signature(bus.mem_rsp_layout(cfg))),
+            "o_dma": Out(stream.Signature(DmaCmd)), "dma_busy": In(1),
+            "o_matmul": Out(stream.Signature(isa.MatmulArgs)), "matmul_busy": In(1),
+            "o_requant": Out(stream.Signature(isa.RequantArgs)),
+            "requant_busy": In(1), "requant_fault": In(1),
+            "perf_values": In(perf_layout()),
+            "perf_clear": Out(1), "perf_active": Out(1), "retired": Out(1),
+        })
+
+    @property
+    def cfg(self) -> AccelConfig:
+        return self._cfg
+
+    def _connect_mem(self, m, fetcher, pw):
+        req = self.o_mem_req
+        for src, cond in ((pw.o_mem_req, pw.busy), (fetcher.o_mem_req, ~pw.busy)):
+            with m.If(cond):
+                m.d.comb += [req.valid.eq(src.valid), req.payload.eq(src.payload),
+                             src.ready.eq(req.ready)]
+        wiring.connect(m, wiring.flipped(self.i_mem_rsp), fetcher.i_mem_rsp)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        n = isa.instr_words(cfg)
+        m.submodules.fetcher = fetcher = Fetcher(cfg)
+        m.submodules.checker = checker = Checker(cfg)
+        m.submodules.perf_writer = pw = PerfWriter(cfg)
+        self._connect_mem(m, fetcher, pw)
+        status = self.status
+        ir = Signal(isa.Instr)
+        pc = Signal(cfg.mem_addr_width + 1)
+        units_busy = self.dma_busy | self.matmul_busy | self.requant_busy | pw.busy
+        m.d.comb += [
+            checker.instr.eq(ir), pw.values.eq(self.perf_values),
+            self.perf_active.eq(status.busy & ~pw.busy),
+            fetcher.i_pc.payload.eq(pc),
+            self.o_dma.p.store.eq(ir.opcode == Opcode.STORE), self.o_dma.p.args.eq(ir.args.dma),
+            self.o_matmul.p.eq(ir.args.matmul), self.o_requant.p.eq(ir.args.requant),
+            pw.i_cmd.payload.eq(ir.args.perf.dram_addr),
+        ]
+
+        def fault(code):
+            m.d.sync += [status.busy.eq(0), status.done.eq(1), status.error.eq(code),
+                         self.fault_pc.eq(pc)]
+            m.next = "IDLE"
+
+        def retire():
+            m.d.comb += self.retired.eq(1)
+            m.d.sync += pc.eq(pc + n)
+            m.next = "FETCH"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.comb += self.perf_clear.eq(1)
+                    m.d.sync += [pc.eq(self.prog_addr), status.busy.eq(1), status.done.eq(0),
+                                 status.error.eq(ErrorCode.NONE), self.fault_pc.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                with m.If(pc + n > cfg.mem_words):
+                    fault(ErrorCode.FETCH_RANGE)
+                with m.Else():
+                    m.d.comb += fetcher.i_pc.valid.eq(1)
+                    with m.If(fetcher.i_pc.ready):
+                        m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.comb += fetcher.o_instr.ready.eq(1)
+                with m.If(fetcher.o_instr.valid):
+                    m.d.sync += ir.eq(fetcher.o_instr.payload)
+                    m.next = "EXEC"
+            with m.State("EXEC"):
+                with m.If(checker.error != ErrorCode.NONE):
+                    fault(checker.error)
+                with m.Else():
+                    self._dispatch(m, ir, pw, retire)
+            with m.State("WAIT"):
+                with m.If(~units_busy):
+                    with m.If((ir.opcode == Opcode.REQUANT) & self.requant_fault):
+                        fault(ErrorCode.BAD_PARAM)
+                    with m.Else():
+                        retire()
+        return m
+
+    def _dispatch(self, m, ir, pw, retire):
+        """Drive the command stream of the instruction's unit; go to WAIT once it is taken."""
+        with m.Switch(ir.opcode):
+            for ops, stream_ in (((Opcode.LOAD, Opcode.STORE), self.o_dma),
+                                 ((Opcode.MATMUL,), self.o_matmul),
+                                 ((Opcode.REQUANT,), self.o_requant),
+                                 ((Opcode.PERF,), pw.i_cmd)):
+                with m.Case(*ops):
+                    m.d.comb += stream_.valid.eq(1)
+                    with m.If(stream_.ready):
+                        m.next = "WAIT"
+            with m.Case(Opcode.SYNC):
+                retire()
+            with m.Case(Opcode.HALT):
+                m.d.comb += self.retired.eq(1)
+                m.d.sync += [self.status.busy.eq(0), self.status.done.eq(1)]
+                m.next = "IDLE"

@@ -1,0 +1,161 @@
+"""DMA: executes LOAD and STORE between device memory and the scratchpads."""
+from amaranth import *
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import bus, isa
+from .params import AccelConfig
+
+__all__ = ["DmaCmd", "DMA"]
+
+#: Command of the DMA: ``store=0`` executes LOAD, ``store=1`` STORE.
+DmaCmd = data.StructLayout({"store": 1, "args": isa.DmaArgs})
+
+
+def _spad_ports(cfg: AccelConfig, name: str) -> dict:
+    addr_width = bus.spad_addr_width(cfg, name)
+    shape = bus.spad_row_layout(cfg, name)
+    return {
+        f"{name}_rd": In(memory.ReadPort.Signature(addr_width=addr_width, shape=shape)),
+        f"{name}_wr": In(memory.WritePort.Signature(addr_width=addr_width, shape=shape)),
+    }
+
+
+class DMA(wiring.Component):
+    """Execute LOAD / STORE (see ``hw/isa.py``) between device memory and any scratchpad.
+
+    A row of scratchpad ``s`` is ``cfg.spad_row_words(s)`` consecutive memory words, word ``j``
+    holding row bytes ``j*mem_bus_bytes ..``. LOAD issues read requests back to back (one per cycle
+    while the bus accepts them, with any number outstanding), always accepts responses and writes
+    each row in the cycle its last word arrives. STORE reads rows ahead (synchronous read ports,
+    one row buffered) and issues one write request per cycle while the bus accepts them. Without
+    backpressure ``busy`` lasts ``rows * row_words`` cycles plus the read latency (LOAD; 1 for a
+    memory that answers in the next cycle) or plus 2 (STORE).
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+
+    Members
+    -------
+    i_cmd : ``In(stream.Signature(DmaCmd))``
+        ``ready`` is ``~busy`` (unit command protocol of ``docs/internals.md``).
+    busy : ``Out(1)``
+        From the cycle after a command is accepted until the last scratchpad write is committed
+        (LOAD) or the last memory write is accepted (STORE).
+    o_mem_req : ``Out(stream.Signature(bus.mem_req_layout(cfg)))``
+    i_mem_rsp : ``In(stream.Signature(bus.mem_rsp_layout(cfg)))``
+    <spad>_rd : ``In(memory.ReadPort.Signature(...))``
+    <spad>_wr : ``In(memory.WritePort.Signature(...))``
+        For every spad in ``bus.SPADS``.
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"DMA configuration must be an AccelConfig, not {cfg!r}")
+        self._cfg = cfg
+        members = {
+            "i_cmd": In(stream.Signature(DmaCmd)),
+            "busy": Out(1),
+            "o_mem_req": Out(stream.Signature(bus.mem_req_layout(cfg))),
+            "i_mem_rsp": In(stream.Signature(bus.mem_rsp_layout(cfg))),
+        }
+        for name in bus.SPADS:
+            members.update(_spad_ports(cfg, name))
+        super().__init__(members)
+
+    @property
+    def cfg(self) -> AccelConfig:
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        width = cfg.mem_bus_bits
+        words = {s: cfg.spad_row_words(s) for s in bus.SPADS}
+        max_words = max(words.values())
+
+        cmd = Signal(DmaCmd)
+        args = cmd.args
+        n_words = Signal(range(max_words + 1))
+        sel = {s: Signal(name=f"sel_{s}") for s in bus.SPADS}
+        for i, s in enumerate(bus.SPADS):
+            m.d.comb += sel[s].eq(args.spad == isa.Spad(i))
+
+        # Command intake.
+        m.d.comb += self.i_cmd.ready.eq(~self.busy)
+        req_row, rsp_row, rd_row = (Signal.like(args.rows, name=n)
+                                    for n in ("req_row", "rsp_row", "rd_row"))
+        req_word, rsp_word = Signal(range(max_words)), Signal(range(max_words))
+        row_base = Signal(cfg.mem_addr_width)
+        with m.If(self.i_cmd.valid & self.i_cmd.ready):
+            p = self.i_cmd.payload
+            m.d.sync += [cmd.eq(p), self.busy.eq(1), row_base.eq(p.args.dram_addr),
+                         req_row.eq(0), req_word.eq(0), rsp_row.eq(0), rsp_word.eq(0),
+                         rd_row.eq(0)]
+            with m.Switch(p.args.spad):
+                for i, s in enumerate(bus.SPADS):
+                    with m.Case(isa.Spad(i)):
+                        m.d.sync += n_words.eq(words[s])
+
+        # Request side: one word address per accepted request, row by row.
+        req = self.o_mem_req
+        sbuf = Signal(max_words * width)            # STORE: words of the row being written
+        sbuf_left = Signal(range(max_words + 1))
+        req_pending = self.busy & (req_row != args.rows)
+        m.d.comb += [
+            req.valid.eq(req_pending & Mux(cmd.store, sbuf_left != 0, 1)),
+            req.p.addr.eq(row_base + req_word),
+            req.p.we.eq(cmd.store),
+            req.p.wdata.eq(sbuf[:width]),
+        ]
+        accept = req.valid & req.ready
+        with m.If(accept):
+            with m.If(req_word == n_words - 1):
+                m.d.sync += [req_word.eq(0), req_row.eq(req_row + 1),
+                             row_base.eq(row_base + args.dram_stride)]
+            with m.Else():
+                m.d.sync += req_word.eq(req_word + 1)
+
+        # LOAD response side: shift words in at the top; a row of n words ends in the top n words.
+        rsp = self.i_mem_rsp
+        m.d.comb += rsp.ready.eq(self.busy & ~cmd.store)
+        lbuf = Signal(max_words * width)
+        lbuf_next = Cat(lbuf[width:], rsp.p.rdata)
+        got = rsp.valid & rsp.ready
+        row_done = got & (rsp_word == n_words - 1)
+        with m.If(got):
+            m.d.sync += lbuf.eq(lbuf_next)
+            with m.If(rsp_word == n_words - 1):
+                m.d.sync += [rsp_word.eq(0), rsp_row.eq(rsp_row + 1)]
+            with m.Else():
+                m.d.sync += rsp_word.eq(rsp_word + 1)
+        for s in bus.SPADS:
+            wr = getattr(self, f"{s}_wr")
+            m.d.comb += [wr.addr.eq(args.spad_addr + rsp_row),
+                         wr.data.eq(lbuf_next[(max_words - words[s]) * width:]),
+                         wr.en.eq(row_done & sel[s])]
+
+        # STORE read side: a read port holds its data while en=0, so it is the one-row buffer.
+        rd_full = Signal()
+        take = rd_full & ((sbuf_left == 0) | ((sbuf_left == 1) & accept))
+        issue_rd = self.busy & cmd.store & (rd_row != args.rows) & (~rd_full | take)
+        rd_data = Signal(max_words * width)
+        for s in bus.SPADS:
+            rd = getattr(self, f"{s}_rd")
+            m.d.comb += [rd.addr.eq(args.spad_addr + rd_row), rd.en.eq(issue_rd & sel[s])]
+            with m.If(sel[s]):
+                m.d.comb += rd_data.eq(rd.data)
+        with m.If(issue_rd):
+            m.d.sync += rd_row.eq(rd_row + 1)
+        m.d.sync += rd_full.eq(issue_rd | (rd_full & ~take))
+        with m.If(take):
+            m.d.sync += [sbuf.eq(rd_data), sbuf_left.eq(n_words)]
+        with m.Elif(accept & cmd.store):
+            m.d.sync += [sbuf.eq(sbuf >> width), sbuf_left.eq(sbuf_left - 1)]
+
+        # Finish with the last memory write accepted (STORE) or the last row written (LOAD).
+        last_row = Mux(cmd.store, req_row, rsp_row) == args.rows - 1
+        with m.If(Mux(cmd.store, accept & (req_word == n_words - 1), row_done) & last_row):
+            m.d.sync += self.busy.eq(0)
+        return m
