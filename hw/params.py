@@ -5,8 +5,8 @@ simulator, the golden model and the testbenches all read their widths and depths
 
 Memory model (shared by every tier)
 -----------------------------------
-Device memory ("DRAM") is an array of ``mem_words`` words of ``mem_bus_bytes`` bytes; addresses count
-words. Bytes within a word are little-endian: byte ``j`` of a word is bits ``8j .. 8j+7``. Each scratchpad
+Device memory ("DRAM") is ``mem_bytes`` bytes seen as ``mem_words`` words of ``mem_bus_bytes`` bytes (the
+bus width); addresses count words. Bytes within a word are little-endian: byte ``j`` of a word is bits ``8j .. 8j+7``. Each scratchpad
 row is a whole number of memory words:
 
 ========  =================  =============================================================
@@ -46,6 +46,8 @@ DATAFLOWS = ("ws", "os", "rs")
 _IMPLEMENTED_DATAFLOWS = ("ws",)
 #: Largest scratchpad depth the ISA address fields can name (see ``hw/isa.py``).
 _MAX_SPAD_DEPTH = 1 << 16
+#: Widest device memory bus, in bytes (an instruction is 128 bits).
+_MAX_BUS_BYTES = 16
 #: Largest device memory the ISA's word address can name.
 _MAX_MEM_WORDS = 1 << 32
 
@@ -67,10 +69,11 @@ class AccelConfig:
         ``"ws"`` (weight-stationary systolic). ``"os"`` and ``"rs"`` are reserved.
     act_spad_depth, wt_spad_depth, acc_spad_depth, out_spad_depth, param_spad_depth : int
         Scratchpad depths in rows (see the module docstring for a row's contents).
-    mem_bus_bytes : int
-        Device memory word (bus) width in bytes; a power of two that divides ``rows`` and ``cols``.
-    mem_words : int
-        Device memory size in words.
+    bus_bytes : int
+        Device memory word (bus) width in bytes: a power of two of at most 16 that divides ``rows`` and
+        ``cols``, or 0 (the default) for the widest such width. :attr:`mem_bus_bytes` is the width used.
+    mem_bytes : int
+        Device memory size in bytes; a multiple of 16 (one instruction).
     zero_gate : bool
         Gate the multiplier and accumulator of a PE whose operand is zero (and count it).
     zero_skip : bool
@@ -91,15 +94,15 @@ class AccelConfig:
     acc_spad_depth: int = 512
     out_spad_depth: int = 512
     param_spad_depth: int = 96
-    mem_bus_bytes: int = 8
-    mem_words: int = 1 << 17
+    bus_bytes: int = 0
+    mem_bytes: int = 1 << 20
     zero_gate: bool = True
     zero_skip: bool = False
     name: str = dataclasses.field(default="custom", compare=False)
 
     def __post_init__(self):
         int_fields = ("rows", "cols", "act_spad_depth", "wt_spad_depth", "acc_spad_depth",
-                      "out_spad_depth", "param_spad_depth", "mem_bus_bytes", "mem_words")
+                      "out_spad_depth", "param_spad_depth", "mem_bytes")
         for f in int_fields:
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -118,15 +121,18 @@ class AccelConfig:
                              "not implemented yet")
         if self.rows > 64 or self.cols > 64:
             raise ValueError(f"PE array must be at most 64x64, not {self.rows}x{self.cols}")
-        if not _is_pow2(self.mem_bus_bytes):
-            raise ValueError(f"AccelConfig.mem_bus_bytes must be a power of two, "
-                             f"not {self.mem_bus_bytes!r}")
-        if self.rows % self.mem_bus_bytes or self.cols % self.mem_bus_bytes:
-            raise ValueError(f"AccelConfig.mem_bus_bytes ({self.mem_bus_bytes}) must divide both "
-                             f"rows ({self.rows}) and cols ({self.cols})")
-        if self.mem_bus_bytes > 16:
-            raise ValueError(f"AccelConfig.mem_bus_bytes must be at most 16 (an instruction is "
-                             f"128 bits), not {self.mem_bus_bytes!r}")
+        if not isinstance(self.bus_bytes, int) or isinstance(self.bus_bytes, bool):
+            raise TypeError(f"AccelConfig.bus_bytes must be an integer, not {self.bus_bytes!r}")
+        if self.bus_bytes:
+            if not _is_pow2(self.bus_bytes) or self.bus_bytes > _MAX_BUS_BYTES:
+                raise ValueError(f"AccelConfig.bus_bytes must be 0 (auto) or a power of two of at "
+                                 f"most {_MAX_BUS_BYTES}, not {self.bus_bytes!r}")
+            if self.rows % self.bus_bytes or self.cols % self.bus_bytes:
+                raise ValueError(f"AccelConfig.bus_bytes ({self.bus_bytes}) must divide both "
+                                 f"rows ({self.rows}) and cols ({self.cols})")
+        if self.mem_bytes % _MAX_BUS_BYTES:
+            raise ValueError(f"AccelConfig.mem_bytes must be a multiple of {_MAX_BUS_BYTES}, "
+                             f"not {self.mem_bytes!r}")
         for f in ("act_spad_depth", "wt_spad_depth", "acc_spad_depth", "out_spad_depth",
                   "param_spad_depth"):
             v = getattr(self, f)
@@ -139,10 +145,25 @@ class AccelConfig:
             raise ValueError(f"AccelConfig.param_spad_depth must be at least 3 (bias, multiplier "
                              f"and shift rows), not {self.param_spad_depth!r}")
         if self.mem_words > _MAX_MEM_WORDS:
-            raise ValueError(f"AccelConfig.mem_words must be at most {_MAX_MEM_WORDS}, "
-                             f"not {self.mem_words!r}")
+            raise ValueError(f"AccelConfig.mem_bytes must be at most {_MAX_MEM_WORDS} bus words, "
+                             f"not {self.mem_bytes!r} bytes")
 
     # -- derived sizes ------------------------------------------------------------------------
+    @property
+    def mem_bus_bytes(self) -> int:
+        """Width of a device memory word in bytes (``bus_bytes``, or the widest that fits)."""
+        if self.bus_bytes:
+            return self.bus_bytes
+        width = _MAX_BUS_BYTES
+        while self.rows % width or self.cols % width:
+            width //= 2
+        return width
+
+    @property
+    def mem_words(self) -> int:
+        """Device memory size in bus words."""
+        return self.mem_bytes // self.mem_bus_bytes
+
     @property
     def mem_bus_bits(self) -> int:
         """Width of a device memory word in bits."""
@@ -152,11 +173,6 @@ class AccelConfig:
     def mem_addr_width(self) -> int:
         """Bits of a device memory word address."""
         return max(1, (self.mem_words - 1).bit_length())
-
-    @property
-    def mem_bytes(self) -> int:
-        """Device memory size in bytes."""
-        return self.mem_words * self.mem_bus_bytes
 
     def spad_row_bytes(self, spad: str) -> int:
         """Return the bytes of one row of scratchpad ``spad`` (``"act"``, ``"wt"``, ...)."""
@@ -208,9 +224,8 @@ class AccelConfig:
 PRESETS = {
     "tiny": AccelConfig(name="tiny", rows=2, cols=4, act_spad_depth=512, wt_spad_depth=256,
                         acc_spad_depth=256, out_spad_depth=256, param_spad_depth=48,
-                        mem_bus_bytes=2, mem_words=1 << 15),
+                        mem_bytes=1 << 16),
     "small": AccelConfig(name="small"),
     "large": AccelConfig(name="large", rows=16, cols=16, act_spad_depth=1024, wt_spad_depth=1024,
-                         acc_spad_depth=512, out_spad_depth=512, param_spad_depth=96,
-                         mem_bus_bytes=16, mem_words=1 << 18),
+                         acc_spad_depth=512, out_spad_depth=512, param_spad_depth=96),
 }

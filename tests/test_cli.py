@@ -42,5 +42,5 @@ def test_bad_input_gets_clear_errors(tmp_path, capsys):
     (tmp_path / "junk.prog").write_bytes(b"not a program")
     assert main(["disasm", str(tmp_path / "junk.prog")]) == 2
     assert "not a Stamen program" in capsys.readouterr().err
-    assert main(["verilog", "--preset", "tiny", "--rows", "3", "--out", str(tmp_path)]) == 2
-    assert "mem_bus_bytes" in capsys.readouterr().err
+    assert main(["verilog", "--preset", "tiny", "--rows", "100", "--out", str(tmp_path)]) == 2
+    assert "at most 64x64" in capsys.readouterr().err

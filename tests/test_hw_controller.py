@@ -9,8 +9,8 @@ from stamen.hw.params import AccelConfig
 from stamen.hw.simdevice import SimDevice
 from stamen.verif import amsim
 
-CFG = AccelConfig(rows=2, cols=4, mem_bus_bytes=2, act_spad_depth=32, wt_spad_depth=16,
-                  acc_spad_depth=16, out_spad_depth=16, param_spad_depth=6, mem_words=1024)
+CFG = AccelConfig(rows=2, cols=4, bus_bytes=2, act_spad_depth=32, wt_spad_depth=16,
+                  acc_spad_depth=16, out_spad_depth=16, param_spad_depth=6, mem_bytes=2 * 1024)
 IW = isa.instr_words(CFG)
 PROG = 0x300
 

@@ -13,10 +13,10 @@ from stamen.hw.params import AccelConfig
 from stamen.verif import amsim
 
 CONFIGS = {
-    "b2": AccelConfig(rows=2, cols=4, mem_bus_bytes=2, act_spad_depth=32, wt_spad_depth=32,
-                      acc_spad_depth=32, out_spad_depth=32, param_spad_depth=16, mem_words=512),
-    "b4": AccelConfig(rows=4, cols=8, mem_bus_bytes=4, act_spad_depth=32, wt_spad_depth=32,
-                      acc_spad_depth=32, out_spad_depth=32, param_spad_depth=16, mem_words=512),
+    "b2": AccelConfig(rows=2, cols=4, bus_bytes=2, act_spad_depth=32, wt_spad_depth=32,
+                      acc_spad_depth=32, out_spad_depth=32, param_spad_depth=16, mem_bytes=2 * 512),
+    "b4": AccelConfig(rows=4, cols=8, bus_bytes=4, act_spad_depth=32, wt_spad_depth=32,
+                      acc_spad_depth=32, out_spad_depth=32, param_spad_depth=16, mem_bytes=4 * 512),
 }
 
 

@@ -15,11 +15,11 @@ from stamen.verif import amsim
 INT8_MIN, INT8_MAX = -128, 127
 
 CFG_1x2 = AccelConfig(name="t1x2", rows=1, cols=2, act_spad_depth=128, wt_spad_depth=32,
-                      acc_spad_depth=32, mem_bus_bytes=1)
+                      acc_spad_depth=32, bus_bytes=1)
 CFG_2x4 = AccelConfig(name="t2x4", rows=2, cols=4, act_spad_depth=128, wt_spad_depth=32,
-                      acc_spad_depth=32, mem_bus_bytes=2)
+                      acc_spad_depth=32, bus_bytes=2)
 CFG_4x4 = AccelConfig(name="t4x4", rows=4, cols=4, act_spad_depth=256, wt_spad_depth=64,
-                      acc_spad_depth=128, mem_bus_bytes=4)
+                      acc_spad_depth=128, bus_bytes=4)
 CFG_8x8 = AccelConfig(name="t8x8", rows=8, cols=8, act_spad_depth=1024, wt_spad_depth=128,
                       acc_spad_depth=128)
 

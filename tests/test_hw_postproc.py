@@ -11,8 +11,8 @@ from stamen.hw.postproc import PostProc
 from stamen.sw import golden
 from stamen.verif import amsim
 
-CFG = AccelConfig(rows=2, cols=4, mem_bus_bytes=2, act_spad_depth=8, wt_spad_depth=8,
-                  acc_spad_depth=64, out_spad_depth=64, param_spad_depth=8, mem_words=256)
+CFG = AccelConfig(rows=2, cols=4, bus_bytes=2, act_spad_depth=8, wt_spad_depth=8,
+                  acc_spad_depth=64, out_spad_depth=64, param_spad_depth=8, mem_bytes=2 * 256)
 I32 = np.iinfo(np.int32)
 
 

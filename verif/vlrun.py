@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -25,6 +26,10 @@ BUILD_ROOT = Path(os.environ.get("STAMEN_BUILD_DIR", Path(__file__).resolve().pa
 
 _MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include PYTHON3=python3 CXX=g++ LINK=g++ AR=ar "
               "CFG_LDLIBS_THREADS=-pthread OPT_FAST=-O2")
+
+
+#: Bump when the build recipe changes in a way the Verilog and flags do not show.
+_RECIPE = "recipe-2: public ports only"
 
 
 class TestFailure(AssertionError):
@@ -103,6 +108,15 @@ def _runner():
     return FastVerilator()
 
 
+def _ports(verilog_path: Path, top: str) -> list[str]:
+    """Return the port names of module ``top`` in ``verilog_path`` (only these are made public)."""
+    match = re.search(rf"^module {re.escape(top)}\((.*?)\);", verilog_path.read_text(),
+                      re.MULTILINE | re.DOTALL)
+    if match is None:
+        raise ValueError(f"Module {top!r} not found in {verilog_path}")
+    return [p.strip() for p in match.group(1).split(",")]
+
+
 def _stamp(verilog_path: Path, args: list[str]) -> str:
     h = hashlib.sha256(verilog_path.read_bytes())
     h.update("\0".join(args).encode())
@@ -119,11 +133,12 @@ def build(verilog_path: Path, top: str, build_dir: Path, waves: bool = False,
     verilog_path = Path(verilog_path).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     vlt = build_dir / "public_top.vlt"
-    vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n')
+    vlt.write_text("`verilator_config\n" + "".join(
+        f'public_flat_rw -module "{top}" -var "{port}"\n' for port in _ports(verilog_path, top)))
     args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0",
             "-O3", str(vlt)]
     stamp_file = build_dir / "stamen.stamp"
-    stamp = _stamp(verilog_path, args + [str(waves)])
+    stamp = _stamp(verilog_path, args + [str(waves), _RECIPE])
     if (stamp_file.exists() and stamp_file.read_text() == stamp
             and (build_dir / top).exists()):
         if log:

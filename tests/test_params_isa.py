@@ -1,0 +1,64 @@
+"""AccelConfig validation and presets; ISA encode/decode checks."""
+import dataclasses
+
+import pytest
+
+from stamen.hw import isa
+from stamen.hw.params import PRESETS, AccelConfig
+
+
+def test_presets():
+    assert (AccelConfig.preset("tiny").rows, AccelConfig.preset("tiny").cols) == (2, 4)
+    assert (AccelConfig.preset("small").rows, AccelConfig.preset("small").cols) == (8, 8)
+    assert (AccelConfig.preset("large").rows, AccelConfig.preset("large").cols) == (16, 16)
+    hashes = {cfg.config_hash for cfg in PRESETS.values()}
+    assert len(hashes) == len(PRESETS)
+    with pytest.raises(ValueError, match="Preset must be one of"):
+        AccelConfig.preset("huge")
+
+
+def test_replace_revalidates_and_rehashes():
+    small = AccelConfig.preset("small")
+    four = dataclasses.replace(small, rows=4)
+    assert four.rows == 4 and four.mem_bus_bytes == 4 and four.mem_bytes == small.mem_bytes
+    assert four.config_hash != small.config_hash
+    assert dataclasses.replace(small, name="renamed").config_hash == small.config_hash
+    with pytest.raises(ValueError, match="bus_bytes \\(8\\) must divide both rows \\(4\\)"):
+        dataclasses.replace(small, rows=4, bus_bytes=8)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        small.rows = 3
+
+
+@pytest.mark.parametrize("changes,error,match", [
+    ({"rows": 0}, TypeError, "rows must be a positive integer"),
+    ({"cols": 2.5}, TypeError, "cols must be a positive integer"),
+    ({"dataflow": "xy"}, ValueError, "dataflow must be one of"),
+    ({"dataflow": "rs"}, ValueError, "not implemented yet"),
+    ({"zero_skip": True}, ValueError, "zero_skip must be False"),
+    ({"bus_bytes": 3}, ValueError, "power of two"),
+    ({"mem_bytes": 1000}, ValueError, "multiple of 16"),
+    ({"wt_spad_depth": 4}, ValueError, "two weight tiles"),
+    ({"act_spad_depth": 1 << 17}, ValueError, "at most 65536"),
+    ({"zero_gate": 1}, TypeError, "zero_gate must be a bool"),
+])
+def test_bad_configs(changes, error, match):
+    with pytest.raises(error, match=match):
+        dataclasses.replace(AccelConfig.preset("small"), **changes)
+
+
+def test_encode_decode_round_trip_and_errors():
+    word = isa.encode(isa.Opcode.MATMUL, act_addr=1, wt_addr=2, acc_addr=3, m=4, k_tiles=5,
+                      act_stride=6, zp=-128, accumulate=1)
+    d = isa.decode(word)
+    assert d.opcode == isa.Opcode.MATMUL
+    assert (d.args.matmul.zp, d.args.matmul.k_tiles, d.args.matmul.accumulate) == (-128, 5, 1)
+    with pytest.raises(ValueError, match="zp must be an integer in \\[-128, 127\\]"):
+        isa.encode(isa.Opcode.MATMUL, act_addr=1, wt_addr=2, acc_addr=3, m=4, k_tiles=5,
+                   act_stride=6, zp=200, accumulate=1)
+    with pytest.raises(ValueError, match="needs operand 'rows'"):
+        isa.encode(isa.Opcode.LOAD, spad=isa.Spad.ACT, spad_addr=0, dram_addr=0, dram_stride=1)
+    with pytest.raises(ValueError, match="takes no operands"):
+        isa.encode(isa.Opcode.HALT, rows=1)
+    with pytest.raises(ValueError, match="Illegal opcode 15"):
+        isa.decode(0xF)
+    assert isa.opcode_bits(0xF) == 15
