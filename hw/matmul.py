@@ -7,10 +7,10 @@ from amaranth.lib.wiring import In, Out
 from . import bus, isa
 from .params import AccelConfig
 from .pe import WT_BANKS
-from .pe_array import SystolicArray, acts_layout, array_latency, psums_layout, wts_layout
+from .pe_array import SystolicArray, acts_layout, psums_layout, wts_layout
 
 __all__ = ["MatmulEngine", "WeightLoader", "ActStreamer", "Accumulator",
-           "WT_READ_LATENCY", "ACT_READ_LATENCY", "matmul_cycles"]
+           "WT_READ_LATENCY", "ACT_READ_LATENCY"]
 
 #: Cycles from a weight-spad read to its beat on the array's ``i_wts`` (synchronous read).
 WT_READ_LATENCY = 1
@@ -42,29 +42,6 @@ def _bank_release_delay(cfg):
     bank (see :class:`SystolicArray`: the bank may be shifted ``rows + cols - 2`` cycles after the
     last beat using it was on ``i_acts``)."""
     return ACT_READ_LATENCY + cfg.rows + cfg.cols - 2 - WT_READ_LATENCY
-
-
-def matmul_cycles(cfg: AccelConfig, m: int, k_tiles: int) -> int:
-    """Return the cycles from a MATMUL's acceptance to ``busy`` low, as the RTL schedules them.
-
-    Tile 0's weights are read in cycles ``1 .. R``; tile ``kt``'s activations start once its
-    weights are all read and ``m`` rows stream back to back; tile ``kt >= 2`` may start loading
-    its weights only ``_bank_release_delay`` cycles after tile ``kt - 2``'s last activation read.
-    The last row then takes ``ACT_READ_LATENCY + array_latency + 1`` cycles to its ACC write and
-    one more cycle until ``busy`` falls.
-    """
-    rows, d = cfg.rows, _bank_release_delay(cfg)
-    wt_start, wt_last, act_first, act_last = [], [], [], []
-    for kt in range(k_tiles):
-        s = 1 if kt == 0 else wt_last[kt - 1] + 1
-        if kt >= 2:
-            s = max(s, act_last[kt - 2] + d)
-        wt_start.append(s)
-        wt_last.append(s + rows - 1)
-        a = wt_last[kt] if kt == 0 else max(wt_last[kt], act_last[kt - 1] + 1)
-        act_first.append(a)
-        act_last.append(a + m - 1)
-    return act_last[-1] + ACT_READ_LATENCY + array_latency(cfg.rows, cfg.cols) + 2
 
 
 class WeightLoader(wiring.Component):
@@ -277,8 +254,9 @@ class MatmulEngine(wiring.Component):
     committed. The unit reads tile 0's weights (``R`` cycles), then streams activation rows back
     to back, one per cycle, while the next tile's weights are shifted into the other bank as soon
     as it is free (``rows + cols - 2`` cycles after the last activation row using it entered
-    the array). The cycle count from acceptance to ``busy`` low is :func:`matmul_cycles`; with
-    ``m >= 2R + C - 3`` there are no bubbles between tiles and it is ``k_tiles*m + 2R + C + 3``.
+    the array). The cycle count from acceptance to ``busy`` low is ``sw.isasim.matmul_cycles``
+    (``tests/test_hw_matmul.py`` checks it); with ``m >= 2R + C - 3`` there are no bubbles
+    between tiles and it is ``k_tiles*m + 2R + C + 3``.
     Each row's ACC read-modify-write reads in the cycle its psums leave the array and writes in
     the next one, so the ACC read port must be transparent for the ACC write port (rows of two
     consecutive tiles may be one cycle apart when ``m`` and ``R`` are small).

@@ -116,9 +116,12 @@ class SimDevice(wiring.Component):
     fault_pc : ``Out(cfg.mem_addr_width)``
     host_en, host_we : ``In(1)``; host_addr : ``In(cfg.mem_addr_width)``
     host_wdata : ``In(cfg.mem_bus_bits)``; host_rdata : ``Out(cfg.mem_bus_bits)``
-        Host access to device memory while the device is not busy; read data the cycle after.
+        Host access to device memory while the device is not busy; read data two cycles after.
     mem_latency : ``In(range(max_latency + 1))``; mem_stall : ``In(3)``
         See :class:`MemoryModel`.
+
+    Every input is registered once before use (so each takes effect one cycle after it is driven):
+    with no combinational path from a port, Verilator evaluates the logic once per clock edge.
     """
 
     def __init__(self, cfg: AccelConfig, max_latency: int = 16):
@@ -156,11 +159,17 @@ class SimDevice(wiring.Component):
         wiring.connect(m, accel.o_mem_req, mm.i_mem_req)
         wiring.connect(m, mm.o_mem_rsp, accel.i_mem_rsp)
         m.d.comb += [
-            accel.start.eq(self.start), accel.prog_addr.eq(self.prog_addr),
             self.status.eq(accel.status), self.config_id.eq(accel.config_id),
             self.perf.eq(accel.perf), self.fault_pc.eq(accel.fault_pc),
+            self.host_rdata.eq(mm.host_rdata),
         ]
-        for name in ("host_en", "host_we", "host_addr", "host_wdata", "mem_latency", "mem_stall"):
-            m.d.comb += getattr(mm, name).eq(getattr(self, name))
-        m.d.comb += self.host_rdata.eq(mm.host_rdata)
+        # Every input is registered: no logic depends combinationally on a top-level port, so
+        # Verilator settles the design once per clock edge instead of on every input change.
+        for name, sink in [("start", accel), ("prog_addr", accel), ("host_en", mm), ("host_we", mm),
+                           ("host_addr", mm), ("host_wdata", mm), ("mem_latency", mm),
+                           ("mem_stall", mm)]:
+            port = getattr(self, name)
+            s_port = Signal.like(port, name=f"s_{name}")
+            m.d.sync += s_port.eq(port)
+            m.d.comb += getattr(sink, name).eq(s_port)
         return m

@@ -14,10 +14,26 @@ checked in this order, before the instruction touches anything:
 5. a device-memory word range beyond ``mem_words`` -> ``DRAM_RANGE``;
 6. REQUANT: a shift row entry outside ``0..REQUANT_MAX_SHIFT`` -> ``BAD_PARAM``.
 
-The raised error carries ``counters`` (the counters at the fault). The counter model is in
-:func:`fetch_cycles`, :func:`load_cycles`, :func:`store_cycles`, :func:`matmul_cycles`,
-:func:`requant_cycles`, :func:`perf_cycles` and :func:`misc_cycles`; the named constants below are
-calibrated against the RTL.
+The raised error carries ``counters`` (the counters at the fault).
+
+Cycle model
+-----------
+``cycles`` and ``compute_cycles`` equal the RTL's performance counters exactly for an ideal memory
+(``SimDevice`` with ``mem_latency=0``, ``mem_stall=0``; ``tests/test_vl_device.py`` checks this for
+every program of ``tests/cases.py``). The in-order controller runs one instruction at a time:
+
+* every instruction costs :func:`fetch_cycles` (``instr_words + ISSUE_OVERHEAD``: the pc handshake,
+  one read per instruction word, the memory's response latency, the instruction register and the
+  cycle that checks it and dispatches it to its unit);
+* a LOAD, STORE, MATMUL or REQUANT then keeps its unit busy and retires in the cycle after ``busy``
+  falls: :func:`load_cycles`, :func:`store_cycles`, :func:`matmul_cycles`, :func:`requant_cycles`
+  (each is the unit's busy cycles plus ``RETIRE_CYCLES``);
+* SYNC and HALT retire in their dispatch cycle (:func:`misc_cycles` is 0);
+* PERF freezes every counter while it writes them, so the snapshot holds the counters after the
+  PERF's own fetch and dispatch, its ``perf_words`` write cycles are never counted, and only its
+  retire cycle (:func:`perf_cycles`) is counted, after the snapshot;
+* ``compute_cycles`` counts the cycles the MatmulEngine is busy: ``matmul_cycles - RETIRE_CYCLES``
+  per MATMUL.
 """
 from __future__ import annotations
 
@@ -31,68 +47,105 @@ from .asm import fields
 from .errors import DeviceError
 
 __all__ = ["IsaSim", "fetch_cycles", "load_cycles", "store_cycles", "matmul_cycles",
-           "requant_cycles", "perf_cycles", "misc_cycles", "FETCH_LATENCY", "DMA_READ_LATENCY",
-           "DMA_WRITE_LATENCY", "MATMUL_SETUP", "MATMUL_TAIL", "REQUANT_OVERHEAD", "PERF_OVERHEAD",
-           "MISC_CYCLES"]
+           "requant_cycles", "perf_cycles", "misc_cycles", "ISSUE_OVERHEAD", "RETIRE_CYCLES",
+           "DMA_READ_LATENCY", "DMA_WRITE_LATENCY", "REQUANT_LATENCY", "WT_READ_LATENCY",
+           "ACT_READ_LATENCY", "ACC_WRITE_LATENCY", "MISC_CYCLES", "array_latency",
+           "bank_release_delay"]
 
-# -- cycle model constants (calibrate against the RTL) -----------------------------------------
-#: Cycles of an instruction fetch beyond one per memory word.
-FETCH_LATENCY = 2
-#: LOAD: cycles from the first read request to the last spad write, beyond one per word.
-DMA_READ_LATENCY = 4
-#: STORE: cycles beyond one per word written (spad read latency, command setup).
-DMA_WRITE_LATENCY = 3
-#: MATMUL: command setup cycles before the first weight beat.
-MATMUL_SETUP = 2
-#: MATMUL: cycles after the array drains until the last ACC write commits.
-MATMUL_TAIL = 2
-#: REQUANT: cycles beyond one per row (param reads, pipeline fill).
-REQUANT_OVERHEAD = 4
-#: PERF: cycles beyond one per memory word written.
-PERF_OVERHEAD = 2
-#: SYNC and HALT execute in this many cycles.
-MISC_CYCLES = 1
+# -- cycle model constants (exact for an ideal memory; see the module docstring) ---------------
+#: Cycles of fetching, decoding, checking and dispatching an instruction beyond one per
+#: instruction word: the pc handshake, the memory's response latency (1 for an ideal memory),
+#: the instruction register and the check-and-dispatch cycle.
+ISSUE_OVERHEAD = 4
+#: Cycles from a unit's ``busy`` falling until the instruction has retired.
+RETIRE_CYCLES = 1
+#: LOAD: DMA busy cycles beyond one per memory word (the memory's response latency).
+DMA_READ_LATENCY = 1
+#: STORE: DMA busy cycles beyond one per memory word (spad read, then the one-row buffer).
+DMA_WRITE_LATENCY = 2
+#: REQUANT: PostProc busy cycles beyond one per row (4 param-row cycles, the ACC read and the
+#: requantizer's two pipeline stages).
+REQUANT_LATENCY = 7
+# The MATMUL schedule below restates hw/matmul.py's constants (sw may not import hw/matmul.py);
+# tests/test_hw_matmul.py checks the RTL against matmul_cycles cycle for cycle.
+#: MATMUL: cycles from a weight-spad read to its beat on the array (``hw.matmul``).
+WT_READ_LATENCY = 1
+#: MATMUL: cycles from an act-spad read to its beat on the array (``hw.matmul``).
+ACT_READ_LATENCY = 2
+#: MATMUL: cycles from a psum row leaving the array to the busy-low cycle (the ACC
+#: read-modify-write's write cycle, then ``busy`` falls).
+ACC_WRITE_LATENCY = 2
+#: SYNC and HALT: cycles after the dispatch cycle (they retire in it).
+MISC_CYCLES = 0
 
 
 def fetch_cycles(cfg: AccelConfig) -> int:
-    """Return the cycles of fetching one instruction: ``instr_words + FETCH_LATENCY``."""
-    return isa.instr_words(cfg) + FETCH_LATENCY
+    """Return the cycles of fetching, decoding and dispatching one instruction:
+    ``instr_words + ISSUE_OVERHEAD``."""
+    return isa.instr_words(cfg) + ISSUE_OVERHEAD
 
 
 def load_cycles(cfg: AccelConfig, spad: str, rows: int) -> int:
-    """Return the cycles of a LOAD: ``rows * row_words + DMA_READ_LATENCY``."""
-    return rows * cfg.spad_row_words(spad) + DMA_READ_LATENCY
+    """Return the cycles of a LOAD after dispatch:
+    ``rows * row_words + DMA_READ_LATENCY + RETIRE_CYCLES``."""
+    return rows * cfg.spad_row_words(spad) + DMA_READ_LATENCY + RETIRE_CYCLES
 
 
 def store_cycles(cfg: AccelConfig, spad: str, rows: int) -> int:
-    """Return the cycles of a STORE: ``rows * row_words + DMA_WRITE_LATENCY``."""
-    return rows * cfg.spad_row_words(spad) + DMA_WRITE_LATENCY
+    """Return the cycles of a STORE after dispatch:
+    ``rows * row_words + DMA_WRITE_LATENCY + RETIRE_CYCLES``."""
+    return rows * cfg.spad_row_words(spad) + DMA_WRITE_LATENCY + RETIRE_CYCLES
+
+
+def array_latency(cfg: AccelConfig) -> int:
+    """Return the systolic array's cycles from an activation beat to its psum row: ``R + C``."""
+    return cfg.rows + cfg.cols
+
+
+def bank_release_delay(cfg: AccelConfig) -> int:
+    """Return the cycles from the act read of a tile's last row to the first weight read that may
+    reuse its bank: ``ACT_READ_LATENCY + R + C - 2 - WT_READ_LATENCY`` (the array lets a bank be
+    shifted ``R + C - 2`` cycles after the last activation beat that uses it)."""
+    return ACT_READ_LATENCY + cfg.rows + cfg.cols - 2 - WT_READ_LATENCY
 
 
 def matmul_cycles(cfg: AccelConfig, m: int, k_tiles: int) -> int:
-    """Return the cycles of a MATMUL (weight-stationary, two weight banks).
+    """Return the cycles of a MATMUL after dispatch: from its acceptance by the MatmulEngine to
+    the cycle ``busy`` is low (the busy cycles plus ``RETIRE_CYCLES``).
 
-    ``MATMUL_SETUP + R + k_tiles * max(m, 2R + C - 2) + R + C + MATMUL_TAIL``: the first weight
-    tile shifts in (``R``), then each k-tile streams ``m`` activation beats while the next tile
-    shifts into the other bank; a bank is reused only after the beats of the tile before drained
-    (``2R + C - 2``); finally the array drains (``R + C``) and the last ACC write commits.
+    The engine reads tile 0's weights in cycles ``1 .. R``. Tile ``t``'s ``m`` activation rows
+    are read back to back, starting in the cycle its last weight row is read and after tile
+    ``t - 1``'s rows; tile ``t``'s weights are read after tile ``t - 1``'s, and for ``t >= 2``
+    only from :func:`bank_release_delay` cycles after tile ``t - 2``'s last act read (two weight
+    banks). The first act read of the last tile ``k = k_tiles - 1`` is therefore the longest path
+    ``R + max(k * s, (k // 2) * J + (k % 2) * s)`` with ``s = max(m, R)`` (a tile paced by its
+    activations or by its weight reads) and ``J = m + bank_release_delay + R - 2`` (two tiles
+    paced by a bank release). Its last row is read ``m - 1`` cycles later, enters the array
+    ``ACT_READ_LATENCY`` later, leaves it :func:`array_latency` later, and ``busy`` is low
+    ``ACC_WRITE_LATENCY`` after that. With ``m >= 2R + C - 3`` this is ``k_tiles*m + 2R + C + 3``.
     """
-    r, c = cfg.rows, cfg.cols
-    return MATMUL_SETUP + r + k_tiles * max(m, 2 * r + c - 2) + r + c + MATMUL_TAIL
+    r = cfg.rows
+    s = max(m, r)
+    pair = m + bank_release_delay(cfg) + r - 2
+    k = k_tiles - 1
+    last_tile_first_read = r + max(k * s, (k // 2) * pair + (k % 2) * s)
+    return (last_tile_first_read + m - 1 + ACT_READ_LATENCY + array_latency(cfg)
+            + ACC_WRITE_LATENCY)
 
 
 def requant_cycles(cfg: AccelConfig, rows: int) -> int:
-    """Return the cycles of a REQUANT: ``rows + REQUANT_OVERHEAD``."""
-    return rows + REQUANT_OVERHEAD
+    """Return the cycles of a REQUANT after dispatch: ``rows + REQUANT_LATENCY + RETIRE_CYCLES``."""
+    return rows + REQUANT_LATENCY + RETIRE_CYCLES
 
 
 def perf_cycles(cfg: AccelConfig) -> int:
-    """Return the cycles of a PERF: ``perf_words + PERF_OVERHEAD``."""
-    return isa.perf_words(cfg) + PERF_OVERHEAD
+    """Return the counted cycles of a PERF after dispatch: ``RETIRE_CYCLES``, counted after the
+    snapshot (the counters are frozen while PERF writes them)."""
+    return RETIRE_CYCLES
 
 
 def misc_cycles(cfg: AccelConfig) -> int:
-    """Return the cycles of SYNC or HALT: ``MISC_CYCLES``."""
+    """Return the cycles of SYNC or HALT after dispatch: ``MISC_CYCLES``."""
     return MISC_CYCLES
 
 
@@ -226,11 +279,11 @@ class IsaSim:
         elif op == isa.Opcode.PERF:
             pw = isa.perf_words(cfg)
             self._dram_check(pc, a["dram_addr"], a["dram_addr"] + pw - 1)
-            ctr["cycles"] += perf_cycles(cfg)
             snap = b"".join((ctr[n] & _COUNTER_MASK).to_bytes(isa.PERF_SLOT_BYTES, "little")
                             for n in isa.PERF_COUNTERS)
             start = a["dram_addr"] * cfg.mem_bus_bytes
             mem[start:start + len(snap)] = np.frombuffer(snap, np.uint8)
+            ctr["cycles"] += perf_cycles(cfg)           # the retire cycle, after the snapshot
         elif op == isa.Opcode.SYNC:
             ctr["cycles"] += misc_cycles(cfg)
         else:   # pragma: no cover - every legal opcode is handled above
@@ -304,7 +357,7 @@ class IsaSim:
             ctr["gated_macs"] += int(za.sum()) * C + int((nza * zw).sum())
         cyc = matmul_cycles(cfg, m, kt)
         ctr["cycles"] += cyc
-        ctr["compute_cycles"] += cyc
+        ctr["compute_cycles"] += cyc - RETIRE_CYCLES       # the MatmulEngine's busy cycles
 
     def _requant(self, a, pc, ctr):
         cfg = self.cfg

@@ -48,12 +48,14 @@ class LayerReport:
     gated_macs: int = 0
     skipped_macs: int = 0
     dram_bytes: int = 0
+    stall_cycles: int = 0
     utilization: float = 0.0
     busy_share: float = 0.0
 
 
 _COLUMNS = ("name", "kind", "shape", "macs", "cycles", "compute_cycles", "utilization",
-            "busy_share", "issued_macs", "gated_macs", "skipped_macs", "dram_bytes")
+            "busy_share", "issued_macs", "gated_macs", "skipped_macs", "dram_bytes",
+            "stall_cycles")
 
 
 @dataclass
@@ -124,6 +126,7 @@ def _fill(cfg: AccelConfig, r: LayerReport, c: dict) -> None:
     r.issued_macs = c["macs"]
     r.gated_macs = c["gated_macs"]
     r.dram_bytes = c["dram_read_bytes"] + c["dram_write_bytes"]
+    r.stall_cycles = c["stall_cycles"]
     pes = cfg.rows * cfg.cols
     r.utilization = r.macs / (r.compute_cycles * pes) if r.compute_cycles else 0.0
     r.busy_share = r.compute_cycles / r.cycles if r.cycles else 0.0

@@ -38,6 +38,7 @@ async def run_program(ctx, dut, prog_addr=PROG, timeout=5000):
     ctx.set(dut.start, 1)
     await ctx.tick()
     ctx.set(dut.start, 0)
+    await ctx.tick()                      # SimDevice registers its inputs
     assert ctx.get(dut.status.busy) == 1 and ctx.get(dut.status.done) == 0
     cycles = await amsim.wait_until(ctx, dut.status.done, timeout=timeout)
     assert ctx.get(dut.status.busy) == 0

@@ -7,9 +7,10 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from stamen.hw import bus, isa
-from stamen.hw.matmul import MatmulEngine, matmul_cycles
+from stamen.hw.matmul import MatmulEngine
 from stamen.hw.params import AccelConfig
 from stamen.sw import golden
+from stamen.sw.isasim import matmul_cycles
 from stamen.verif import amsim
 
 INT8_MIN, INT8_MAX = -128, 127

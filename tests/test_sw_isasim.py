@@ -8,7 +8,8 @@ from stamen.hw.params import AccelConfig
 from stamen.sw import asm, golden
 from stamen.sw.compiler import Program, compile_gemm, compile_linear
 from stamen.sw.errors import CompileError, DeviceError
-from stamen.sw.isasim import IsaSim
+from stamen.sw.isasim import (IsaSim, bank_release_delay, fetch_cycles, matmul_cycles,
+                              misc_cycles, perf_cycles)
 
 PRESETS = ("tiny", "small")
 
@@ -198,7 +199,35 @@ def test_perf_writes_counters_and_halts():
     vals = mem[:isa.perf_words(cfg) * cfg.mem_bus_bytes].view("<u8")
     snap = dict(zip(isa.PERF_COUNTERS, map(int, vals)))
     assert snap["instructions"] == 1 and ctr["instructions"] == 3
-    assert 0 < snap["cycles"] < ctr["cycles"]
+    # the snapshot holds SYNC and PERF's own fetch; PERF's retire cycle and HALT count afterwards
+    fetch = fetch_cycles(cfg)
+    assert fetch == isa.instr_words(cfg) + 4
+    assert snap["cycles"] == 2 * fetch + misc_cycles(cfg)
+    assert ctr["cycles"] == snap["cycles"] + perf_cycles(cfg) + fetch + misc_cycles(cfg)
+
+
+def _matmul_schedule(cfg, m, k_tiles):
+    """MATMUL cycles, tile by tile, as hw/matmul.py schedules them (weight loads into two banks)."""
+    r, wt_last, act_last = cfg.rows, [], []
+    for kt in range(k_tiles):
+        s = 1 if kt == 0 else wt_last[-1] + 1
+        if kt >= 2:
+            s = max(s, act_last[kt - 2] + bank_release_delay(cfg))
+        wt_last.append(s + r - 1)
+        first = wt_last[-1] if kt == 0 else max(wt_last[-1], act_last[-1] + 1)
+        act_last.append(first + m - 1)
+    return act_last[-1] + 2 + (cfg.rows + cfg.cols) + 2
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (1, 2), (2, 4), (3, 5), (8, 8), (16, 4)])
+def test_matmul_cycles_closed_form(rows, cols):
+    cfg = AccelConfig(name="mm", rows=rows, cols=cols)
+    for m in range(1, 3 * (2 * rows + cols)):
+        for k_tiles in range(1, 12):
+            assert matmul_cycles(cfg, m, k_tiles) == _matmul_schedule(cfg, m, k_tiles), \
+                f"cfg={cfg} m={m} k_tiles={k_tiles}"
+    big = 2 * rows + cols - 3
+    assert matmul_cycles(cfg, big + 5, 9) == 9 * (big + 5) + 2 * rows + cols + 3
 
 
 def test_max_instructions():

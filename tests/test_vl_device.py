@@ -62,8 +62,16 @@ def test_cases_bit_exact(preset, memory):
                 (ilayer.issued_macs, ilayer.gated_macs, ilayer.dram_bytes), \
                 f"{label} cfg={preset} {memory}: device counters differ from isasim's"
         assert rep.compute_cycles > 0 and rep.cycles >= rep.compute_cycles, label
-        if memory == "slow-mem":
-            assert rep.cycles > 0
+        if memory == "ideal-mem":
+            assert rep.stall_cycles == 0, label
+            # isasim's cycle model is exact for an ideal memory: totals and every PERF delta
+            cyc = [(r.cycles, r.compute_cycles) for r in [rep.total, *rep.layers]]
+            icyc = [(r.cycles, r.compute_cycles) for r in [iref.total, *iref.layers]]
+            assert cyc == icyc, \
+                f"{label} cfg={preset}: (cycles, compute_cycles) of total and layers differ " \
+                f"from isasim's"
+    if memory == "slow-mem":
+        assert sum(rep.stall_cycles for _, rep in got) > 0, "backpressure never stalled"
 
 
 def _patched(prog, index: int, word: int):

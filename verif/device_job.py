@@ -19,7 +19,7 @@ from stamen.hw.params import COUNTER_WIDTH, AccelConfig
 from stamen.verif import vlrun
 
 __all__ = ["TOP", "perf_layout", "write_job", "read_job", "write_result", "read_result",
-           "build_dir_for", "build_device", "run_jobs", "Job", "SimResult", "MAX_LATENCY"]
+           "build_dir_for", "hw_digest", "build_device", "run_jobs", "Job", "SimResult", "MAX_LATENCY"]
 
 #: Verilog module name of the simulated device.
 TOP = "stamen_device"
@@ -94,19 +94,36 @@ def build_dir_for(cfg: AccelConfig) -> Path:
     return vlrun.BUILD_ROOT / f"{cfg.name}-{cfg.config_hash:08x}"
 
 
+def hw_digest() -> str:
+    """Return a digest of the RTL generator's sources (``hw/*.py``): a cached build is stale when
+    it changes."""
+    import hashlib
+
+    import stamen.hw
+    h = hashlib.sha256()
+    for path in sorted(Path(stamen.hw.__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 def build_device(cfg: AccelConfig, log=None) -> Path:
-    """Generate the device's Verilog and config.json, and build it with Verilator (cached)."""
+    """Generate the device's Verilog and config.json, and build it with Verilator (cached).
+
+    The Verilog is regenerated when the configuration or the RTL sources change.
+    """
     from stamen.hw.simdevice import SimDevice
     out = build_dir_for(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict() | {"config_hash": cfg.config_hash},
                                                 indent=2) + "\n")
     vpath = out / f"{TOP}.v"
-    stamp = out / "sim" / "stamen.stamp"
-    if not (vpath.exists() and stamp.exists()):
+    stamp = out / "hw.stamp"
+    digest = hw_digest()
+    if not (vpath.exists() and stamp.exists() and stamp.read_text() == digest):
         if log:
             log(f"generating Verilog for config {cfg.name} ({cfg.rows}x{cfg.cols})")
         vpath = vlrun.write_verilog(SimDevice(cfg, max_latency=MAX_LATENCY), TOP, out)
+        stamp.write_text(digest)
     return vlrun.build(vpath, TOP, out / "sim", log=log)
 
 

