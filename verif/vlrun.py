@@ -11,6 +11,7 @@ call with the same inputs skips straight to the test run.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -71,6 +72,22 @@ def tool_env() -> dict[str, str]:
     if os.environ.get("VERILATOR_ROOT") and not Path(os.environ["VERILATOR_ROOT"]).exists():
         env["VERILATOR_ROOT"] = ""
     return env
+
+
+@contextlib.contextmanager
+def _tool_environment():
+    """Apply :func:`tool_env` to ``os.environ`` for the duration of the block."""
+    changes = tool_env()
+    saved = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def write_verilog(component, top: str, out_dir: Path) -> Path:
@@ -146,20 +163,10 @@ def build(verilog_path: Path, top: str, build_dir: Path, waves: bool = False,
         return build_dir
     if log:
         log(f"building {verilog_path.name} with Verilator into {build_dir} (about a minute) ...")
-    env_changes = tool_env()
-    saved = {k: os.environ.get(k) for k in env_changes}
-    os.environ.update(env_changes)
-    try:
-        runner = _runner()
-        runner.build(sources=[str(verilog_path)], hdl_toplevel=top, build_dir=build_dir,
-                     build_args=args, waves=waves, always=True,
-                     log_file=build_dir / "build.log")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with _tool_environment():
+        _runner().build(sources=[str(verilog_path)], hdl_toplevel=top, build_dir=build_dir,
+                        build_args=args, waves=waves, always=True,
+                        log_file=build_dir / "build.log")
     stamp_file.write_text(stamp)
     return build_dir
 
@@ -177,22 +184,12 @@ def run_test(build_dir: Path, top: str, test_module: str, extra_env: dict[str, s
     """
     from cocotb_tools.check_results import get_results
     build_dir = Path(build_dir).resolve()
-    env_changes = tool_env()
-    saved = {k: os.environ.get(k) for k in env_changes}
-    os.environ.update(env_changes)
-    log_file = Path(build_dir) / f"{test_module.rsplit('.', 1)[-1]}.log"
-    try:
-        runner = _runner()
-        results = runner.test(test_module=test_module, hdl_toplevel=top,
-                              hdl_toplevel_lang="verilog", build_dir=build_dir,
-                              test_dir=build_dir, testcase=testcase, waves=waves, seed=seed,
-                              extra_env=dict(extra_env or {}), log_file=log_file)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    log_file = build_dir / f"{test_module.rsplit('.', 1)[-1]}.log"
+    with _tool_environment():
+        results = _runner().test(test_module=test_module, hdl_toplevel=top,
+                                 hdl_toplevel_lang="verilog", build_dir=build_dir,
+                                 test_dir=build_dir, testcase=testcase, waves=waves, seed=seed,
+                                 extra_env=dict(extra_env or {}), log_file=log_file)
     _, failed = get_results(results)
     if failed:
         raise TestFailure(f"{failed} cocotb test(s) of {test_module} failed; log: {log_file}")
