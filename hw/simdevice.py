@@ -120,7 +120,8 @@ class SimDevice(wiring.Component):
     mem_latency : ``In(range(max_latency + 1))``; mem_stall : ``In(3)``
         See :class:`MemoryModel`.
 
-    Every input is registered once before use (so each takes effect one cycle after it is driven):
+    The ``sync`` domain's reset (port ``rst``) resets the device and memory model one cycle after it
+    is driven; device memory contents are kept. Every input is registered once before use (so each takes effect one cycle after it is driven):
     with no combinational path from a port, Verilator evaluates the logic once per clock edge.
     """
 
@@ -154,8 +155,16 @@ class SimDevice(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.accel = accel = self.accel
-        m.submodules.memory = mm = MemoryModel(self._cfg, self.mem_data, self._max_latency)
+        # The device runs in domain "core": the clock of "sync" and a registered copy of its reset.
+        # A reset straight from a port would make every flop's next-state logic depend on a
+        # top-level input, which Verilator re-evaluates on every input change.
+        m.domains.core = ClockDomain("core")
+        core_rst = Signal(reset_less=True)
+        m.d.sync += core_rst.eq(ResetSignal("sync"))
+        m.d.comb += [ClockSignal("core").eq(ClockSignal("sync")), ResetSignal("core").eq(core_rst)]
+        m.submodules.accel = accel = DomainRenamer("core")(self.accel)
+        m.submodules.memory = mm = DomainRenamer("core")(
+            MemoryModel(self._cfg, self.mem_data, self._max_latency))
         wiring.connect(m, accel.o_mem_req, mm.i_mem_req)
         wiring.connect(m, mm.o_mem_rsp, accel.i_mem_rsp)
         m.d.comb += [
@@ -170,6 +179,6 @@ class SimDevice(wiring.Component):
                            ("mem_stall", mm)]:
             port = getattr(self, name)
             s_port = Signal.like(port, name=f"s_{name}")
-            m.d.sync += s_port.eq(port)
+            m.d.core += s_port.eq(port)
             m.d.comb += getattr(sink, name).eq(s_port)
         return m

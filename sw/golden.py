@@ -128,7 +128,7 @@ def quantize_multiplier(scale: float) -> tuple[int, int]:
     if scale >= 1.0:
         raise ValueError(f"Requantization scale must be below 1.0, not {scale!r}")
     mant, exp = math.frexp(scale)           # scale = mant * 2**exp, mant in [0.5, 1)
-    q = int(round(mant * (1 << 31)))
+    q = math.floor(mant * (1 << 31) + 0.5)     # ties away from zero, as TFLite
     if q == (1 << 31):
         q //= 2
         exp += 1
