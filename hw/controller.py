@@ -6,10 +6,10 @@ from amaranth.lib.wiring import In, Out
 from . import bus, isa
 from .dma import DmaCmd
 from .isa import ErrorCode, Opcode
-from .params import COUNTER_WIDTH, AccelConfig
+from .params import CHECK_COUNT_WIDTH, COUNTER_WIDTH, AccelConfig
 from .perf import perf_layout
 
-__all__ = ["Fetcher", "Checker", "PerfWriter", "Controller"]
+__all__ = ["Fetcher", "Checker", "SpanMultiplier", "PerfWriter", "Controller"]
 
 
 def _check_cfg(owner: str, cfg) -> AccelConfig:
@@ -78,15 +78,23 @@ class Checker(wiring.Component):
     scratchpad row range beyond ``cfg.spad_depth`` gives ``SPAD_RANGE``; a device memory range
     beyond ``cfg.mem_words`` gives ``DRAM_RANGE``; otherwise ``NONE``.
 
+    With ``cfg.check_mul_bits`` the products ``(rows-1)*dram_stride`` (LOAD/STORE) and
+    ``(k_tiles-1)*act_stride`` (MATMUL) are not computed here but come in on ``span``
+    (:class:`SpanMultiplier`).
+
     Members
     -------
     instr : ``In(isa.Instr)``
+    span : ``In(SpanMultiplier.SPAN_WIDTH)``; only with ``cfg.check_mul_bits``.
     error : ``Out(isa.ErrorCode)``
     """
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = _check_cfg("Checker", cfg)
-        super().__init__({"instr": In(isa.Instr), "error": Out(ErrorCode)})
+        members = {"instr": In(isa.Instr), "error": Out(ErrorCode)}
+        if cfg.check_mul_bits:
+            members["span"] = In(SpanMultiplier.SPAN_WIDTH)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -116,12 +124,14 @@ class Checker(wiring.Component):
                                          words.eq(cfg.spad_row_words(s))]
                     with m.Default():
                         m.d.comb += bad_spad.eq(1)
-                dram_end = d.dram_addr + (d.rows - 1) * d.dram_stride + words
+                span = self.span if cfg.check_mul_bits else (d.rows - 1) * d.dram_stride
+                dram_end = d.dram_addr + span + words
                 check(bad_spad | (d.rows == 0), d.spad_addr + d.rows > depth,
                       dram_end > cfg.mem_words)
             with m.Case(Opcode.MATMUL):
                 a = args.matmul
-                act_end = a.act_addr + (a.k_tiles - 1) * a.act_stride + a.m
+                span = self.span if cfg.check_mul_bits else (a.k_tiles - 1) * a.act_stride
+                act_end = a.act_addr + span + a.m
                 spad_over = ((act_end > cfg.spad_depth("act")) |
                              (a.wt_addr + a.k_tiles * cfg.rows > cfg.spad_depth("wt")) |
                              (a.acc_addr + a.m > cfg.spad_depth("acc")))
@@ -138,6 +148,54 @@ class Checker(wiring.Component):
                 pass
             with m.Default():
                 m.d.comb += err.eq(ErrorCode.ILLEGAL_OPCODE)
+        return m
+
+
+class SpanMultiplier(wiring.Component):
+    """Multiply ``(count - 1) * stride`` for the range checks by shift-and-add, without DSPs.
+
+    On ``start`` it takes ``count`` and ``stride``; ``span`` holds the product
+    ``cfg.check_cycles`` cycles later (``cfg.check_mul_bits`` bits of ``count - 1`` per cycle,
+    least significant first) until the next ``start``. Only the low ``cfg.check_count_bits`` of
+    ``count - 1`` are used: a larger count fails the scratchpad check, which the checker reports
+    first, so the span does not matter then (nor for a zero count, a ``BAD_ARG``).
+
+    Members
+    -------
+    start : ``In(1)``; count : ``In(CHECK_COUNT_WIDTH)``; stride : ``In(STRIDE_WIDTH)``
+    span : ``Out(SPAN_WIDTH)``
+    """
+    #: The widest stride of a range check (``DmaArgs.dram_stride``).
+    STRIDE_WIDTH = max(Shape.cast(isa.DmaArgs.as_shape()["dram_stride"].shape).width,
+                       Shape.cast(isa.MatmulArgs.as_shape()["act_stride"].shape).width)
+    SPAN_WIDTH = CHECK_COUNT_WIDTH + STRIDE_WIDTH
+
+    def __init__(self, cfg: AccelConfig):
+        self._cfg = _check_cfg("SpanMultiplier", cfg)
+        if not cfg.check_mul_bits:
+            raise ValueError("SpanMultiplier needs a configuration with check_mul_bits, not 0")
+        super().__init__({"start": In(1), "count": In(CHECK_COUNT_WIDTH),
+                          "stride": In(self.STRIDE_WIDTH), "span": Out(self.SPAN_WIDTH)})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        bits = cfg.check_mul_bits
+        nbits = cfg.check_cycles * bits                   # >= check_count_bits
+        mplier = Signal(nbits)
+        mcand = Signal(self.STRIDE_WIDTH)
+        hi = Signal(self.STRIDE_WIDTH + 1)
+        lo = Signal(nbits)
+        # t = hi + mcand * chunk; {hi, lo} = {t, lo} >> bits.
+        t = Signal(self.STRIDE_WIDTH + bits + 1)
+        m.d.comb += [t.eq(sum((Mux(mplier[b], mcand << b, 0) for b in range(bits)), hi)),
+                     self.span.eq(Cat(lo, hi[:self.STRIDE_WIDTH])[:self.SPAN_WIDTH])]
+        with m.If(self.start):
+            m.d.sync += [mplier.eq((self.count - 1)[:cfg.check_count_bits]),
+                         mcand.eq(self.stride), hi.eq(0)]
+        with m.Else():
+            m.d.sync += [mplier.eq(mplier >> bits), hi.eq(t >> bits),
+                         lo.eq(Cat(lo[bits:], t[:bits]))]
         return m
 
 
@@ -194,7 +252,8 @@ class Controller(wiring.Component):
 
     On ``start`` (while idle): clear the counters and status, then from ``prog_addr`` repeatedly
     fetch an instruction (:class:`Fetcher`; a fetch past ``mem_words`` faults with
-    ``FETCH_RANGE``), check it (:class:`Checker`; a fault halts before anything is issued),
+    ``FETCH_RANGE``), check it (:class:`Checker`, after ``cfg.check_cycles`` cycles of
+    :class:`SpanMultiplier` with ``cfg.check_mul_bits``; a fault halts before anything is issued),
     dispatch it to its unit's ``o_*`` command stream and wait until every unit's ``busy`` is low.
     PERF writes the counters itself (:class:`PerfWriter`) while they are frozen; SYNC is a no-op;
     HALT stops with ``done``. A REQUANT that ends with ``requant_fault`` faults with
@@ -246,6 +305,18 @@ class Controller(wiring.Component):
         n = isa.instr_words(cfg)
         m.submodules.fetcher = fetcher = Fetcher(cfg)
         m.submodules.checker = checker = Checker(cfg)
+        if cfg.check_mul_bits:
+            m.submodules.span_mul = span_mul = SpanMultiplier(cfg)
+            nxt = fetcher.o_instr.payload
+            is_dma = (nxt.opcode == Opcode.LOAD) | (nxt.opcode == Opcode.STORE)
+            m.d.comb += [
+                checker.span.eq(span_mul.span),
+                span_mul.start.eq(fetcher.o_instr.valid & fetcher.o_instr.ready),
+                span_mul.count.eq(Mux(is_dma, nxt.args.dma.rows, nxt.args.matmul.k_tiles)),
+                span_mul.stride.eq(Mux(is_dma, nxt.args.dma.dram_stride,
+                                       nxt.args.matmul.act_stride)),
+            ]
+            check_left = Signal(range(cfg.check_cycles))
         m.submodules.perf_writer = pw = PerfWriter(cfg)
         self._connect_mem(m, fetcher, pw)
         status = self.status
@@ -289,7 +360,16 @@ class Controller(wiring.Component):
                 m.d.comb += fetcher.o_instr.ready.eq(1)
                 with m.If(fetcher.o_instr.valid):
                     m.d.sync += ir.eq(fetcher.o_instr.payload)
-                    m.next = "EXEC"
+                    if cfg.check_mul_bits:
+                        m.d.sync += check_left.eq(cfg.check_cycles - 1)
+                        m.next = "CHECK"
+                    else:
+                        m.next = "EXEC"
+            if cfg.check_mul_bits:
+                with m.State("CHECK"):                # SpanMultiplier at work
+                    m.d.sync += check_left.eq(check_left - 1)
+                    with m.If(check_left == 0):
+                        m.next = "EXEC"
             with m.State("EXEC"):
                 with m.If(checker.error != ErrorCode.NONE):
                     fault(checker.error)

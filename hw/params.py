@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass
 
 __all__ = ["AccelConfig", "DATAFLOWS", "PRESETS", "ACT_WIDTH", "WT_WIDTH", "ACC_WIDTH",
-           "OPERAND_WIDTH", "COUNTER_WIDTH", "CONFIG_ID_WIDTH"]
+           "OPERAND_WIDTH", "COUNTER_WIDTH", "CONFIG_ID_WIDTH", "CHECK_COUNT_WIDTH"]
 
 #: Width of an activation element in memory (int8, asymmetric with a zero point).
 ACT_WIDTH = 8
@@ -50,6 +50,14 @@ _MAX_SPAD_DEPTH = 1 << 16
 _MAX_BUS_BYTES = 16
 #: Largest device memory the ISA's word address can name.
 _MAX_MEM_WORDS = 1 << 32
+#: Legal multiplier bits per cycle of a requantization lane (divisors of the 32-bit multiplier).
+_REQUANT_MUL_BITS = (1, 2, 4, 8, 16, 32)
+#: Fields added after the first release, with the defaults that keep the earlier hardware; a field
+#: at its default is left out of :attr:`AccelConfig.config_hash`, so earlier hashes stay valid.
+_HASH_OPTIONAL = {"requant_lanes": 0, "requant_mul_bits": 32, "check_mul_bits": 0}
+_SPADS = ("act", "wt", "acc", "out", "param")
+#: Bits of the loop counts that the range checks multiply (``rows``, ``k_tiles``; see hw/isa.py).
+CHECK_COUNT_WIDTH = 16
 
 
 def _is_pow2(x: int) -> bool:
@@ -78,6 +86,19 @@ class AccelConfig:
         Gate the multiplier and accumulator of a PE whose operand is zero (and count it).
     zero_skip : bool
         Reserved for the sparse-skipping unit; must be False for now.
+    requant_lanes : int
+        Requantization lanes of PostProc: 0 (the default) for ``cols`` lanes (a row per cycle), or
+        a divisor of ``cols``. With fewer lanes (or ``requant_mul_bits < 32``) PostProc
+        requantizes a row in ``cols // lanes`` groups of lanes (see :attr:`requant_row_cycles`).
+    requant_mul_bits : int
+        Multiplier bits each requantization lane consumes per cycle: 32 (the default) multiplies
+        the 32x32-bit product in one cycle (DSP blocks), 1, 2, 4, 8 or 16 builds it by
+        shift-and-add from logic (no DSP) in ``32 // requant_mul_bits`` cycles per group.
+    check_mul_bits : int
+        How the controller multiplies for its range checks (``(rows-1)*dram_stride``,
+        ``(k_tiles-1)*act_stride``): 0 (the default) combinationally, or 1 to 16 multiplier bits
+        per cycle by shift-and-add from logic (no DSP), which adds :attr:`check_cycles` cycles
+        to every instruction's decode.
     name : str
         A label; not part of the configuration hash.
 
@@ -98,6 +119,9 @@ class AccelConfig:
     mem_bytes: int = 1 << 20
     zero_gate: bool = True
     zero_skip: bool = False
+    requant_lanes: int = 0
+    requant_mul_bits: int = 32
+    check_mul_bits: int = 0
     name: str = dataclasses.field(default="custom", compare=False)
 
     def __post_init__(self):
@@ -144,6 +168,19 @@ class AccelConfig:
         if self.param_spad_depth < 3:
             raise ValueError(f"AccelConfig.param_spad_depth must be at least 3 (bias, multiplier "
                              f"and shift rows), not {self.param_spad_depth!r}")
+        for f in ("requant_lanes", "requant_mul_bits", "check_mul_bits"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise TypeError(f"AccelConfig.{f} must be an integer, not {v!r}")
+        if self.requant_lanes < 0 or (self.requant_lanes and self.cols % self.requant_lanes):
+            raise ValueError(f"AccelConfig.requant_lanes must be 0 (all cols) or a divisor of "
+                             f"cols ({self.cols}), not {self.requant_lanes!r}")
+        if self.requant_mul_bits not in _REQUANT_MUL_BITS:
+            raise ValueError(f"AccelConfig.requant_mul_bits must be one of {_REQUANT_MUL_BITS}, "
+                             f"not {self.requant_mul_bits!r}")
+        if not 0 <= self.check_mul_bits <= CHECK_COUNT_WIDTH:
+            raise ValueError(f"AccelConfig.check_mul_bits must be in 0..{CHECK_COUNT_WIDTH}, "
+                             f"not {self.check_mul_bits!r}")
         if self.mem_words > _MAX_MEM_WORDS:
             raise ValueError(f"AccelConfig.mem_bytes must be at most {_MAX_MEM_WORDS} bus words, "
                              f"not {self.mem_bytes!r} bytes")
@@ -186,6 +223,41 @@ class AccelConfig:
         """Return the device memory words that one row of scratchpad ``spad`` spans."""
         return self.spad_row_bytes(spad) // self.mem_bus_bytes
 
+    @property
+    def requant_lane_count(self) -> int:
+        """Requantization lanes of PostProc (``requant_lanes``, or ``cols`` when it is 0)."""
+        return self.requant_lanes or self.cols
+
+    @property
+    def requant_serial(self) -> bool:
+        """True when PostProc requantizes a row in groups of lanes over several cycles (fewer
+        lanes than ``cols`` or a shift-and-add multiplier), False for one row per cycle."""
+        return self.requant_lane_count != self.cols or self.requant_mul_bits != 32
+
+    @property
+    def requant_row_cycles(self) -> int:
+        """Cycles between consecutive rows of a REQUANT: 1, or when :attr:`requant_serial`
+        ``groups * (1 + 32 // requant_mul_bits)`` with ``groups = cols // lanes`` (per group one
+        load cycle and the multiplier's cycles)."""
+        if not self.requant_serial:
+            return 1
+        return (self.cols // self.requant_lane_count) * (1 + ACC_WIDTH // self.requant_mul_bits)
+
+    @property
+    def check_count_bits(self) -> int:
+        """Low bits of ``count - 1`` that the range-check multiply needs: a larger ``rows`` or
+        ``k_tiles`` already fails the scratchpad check (``SPAD_RANGE``, which comes first):
+        ``bit_length(max spad depth - 1)``."""
+        return max(1, (max(self.spad_depth(s) for s in _SPADS) - 1).bit_length())
+
+    @property
+    def check_cycles(self) -> int:
+        """Extra decode cycles of every instruction for the range checks: 0, or
+        ``ceil(check_count_bits / check_mul_bits)`` with a shift-and-add check multiplier."""
+        if not self.check_mul_bits:
+            return 0
+        return -(-self.check_count_bits // self.check_mul_bits)
+
     def spad_depth(self, spad: str) -> int:
         """Return the depth (rows) of scratchpad ``spad``."""
         self.spad_row_bytes(spad)   # validates the name
@@ -203,9 +275,16 @@ class AccelConfig:
 
     @property
     def config_hash(self) -> int:
-        """A 32-bit hash of every field but ``name``; the device reports it in its ID CSR."""
+        """A 32-bit hash of every field but ``name``; the device reports it in its ID CSR.
+
+        Fields added later (``requant_lanes``, ``requant_mul_bits``, ``check_mul_bits``) enter the
+        hash only when they differ from their defaults, so a configuration that does not use
+        them keeps its hash."""
         d = self.to_dict()
         d.pop("name")
+        for f, default in _HASH_OPTIONAL.items():
+            if d[f] == default:
+                d.pop(f)
         digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).digest()
         return int.from_bytes(digest[:CONFIG_ID_WIDTH // 8], "little")
 
@@ -224,7 +303,8 @@ class AccelConfig:
 PRESETS = {
     "tiny": AccelConfig(name="tiny", rows=2, cols=4, act_spad_depth=512, wt_spad_depth=256,
                         acc_spad_depth=256, out_spad_depth=256, param_spad_depth=48,
-                        mem_bytes=1 << 16),
+                        mem_bytes=1 << 16, requant_lanes=1, requant_mul_bits=4,
+                        check_mul_bits=3),
     "small": AccelConfig(name="small"),
     "large": AccelConfig(name="large", rows=16, cols=16, act_spad_depth=1024, wt_spad_depth=1024,
                          acc_spad_depth=512, out_spad_depth=512, param_spad_depth=96),

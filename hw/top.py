@@ -18,8 +18,9 @@ class Accelerator(wiring.Component):
     """One Stamen device without its memory: scratchpads, DMA, MatmulEngine, PostProc, counters
     and controller, with one device-memory bus port.
 
-    The five scratchpads are ``lib.memory.Memory`` instances with synchronous read ports (data the
-    cycle after the address) and one write port each, muxed by which unit is busy. The memory bus
+    The five scratchpads are ``lib.memory.Memory`` instances with one synchronous read port (data
+    the cycle after the address) and one write port each, both muxed by which unit is busy (the
+    DMA when none is); every reading unit sees the read port's data. The memory bus
     goes to the DMA while it is busy, else to the controller.
 
     Parameters
@@ -75,26 +76,30 @@ class Accelerator(wiring.Component):
         for s in bus.SPADS:
             m.submodules[f"{s}_spad"] = mems[s] = memory.Memory(data=self.spad_data[s])
         wr = {s: mems[s].write_port() for s in bus.SPADS}
+        # One read port per spad (each read port is a copy of the BRAMs), muxed by which unit is
+        # busy; the DMA otherwise. The ACC port is transparent for the ACC write port: the
+        # MatmulEngine's read-modify-write reads the row written in the same cycle.
+        readers = {"act": [(mm.busy, mm.act_rd)], "wt": [(mm.busy, mm.wt_rd)],
+                   "acc": [(mm.busy, mm.acc_rd), (pp.busy, pp.acc_rd)],
+                   "out": [], "param": [(pp.busy, pp.param_rd)]}
+        # The other spads are never read and written in the same cycle (their writer, the DMA
+        # LOAD, runs alone); masking the read enable with the write enable changes nothing but
+        # lets Yosys prove it, so it maps the port to BRAM without collision-emulation logic.
         for s in bus.SPADS:
-            wiring.connect(m, mems[s].read_port(), getattr(dma, f"{s}_rd"))
-        wiring.connect(m, mems["act"].read_port(), mm.act_rd)
-        wiring.connect(m, mems["wt"].read_port(), mm.wt_rd)
-        wiring.connect(m, mems["acc"].read_port(transparent_for=(wr["acc"],)), mm.acc_rd)
-        wiring.connect(m, mems["acc"].read_port(), pp.acc_rd)
-        wiring.connect(m, mems["param"].read_port(), pp.param_rd)
+            transparent = s == "acc"
+            rd = mems[s].read_port(transparent_for=(wr[s],) if transparent else ())
+            units = readers[s] + [(None, getattr(dma, f"{s}_rd"))]
+            for _, unit_rd in units:
+                m.d.comb += unit_rd.data.eq(rd.data)
+            rd_en = Signal(name=f"{s}_rd_en")
+            self._mux(m, {"addr": rd.addr, "en": rd_en}, units)
+            m.d.comb += rd.en.eq(rd_en if transparent else rd_en & ~wr[s].en)
 
         # Write ports: the busy unit drives; the DMA otherwise.
-        writers = {"acc": (mm.busy, mm.acc_wr), "out": (pp.busy, pp.out_wr)}
+        writers = {"acc": [(mm.busy, mm.acc_wr)], "out": [(pp.busy, pp.out_wr)]}
         for s in bus.SPADS:
-            dma_wr = getattr(dma, f"{s}_wr")
-            if s in writers:
-                busy, unit_wr = writers[s]
-                with m.If(busy):
-                    self._drive(m, wr[s], unit_wr)
-                with m.Else():
-                    self._drive(m, wr[s], dma_wr)
-            else:
-                self._drive(m, wr[s], dma_wr)
+            self._mux(m, {f: getattr(wr[s], f) for f in ("addr", "data", "en")},
+                      writers.get(s, []) + [(None, getattr(dma, f"{s}_wr"))])
 
         # Memory bus: the DMA while it is busy, else the controller.
         with m.If(dma.busy):
@@ -124,9 +129,21 @@ class Accelerator(wiring.Component):
         return m
 
     @staticmethod
-    def _drive(m, port, src):
-        """Drive write ``port`` from a unit's write port ``src``."""
-        m.d.comb += [port.addr.eq(src.addr), port.data.eq(src.data), port.en.eq(src.en)]
+    def _mux(m, dests, units):
+        """Drive each ``dests[field]`` from ``field`` of the first unit port of ``units`` (a list
+        of ``(busy, port)``) whose ``busy`` is high, else of the last entry's port (its ``busy``
+        is ignored)."""
+        def drive(src):
+            m.d.comb += [sig.eq(getattr(src, f)) for f, sig in dests.items()]
+        *sel, (_, default) = units
+        for n, (busy, src) in enumerate(sel):
+            with (m.If if n == 0 else m.Elif)(busy):
+                drive(src)
+        if sel:
+            with m.Else():
+                drive(default)
+        else:
+            drive(default)
 
     def _bus(self, m, unit):
         """Connect ``unit``'s memory bus port to the device's."""

@@ -24,10 +24,12 @@ every program of ``tests/cases.py``). The in-order controller runs one instructi
 
 * every instruction costs :func:`fetch_cycles` (``instr_words + ISSUE_OVERHEAD``: the pc handshake,
   one read per instruction word, the memory's response latency, the instruction register and the
-  cycle that checks it and dispatches it to its unit);
+  cycle that checks it and dispatches it to its unit; plus ``cfg.check_cycles`` with a
+  shift-and-add range-check multiplier);
 * a LOAD, STORE, MATMUL or REQUANT then keeps its unit busy and retires in the cycle after ``busy``
   falls: :func:`load_cycles`, :func:`store_cycles`, :func:`matmul_cycles`, :func:`requant_cycles`
-  (each is the unit's busy cycles plus ``RETIRE_CYCLES``);
+  (each is the unit's busy cycles plus ``RETIRE_CYCLES``; REQUANT follows ``cfg.requant_lanes``
+  and ``cfg.requant_mul_bits``);
 * SYNC and HALT retire in their dispatch cycle (:func:`misc_cycles` is 0);
 * PERF freezes every counter while it writes them, so the snapshot holds the counters after the
   PERF's own fetch and dispatch, its ``perf_words`` write cycles are never counted, and only its
@@ -48,9 +50,9 @@ from .errors import DeviceError
 
 __all__ = ["IsaSim", "fetch_cycles", "load_cycles", "store_cycles", "matmul_cycles",
            "requant_cycles", "perf_cycles", "misc_cycles", "ISSUE_OVERHEAD", "RETIRE_CYCLES",
-           "DMA_READ_LATENCY", "DMA_WRITE_LATENCY", "REQUANT_LATENCY", "WT_READ_LATENCY",
-           "ACT_READ_LATENCY", "ACC_WRITE_LATENCY", "MISC_CYCLES", "array_latency",
-           "bank_release_delay"]
+           "DMA_READ_LATENCY", "DMA_WRITE_LATENCY", "REQUANT_LATENCY", "REQUANT_SERIAL_LATENCY",
+           "WT_READ_LATENCY", "ACT_READ_LATENCY", "ACC_WRITE_LATENCY", "MISC_CYCLES",
+           "array_latency", "bank_release_delay"]
 
 # -- cycle model constants (exact for an ideal memory; see the module docstring) ---------------
 #: Cycles of fetching, decoding, checking and dispatching an instruction beyond one per
@@ -66,6 +68,10 @@ DMA_WRITE_LATENCY = 2
 #: REQUANT: PostProc busy cycles beyond one per row (4 param-row cycles, the ACC read and the
 #: requantizer's two pipeline stages).
 REQUANT_LATENCY = 7
+#: REQUANT with ``cfg.requant_serial``: PostProc busy cycles beyond ``requant_row_cycles`` per
+#: row (4 param-row cycles, the ACC read, the SerialRequantizer's srdhm and shift/clamp stages
+#: and its row register).
+REQUANT_SERIAL_LATENCY = 8
 # The MATMUL schedule below restates hw/matmul.py's constants (sw may not import hw/matmul.py);
 # tests/test_hw_matmul.py checks the RTL against matmul_cycles cycle for cycle.
 #: MATMUL: cycles from a weight-spad read to its beat on the array (``hw.matmul``).
@@ -81,8 +87,9 @@ MISC_CYCLES = 0
 
 def fetch_cycles(cfg: AccelConfig) -> int:
     """Return the cycles of fetching, decoding and dispatching one instruction:
-    ``instr_words + ISSUE_OVERHEAD``."""
-    return isa.instr_words(cfg) + ISSUE_OVERHEAD
+    ``instr_words + ISSUE_OVERHEAD + cfg.check_cycles`` (the last is the range checks'
+    shift-and-add multiplier, 0 unless ``cfg.check_mul_bits``)."""
+    return isa.instr_words(cfg) + ISSUE_OVERHEAD + cfg.check_cycles
 
 
 def load_cycles(cfg: AccelConfig, spad: str, rows: int) -> int:
@@ -134,7 +141,11 @@ def matmul_cycles(cfg: AccelConfig, m: int, k_tiles: int) -> int:
 
 
 def requant_cycles(cfg: AccelConfig, rows: int) -> int:
-    """Return the cycles of a REQUANT after dispatch: ``rows + REQUANT_LATENCY + RETIRE_CYCLES``."""
+    """Return the cycles of a REQUANT after dispatch: ``rows + REQUANT_LATENCY + RETIRE_CYCLES``,
+    or with ``cfg.requant_serial`` (fewer requantization lanes than ``cols`` or a shift-and-add
+    multiplier) ``rows * cfg.requant_row_cycles + REQUANT_SERIAL_LATENCY + RETIRE_CYCLES``."""
+    if cfg.requant_serial:
+        return rows * cfg.requant_row_cycles + REQUANT_SERIAL_LATENCY + RETIRE_CYCLES
     return rows + REQUANT_LATENCY + RETIRE_CYCLES
 
 

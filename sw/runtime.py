@@ -10,6 +10,10 @@ Backends:
 ``"verilator"``
     The generated Verilog of the whole device under Verilator (through cocotb); every figure in the report
     comes from the device's own performance counters (PERF snapshots per layer).
+``"fpga"``
+    A board running ``hw.fpga_device.FpgaDevice``, driven over its UART host bridge (``sw/fpga.py``)
+    through pyserial: ``port`` is a serial device (``/dev/ttyUSB1``) or a pyserial URL
+    (``socket://host:port``), opened at run time. Results and report as for ``"verilator"``.
 """
 from __future__ import annotations
 
@@ -26,9 +30,12 @@ from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 from stamen.sw.errors import ConfigMismatchError, DeviceError
 
-__all__ = ["Device", "Report", "LayerReport", "BACKENDS"]
+__all__ = ["Device", "Report", "LayerReport", "BACKENDS", "ALL_BACKENDS"]
 
+#: Backends that need no hardware (tests and tools may loop over these).
 BACKENDS = ("golden", "isasim", "verilator")
+#: Every backend, ``"fpga"`` (a board on a serial port) included.
+ALL_BACKENDS = (*BACKENDS, "fpga")
 
 
 @dataclass
@@ -144,32 +151,46 @@ class Device:
     cfg : AccelConfig
         The device configuration; programs compiled for another configuration are refused.
     backend : str
-        ``"golden"``, ``"isasim"`` or ``"verilator"``.
+        ``"golden"``, ``"isasim"``, ``"verilator"`` or ``"fpga"``.
     mem_latency : int
         Verilator only: extra device-memory read latency in cycles (0..16).
     mem_stall : int
         Verilator only: memory backpressure, refusing a request with probability ``mem_stall/8``.
     max_cycles : int
-        Verilator only: cycle limit of one run; beyond it the run fails with a ``TimeoutError``.
+        Verilator and FPGA: cycle limit of one run; beyond it the run fails with a
+        ``TimeoutError``.
     log : callable or None
         Called with progress messages (strings).
+    port : str
+        FPGA only (required): serial port or pyserial URL of the board's UART.
+    baud : int
+        FPGA only: UART bit rate.
+    timeout : float
+        FPGA only: seconds of silence before a bridge command fails, and (times 30) the wall-clock
+        limit of one run.
     """
 
     def __init__(self, cfg: AccelConfig, backend: str = "isasim", mem_latency: int = 0,
-                 mem_stall: int = 0, max_cycles: int = 10**8, log=None):
+                 mem_stall: int = 0, max_cycles: int = 10**8, log=None, port: str | None = None,
+                 baud: int = 115200, timeout: float = 2.0):
         if not isinstance(cfg, AccelConfig):
             raise TypeError(f"Device config must be an AccelConfig, not {cfg!r}")
-        if backend == "fpga":
-            raise ValueError("Device backend 'fpga' is not available yet; use one of "
-                             f"{BACKENDS}")
-        if backend not in BACKENDS:
-            raise ValueError(f"Device backend must be one of {BACKENDS}, not {backend!r}")
+        if backend not in ALL_BACKENDS:
+            raise ValueError(f"Device backend must be one of {ALL_BACKENDS}, not {backend!r}")
+        if backend == "fpga" and not isinstance(port, str):
+            raise TypeError(f"Device backend 'fpga' needs port, a serial port or pyserial URL "
+                            f"string such as '/dev/ttyUSB1', not {port!r}")
         self.cfg = cfg
         self.backend = backend
         self.mem_latency = mem_latency
         self.mem_stall = mem_stall
         self.max_cycles = max_cycles
         self.log = log
+        self.port = port
+        self.baud = baud
+        self.timeout = timeout
+        #: FPGA only: the last run's bridge result (bytes moved, phases, polls).
+        self.last_bridge_result = None
 
     def check(self, prog) -> None:
         """Refuse a program compiled for another configuration.
@@ -214,6 +235,8 @@ class Device:
         t0 = time.perf_counter()
         if self.backend == "verilator":
             outcomes = self._run_verilator(items)
+        elif self.backend == "fpga":
+            outcomes = self._run_fpga(items)
         else:
             outcomes = [self._run_local(prog, x) for prog, x in items]
         results = []
@@ -260,24 +283,55 @@ class Device:
         jobs = [Job(prog.memory_image(x), prog.prog_addr, prog.used_words,
                     [(0, prog.used_words)], self.mem_latency, self.mem_stall, self.max_cycles)
                 for prog, x in items]
+        results = run_jobs(self.cfg, jobs, log=self.log)
+        return [self._outcome(prog, res, job.read_ranges, "the simulated device")
+                for (prog, _), job, res in zip(items, jobs, results)]
+
+    def _run_fpga(self, items) -> list:
+        from stamen.sw.fpga import BridgeClient, open_port, run_on_bridge
+        if self.log:
+            self.log(f"opening {self.port} at {self.baud} Bd")
         outcomes = []
-        for (prog, _), res in zip(items, run_jobs(self.cfg, jobs, log=self.log)):
-            if not res.ran:
-                outcomes.append(ConfigMismatchError(
-                    f"the simulated device reports config id {res.config_id:#010x}, the program "
-                    f"needs {prog.config_hash:#010x}; nothing was run"))
-            elif res.timeout:
-                outcomes.append(TimeoutError(
-                    f"device did not finish within {self.max_cycles} cycles"))
-            elif res.error:
-                code = isa.ErrorCode(res.error)
-                outcomes.append(DeviceError(code, pc=res.fault_pc,
-                                            detail=_FAULT_TEXT.get(code, "")))
-            else:
-                mem = np.zeros(self.cfg.mem_bytes, np.uint8)
-                mem[:len(res.reads[0])] = res.reads[0]
-                outcomes.append((mem, res.perf, res.wall_s))
+        with open_port(self.port, self.baud) as stream:
+            client = BridgeClient(stream, self.cfg, timeout=self.timeout)
+            for prog, x in items:
+                ranges = _result_ranges(prog)
+                if self.log:
+                    self.log(f"uploading {prog.used_words} words and running on the board")
+                res = run_on_bridge(client, self.cfg, prog.memory_image(x), prog.prog_addr,
+                                    prog.used_words, ranges, max_cycles=self.max_cycles,
+                                    poll_timeout_s=30 * self.timeout + 60)
+                self.last_bridge_result = res
+                outcomes.append(self._outcome(prog, res, ranges, "the board"))
         return outcomes
+
+    def _outcome(self, prog, res, ranges, where: str):
+        """Turn a device run's result (``SimResult`` or ``BridgeResult``) into
+        ``(memory image, counters, wall seconds)`` or the exception to raise."""
+        if not res.ran:
+            return ConfigMismatchError(
+                f"{where} reports config id {res.config_id:#010x}, the program "
+                f"needs {prog.config_hash:#010x}; nothing was run")
+        if res.timeout:
+            return TimeoutError(f"device did not finish within {self.max_cycles} cycles")
+        if res.error:
+            code = isa.ErrorCode(res.error)
+            return DeviceError(code, pc=res.fault_pc, detail=_FAULT_TEXT.get(code, ""))
+        bb = self.cfg.mem_bus_bytes
+        mem = np.zeros(self.cfg.mem_bytes, np.uint8)
+        for (start, _), blob in zip(ranges, res.reads):
+            mem[start * bb:start * bb + len(blob)] = blob
+        return mem, res.perf, res.wall_s
+
+
+def _result_ranges(prog) -> list[tuple[int, int]]:
+    """Return the ``(start word, words)`` ranges holding a program's output and PERF snapshots."""
+    cfg, meta = prog.cfg, prog.layout
+    bb = cfg.mem_bus_bytes
+    m, _ = prog.output_shape
+    out_bytes = m * meta["out_np"] * np.dtype(prog.output_dtype).itemsize
+    perf_words = (len(prog.layers) + 1) * isa.perf_words(cfg)
+    return [(meta["out_addr"], -(-out_bytes // bb)), (meta["perf_addr"], perf_words)]
 
 
 _FAULT_TEXT = {

@@ -11,6 +11,8 @@ from stamen.verif import amsim
 
 CFG = AccelConfig(rows=2, cols=4, bus_bytes=2, act_spad_depth=32, wt_spad_depth=16,
                   acc_spad_depth=16, out_spad_depth=16, param_spad_depth=6, mem_bytes=2 * 1024)
+#: The same device with the shift-and-add range-check multiplier and a serial requantizer.
+SERIAL = CFG.replace(check_mul_bits=4, requant_lanes=1, requant_mul_bits=4)
 IW = isa.instr_words(CFG)
 PROG = 0x300
 
@@ -143,10 +145,11 @@ FAULTS = {
 }
 
 
+@pytest.mark.parametrize("cfg", [CFG, SERIAL], ids=["comb", "serial"])
 @pytest.mark.parametrize("name", FAULTS)
-def test_fault(name):
+def test_fault(name, cfg):
     prog, code, index = FAULTS[name]
-    dut = SimDevice(CFG, max_latency=4)
+    dut = SimDevice(cfg, max_latency=4)
     sentinel = [5, -6]
 
     async def testbench(ctx):
@@ -181,8 +184,9 @@ def test_fetch_range():
     simulate(dut, testbench)
 
 
-def test_requant_bad_shift():
-    dut = SimDevice(CFG, max_latency=4)
+@pytest.mark.parametrize("cfg", [CFG, SERIAL], ids=["comb", "serial"])
+def test_requant_bad_shift(cfg):
+    dut = SimDevice(cfg, max_latency=4)
     words = CFG.spad_row_words("param")
     params = [[0] * 4, [1 << 30] * 4, [3, 3, 32, 3]]
     prog = [load(Spad.PARAM, 0, 3, 0x40),
@@ -200,8 +204,9 @@ def test_requant_bad_shift():
     simulate(dut, testbench)
 
 
-def test_ranges_that_fit_exactly():
-    dut = SimDevice(CFG, max_latency=4)
+@pytest.mark.parametrize("cfg", [CFG, SERIAL], ids=["comb", "serial"])
+def test_ranges_that_fit_exactly(cfg):
+    dut = SimDevice(cfg, max_latency=4)
     prog = [load(Spad.ACT, CFG.act_spad_depth - 4, 4, CFG.mem_words - 4, 1),
             load(Spad.PARAM, CFG.param_spad_depth - 3, 3, 0),
             store(Spad.ACC, 0, 3, CFG.mem_words - 0x108, 0x80),

@@ -8,12 +8,18 @@ from amaranth.lib import memory
 from stamen.hw import bus, isa
 from stamen.hw.params import AccelConfig
 from stamen.hw.postproc import PostProc
-from stamen.sw import golden
+from stamen.sw import golden, isasim
 from stamen.verif import amsim
 
 CFG = AccelConfig(rows=2, cols=4, bus_bytes=2, act_spad_depth=8, wt_spad_depth=8,
                   acc_spad_depth=64, out_spad_depth=64, param_spad_depth=8, mem_bytes=2 * 256)
 I32 = np.iinfo(np.int32)
+#: The one-row-per-cycle Requantizer, and SerialRequantizer variants (lanes, multiplier bits).
+CFGS = {"wide": CFG,
+        "lanes1_bits4": CFG.replace(requant_lanes=1, requant_mul_bits=4),
+        "lanes2_bits1": CFG.replace(requant_lanes=2, requant_mul_bits=1),
+        "lanes1_bits32": CFG.replace(requant_lanes=1),
+        "lanes4_bits16": CFG.replace(requant_mul_bits=16)}
 
 
 class Harness(Elaboratable):
@@ -78,10 +84,12 @@ def read_rows(ctx, memdata, start, n, cols):
     return np.array([[r[c] for c in range(cols)] for r in rows], dtype=np.int64)
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_requant_matches_golden(seed):
+@pytest.mark.parametrize("cfg_name, seed",
+                         [("wide", s) for s in range(20)] +
+                         [(n, s) for n in CFGS if n != "wide" for s in range(4)])
+def test_requant_matches_golden(cfg_name, seed):
     rng = np.random.default_rng(seed)
-    cfg = CFG
+    cfg = CFGS[cfg_name]
     h = Harness(cfg)
     cases = []
     for k in range(4):
@@ -104,22 +112,23 @@ def test_requant_matches_golden(seed):
                 ctx.set(h.data["param"][param_addr + j], [int(v) for v in row])
             args = {"acc_addr": acc_addr, "out_addr": out_addr, "param_addr": param_addr,
                     "rows": n, "zp_out": zp_out, "relu": relu}
-            cycles = await run_requant(ctx, h, args)
+            cycles = await run_requant(ctx, h, args, timeout=n * cfg.requant_row_cycles + 50)
             got = read_rows(ctx, h.data["out"], out_addr, n, cfg.cols)
             expected = golden.requantize(acc, bias, mult, shift, zp_out, relu)
             msg = f"seed={seed} cfg={cfg} args={args} bias={bias} mult={mult} shift={shift}"
             np.testing.assert_array_equal(got, expected, err_msg=msg)
             assert ctx.get(h.pp.fault) == 0, msg
-            assert cycles == n + 7, msg
+            assert cycles == isasim.requant_cycles(cfg, n) - isasim.RETIRE_CYCLES, msg
 
     amsim.run(h, testbench)
 
 
+@pytest.mark.parametrize("cfg_name", ["wide", "lanes1_bits4"])
 @pytest.mark.parametrize("bad_shift", [32, -1, I32.min, I32.max])
-def test_bad_shift_faults_and_writes_nothing(bad_shift):
+def test_bad_shift_faults_and_writes_nothing(bad_shift, cfg_name):
     seed = 100
     rng = np.random.default_rng(seed)
-    cfg = CFG
+    cfg = CFGS[cfg_name]
     h = Harness(cfg)
     n = 5
     acc = random_acc(rng, n, cfg.cols)
@@ -144,7 +153,7 @@ def test_bad_shift_faults_and_writes_nothing(bad_shift):
         assert ctx.get(h.pp.fault) == 1
         shift[2] = 5
         ctx.set(h.data["param"][2], [int(v) for v in shift])
-        await run_requant(ctx, h, args)
+        await run_requant(ctx, h, args, timeout=n * cfg.requant_row_cycles + 50)
         assert ctx.get(h.pp.fault) == 0
         got = read_rows(ctx, h.data["out"], 0, n, cfg.cols)
         np.testing.assert_array_equal(got, golden.requantize(acc, bias, mult, shift, 0, False),

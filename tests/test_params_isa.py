@@ -29,6 +29,21 @@ def test_replace_revalidates_and_rehashes():
         small.rows = 3
 
 
+def test_small_device_options():
+    small = AccelConfig.preset("small")
+    # At their defaults the later fields stay out of the hash (small/large keep their hashes).
+    assert small.config_hash == 0x320c03de
+    assert AccelConfig.preset("large").config_hash == 0x55972b29
+    assert not small.requant_serial and small.requant_row_cycles == 1 and small.check_cycles == 0
+    for f, v in (("requant_lanes", 2), ("requant_mul_bits", 8), ("check_mul_bits", 2)):
+        assert small.replace(**{f: v}).config_hash != small.config_hash, f
+    tiny = AccelConfig.preset("tiny")
+    assert tiny.requant_serial and tiny.requant_lane_count == 1
+    assert tiny.requant_row_cycles == 4 * (1 + 32 // tiny.requant_mul_bits)
+    assert tiny.check_count_bits == 9 and tiny.check_cycles == -(-9 // tiny.check_mul_bits)
+    assert small.replace(requant_lanes=8).requant_serial is False   # lanes == cols
+
+
 @pytest.mark.parametrize("changes,error,match", [
     ({"rows": 0}, TypeError, "rows must be a positive integer"),
     ({"cols": 2.5}, TypeError, "cols must be a positive integer"),
@@ -40,6 +55,12 @@ def test_replace_revalidates_and_rehashes():
     ({"wt_spad_depth": 4}, ValueError, "two weight tiles"),
     ({"act_spad_depth": 1 << 17}, ValueError, "at most 65536"),
     ({"zero_gate": 1}, TypeError, "zero_gate must be a bool"),
+    ({"requant_lanes": 3}, ValueError, "requant_lanes must be 0 \\(all cols\\) or a divisor"),
+    ({"requant_lanes": -1}, ValueError, "requant_lanes must be 0"),
+    ({"requant_lanes": True}, TypeError, "requant_lanes must be an integer"),
+    ({"requant_mul_bits": 3}, ValueError, "requant_mul_bits must be one of"),
+    ({"check_mul_bits": 17}, ValueError, "check_mul_bits must be in 0..16"),
+    ({"check_mul_bits": "4"}, TypeError, "check_mul_bits must be an integer"),
 ])
 def test_bad_configs(changes, error, match):
     with pytest.raises(error, match=match):

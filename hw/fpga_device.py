@@ -1,0 +1,182 @@
+"""FpgaDevice: the platform-free board core (Accelerator + device memory + UART host bridge)."""
+from amaranth import *
+from amaranth.lib import fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import bus, isa
+from .bridge import HostBridge
+from .params import AccelConfig
+from .top import Accelerator
+from .uart import RxByte, UartRx, UartTx, uart_divisor
+
+__all__ = ["MemoryPort", "FpgaDevice"]
+
+#: Shortest inter-byte timeout, in character times (10 bits each).
+_MIN_TIMEOUT_CHARS = 4
+
+
+class MemoryPort(wiring.Component):
+    """Device memory behind the bus of ``hw/bus.py``: one ``lib.memory.Memory`` with one read port
+    and one write port.
+
+    A read accepted in cycle ``t`` is answered in cycle ``t + 1`` and the response is held until
+    taken; a new request is accepted when no response is waiting or it is taken in the same cycle
+    (one read per cycle when the requester is always ready). Writes give no response. ``flush``
+    drops a waiting response (for a change of requester).
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+    mem_data : ``memory.MemoryData``
+        ``cfg.mem_words`` words of ``cfg.mem_bus_bits``.
+
+    Members
+    -------
+    i_mem_req : ``In(stream.Signature(bus.mem_req_layout(cfg)))``
+    o_mem_rsp : ``Out(stream.Signature(bus.mem_rsp_layout(cfg)))``
+    flush : ``In(1)``
+    """
+
+    def __init__(self, cfg: AccelConfig, mem_data: memory.MemoryData):
+        self._data = mem_data
+        super().__init__({
+            "i_mem_req": In(stream.Signature(bus.mem_req_layout(cfg))),
+            "o_mem_rsp": Out(stream.Signature(bus.mem_rsp_layout(cfg))),
+            "flush": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = memory.Memory(data=self._data)
+        rd, wr = mem.read_port(), mem.write_port()
+        req, rsp = self.i_mem_req, self.o_mem_rsp
+        m.d.comb += req.ready.eq(~rsp.valid | rsp.ready)
+        take = req.valid & req.ready
+        m.d.comb += [rd.addr.eq(req.p.addr), rd.en.eq(take & ~req.p.we),
+                     wr.addr.eq(req.p.addr), wr.data.eq(req.p.wdata), wr.en.eq(take & req.p.we),
+                     rsp.p.rdata.eq(rd.data)]
+        with m.If(take & ~req.p.we):
+            m.d.sync += rsp.valid.eq(1)
+        with m.Elif(rsp.ready | self.flush):
+            m.d.sync += rsp.valid.eq(0)
+        return m
+
+
+class FpgaDevice(wiring.Component):
+    """A Stamen device with its memory and a UART host bridge, for any board.
+
+    The accelerator and the :class:`hw.bridge.HostBridge` share one device memory
+    (:class:`MemoryPort`): the accelerator owns the bus while ``status.busy``, the bridge otherwise
+    (it refuses memory commands while the accelerator runs). Received bytes pass through a FIFO of
+    ``rx_fifo_depth`` entries, so a host may send the next frame while a reply is going out.
+    Everything runs in the ``sync`` domain; the board top supplies the clock, reset and pins.
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+    clk_freq : int or float
+        ``sync`` clock frequency in Hz.
+    baud : int or float
+        UART bit rate (8N1).
+    timeout_s : float
+        The bridge's inter-byte timeout in seconds (at least four character times).
+    rx_fifo_depth : int
+        Bytes of receive buffering.
+
+    Attributes
+    ----------
+    accel : Accelerator
+    mem_data : ``memory.MemoryData``
+        Device memory, for backdoor access in tests.
+    divisor : int
+        Clock cycles per UART bit.
+    timeout_cycles : int
+
+    Members
+    -------
+    rx : ``In(1, init=1)``; tx : ``Out(1, init=1)``; the UART lines (idle high).
+    leds : ``Out(3)``; bit 0 busy, bit 1 done, bit 2 error (the last run faulted).
+    """
+
+    def __init__(self, cfg: AccelConfig, clk_freq, baud, timeout_s: float = 0.02,
+                 rx_fifo_depth: int = 32):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"FpgaDevice configuration must be an AccelConfig, not {cfg!r}")
+        self._divisor = uart_divisor(clk_freq, baud)
+        if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool):
+            raise TypeError(f"FpgaDevice timeout_s must be a number, not {timeout_s!r}")
+        self._timeout = round(clk_freq * timeout_s)
+        if self._timeout < _MIN_TIMEOUT_CHARS * 10 * self._divisor:
+            raise ValueError(f"FpgaDevice timeout_s must be at least {_MIN_TIMEOUT_CHARS} "
+                             f"character times ({_MIN_TIMEOUT_CHARS * 10 / baud!r} s), "
+                             f"not {timeout_s!r}")
+        if (not isinstance(rx_fifo_depth, int) or isinstance(rx_fifo_depth, bool)
+                or rx_fifo_depth < 2):
+            raise ValueError(f"FpgaDevice rx_fifo_depth must be an integer of at least 2, "
+                             f"not {rx_fifo_depth!r}")
+        self._cfg = cfg
+        self._clk_freq = clk_freq
+        self._baud = baud
+        self._fifo_depth = rx_fifo_depth
+        self.mem_data = memory.MemoryData(shape=cfg.mem_bus_bits, depth=cfg.mem_words, init=[])
+        self.accel = Accelerator(cfg)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(3)})
+
+    @property
+    def cfg(self) -> AccelConfig:
+        return self._cfg
+
+    @property
+    def divisor(self) -> int:
+        return self._divisor
+
+    @property
+    def timeout_cycles(self) -> int:
+        return self._timeout
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        m.submodules.accel = accel = self.accel
+        m.submodules.memory = mem = MemoryPort(cfg, self.mem_data)
+        m.submodules.uart_rx = urx = UartRx(self._clk_freq, self._baud)
+        m.submodules.uart_tx = utx = UartTx(self._clk_freq, self._baud)
+        m.submodules.rx_fifo = rxq = fifo.SyncFIFOBuffered(width=RxByte.size,
+                                                           depth=self._fifo_depth)
+        m.submodules.bridge = bridge = HostBridge(cfg, self._timeout)
+
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+        m.d.comb += [rxq.w_data.eq(urx.o_data.payload), rxq.w_en.eq(urx.o_data.valid),
+                     urx.o_data.ready.eq(rxq.w_rdy),
+                     bridge.i_rx.valid.eq(rxq.r_rdy), bridge.i_rx.payload.eq(rxq.r_data),
+                     rxq.r_en.eq(bridge.i_rx.ready)]
+        wiring.connect(m, bridge.o_tx, utx.i_data)
+
+        status = accel.status
+        m.d.comb += [
+            bridge.status.eq(status), bridge.fault_pc.eq(accel.fault_pc),
+            bridge.config_id.eq(accel.config_id), bridge.perf.eq(accel.perf),
+            accel.start.eq(bridge.start), accel.prog_addr.eq(bridge.prog_addr),
+            self.leds.eq(Cat(status.busy, status.done, status.error != isa.ErrorCode.NONE)),
+        ]
+
+        # Memory bus: the accelerator while it runs, the bridge otherwise.
+        was_busy = Signal()
+        m.d.sync += was_busy.eq(status.busy)
+        m.d.comb += mem.flush.eq(was_busy & ~status.busy)
+        with m.If(status.busy):
+            self._bus(m, accel, mem)
+        with m.Else():
+            self._bus(m, bridge, mem)
+        return m
+
+    @staticmethod
+    def _bus(m, requester, mem):
+        """Connect ``requester``'s memory bus port to the memory."""
+        req, rsp = mem.i_mem_req, mem.o_mem_rsp
+        m.d.comb += [req.valid.eq(requester.o_mem_req.valid),
+                     req.payload.eq(requester.o_mem_req.payload),
+                     requester.o_mem_req.ready.eq(req.ready),
+                     requester.i_mem_rsp.valid.eq(rsp.valid),
+                     requester.i_mem_rsp.payload.eq(rsp.payload),
+                     rsp.ready.eq(requester.i_mem_rsp.ready)]
