@@ -7,10 +7,17 @@ the ``small`` preset with the device memory cut to what its block RAM holds.
 from dataclasses import dataclass, field
 
 from amaranth import *
+from amaranth.lib import io, stream, wiring
+from amaranth.lib.cdc import FFSynchronizer
+from amaranth.lib.wiring import In, Out
 
+from . import bus
 from .params import AccelConfig
 
-__all__ = ["BoardSpec", "BOARDS", "BoardTop", "board_config"]
+__all__ = ["BoardSpec", "BOARDS", "BoardTop", "board_config", "Ice40SpramPort"]
+
+#: Words and width of one iCE40UP5K SPRAM block (SB_SPRAM256KA).
+_SPRAM_DEPTH, _SPRAM_WIDTH, _SPRAM_BLOCKS = 16384, 16, 4
 
 
 @dataclass(frozen=True)
@@ -23,13 +30,14 @@ class BoardSpec:
     leds: tuple = ()                    # (resource name, number) for busy, done, error
     synth_opts: str = ""
     extra_resources: str = ""           # attribute of the platform class to add_resources() first
+    spram: bool = False                 # device memory in iCE40 SPRAM
 
 
 BOARDS = {
     "icebreaker": BoardSpec(
         platform="amaranth_boards.icebreaker:ICEBreakerPlatform", preset="tiny",
         leds=(("led", 2), ("led", 1), ("led", 0)),           # busy: break-off; done green; error red
-        synth_opts="-dsp -spram", extra_resources="break_off_pmod"),
+        synth_opts="-dsp", extra_resources="break_off_pmod", spram=True),
     "ulx3s": BoardSpec(
         platform="amaranth_boards.ulx3s:ULX3S_85F_Platform", preset="small",
         changes={"mem_bytes": 1 << 17},
@@ -48,6 +56,64 @@ def board_config(board: str) -> AccelConfig:
     return base.replace(name=f"{spec.preset}-{board}", **spec.changes)
 
 
+class Ice40SpramPort(wiring.Component):
+    """Device memory in iCE40UP5K SPRAM blocks, with :class:`hw.fpga_device.MemoryPort`'s contract.
+
+    Amaranth memories carry initial contents, which SPRAM cannot have, so Yosys would put the device
+    memory in block RAM; this instantiates ``SB_SPRAM256KA`` blocks (16K x 16 each) directly. A read
+    accepted in cycle ``t`` is answered in cycle ``t + 1`` and held until taken; writes give no
+    response; ``flush`` drops a waiting response. Contents are undefined after configuration.
+
+    Raises
+    ------
+    ValueError
+        When the bus is not 16 bits wide or the memory needs more than the UP5K's four blocks.
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        if cfg.mem_bus_bits != _SPRAM_WIDTH:
+            raise ValueError(f"SPRAM device memory needs a {_SPRAM_WIDTH}-bit bus, not "
+                             f"{cfg.mem_bus_bits} bits")
+        self._blocks = -(-cfg.mem_words // _SPRAM_DEPTH)
+        if self._blocks > _SPRAM_BLOCKS:
+            raise ValueError(f"SPRAM device memory must be at most {_SPRAM_BLOCKS * _SPRAM_DEPTH} "
+                             f"words, not {cfg.mem_words}")
+        super().__init__({
+            "i_mem_req": In(stream.Signature(bus.mem_req_layout(cfg))),
+            "o_mem_rsp": Out(stream.Signature(bus.mem_rsp_layout(cfg))),
+            "flush": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        req, rsp = self.i_mem_req, self.o_mem_rsp
+        m.d.comb += req.ready.eq(~rsp.valid | rsp.ready)
+        take = req.valid & req.ready
+        low_bits = (_SPRAM_DEPTH - 1).bit_length()
+        block = Signal(range(max(2, self._blocks)))
+        if self._blocks > 1:
+            m.d.comb += block.eq(req.p.addr[low_bits:])
+        read_block = Signal.like(block)
+        outs = []
+        for b in range(self._blocks):
+            out = Signal(_SPRAM_WIDTH, name=f"spram{b}_out")
+            outs.append(out)
+            m.submodules[f"spram{b}"] = Instance(
+                "SB_SPRAM256KA",
+                i_ADDRESS=req.p.addr[:low_bits], i_DATAIN=req.p.wdata, i_MASKWREN=0b1111,
+                i_WREN=req.p.we, i_CHIPSELECT=take & (block == b), i_CLOCK=ClockSignal(),
+                i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1, o_DATAOUT=out)
+        with m.If(take & ~req.p.we):
+            m.d.sync += [rsp.valid.eq(1), read_block.eq(block)]
+        with m.Elif(rsp.ready | self.flush):
+            m.d.sync += rsp.valid.eq(0)
+        with m.Switch(read_block):
+            for b, out in enumerate(outs):
+                with m.Case(b):
+                    m.d.comb += rsp.p.rdata.eq(out)
+        return m
+
+
 class BoardTop(Elaboratable):
     """The FPGA top for ``board``: the device core, its UART on the board's UART pins, three LEDs.
 
@@ -63,10 +129,16 @@ class BoardTop(Elaboratable):
         from .fpga_device import FpgaDevice
         m = Module()
         clk_freq = int(platform.default_clk_frequency)
+        memory_port = Ice40SpramPort(self.cfg) if self.spec.spram else None
         m.submodules.device = device = FpgaDevice(self.cfg, clk_freq=clk_freq,
-                                                  baud=self.spec.baud)
-        uart = platform.request("uart", 0)
-        m.d.comb += [device.rx.eq(uart.rx.i), uart.tx.o.eq(device.tx)]
+                                                  baud=self.spec.baud, memory_port=memory_port)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_pin = rx_pin = io.Buffer("i", uart.rx)
+        m.submodules.tx_pin = tx_pin = io.Buffer("o", uart.tx)
+        rx = Signal(init=1)
+        m.submodules.rx_sync = FFSynchronizer(rx_pin.i, rx, init=1)
+        m.d.comb += [device.rx.eq(rx), tx_pin.o.eq(device.tx)]
         for i, (name, number) in enumerate(self.spec.leds):
-            m.d.comb += platform.request(name, number).o.eq(device.leds[i])
+            m.submodules[f"led{i}"] = led = io.Buffer("o", platform.request(name, number, dir="-"))
+            m.d.comb += led.o.eq(device.leds[i])
         return m

@@ -248,7 +248,7 @@ class HostBridge(wiring.Component):
     o_mem_req : ``Out(stream.Signature(bus.mem_req_layout(cfg)))``
     i_mem_rsp : ``In(stream.Signature(bus.mem_rsp_layout(cfg)))``
     status : ``In(isa.Status)``; fault_pc : ``In(cfg.mem_addr_width)``
-    config_id : ``In(CONFIG_ID_WIDTH)``; perf : ``In(perf_layout())``
+    config_id : ``In(CONFIG_ID_WIDTH)``; perf : ``In(perf_layout(cfg))``
     prog_addr : ``Out(cfg.mem_addr_width)``; start : ``Out(1)``
     """
 
@@ -267,7 +267,7 @@ class HostBridge(wiring.Component):
             "o_mem_req": Out(stream.Signature(bus.mem_req_layout(cfg))),
             "i_mem_rsp": In(stream.Signature(bus.mem_rsp_layout(cfg))),
             "status": In(isa.Status), "fault_pc": In(aw), "config_id": In(CONFIG_ID_WIDTH),
-            "perf": In(perf_layout()), "prog_addr": Out(aw), "start": Out(1),
+            "perf": In(perf_layout(cfg)), "prog_addr": Out(aw), "start": Out(1),
         })
 
     @property

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from . import bus, isa
 from .dma import DmaCmd
 from .isa import ErrorCode, Opcode
-from .params import CHECK_COUNT_WIDTH, COUNTER_WIDTH, AccelConfig
+from .params import CHECK_COUNT_WIDTH, AccelConfig
 from .perf import perf_layout
 
 __all__ = ["Fetcher", "Checker", "SpanMultiplier", "PerfWriter", "Controller"]
@@ -210,7 +210,7 @@ class PerfWriter(wiring.Component):
     -------
     i_cmd : ``In(stream.Signature(cfg.mem_addr_width))``; the word address.
     busy : ``Out(1)``
-    values : ``In(perf_layout())``
+    values : ``In(perf_layout(cfg))``
     o_mem_req : ``Out(stream.Signature(bus.mem_req_layout(cfg)))``
     """
 
@@ -219,7 +219,7 @@ class PerfWriter(wiring.Component):
         super().__init__({
             "i_cmd": In(stream.Signature(cfg.mem_addr_width)),
             "busy": Out(1),
-            "values": In(perf_layout()),
+            "values": In(perf_layout(cfg)),
             "o_mem_req": Out(stream.Signature(bus.mem_req_layout(cfg))),
         })
 
@@ -228,7 +228,7 @@ class PerfWriter(wiring.Component):
         cfg = self._cfg
         n = isa.perf_words(cfg)
         slot_bits = 8 * isa.PERF_SLOT_BYTES
-        image = Cat(*(Cat(self.values[name], C(0, slot_bits - COUNTER_WIDTH))
+        image = Cat(*(Cat(self.values[name], C(0, slot_bits - cfg.counter_bits))
                       for name in isa.PERF_COUNTERS))
         addr = Signal(cfg.mem_addr_width)
         k = Signal(range(n))
@@ -267,7 +267,7 @@ class Controller(wiring.Component):
     o_dma : ``Out(stream.Signature(DmaCmd))``; dma_busy : ``In(1)``
     o_matmul : ``Out(stream.Signature(isa.MatmulArgs))``; matmul_busy : ``In(1)``
     o_requant : ``Out(stream.Signature(isa.RequantArgs))``; requant_busy, requant_fault : ``In(1)``
-    perf_values : ``In(perf_layout())``
+    perf_values : ``In(perf_layout(cfg))``
     perf_clear : ``Out(1)``; perf_active : ``Out(1)`` (count this cycle); retired : ``Out(1)``
     """
 
@@ -283,7 +283,7 @@ class Controller(wiring.Component):
             "o_matmul": Out(stream.Signature(isa.MatmulArgs)), "matmul_busy": In(1),
             "o_requant": Out(stream.Signature(isa.RequantArgs)),
             "requant_busy": In(1), "requant_fault": In(1),
-            "perf_values": In(perf_layout()),
+            "perf_values": In(perf_layout(cfg)),
             "perf_clear": Out(1), "perf_active": Out(1), "retired": Out(1),
         })
 

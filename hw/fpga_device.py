@@ -82,12 +82,16 @@ class FpgaDevice(wiring.Component):
         The bridge's inter-byte timeout in seconds (at least four character times).
     rx_fifo_depth : int
         Bytes of receive buffering.
+    memory_port : wiring.Component or None
+        The device memory: a component with :class:`MemoryPort`'s members and contract. None (the
+        default) builds a :class:`MemoryPort` over ``mem_data``; boards pass a vendor memory (e.g.
+        ``hw.board.Ice40SpramPort``).
 
     Attributes
     ----------
     accel : Accelerator
     mem_data : ``memory.MemoryData``
-        Device memory, for backdoor access in tests.
+        Device memory, for backdoor access in tests (unused when ``memory_port`` is given).
     divisor : int
         Clock cycles per UART bit.
     timeout_cycles : int
@@ -99,7 +103,7 @@ class FpgaDevice(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig, clk_freq, baud, timeout_s: float = 0.02,
-                 rx_fifo_depth: int = 32):
+                 rx_fifo_depth: int = 32, memory_port=None):
         if not isinstance(cfg, AccelConfig):
             raise TypeError(f"FpgaDevice configuration must be an AccelConfig, not {cfg!r}")
         self._divisor = uart_divisor(clk_freq, baud)
@@ -119,6 +123,8 @@ class FpgaDevice(wiring.Component):
         self._baud = baud
         self._fifo_depth = rx_fifo_depth
         self.mem_data = memory.MemoryData(shape=cfg.mem_bus_bits, depth=cfg.mem_words, init=[])
+        self._memory_port = (MemoryPort(cfg, self.mem_data) if memory_port is None
+                             else memory_port)
         self.accel = Accelerator(cfg)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(3)})
 
@@ -138,7 +144,7 @@ class FpgaDevice(wiring.Component):
         m = Module()
         cfg = self._cfg
         m.submodules.accel = accel = self.accel
-        m.submodules.memory = mem = MemoryPort(cfg, self.mem_data)
+        m.submodules.memory = mem = self._memory_port
         m.submodules.uart_rx = urx = UartRx(self._clk_freq, self._baud)
         m.submodules.uart_tx = utx = UartTx(self._clk_freq, self._baud)
         m.submodules.rx_fifo = rxq = fifo.SyncFIFOBuffered(width=RxByte.size,

@@ -37,8 +37,10 @@ WT_WIDTH = 8
 ACC_WIDTH = 32
 #: Width of the activation operand entering the array: ``a - zp`` needs 9 signed bits.
 OPERAND_WIDTH = ACT_WIDTH + 1
-#: Width of each performance counter.
+#: Width of each performance counter (the default of ``AccelConfig.counter_bits``).
 COUNTER_WIDTH = 48
+#: Narrowest performance counter ``AccelConfig.counter_bits`` allows.
+_MIN_COUNTER_BITS = 16
 #: Width of the configuration ID CSR (a hash of the configuration).
 CONFIG_ID_WIDTH = 32
 
@@ -54,7 +56,8 @@ _MAX_MEM_WORDS = 1 << 32
 _REQUANT_MUL_BITS = (1, 2, 4, 8, 16, 32)
 #: Fields added after the first release, with the defaults that keep the earlier hardware; a field
 #: at its default is left out of :attr:`AccelConfig.config_hash`, so earlier hashes stay valid.
-_HASH_OPTIONAL = {"requant_lanes": 0, "requant_mul_bits": 32, "check_mul_bits": 0}
+_HASH_OPTIONAL = {"requant_lanes": 0, "requant_mul_bits": 32, "check_mul_bits": 0,
+                  "counter_bits": COUNTER_WIDTH}
 _SPADS = ("act", "wt", "acc", "out", "param")
 #: Bits of the loop counts that the range checks multiply (``rows``, ``k_tiles``; see hw/isa.py).
 CHECK_COUNT_WIDTH = 16
@@ -99,6 +102,10 @@ class AccelConfig:
         ``(k_tiles-1)*act_stride``): 0 (the default) combinationally, or 1 to 16 multiplier bits
         per cycle by shift-and-add from logic (no DSP), which adds :attr:`check_cycles` cycles
         to every instruction's decode.
+    counter_bits : int
+        Width of each performance counter, ``16..COUNTER_WIDTH`` (48, the default); a counter
+        wraps modulo ``2**counter_bits``. PERF slots and the bridge's CSRs stay 8 bytes
+        (zero-extended).
     name : str
         A label; not part of the configuration hash.
 
@@ -122,6 +129,7 @@ class AccelConfig:
     requant_lanes: int = 0
     requant_mul_bits: int = 32
     check_mul_bits: int = 0
+    counter_bits: int = COUNTER_WIDTH
     name: str = dataclasses.field(default="custom", compare=False)
 
     def __post_init__(self):
@@ -168,7 +176,7 @@ class AccelConfig:
         if self.param_spad_depth < 3:
             raise ValueError(f"AccelConfig.param_spad_depth must be at least 3 (bias, multiplier "
                              f"and shift rows), not {self.param_spad_depth!r}")
-        for f in ("requant_lanes", "requant_mul_bits", "check_mul_bits"):
+        for f in ("requant_lanes", "requant_mul_bits", "check_mul_bits", "counter_bits"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise TypeError(f"AccelConfig.{f} must be an integer, not {v!r}")
@@ -181,6 +189,9 @@ class AccelConfig:
         if not 0 <= self.check_mul_bits <= CHECK_COUNT_WIDTH:
             raise ValueError(f"AccelConfig.check_mul_bits must be in 0..{CHECK_COUNT_WIDTH}, "
                              f"not {self.check_mul_bits!r}")
+        if not _MIN_COUNTER_BITS <= self.counter_bits <= COUNTER_WIDTH:
+            raise ValueError(f"AccelConfig.counter_bits must be in {_MIN_COUNTER_BITS}.."
+                             f"{COUNTER_WIDTH}, not {self.counter_bits!r}")
         if self.mem_words > _MAX_MEM_WORDS:
             raise ValueError(f"AccelConfig.mem_bytes must be at most {_MAX_MEM_WORDS} bus words, "
                              f"not {self.mem_bytes!r} bytes")
@@ -277,7 +288,8 @@ class AccelConfig:
     def config_hash(self) -> int:
         """A 32-bit hash of every field but ``name``; the device reports it in its ID CSR.
 
-        Fields added later (``requant_lanes``, ``requant_mul_bits``, ``check_mul_bits``) enter the
+        Fields added later (``requant_lanes``, ``requant_mul_bits``, ``check_mul_bits``,
+        ``counter_bits``) enter the
         hash only when they differ from their defaults, so a configuration that does not use
         them keeps its hash."""
         d = self.to_dict()
@@ -304,7 +316,7 @@ PRESETS = {
     "tiny": AccelConfig(name="tiny", rows=2, cols=4, act_spad_depth=512, wt_spad_depth=256,
                         acc_spad_depth=256, out_spad_depth=256, param_spad_depth=48,
                         mem_bytes=1 << 16, requant_lanes=1, requant_mul_bits=4,
-                        check_mul_bits=3),
+                        check_mul_bits=3, counter_bits=32),
     "small": AccelConfig(name="small"),
     "large": AccelConfig(name="large", rows=16, cols=16, act_spad_depth=1024, wt_spad_depth=1024,
                          acc_spad_depth=512, out_spad_depth=512, param_spad_depth=96),

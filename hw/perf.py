@@ -4,18 +4,21 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .isa import PERF_COUNTERS
-from .params import COUNTER_WIDTH, AccelConfig
+from .params import AccelConfig
 
 __all__ = ["perf_layout", "PerfCounters"]
 
 
-def perf_layout() -> data.StructLayout:
-    """Return the layout of the counter values, fields in :data:`isa.PERF_COUNTERS` order."""
-    return data.StructLayout({name: COUNTER_WIDTH for name in PERF_COUNTERS})
+def perf_layout(cfg: AccelConfig) -> data.StructLayout:
+    """Return the layout of the counter values of ``cfg`` (``cfg.counter_bits`` each), fields in
+    :data:`isa.PERF_COUNTERS` order."""
+    if not isinstance(cfg, AccelConfig):
+        raise TypeError(f"perf_layout configuration must be an AccelConfig, not {cfg!r}")
+    return data.StructLayout({name: cfg.counter_bits for name in PERF_COUNTERS})
 
 
 class PerfCounters(wiring.Component):
-    """The counters of ``isa.PERF_COUNTERS``, each ``COUNTER_WIDTH`` bits, wrapping.
+    """The counters of ``isa.PERF_COUNTERS``, each ``cfg.counter_bits`` bits, wrapping.
 
     Every counter is cleared by ``clear`` and adds its increment on each cycle with ``active``
     (the controller is busy and not writing the counters with PERF).
@@ -32,7 +35,7 @@ class PerfCounters(wiring.Component):
     dram_read, dram_write : ``In(1)``; a DMA read response / write request handshake (one word).
     stall : ``In(1)``; a memory request is valid but not ready.
     retired : ``In(1)``; an instruction retires.
-    values : ``Out(perf_layout())``
+    values : ``Out(perf_layout(cfg))``
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -44,7 +47,7 @@ class PerfCounters(wiring.Component):
             "clear": In(1), "active": In(1), "compute": In(1),
             "macs_inc": In(macs), "gated_inc": In(macs),
             "dram_read": In(1), "dram_write": In(1), "stall": In(1), "retired": In(1),
-            "values": Out(perf_layout()),
+            "values": Out(perf_layout(cfg)),
         })
 
     def elaborate(self, platform):
@@ -60,7 +63,7 @@ class PerfCounters(wiring.Component):
             "stall_cycles": self.stall,
             "instructions": self.retired,
         }
-        counters = {name: Signal(COUNTER_WIDTH, name=name) for name in PERF_COUNTERS}
+        counters = {name: Signal(self._cfg.counter_bits, name=name) for name in PERF_COUNTERS}
         for name, ctr in counters.items():
             m.d.comb += self.values[name].eq(ctr)
             with m.If(self.clear):

@@ -112,7 +112,7 @@ class SimDevice(wiring.Component):
     Members
     -------
     start : ``In(1)``; prog_addr : ``In(cfg.mem_addr_width)``
-    status : ``Out(isa.Status)``; config_id : ``Out(32)``; perf : ``Out(perf_layout())``
+    status : ``Out(isa.Status)``; config_id : ``Out(32)``; perf : ``Out(perf_layout(cfg))``
     fault_pc : ``Out(cfg.mem_addr_width)``
     host_en, host_we : ``In(1)``; host_addr : ``In(cfg.mem_addr_width)``
     host_wdata : ``In(cfg.mem_bus_bits)``; host_rdata : ``Out(cfg.mem_bus_bits)``
@@ -139,7 +139,7 @@ class SimDevice(wiring.Component):
         super().__init__({
             "start": In(1), "prog_addr": In(aw),
             "status": Out(isa.Status), "config_id": Out(CONFIG_ID_WIDTH),
-            "perf": Out(perf_layout()), "fault_pc": Out(aw),
+            "perf": Out(perf_layout(cfg)), "fault_pc": Out(aw),
             "host_en": In(1), "host_we": In(1), "host_addr": In(aw),
             "host_wdata": In(cfg.mem_bus_bits), "host_rdata": Out(cfg.mem_bus_bits),
             "mem_latency": In(range(max_latency + 1)), "mem_stall": In(3),

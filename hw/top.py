@@ -37,7 +37,7 @@ class Accelerator(wiring.Component):
     start : ``In(1)``; prog_addr : ``In(cfg.mem_addr_width)``
     status : ``Out(isa.Status)``; fault_pc : ``Out(cfg.mem_addr_width)``
     config_id : ``Out(CONFIG_ID_WIDTH)``; ``cfg.config_hash``.
-    perf : ``Out(perf_layout())``
+    perf : ``Out(perf_layout(cfg))``
     o_mem_req : ``Out(stream.Signature(bus.mem_req_layout(cfg)))``
     i_mem_rsp : ``In(stream.Signature(bus.mem_rsp_layout(cfg)))``
     """
@@ -54,7 +54,7 @@ class Accelerator(wiring.Component):
         super().__init__({
             "start": In(1), "prog_addr": In(aw),
             "status": Out(isa.Status), "fault_pc": Out(aw),
-            "config_id": Out(CONFIG_ID_WIDTH), "perf": Out(perf_layout()),
+            "config_id": Out(CONFIG_ID_WIDTH), "perf": Out(perf_layout(cfg)),
             "o_mem_req": Out(stream.Signature(bus.mem_req_layout(cfg))),
             "i_mem_rsp": In(stream.Signature(bus.mem_rsp_layout(cfg))),
         })

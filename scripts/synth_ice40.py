@@ -5,6 +5,11 @@ Usage::
 
     python scripts/synth_ice40.py tiny            # build/synth/tiny/{top.v, synth.log, cells.json}
     python scripts/synth_ice40.py tiny --hier     # also per-module counts (-noflatten run)
+    python scripts/synth_ice40.py tiny --core     # FpgaDevice(cfg, 12 MHz, 115200) -> <out>/<preset>-core/
+
+With ``--core`` the device memory is a black box (``stub_ram``: the board maps it to SPRAM), so the
+counts are those of the accelerator, the UART, the host bridge and the memory port's glue; add
+``--core-mem`` to keep the initialised ``lib.memory.Memory`` (then ~128 RAM40 on ``tiny``).
 
 Prints the cell counts (SB_LUT4, SB_MAC16, SB_RAM40_4K, SB_SPRAM256KA, flip-flops, SB_CARRY)
 against the iCE40UP5K's capacities and writes them to ``cells.json``. Yosys comes from the
@@ -22,8 +27,13 @@ import sys
 import time
 from pathlib import Path
 
+from amaranth import ClockSignal, Instance, Module
 from amaranth.back import verilog
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
+from stamen.hw import bus
+from stamen.hw.fpga_device import FpgaDevice
 from stamen.hw.params import PRESETS, AccelConfig
 from stamen.hw.top import Accelerator
 
@@ -31,6 +41,53 @@ __all__ = ["UP5K", "synthesize", "main"]
 
 #: iCE40UP5K capacities by cell type (LUT4s are one per logic cell).
 UP5K = {"SB_LUT4": 5280, "SB_MAC16": 8, "SB_RAM40_4K": 30, "SB_SPRAM256KA": 4, "DFF": 5280}
+
+
+#: Board clock and UART rate of ``--core`` (the iCEBreaker's).
+CORE_CLK_HZ, CORE_BAUD = 12_000_000, 115200
+
+#: Black-box declaration of the device memory of ``--core`` (read answered the next cycle).
+_STUB_RAM_V = """(* blackbox *)
+module stub_ram #(parameter AW = 1, parameter DW = 1) (
+    input clk, input re, input we, input [AW-1:0] addr, input [DW-1:0] wdata,
+    output [DW-1:0] rdata);
+endmodule
+"""
+
+
+class _StubMemoryPort(wiring.Component):
+    """``fpga_device.MemoryPort`` with the memory replaced by the black box ``stub_ram``."""
+
+    def __init__(self, cfg: AccelConfig):
+        self._cfg = cfg
+        super().__init__({
+            "i_mem_req": In(stream.Signature(bus.mem_req_layout(cfg))),
+            "o_mem_rsp": Out(stream.Signature(bus.mem_rsp_layout(cfg))),
+            "flush": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        req, rsp = self.i_mem_req, self.o_mem_rsp
+        m.d.comb += req.ready.eq(~rsp.valid | rsp.ready)
+        take = req.valid & req.ready
+        m.submodules.ram = Instance(
+            "stub_ram", p_AW=self._cfg.mem_addr_width, p_DW=self._cfg.mem_bus_bits,
+            i_clk=ClockSignal(),
+            i_re=take & ~req.p.we, i_we=take & req.p.we, i_addr=req.p.addr,
+            i_wdata=req.p.wdata, o_rdata=rsp.p.rdata)
+        with m.If(take & ~req.p.we):
+            m.d.sync += rsp.valid.eq(1)
+        with m.Elif(rsp.ready | self.flush):
+            m.d.sync += rsp.valid.eq(0)
+        return m
+
+
+def core_device(cfg: AccelConfig, with_memory: bool = False) -> FpgaDevice:
+    """Return the board core ``FpgaDevice(cfg, CORE_CLK_HZ, CORE_BAUD)``, its device memory a
+    black box unless ``with_memory``."""
+    port = None if with_memory else _StubMemoryPort(cfg)
+    return FpgaDevice(cfg, clk_freq=CORE_CLK_HZ, baud=CORE_BAUD, memory_port=port)
 
 
 def _yosys() -> str:
@@ -70,16 +127,23 @@ def summarize(cells: dict[str, int]) -> dict[str, int]:
             "SB_CARRY": cells.get("SB_CARRY", 0)}
 
 
-def synthesize(cfg: AccelConfig, out_dir: Path, hier: bool = False) -> dict:
-    """Convert ``Accelerator(cfg)`` to Verilog in ``out_dir``, run ``synth_ice40 -dsp`` and return
+def synthesize(cfg: AccelConfig, out_dir: Path, hier: bool = False, core: bool = False,
+               core_mem: bool = False) -> dict:
+    """Convert ``Accelerator(cfg)`` (or with ``core`` the board core, :func:`core_device`) to
+    Verilog in ``out_dir``, run ``synth_ice40 -dsp`` and return
     ``{"total": summary, "modules": {name: summary}}`` (``modules`` only with ``hier``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     v = out_dir / "top.v"
-    v.write_text(verilog.convert(Accelerator(cfg), name="top"))
-    result: dict = {"config": cfg.to_dict()}
+    top = core_device(cfg, with_memory=core_mem) if core else Accelerator(cfg)
+    v.write_text(verilog.convert(top, name="top"))
+    stub = ""
+    if core and not core_mem:
+        (out_dir / "stub_ram.v").write_text(_STUB_RAM_V)
+        stub = "read_verilog -lib stub_ram.v; "
+    result: dict = {"config": cfg.to_dict(), "top": "FpgaDevice" if core else "Accelerator"}
     runs = [("flat", "")] + ([("hier", " -noflatten")] if hier else [])
     for kind, opt in runs:
-        script = f"read_verilog {v.name}; synth_ice40 -dsp -top top{opt}; stat"
+        script = f"{stub}read_verilog {v.name}; synth_ice40 -dsp -top top{opt}; stat"
         proc = subprocess.run([_yosys(), "-q", "-p", script, "-l", f"synth_{kind}.log"],
                               cwd=out_dir, capture_output=True, text=True)
         if proc.returncode:
@@ -103,11 +167,20 @@ def main(argv=None) -> int:
                     help="output root (default build/synth); files go to <out>/<preset>/")
     ap.add_argument("--hier", action="store_true",
                     help="also synthesize without flattening and print per-module counts")
+    ap.add_argument("--core", action="store_true",
+                    help=f"synthesize the board core FpgaDevice(preset, {CORE_CLK_HZ} Hz, "
+                         f"{CORE_BAUD} baud) with its device memory a black box")
+    ap.add_argument("--core-mem", action="store_true",
+                    help="with --core, keep the device memory (lib.memory.Memory)")
     args = ap.parse_args(argv)
     cfg = AccelConfig.preset(args.preset)
     t0 = time.monotonic()
-    res = synthesize(cfg, args.out / args.preset, hier=args.hier)
-    print(f"{args.preset}: {cfg.rows}x{cfg.cols}, synth_ice40 -dsp in {time.monotonic() - t0:.0f} s")
+    sub = args.preset + ("-core" if args.core else "") + ("-mem" if args.core_mem else "")
+    res = synthesize(cfg, args.out / sub, hier=args.hier, core=args.core,
+                     core_mem=args.core and args.core_mem)
+    what = "FpgaDevice" if args.core else "Accelerator"
+    print(f"{args.preset} {what}: {cfg.rows}x{cfg.cols}, synth_ice40 -dsp in "
+          f"{time.monotonic() - t0:.0f} s")
     print(f"{'cell':<15}{'used':>7}{'UP5K':>7}{'use':>7}")
     for cell, used in res["total"].items():
         cap = UP5K.get(cell)
@@ -119,7 +192,7 @@ def main(argv=None) -> int:
         for name, s in sorted(res["modules"].items(), key=lambda kv: -kv[1]["SB_LUT4"]):
             print(f"{name[-40:]:<40}{s['SB_LUT4']:>7}{s['SB_MAC16']:>7}{s['SB_RAM40_4K']:>6}"
                   f"{s['DFF']:>7}{s['SB_CARRY']:>7}")
-    print(f"\nwrote {args.out / args.preset / 'cells.json'}")
+    print(f"\nwrote {args.out / sub / 'cells.json'}")
     return 0
 
 

@@ -12,12 +12,20 @@ import importlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = ["BitstreamReport", "build_bitstream", "tool_env", "RESOURCE_NAMES"]
+
+#: Yosys cell names, by family, counted from the synthesis report when place-and-route fails.
+YOSYS_CELLS = {
+    "ice40": {"SB_LUT4": "logic cells", "SB_MAC16": "DSPs", "SB_RAM40_4K": "BRAMs",
+              "SB_SPRAM256KA": "SPRAMs"},
+    "ecp5": {"LUT4": "LUTs", "MULT18X18D": "DSPs", "DP16KD": "BRAMs"},
+}
 
 #: nextpnr resource names worth reporting, by family, with a readable label.
 RESOURCE_NAMES = {
@@ -64,6 +72,7 @@ class BitstreamReport:
     clock_mhz: float = 0.0
     bitstream: str = ""
     seconds: float = 0.0
+    error: str = ""                                  # the tool's error when the build failed
 
     @property
     def fits(self) -> bool:
@@ -79,7 +88,9 @@ class BitstreamReport:
         """Return plain sentences naming each resource over capacity and a missed clock."""
         out = [f"{label}: {r['used']} used, only {r['available']} available"
                for label, r in self.resources.items() if r["used"] > r["available"]]
-        if not self.meets_timing:
+        if self.error:
+            out.append(self.error)
+        elif not self.meets_timing:
             out.append(f"timing: Fmax {self.fmax_mhz:.1f} MHz is below the {self.clock_mhz:.1f} "
                        f"MHz board clock")
         return out
@@ -90,16 +101,28 @@ class BitstreamReport:
         for label, r in self.resources.items():
             share = r["used"] / r["available"] if r["available"] else 0.0
             lines.append(f"  {label:<12} {r['used']:>6} / {r['available']:<6} {share:6.1%}")
-        lines.append(f"  {'Fmax':<12} {self.fmax_mhz:>6.1f} MHz (board clock "
-                     f"{self.clock_mhz:.1f} MHz)")
+        fmax = f"{self.fmax_mhz:>6.1f} MHz" if self.fmax_mhz else "   n/a    "
+        lines.append(f"  {'Fmax':<12} {fmax} (board clock {self.clock_mhz:.1f} MHz)")
         lines.append(f"  {'result':<12} " + ("fits and meets timing" if not self.problems()
                                               else "FAILED: " + "; ".join(self.problems())))
         return "\n".join(lines)
 
 
+#: Board programmers some platforms list as required; building a bitstream does not need them.
+_PROGRAMMERS = ("openFPGALoader", "iceprog")
+
+
 def _platform(spec):
-    module, cls = spec.platform.split(":")
-    platform = getattr(importlib.import_module(module), cls)()
+    module, name = spec.platform.split(":")
+    cls = getattr(importlib.import_module(module), name)
+
+    class BuildOnly(cls):
+        @property
+        def required_tools(self):
+            return [t for t in super().required_tools if t not in _PROGRAMMERS]
+
+    BuildOnly.__name__ = name
+    platform = BuildOnly()
     if spec.extra_resources:
         platform.add_resources(getattr(platform, spec.extra_resources))
     return platform
@@ -114,6 +137,35 @@ def _parse_report(path: Path, family: str) -> tuple[dict, float]:
             resources[label] = {"used": int(u["used"]), "available": int(u["available"])}
     fmax = min((clk["achieved"] for clk in report.get("fmax", {}).values()), default=0.0)
     return resources, float(fmax)
+
+
+def _synth_cells(rpt: Path, family: str, capacity: dict) -> dict:
+    """Return {label: {"used", "available"}} from the last cell counts in Yosys's report."""
+    counts = {}
+    if rpt.exists():
+        for line in rpt.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0].isdigit() and parts[1] in YOSYS_CELLS[family]:
+                counts[YOSYS_CELLS[family][parts[1]]] = int(parts[0])
+    return {label: {"used": used, "available": capacity.get(label, 0)}
+            for label, used in counts.items()}
+
+
+def _tool_error(build_dir: Path) -> str:
+    """Return the first ERROR line the tools printed (they log into the build folder)."""
+    for path in sorted(build_dir.glob("*")):
+        if path.suffix in (".rpt", ".tim", ".log") and path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                if line.startswith("ERROR"):
+                    return line.strip()
+    return ""
+
+
+#: Capacities of the parts, for reports of failed builds (nextpnr reports them otherwise).
+CAPACITY = {
+    "iCE40UP5K": {"logic cells": 5280, "DSPs": 8, "BRAMs": 30, "SPRAMs": 4},
+    "LFE5U-85F": {"LUTs": 83640, "DSPs": 156, "BRAMs": 208},
+}
 
 
 def build_bitstream(board: str, out_dir: Path = Path("build/fpga"), log=print) -> BitstreamReport:
@@ -146,10 +198,24 @@ def build_bitstream(board: str, out_dir: Path = Path("build/fpga"), log=print) -
         opts = {"nextpnr_opts": f"--report {report_json.name} --timing-allow-fail"}
         if spec.synth_opts:
             opts["synth_opts"] = spec.synth_opts
-        platform.build(top, name=name, build_dir=str(build_dir), do_program=False, **opts)
+        failure = ""
+        try:
+            platform.build(top, name=name, build_dir=str(build_dir), do_program=False, **opts)
+        except subprocess.CalledProcessError:
+            failure = _tool_error(build_dir) or "synthesis or place-and-route failed"
     finally:
         os.environ.clear()
         os.environ.update(saved)
+    if failure:
+        resources = _synth_cells(build_dir / f"{name}.rpt", family,
+                                 CAPACITY.get(platform.device, {}))
+        report = BitstreamReport(board=board, device=platform.device, config=top.cfg.name,
+                                 resources=resources, clock_mhz=platform.default_clk_frequency / 1e6,
+                                 seconds=round(time.perf_counter() - t0, 1),
+                                 error=f"build failed: {failure} (resources are Yosys cell "
+                                       f"counts before placement)")
+        (build_dir / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+        return report
     resources, fmax = _parse_report(report_json, family)
     ext = "bin" if family == "ice40" else "bit"
     report = BitstreamReport(board=board, device=platform.device, config=top.cfg.name,

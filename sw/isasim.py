@@ -163,7 +163,6 @@ def misc_cycles(cfg: AccelConfig) -> int:
 _SPAD_NAMES = ("act", "wt", "acc", "out", "param")
 _SPAD_DTYPES = {"act": np.int8, "wt": np.int8, "acc": np.dtype("<i4"), "out": np.int8,
                 "param": np.dtype("<i4")}
-_COUNTER_MASK = (1 << 48) - 1
 
 
 class IsaSim:
@@ -290,7 +289,7 @@ class IsaSim:
         elif op == isa.Opcode.PERF:
             pw = isa.perf_words(cfg)
             self._dram_check(pc, a["dram_addr"], a["dram_addr"] + pw - 1)
-            snap = b"".join((ctr[n] & _COUNTER_MASK).to_bytes(isa.PERF_SLOT_BYTES, "little")
+            snap = b"".join((ctr[n] & ((1 << cfg.counter_bits) - 1)).to_bytes(isa.PERF_SLOT_BYTES, "little")
                             for n in isa.PERF_COUNTERS)
             start = a["dram_addr"] * cfg.mem_bus_bytes
             mem[start:start + len(snap)] = np.frombuffer(snap, np.uint8)

@@ -36,3 +36,14 @@ def test_report_names_each_problem():
                          resources={"DSPs": {"used": 8, "available": 8}}, fmax_mhz=30.0,
                          clock_mhz=12.0)
     assert ok.problems() == [] and "fits and meets timing" in ok.table()
+
+
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
+def test_board_top_elaborates_for_its_platform(board, tmp_path):
+    from stamen.hw.board import BoardTop
+    from stamen.sw.bitstream import _platform
+    spec = BOARDS[board]
+    plan = _platform(spec).prepare(BoardTop(board), name="top")
+    text = "\n".join(str(v) for v in plan.files.values() if isinstance(v, str))
+    assert ("SB_SPRAM256KA" in text) == spec.spram
+    assert "uart" in text.lower()

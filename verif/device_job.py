@@ -27,9 +27,10 @@ TOP = "stamen_device"
 MAX_LATENCY = 16
 
 
-def perf_layout() -> data.StructLayout:
-    """Return the layout of the ``perf`` port: one COUNTER_WIDTH field per PERF counter."""
-    return data.StructLayout({name: COUNTER_WIDTH for name in isa.PERF_COUNTERS})
+def perf_layout(counter_bits: int = COUNTER_WIDTH) -> data.StructLayout:
+    """Return the layout of the ``perf`` port: one ``counter_bits`` field per PERF counter (the
+    device's ``cfg.counter_bits``; ``hw.perf.perf_layout(cfg)``)."""
+    return data.StructLayout({name: counter_bits for name in isa.PERF_COUNTERS})
 
 
 def _words(image: np.ndarray, bus_bytes: int, used_words: int) -> dict[int, int]:

@@ -110,7 +110,8 @@ async def _run_one(dut, job_path: str, stale: set[int]) -> set[int]:
     await RisingEdge(dut.clk)
 
     status = _status(dut)
-    perf = data.Const(perf_layout(), dut.perf.value.to_unsigned())
+    perf = data.Const(perf_layout(len(dut.perf) // len(isa.PERF_COUNTERS)),
+                      dut.perf.value.to_unsigned())
     result.update(ran=1, done=int(status.done), error=int(status.error.value),
                   fault_pc=dut.fault_pc.value.to_unsigned(),
                   perf=np.array([getattr(perf, name) for name in isa.PERF_COUNTERS], np.uint64))
