@@ -46,6 +46,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import bus, isa
+from .controller import _over
 from .params import CONFIG_ID_WIDTH, AccelConfig
 from .perf import perf_layout
 from .uart import RxByte
@@ -286,7 +287,11 @@ class HostBridge(wiring.Component):
         m = Module()
         cfg = self._cfg
         bb, bits = cfg.mem_bus_bytes, cfg.mem_bus_bits
-        width = max(8 * CSR_BYTES, bits)
+        # The shift register holds a memory word or the significant bytes of a CSR (the widest
+        # CSR value); a WRITE_CSR's further bytes only record whether they are non-zero.
+        csr_bytes = min(CSR_BYTES, -(-max(len(v) for v in self._csr_values()) // 8))
+        width = max(8 * csr_bytes, bits)
+        csr_high = Signal()              # WRITE_CSR: a byte beyond the register is non-zero
         m.submodules.framer = framer = TxFramer()
         wiring.connect(m, framer.o_data, wiring.flipped(self.o_tx))
         beat, rx, req, rsp = framer.i_beat, self.i_rx, self.o_mem_req, self.i_mem_rsp
@@ -296,7 +301,8 @@ class HostBridge(wiring.Component):
         code = Signal(Reply)             # the reply status to send
         more = Signal()                  # the reply has a payload (after the status beat)
         is_csr = Signal()                # the payload items are CSRs, not memory words
-        addr = Signal(32)
+        # Holds only checked addresses: a word address (< mem_words) or a CSR index.
+        addr = Signal(max(cfg.mem_addr_width, (len(CSRS) - 1).bit_length()))
         count = Signal(16)
         shift = Signal(width)            # item being sent (from bit 0) or received (at the top)
         idx = Signal(range(max(HEADER_BYTES, width // 8)))
@@ -328,7 +334,7 @@ class HostBridge(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += rx.ready.eq(1)
-                m.d.sync += [crc.eq(0), idx.eq(0)]
+                m.d.sync += [crc.eq(0), idx.eq(0), csr_high.eq(0)]
                 with m.If(got):
                     with m.If(ferr):
                         drain(Reply.FRAMING)
@@ -355,7 +361,11 @@ class HostBridge(wiring.Component):
             with m.State("WDATA"):
                 m.d.comb += [rx.ready.eq(1), waiting.eq(1)]
                 with m.If(got):
-                    m.d.sync += [shift.eq(Cat(shift[8:], byte)), idx.eq(idx + 1)]
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(~is_csr | (idx < width // 8)):
+                        m.d.sync += shift.eq(Cat(shift[8:], byte))
+                    with m.Elif(byte != 0):
+                        m.d.sync += csr_high.eq(1)
                     with m.If(ferr):
                         drain(Reply.FRAMING)
                     with m.Elif(idx == last_idx):
@@ -376,13 +386,13 @@ class HostBridge(wiring.Component):
                         m.next = "WDATA"
             with m.State("WCRC"):
                 m.d.comb += [rx.ready.eq(1), waiting.eq(1)]
-                value = shift[width - 8 * CSR_BYTES:]
+                value = shift[width - 8 * min(CSR_BYTES, width // 8):]
                 with m.If(got):
                     with m.If(ferr):
                         drain(Reply.FRAMING)
                     with m.Elif(crc_next != 0):
                         reply(Reply.BAD_CHECKSUM)
-                    with m.Elif(is_csr & (value >= cfg.mem_words)):
+                    with m.Elif(is_csr & (csr_high | (value >= cfg.mem_words))):
                         reply(Reply.RANGE)
                     with m.Else():
                         with m.If(is_csr):
@@ -438,8 +448,8 @@ class HostBridge(wiring.Component):
         """Decode a verified header: refuse it, or set up its transfer."""
         cfg = self._cfg
         busy = self.status.busy
-        mem_ok = (hdr.count != 0) & (hdr.addr + hdr.count <= cfg.mem_words)
-        csr_ok = (hdr.count != 0) & (hdr.addr + hdr.count <= len(CSRS))
+        mem_ok = (hdr.count != 0) & ~_over(cfg.mem_words, hdr.addr, hdr.count)
+        csr_ok = (hdr.count != 0) & ~_over(len(CSRS), hdr.addr, hdr.count)
         m.d.sync += [addr.eq(hdr.addr), count.eq(hdr.count), is_csr.eq(0)]
         with m.Switch(hdr.cmd):
             with m.Case(Cmd.READ_MEM):

@@ -70,6 +70,17 @@ class Fetcher(wiring.Component):
         return m
 
 
+def _over(limit, *terms, limit_max=None):
+    """Return ``sum(terms) > limit`` for unsigned ``terms``, adding only their low bits: with
+    ``limit < 2**w``, a term with a bit at or above ``w`` makes the sum exceed ``limit``.
+    ``limit`` is an int, or a value of at most ``limit_max``."""
+    w = (limit if limit_max is None else limit_max).bit_length()
+    terms = [Value.cast(t) for t in terms]
+    high = [t[w:].any() for t in terms if len(t) > w]
+    low = sum(t[:w] for t in terms)
+    return Cat(low > limit, *high).any()
+
+
 class Checker(wiring.Component):
     """Check one decoded instruction (combinational).
 
@@ -85,7 +96,8 @@ class Checker(wiring.Component):
     Members
     -------
     instr : ``In(isa.Instr)``
-    span : ``In(SpanMultiplier.SPAN_WIDTH)``; only with ``cfg.check_mul_bits``.
+    span : ``In(SpanMultiplier.span_bits(cfg) + 1)``; only with ``cfg.check_mul_bits``: the
+        product, limited to ``2**span_bits(cfg)``.
     error : ``Out(isa.ErrorCode)``
     """
 
@@ -93,7 +105,7 @@ class Checker(wiring.Component):
         self._cfg = _check_cfg("Checker", cfg)
         members = {"instr": In(isa.Instr), "error": Out(ErrorCode)}
         if cfg.check_mul_bits:
-            members["span"] = In(SpanMultiplier.SPAN_WIDTH)
+            members["span"] = In(SpanMultiplier.span_bits(cfg) + 1)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -125,25 +137,25 @@ class Checker(wiring.Component):
                     with m.Default():
                         m.d.comb += bad_spad.eq(1)
                 span = self.span if cfg.check_mul_bits else (d.rows - 1) * d.dram_stride
-                dram_end = d.dram_addr + span + words
-                check(bad_spad | (d.rows == 0), d.spad_addr + d.rows > depth,
-                      dram_end > cfg.mem_words)
+                check(bad_spad | (d.rows == 0),
+                      _over(depth, d.spad_addr, d.rows,
+                            limit_max=max(cfg.spad_depth(s) for s in bus.SPADS)),
+                      _over(cfg.mem_words, d.dram_addr, span, words))
             with m.Case(Opcode.MATMUL):
                 a = args.matmul
                 span = self.span if cfg.check_mul_bits else (a.k_tiles - 1) * a.act_stride
-                act_end = a.act_addr + span + a.m
-                spad_over = ((act_end > cfg.spad_depth("act")) |
-                             (a.wt_addr + a.k_tiles * cfg.rows > cfg.spad_depth("wt")) |
-                             (a.acc_addr + a.m > cfg.spad_depth("acc")))
+                spad_over = (_over(cfg.spad_depth("act"), a.act_addr, span, a.m) |
+                             _over(cfg.spad_depth("wt"), a.wt_addr, a.k_tiles * cfg.rows) |
+                             _over(cfg.spad_depth("acc"), a.acc_addr, a.m))
                 check((a.m == 0) | (a.k_tiles == 0), spad_over, 0)
             with m.Case(Opcode.REQUANT):
                 r = args.requant
-                spad_over = ((r.acc_addr + r.rows > cfg.spad_depth("acc")) |
-                             (r.out_addr + r.rows > cfg.spad_depth("out")) |
-                             (r.param_addr + 3 > cfg.spad_depth("param")))
+                spad_over = (_over(cfg.spad_depth("acc"), r.acc_addr, r.rows) |
+                             _over(cfg.spad_depth("out"), r.out_addr, r.rows) |
+                             _over(cfg.spad_depth("param"), r.param_addr, 3))
                 check(r.rows == 0, spad_over, 0)
             with m.Case(Opcode.PERF):
-                check(0, 0, args.perf.dram_addr + isa.perf_words(cfg) > cfg.mem_words)
+                check(0, 0, _over(cfg.mem_words, args.perf.dram_addr, isa.perf_words(cfg)))
             with m.Case(Opcode.SYNC, Opcode.HALT):
                 pass
             with m.Default():
@@ -154,45 +166,57 @@ class Checker(wiring.Component):
 class SpanMultiplier(wiring.Component):
     """Multiply ``(count - 1) * stride`` for the range checks by shift-and-add, without DSPs.
 
-    On ``start`` it takes ``count`` and ``stride``; ``span`` holds the product
-    ``cfg.check_cycles`` cycles later (``cfg.check_mul_bits`` bits of ``count - 1`` per cycle,
-    least significant first) until the next ``start``. Only the low ``cfg.check_count_bits`` of
-    ``count - 1`` are used: a larger count fails the scratchpad check, which the checker reports
-    first, so the span does not matter then (nor for a zero count, a ``BAD_ARG``).
+    On ``start`` it takes ``count`` and ``stride``; ``span`` holds the product, limited to
+    ``2**W`` (``W = span_bits(cfg)``: every limit it is checked against is below ``2**W``, so
+    the checks do not change), ``cfg.check_cycles`` cycles later (``cfg.check_mul_bits`` bits of
+    ``count - 1`` per cycle, least significant first) until the next ``start``. Only the low
+    ``cfg.check_count_bits`` of ``count - 1`` are used: a larger count fails the scratchpad
+    check, which the checker reports first, so the span does not matter then (nor for a zero
+    count, a ``BAD_ARG``).
 
     Members
     -------
     start : ``In(1)``; count : ``In(CHECK_COUNT_WIDTH)``; stride : ``In(STRIDE_WIDTH)``
-    span : ``Out(SPAN_WIDTH)``
+    span : ``Out(span_bits(cfg) + 1)``
     """
     #: The widest stride of a range check (``DmaArgs.dram_stride``).
     STRIDE_WIDTH = max(Shape.cast(isa.DmaArgs.as_shape()["dram_stride"].shape).width,
                        Shape.cast(isa.MatmulArgs.as_shape()["act_stride"].shape).width)
-    SPAN_WIDTH = CHECK_COUNT_WIDTH + STRIDE_WIDTH
+
+    @staticmethod
+    def span_bits(cfg: AccelConfig) -> int:
+        """Return ``W``: the span limits (``mem_words``, the ACT depth) are below ``2**W``."""
+        return max(cfg.mem_words.bit_length(), cfg.spad_depth("act").bit_length())
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = _check_cfg("SpanMultiplier", cfg)
         if not cfg.check_mul_bits:
             raise ValueError("SpanMultiplier needs a configuration with check_mul_bits, not 0")
         super().__init__({"start": In(1), "count": In(CHECK_COUNT_WIDTH),
-                          "stride": In(self.STRIDE_WIDTH), "span": Out(self.SPAN_WIDTH)})
+                          "stride": In(self.STRIDE_WIDTH),
+                          "span": Out(self.span_bits(cfg) + 1)})
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._cfg
         bits = cfg.check_mul_bits
         nbits = cfg.check_cycles * bits                   # >= check_count_bits
+        w = self.span_bits(cfg)
         mplier = Signal(nbits)
-        mcand = Signal(self.STRIDE_WIDTH)
-        hi = Signal(self.STRIDE_WIDTH + 1)
+        mcand = Signal(w)                                 # the stride's low bits
+        big = Signal()                                    # the stride is >= 2**w
+        nonzero = Signal()                                # count - 1 != 0
+        hi = Signal(w + 1)
         lo = Signal(nbits)
         # t = hi + mcand * chunk; {hi, lo} = {t, lo} >> bits.
-        t = Signal(self.STRIDE_WIDTH + bits + 1)
+        t = Signal(w + bits + 1)
+        prod = Cat(lo, hi)
         m.d.comb += [t.eq(sum((Mux(mplier[b], mcand << b, 0) for b in range(bits)), hi)),
-                     self.span.eq(Cat(lo, hi[:self.STRIDE_WIDTH])[:self.SPAN_WIDTH])]
+                     self.span.eq(Mux((big & nonzero) | prod[w:].any(), 1 << w, prod[:w]))]
         with m.If(self.start):
-            m.d.sync += [mplier.eq((self.count - 1)[:cfg.check_count_bits]),
-                         mcand.eq(self.stride), hi.eq(0)]
+            count_m1 = (self.count - 1)[:cfg.check_count_bits]
+            m.d.sync += [mplier.eq(count_m1), nonzero.eq(count_m1 != 0),
+                         mcand.eq(self.stride[:w]), big.eq(self.stride[w:].any()), hi.eq(0)]
         with m.Else():
             m.d.sync += [mplier.eq(mplier >> bits), hi.eq(t >> bits),
                          lo.eq(Cat(lo[bits:], t[:bits]))]

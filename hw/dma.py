@@ -27,8 +27,9 @@ class DMA(wiring.Component):
     A row of scratchpad ``s`` is ``cfg.spad_row_words(s)`` consecutive memory words, word ``j``
     holding row bytes ``j*mem_bus_bytes ..``. LOAD issues read requests back to back (one per cycle
     while the bus accepts them, with any number outstanding), always accepts responses and writes
-    each row in the cycle its last word arrives. STORE reads rows ahead (synchronous read ports,
-    one row buffered) and issues one write request per cycle while the bus accepts them. Without
+    each row in the cycle its last word arrives. STORE reads a row (synchronous read ports, which
+    hold the row while it is written) as the previous row's last write is accepted and issues one
+    write request per cycle while the bus accepts them. Without
     backpressure ``busy`` lasts ``rows * row_words`` cycles plus the read latency (LOAD; 1 for a
     memory that answers in the next cycle) or plus 2 (STORE).
 
@@ -84,15 +85,15 @@ class DMA(wiring.Component):
 
         # Command intake.
         m.d.comb += self.i_cmd.ready.eq(~self.busy)
-        req_row, rsp_row, rd_row = (Signal.like(args.rows, name=n)
-                                    for n in ("req_row", "rsp_row", "rd_row"))
+        # spad_row: the scratchpad row being written (LOAD) or the next to read (STORE).
+        req_row, spad_row = (Signal.like(args.rows, name=n) for n in ("req_row", "spad_row"))
         req_word, rsp_word = Signal(range(max_words)), Signal(range(max_words))
         row_base = Signal(cfg.mem_addr_width)
+        spad_addr = args.spad_addr + spad_row
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             p = self.i_cmd.payload
             m.d.sync += [cmd.eq(p), self.busy.eq(1), row_base.eq(p.args.dram_addr),
-                         req_row.eq(0), req_word.eq(0), rsp_row.eq(0), rsp_word.eq(0),
-                         rd_row.eq(0)]
+                         req_row.eq(0), req_word.eq(0), spad_row.eq(0), rsp_word.eq(0)]
             with m.Switch(p.args.spad):
                 for i, s in enumerate(bus.SPADS):
                     with m.Case(isa.Spad(i)):
@@ -100,18 +101,19 @@ class DMA(wiring.Component):
 
         # Request side: one word address per accepted request, row by row.
         req = self.o_mem_req
-        sbuf = Signal(max_words * width)            # STORE: words of the row being written
-        sbuf_left = Signal(range(max_words + 1))
+        rd_live = Signal()                          # STORE: the read port holds the row to write
         req_pending = self.busy & (req_row != args.rows)
+        wdata = Signal(width)
         m.d.comb += [
-            req.valid.eq(req_pending & Mux(cmd.store, sbuf_left != 0, 1)),
+            req.valid.eq(req_pending & Mux(cmd.store, rd_live, 1)),
             req.p.addr.eq(row_base + req_word),
             req.p.we.eq(cmd.store),
-            req.p.wdata.eq(sbuf[:width]),
+            req.p.wdata.eq(wdata),
         ]
         accept = req.valid & req.ready
+        row_sent = accept & (req_word == n_words - 1)
         with m.If(accept):
-            with m.If(req_word == n_words - 1):
+            with m.If(row_sent):
                 m.d.sync += [req_word.eq(0), req_row.eq(req_row + 1),
                              row_base.eq(row_base + args.dram_stride)]
             with m.Else():
@@ -127,35 +129,40 @@ class DMA(wiring.Component):
         with m.If(got):
             m.d.sync += lbuf.eq(lbuf_next)
             with m.If(rsp_word == n_words - 1):
-                m.d.sync += [rsp_word.eq(0), rsp_row.eq(rsp_row + 1)]
+                m.d.sync += [rsp_word.eq(0), spad_row.eq(spad_row + 1)]
             with m.Else():
                 m.d.sync += rsp_word.eq(rsp_word + 1)
         for s in bus.SPADS:
             wr = getattr(self, f"{s}_wr")
-            m.d.comb += [wr.addr.eq(args.spad_addr + rsp_row),
+            m.d.comb += [wr.addr.eq(spad_addr),
                          wr.data.eq(lbuf_next[(max_words - words[s]) * width:]),
                          wr.en.eq(row_done & sel[s])]
 
-        # STORE read side: a read port holds its data while en=0, so it is the one-row buffer.
-        rd_full = Signal()
-        take = rd_full & ((sbuf_left == 0) | ((sbuf_left == 1) & accept))
-        issue_rd = self.busy & cmd.store & (rd_row != args.rows) & (~rd_full | take)
-        rd_data = Signal(max_words * width)
+        # STORE read side: a read port holds its data while en=0, so it is the row buffer; the
+        # next row is read as the last word of a row is accepted (the first one cycle after the
+        # command, so that the first request comes 2 cycles after it, as with a row buffer).
+        primed = Signal()
+        m.d.sync += primed.eq(self.busy & cmd.store)
+        issue_rd = (self.busy & cmd.store & (spad_row != args.rows) &
+                    ((primed & ~rd_live) | row_sent))
         for s in bus.SPADS:
             rd = getattr(self, f"{s}_rd")
-            m.d.comb += [rd.addr.eq(args.spad_addr + rd_row), rd.en.eq(issue_rd & sel[s])]
-            with m.If(sel[s]):
-                m.d.comb += rd_data.eq(rd.data)
+            m.d.comb += [rd.addr.eq(spad_addr), rd.en.eq(issue_rd & sel[s])]
+        with m.Switch(args.spad):
+            for i, s in enumerate(bus.SPADS):
+                with m.Case(isa.Spad(i)):
+                    data_ = getattr(self, f"{s}_rd").data.as_value()
+                    if words[s] == 1:
+                        m.d.comb += wdata.eq(data_)
+                    else:
+                        m.d.comb += wdata.eq(data_.word_select(
+                            req_word[:(words[s] - 1).bit_length()], width))
         with m.If(issue_rd):
-            m.d.sync += rd_row.eq(rd_row + 1)
-        m.d.sync += rd_full.eq(issue_rd | (rd_full & ~take))
-        with m.If(take):
-            m.d.sync += [sbuf.eq(rd_data), sbuf_left.eq(n_words)]
-        with m.Elif(accept & cmd.store):
-            m.d.sync += [sbuf.eq(sbuf >> width), sbuf_left.eq(sbuf_left - 1)]
+            m.d.sync += spad_row.eq(spad_row + 1)
+        m.d.sync += rd_live.eq(issue_rd | (rd_live & ~row_sent))
 
         # Finish with the last memory write accepted (STORE) or the last row written (LOAD).
-        last_row = Mux(cmd.store, req_row, rsp_row) == args.rows - 1
-        with m.If(Mux(cmd.store, accept & (req_word == n_words - 1), row_done) & last_row):
+        last_row = Mux(cmd.store, req_row, spad_row) == args.rows - 1
+        with m.If(Mux(cmd.store, row_sent, row_done) & last_row):
             m.d.sync += self.busy.eq(0)
         return m

@@ -123,8 +123,7 @@ class FpgaDevice(wiring.Component):
         self._baud = baud
         self._fifo_depth = rx_fifo_depth
         self.mem_data = memory.MemoryData(shape=cfg.mem_bus_bits, depth=cfg.mem_words, init=[])
-        self._memory_port = (MemoryPort(cfg, self.mem_data) if memory_port is None
-                             else memory_port)
+        self._memory_port = memory_port
         self.accel = Accelerator(cfg)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(3)})
 
@@ -144,7 +143,8 @@ class FpgaDevice(wiring.Component):
         m = Module()
         cfg = self._cfg
         m.submodules.accel = accel = self.accel
-        m.submodules.memory = mem = self._memory_port
+        m.submodules.memory = mem = (MemoryPort(cfg, self.mem_data) if self._memory_port is None
+                                     else self._memory_port)
         m.submodules.uart_rx = urx = UartRx(self._clk_freq, self._baud)
         m.submodules.uart_tx = utx = UartTx(self._clk_freq, self._baud)
         m.submodules.rx_fifo = rxq = fifo.SyncFIFOBuffered(width=RxByte.size,

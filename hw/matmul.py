@@ -9,7 +9,7 @@ from .params import AccelConfig
 from .pe import WT_BANKS
 from .pe_array import SystolicArray, acts_layout, psums_layout, wts_layout
 
-__all__ = ["MatmulEngine", "WeightLoader", "ActStreamer", "Accumulator",
+__all__ = ["MatmulEngine", "WeightLoader", "ActStreamer", "Accumulator", "acc_read_transparent",
            "WT_READ_LATENCY", "ACT_READ_LATENCY"]
 
 #: Cycles from a weight-spad read to its beat on the array's ``i_wts`` (synchronous read).
@@ -180,13 +180,26 @@ class ActStreamer(wiring.Component):
         return m
 
 
+def acc_read_transparent(cfg: AccelConfig) -> bool:
+    """Return whether the ACC read port must be transparent for the ACC write port.
+
+    The :class:`Accumulator` reads a row in the cycle its psums leave the array and writes it in
+    the next one; the same row of two consecutive tiles is ``max(m, R)`` cycles apart (a tile
+    needs ``R`` weight reads), so it reads the row being written only when ``R == 1``. Otherwise
+    the read enable may be masked by a same-address write (which never happens), so that Yosys
+    maps the port to BRAM without bypass or collision logic."""
+    return cfg.rows == 1
+
+
 class Accumulator(wiring.Component):
     """Add each output row of the array into its ACC row, or overwrite it.
 
     The ``n``-th valid ``i_psums`` row after ``start`` (tile ``n // m``, row ``i = n % m``) is
     written to ``acc_addr + i`` one cycle later, as ``psum + old`` when ``accumulate`` or tile > 0,
     else as ``psum`` (int32, wrapping). ``old`` is read from ``acc_rd`` in the cycle the row
-    arrives; the ACC read port must be transparent for ``acc_wr``. ``done`` is 1 in the cycle of
+    arrives; the ACC read port must return a row written in the previous cycle (it never reads
+    the row written in the same cycle unless :func:`acc_read_transparent`, when the port must be
+    transparent for ``acc_wr``). ``done`` is 1 in the cycle of
     the final write.
 
     Members
@@ -214,20 +227,23 @@ class Accumulator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         args = Signal(isa.MatmulArgs)
-        tile = Signal(_field("k_tiles"))
-        i = Signal(_field("m"))
+        first = Signal()                                  # in the first tile
+        tiles_left = Signal(_field("k_tiles"))            # tiles after the current one
         addr = Signal.like(self.acc_rd.addr)
+        # The ACC row of a tile's last psum row (legal operands: acc_addr + m <= ACC depth).
+        last_addr = Signal.like(addr)
         psums = self.i_psums
 
-        row_last = i == args.m - 1
+        row_last = addr == last_addr
         m.d.comb += [self.acc_rd.addr.eq(addr), self.acc_rd.en.eq(psums.valid)]
         with m.If(psums.valid):
-            m.d.sync += [i.eq(Mux(row_last, 0, i + 1)),
-                         addr.eq(Mux(row_last, args.acc_addr, addr + 1))]
+            m.d.sync += addr.eq(Mux(row_last, args.acc_addr, addr + 1))
             with m.If(row_last):
-                m.d.sync += tile.eq(tile + 1)
+                m.d.sync += [first.eq(0), tiles_left.eq(tiles_left - 1)]
         with m.If(self.start):
-            m.d.sync += [args.eq(self.args), tile.eq(0), i.eq(0), addr.eq(self.args.acc_addr)]
+            m.d.sync += [args.eq(self.args), first.eq(1), tiles_left.eq(self.args.k_tiles - 1),
+                         addr.eq(self.args.acc_addr),
+                         last_addr.eq(self.args.acc_addr + self.args.m - 1)]
 
         s1_valid = Signal()
         s1_add = Signal()
@@ -236,8 +252,8 @@ class Accumulator(wiring.Component):
         s1_addr = Signal.like(addr)
         m.d.sync += s1_valid.eq(psums.valid)
         with m.If(psums.valid):
-            m.d.sync += [s1_add.eq(args.accumulate | (tile != 0)),
-                         s1_last.eq(row_last & (tile + 1 == args.k_tiles)),
+            m.d.sync += [s1_add.eq(args.accumulate | ~first),
+                         s1_last.eq(row_last & (tiles_left == 0)),
                          s1_psum.eq(psums.p), s1_addr.eq(addr)]
         m.d.comb += [self.acc_wr.en.eq(s1_valid), self.acc_wr.addr.eq(s1_addr),
                      self.done.eq(s1_valid & s1_last)]
@@ -258,8 +274,9 @@ class MatmulEngine(wiring.Component):
     (``tests/test_hw_matmul.py`` checks it); with ``m >= 2R + C - 3`` there are no bubbles
     between tiles and it is ``k_tiles*m + 2R + C + 3``.
     Each row's ACC read-modify-write reads in the cycle its psums leave the array and writes in
-    the next one, so the ACC read port must be transparent for the ACC write port (rows of two
-    consecutive tiles may be one cycle apart when ``m`` and ``R`` are small).
+    the next one; rows of two consecutive tiles are at least ``max(m, R)`` cycles apart, so the
+    ACC read port must be transparent for the ACC write port only when ``R == 1``
+    (:func:`acc_read_transparent`).
 
     Parameters
     ----------

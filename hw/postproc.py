@@ -43,35 +43,37 @@ def _shift_clamp(m, q, shift, zp, relu, out, name):
 
 
 def _lean_srdhm(biased):
-    """Return srdhm from ``biased = a*b + 2**30`` (64 bits): ``trunc((ab + nudge) / 2**31)``
-    equals ``floor((ab + 2**30) / 2**31)`` for either sign of ``ab`` (for ``ab < 0``, ``nudge =
-    1 - 2**30`` and truncation rounds up by ``2**31 - 1``), and the only result outside int32,
-    ``2**31``, is the ``-2**31 * -2**31`` case, which saturates to ``INT_MAX``."""
-    q = biased[31:].as_signed()                      # 33 bits
-    return Mux(q > _INT_MAX, _INT_MAX, q[:ACC_WIDTH])
+    """Return srdhm from ``biased = a*b + 2**30`` (64 bits) as 33 signed bits, unsaturated:
+    ``trunc((ab + nudge) / 2**31)`` equals ``floor((ab + 2**30) / 2**31)`` for either sign of
+    ``ab`` (for ``ab < 0``, ``nudge = 1 - 2**30`` and truncation rounds up by ``2**31 - 1``).
+    The only result outside int32, ``2**31`` (the ``-2**31 * -2**31`` case), should saturate
+    to ``INT_MAX``; :func:`_lean_shift_clamp` gives the same output for both (a rounding right
+    shift by ``sh`` maps ``2**31 - 1`` and ``2**31`` to one value for ``sh >= 1``, and both clamp
+    to 127 for ``sh == 0``), so no saturation is needed."""
+    return biased[31:].as_signed()                   # 33 bits
 
 
 def _lean_shift_clamp(m, q, shift, zp, relu, out, name):
-    """Drive ``out`` as :func:`_shift_clamp` does, with one adder for the rounding: a right
-    shift by ``sh`` with ties away from zero is ``(q + rnd) >> sh`` with ``rnd = 2**(sh-1)``
-    for ``q >= 0`` and ``2**(sh-1) - 1`` for ``q < 0`` (0 when ``sh == 0``). The shifted value
-    is limited to ``[-256, 255]`` before ``+ zp``, which cannot change the clamped result."""
+    """Drive ``out`` as :func:`_shift_clamp` does, without a rounding constant: a right shift
+    by ``sh`` with ties away from zero is ``(q + 2**(sh-1) - neg) >> sh`` (``neg = q < 0``; no
+    rounding when ``sh == 0``), which equals ``(t + 1) >> 1`` with ``t = (2*qd) >> sh`` and
+    ``qd = q - (neg and sh > 0)``. ``t`` is limited to ``[-513, 510]`` first, which limits the
+    shifted value to ``[-256, 255]`` and cannot change the clamped result of ``+ zp``."""
     shift_width = isa.REQUANT_MAX_SHIFT.bit_length()
     sh = shift[:shift_width]
-    neg = q < 0
-    below = Cat(sh > i for i in range(ACC_WIDTH + 1))           # bit i: i < sh
-    rnd = Signal(ACC_WIDTH, name=f"{name}_rnd")
-    m.d.comb += rnd.eq(Cat(Mux(neg, below[i + 1], below[i] & ~below[i + 1])
-                           for i in range(ACC_WIDTH)))
-    y0 = Signal(signed(ACC_WIDTH + 1), name=f"{name}_y0")
-    m.d.comb += y0.eq((q + rnd) >> sh)
-    y0c = Signal(signed(10), name=f"{name}_y0c")
-    with m.If(y0 > 255):
-        m.d.comb += y0c.eq(255)
-    with m.Elif(y0 < -256):
-        m.d.comb += y0c.eq(-256)
+    qd = Signal(signed(len(q) + 1), name=f"{name}_qd")
+    m.d.comb += qd.eq(q - ((q < 0) & (sh != 0)))
+    t = Signal(signed(len(q) + 2), name=f"{name}_t")
+    m.d.comb += t.eq(Cat(C(0, 1), qd).as_signed() >> sh)
+    tc = Signal(signed(11), name=f"{name}_tc")
+    with m.If(t > 510):
+        m.d.comb += tc.eq(510)
+    with m.Elif(t < -513):
+        m.d.comb += tc.eq(-513)
     with m.Else():
-        m.d.comb += y0c.eq(y0)
+        m.d.comb += tc.eq(t)
+    y0c = Signal(signed(10), name=f"{name}_y0c")
+    m.d.comb += y0c.eq((tc + 1) >> 1)
     y = Signal(signed(11), name=f"{name}_y")
     m.d.comb += y.eq(y0c + zp)
     lo = Mux(relu, zp, -128)
@@ -217,7 +219,7 @@ class SerialRequantizer(wiring.Component):
             # prod = mcand * mult + 2**30, so that srdhm = prod >> 31 (see _lean_srdhm).
             prod = self._multiplier(m, load, pick(self.mult, ld_g, ln, "s1_mult"), mcand, mul_last, bits,
                                     steps, ln)
-            s3_q = Signal(signed(ACC_WIDTH), name=f"s3_q{ln}")
+            s3_q = Signal(signed(ACC_WIDTH + 1), name=f"s3_q{ln}")   # unsaturated srdhm
             m.d.sync += s3_q.eq(_lean_srdhm(prod))
             y = Signal(signed(8), name=f"s3_out{ln}")
             _lean_shift_clamp(m, s3_q, pick(self.shift, s3_g, ln, "s3_shift"), self.zp_out, self.relu, y,

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from . import bus, isa
 from .controller import Controller
 from .dma import DMA
-from .matmul import MatmulEngine
+from .matmul import MatmulEngine, acc_read_transparent
 from .params import CONFIG_ID_WIDTH, AccelConfig
 from .perf import PerfCounters, perf_layout
 from .postproc import PostProc
@@ -77,8 +77,10 @@ class Accelerator(wiring.Component):
             m.submodules[f"{s}_spad"] = mems[s] = memory.Memory(data=self.spad_data[s])
         wr = {s: mems[s].write_port() for s in bus.SPADS}
         # One read port per spad (each read port is a copy of the BRAMs), muxed by which unit is
-        # busy; the DMA otherwise. The ACC port is transparent for the ACC write port: the
-        # MatmulEngine's read-modify-write reads the row written in the same cycle.
+        # busy; the DMA otherwise. The ACC port is transparent for the ACC write port only when
+        # the MatmulEngine's read-modify-write may read the row written in the same cycle
+        # (matmul.acc_read_transparent); otherwise no unit ever does, and the read enable is
+        # masked by a write to the same address, which changes nothing but lets Yosys prove it.
         readers = {"act": [(mm.busy, mm.act_rd)], "wt": [(mm.busy, mm.wt_rd)],
                    "acc": [(mm.busy, mm.acc_rd), (pp.busy, pp.acc_rd)],
                    "out": [], "param": [(pp.busy, pp.param_rd)]}
@@ -86,14 +88,19 @@ class Accelerator(wiring.Component):
         # LOAD, runs alone); masking the read enable with the write enable changes nothing but
         # lets Yosys prove it, so it maps the port to BRAM without collision-emulation logic.
         for s in bus.SPADS:
-            transparent = s == "acc"
+            transparent = s == "acc" and acc_read_transparent(cfg)
             rd = mems[s].read_port(transparent_for=(wr[s],) if transparent else ())
             units = readers[s] + [(None, getattr(dma, f"{s}_rd"))]
             for _, unit_rd in units:
                 m.d.comb += unit_rd.data.eq(rd.data)
             rd_en = Signal(name=f"{s}_rd_en")
             self._mux(m, {"addr": rd.addr, "en": rd_en}, units)
-            m.d.comb += rd.en.eq(rd_en if transparent else rd_en & ~wr[s].en)
+            if transparent:
+                m.d.comb += rd.en.eq(rd_en)
+            elif s == "acc":
+                m.d.comb += rd.en.eq(rd_en & ~(wr[s].en & (wr[s].addr == rd.addr)))
+            else:
+                m.d.comb += rd.en.eq(rd_en & ~wr[s].en)
 
         # Write ports: the busy unit drives; the DMA otherwise.
         writers = {"acc": [(mm.busy, mm.acc_wr)], "out": [(pp.busy, pp.out_wr)]}

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Synthesize one preset's Accelerator for an iCE40 (Yosys ``synth_ice40 -dsp``) and report its cells.
+"""Synthesize one preset's Accelerator (or board core) for an iCE40 (``synth_ice40 -dsp``).
 
 Usage::
 
     python scripts/synth_ice40.py tiny            # build/synth/tiny/{top.v, synth.log, cells.json}
     python scripts/synth_ice40.py tiny --hier     # also per-module counts (-noflatten run)
-    python scripts/synth_ice40.py tiny --core     # FpgaDevice(cfg, 12 MHz, 115200) -> <out>/<preset>-core/
+    python scripts/synth_ice40.py tiny --core     # FpgaDevice(tiny, 12 MHz, 115200): tiny-core/
 
 With ``--core`` the device memory is a black box (``stub_ram``: the board maps it to SPRAM), so the
 counts are those of the accelerator, the UART, the host bridge and the memory port's glue; add

@@ -151,6 +151,20 @@ def _synth_cells(rpt: Path, family: str, capacity: dict) -> dict:
             for label, used in counts.items()}
 
 
+def _placer_utilisation(log: Path, family: str) -> dict:
+    """Return {label: {"used", "available"}} from nextpnr's "Device utilisation" log lines."""
+    found = {}
+    if log.exists():
+        for line in log.read_text(errors="replace").splitlines():
+            parts = line.replace("Info:", "").replace("/", " ").split()
+            if len(parts) >= 3 and parts[0].rstrip(":") in RESOURCE_NAMES[family]:
+                name = parts[0].rstrip(":")
+                if parts[1].isdigit() and parts[2].isdigit():
+                    found[RESOURCE_NAMES[family][name]] = {"used": int(parts[1]),
+                                                           "available": int(parts[2])}
+    return found
+
+
 def _tool_error(build_dir: Path) -> str:
     """Return the first ERROR line the tools printed (they log into the build folder)."""
     for path in sorted(build_dir.glob("*")):
@@ -207,13 +221,13 @@ def build_bitstream(board: str, out_dir: Path = Path("build/fpga"), log=print) -
         os.environ.clear()
         os.environ.update(saved)
     if failure:
-        resources = _synth_cells(build_dir / f"{name}.rpt", family,
-                                 CAPACITY.get(platform.device, {}))
+        resources = (_placer_utilisation(build_dir / f"{name}.tim", family)
+                     or _synth_cells(build_dir / f"{name}.rpt", family,
+                                     CAPACITY.get(platform.device, {})))
         report = BitstreamReport(board=board, device=platform.device, config=top.cfg.name,
                                  resources=resources, clock_mhz=platform.default_clk_frequency / 1e6,
                                  seconds=round(time.perf_counter() - t0, 1),
-                                 error=f"build failed: {failure} (resources are Yosys cell "
-                                       f"counts before placement)")
+                                 error=f"build failed: {failure}")
         (build_dir / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
         return report
     resources, fmax = _parse_report(report_json, family)

@@ -77,8 +77,16 @@ def _cmd_disasm(args) -> int:
 
 def _cmd_demo(args) -> int:
     from stamen.sw.demo import run_demo
-    return run_demo(config_from_args(args), backend=args.backend, images=args.images,
-                    save_dir=Path(args.out), log=_log)
+    cfg = config_from_args(args)
+    opts = {}
+    if args.backend == "fpga":
+        from stamen.hw.board import board_config
+        if args.port is None:
+            raise ValueError("--backend fpga needs --port (e.g. /dev/ttyUSB1)")
+        cfg = board_config(args.board)
+        opts = {"port": args.port, "baud": args.baud}
+    return run_demo(cfg, backend=args.backend, images=args.images, save_dir=Path(args.out),
+                    log=_log, **opts)
 
 
 def _cmd_bench(args) -> int:
@@ -109,8 +117,14 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="digits MLP: PyTorch -> quantize -> compile -> run on the device")
     _add_config_args(p)
-    p.add_argument("--backend", default="verilator", choices=["verilator", "isasim", "golden"],
-                   help="where to run (default: verilator)")
+    p.add_argument("--backend", default="verilator",
+                   choices=["verilator", "isasim", "golden", "fpga"],
+                   help="where to run (default: verilator; fpga: a board built by `stamen "
+                   "bitstream`, over its UART)")
+    p.add_argument("--board", default="icebreaker", choices=["icebreaker", "ulx3s"],
+                   help="with --backend fpga: which board (sets the configuration)")
+    p.add_argument("--port", help="with --backend fpga: serial port or pyserial URL")
+    p.add_argument("--baud", type=int, default=115200, help="with --backend fpga: UART baud")
     p.add_argument("--images", type=int, default=0,
                    help="held-out images to run (default: all 360)")
     p.add_argument("--out", default="build/demo", help="where the program and report go")

@@ -45,8 +45,11 @@ def train_mlp(x_train: np.ndarray, y_train: np.ndarray, hidden: int = 32, epochs
 
 
 def run_demo(cfg: AccelConfig, backend: str = "verilator", images: int = 0,
-             save_dir: Path | None = None, log=print) -> int:
-    """Run the demo end to end and print its summary table; return 0 when bit-exact, else 1."""
+             save_dir: Path | None = None, log=print, **device_opts) -> int:
+    """Run the demo end to end and print its summary table; return 0 when bit-exact, else 1.
+
+    ``device_opts`` go to :class:`stamen.Device` (e.g. ``port="/dev/ttyUSB1"`` for ``"fpga"``).
+    """
     import torch
 
     from stamen.sw.compiler import compile_model
@@ -71,7 +74,7 @@ def run_demo(cfg: AccelConfig, backend: str = "verilator", images: int = 0,
         save_dir.mkdir(parents=True, exist_ok=True)
         prog.save(save_dir / "mlp.prog")
     xq = qnet.quantize_input(x_test)
-    dev = Device(cfg, backend=backend, log=log)
+    dev = Device(cfg, backend=backend, log=log, **device_opts)
     log(f"running {len(x_test)} images as one program on backend {backend!r}")
     y, report = dev.run(prog, xq)
     ref = qnet.golden(xq)

@@ -289,7 +289,8 @@ class IsaSim:
         elif op == isa.Opcode.PERF:
             pw = isa.perf_words(cfg)
             self._dram_check(pc, a["dram_addr"], a["dram_addr"] + pw - 1)
-            snap = b"".join((ctr[n] & ((1 << cfg.counter_bits) - 1)).to_bytes(isa.PERF_SLOT_BYTES, "little")
+            mask = (1 << cfg.counter_bits) - 1         # the counters wrap at counter_bits
+            snap = b"".join((ctr[n] & mask).to_bytes(isa.PERF_SLOT_BYTES, "little")
                             for n in isa.PERF_COUNTERS)
             start = a["dram_addr"] * cfg.mem_bus_bytes
             mem[start:start + len(snap)] = np.frombuffer(snap, np.uint8)

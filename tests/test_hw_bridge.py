@@ -111,7 +111,8 @@ def test_memory_read_write():
 
 
 def test_csrs_start_status():
-    perf = {n: (i + 1) * 0x0101_0101_0101 for i, n in enumerate(isa.PERF_COUNTERS)}
+    mask = (1 << CFG.counter_bits) - 1          # the counters are zero-extended to 8 bytes
+    perf = {n: (i + 1) * 0x0101_0101_0101 & mask for i, n in enumerate(isa.PERF_COUNTERS)}
 
     async def tb(ctx, dut):
         b = dut.bridge
@@ -131,6 +132,10 @@ def test_csrs_start_status():
         assert ctx.get(b.prog_addr) == 17
         assert await _call(ctx, dut, Cmd.WRITE_CSR, Csr.PROG_ADDR, 1,
                            CFG.mem_words.to_bytes(CSR_BYTES, "little")) == (Reply.RANGE, b"")
+        for high in (16, 32, 40, 56, 63):       # any high bit is out of range
+            assert await _call(ctx, dut, Cmd.WRITE_CSR, Csr.PROG_ADDR, 1,
+                               (5 | 1 << high).to_bytes(CSR_BYTES, "little")) == \
+                (Reply.RANGE, b""), high
         assert await _call(ctx, dut, Cmd.WRITE_CSR, Csr.CONFIG_ID, 1,
                            bytes(CSR_BYTES)) == (Reply.RANGE, b"")
         assert await _call(ctx, dut, Cmd.READ_CSR, Csr.PROG_ADDR, 1) == \

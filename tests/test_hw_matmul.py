@@ -7,7 +7,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from stamen.hw import bus, isa
-from stamen.hw.matmul import MatmulEngine
+from stamen.hw.matmul import MatmulEngine, acc_read_transparent
 from stamen.hw.params import AccelConfig
 from stamen.sw import golden
 from stamen.sw.isasim import matmul_cycles
@@ -26,7 +26,7 @@ CFG_8x8 = AccelConfig(name="t8x8", rows=8, cols=8, act_spad_depth=1024, wt_spad_
 
 
 class _Harness(wiring.Component):
-    """MatmulEngine with its ACT, WT and ACC scratchpads (ACC read transparent for the write)."""
+    """MatmulEngine with its ACT, WT and ACC scratchpads (ACC read port as in hw/top.py)."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
@@ -50,7 +50,15 @@ class _Harness(wiring.Component):
         acc_wr = mems["acc"].write_port()
         wiring.connect(m, mems["act"].read_port(), engine.act_rd)
         wiring.connect(m, mems["wt"].read_port(), engine.wt_rd)
-        wiring.connect(m, mems["acc"].read_port(transparent_for=(acc_wr,)), engine.acc_rd)
+        # As hw/top.py: transparent only when needed, else the read enable masked by a write
+        # to the same address (which must never happen: the results would be wrong).
+        if acc_read_transparent(self.cfg):
+            wiring.connect(m, mems["acc"].read_port(transparent_for=(acc_wr,)), engine.acc_rd)
+        else:
+            acc_rd = mems["acc"].read_port()
+            m.d.comb += [acc_rd.addr.eq(engine.acc_rd.addr), engine.acc_rd.data.eq(acc_rd.data),
+                         acc_rd.en.eq(engine.acc_rd.en &
+                                      ~(acc_wr.en & (acc_wr.addr == engine.acc_rd.addr)))]
         wiring.connect(m, acc_wr, engine.acc_wr)
         wiring.connect(m, wiring.flipped(self.i_cmd), engine.i_cmd)
         m.d.comb += [self.busy.eq(engine.busy), self.macs_inc.eq(engine.macs_inc),

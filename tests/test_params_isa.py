@@ -35,13 +35,15 @@ def test_small_device_options():
     assert small.config_hash == 0x320c03de
     assert AccelConfig.preset("large").config_hash == 0x55972b29
     assert not small.requant_serial and small.requant_row_cycles == 1 and small.check_cycles == 0
-    for f, v in (("requant_lanes", 2), ("requant_mul_bits", 8), ("check_mul_bits", 2)):
+    for f, v in (("requant_lanes", 2), ("requant_mul_bits", 8), ("check_mul_bits", 2),
+                 ("counter_bits", 32)):
         assert small.replace(**{f: v}).config_hash != small.config_hash, f
     tiny = AccelConfig.preset("tiny")
     assert tiny.requant_serial and tiny.requant_lane_count == 1
     assert tiny.requant_row_cycles == 4 * (1 + 32 // tiny.requant_mul_bits)
     assert tiny.check_count_bits == 9 and tiny.check_cycles == -(-9 // tiny.check_mul_bits)
     assert small.replace(requant_lanes=8).requant_serial is False   # lanes == cols
+    assert small.counter_bits == 48 and tiny.counter_bits == 32
 
 
 @pytest.mark.parametrize("changes,error,match", [
@@ -61,6 +63,9 @@ def test_small_device_options():
     ({"requant_mul_bits": 3}, ValueError, "requant_mul_bits must be one of"),
     ({"check_mul_bits": 17}, ValueError, "check_mul_bits must be in 0..16"),
     ({"check_mul_bits": "4"}, TypeError, "check_mul_bits must be an integer"),
+    ({"counter_bits": 15}, ValueError, "counter_bits must be in 16..48"),
+    ({"counter_bits": 64}, ValueError, "counter_bits must be in 16..48"),
+    ({"counter_bits": 32.0}, TypeError, "counter_bits must be an integer"),
 ])
 def test_bad_configs(changes, error, match):
     with pytest.raises(error, match=match):
