@@ -138,7 +138,7 @@ class Requantizer(wiring.Component):
         return m
 
 
-class SerialRequantizer(wiring.Component):
+class SerialRequantizer(Requantizer):
     """Requantize one row in groups of ``L = cfg.requant_lane_count`` lanes, bit-exact with
     ``golden.requantize``; for small devices (``cfg.requant_serial``).
 
@@ -159,18 +159,6 @@ class SerialRequantizer(wiring.Component):
     -------
     As :class:`Requantizer`.
     """
-
-    def __init__(self, cfg: AccelConfig):
-        if not isinstance(cfg, AccelConfig):
-            raise TypeError(f"SerialRequantizer configuration must be an AccelConfig, not {cfg!r}")
-        self._cfg = cfg
-        param = bus.spad_row_layout(cfg, "param")
-        super().__init__({
-            "i_valid": In(1), "i_acc": In(bus.spad_row_layout(cfg, "acc")),
-            "bias": In(param), "mult": In(param), "shift": In(param),
-            "zp_out": In(isa.RequantArgs.as_shape()["zp_out"].shape), "relu": In(1),
-            "o_valid": Out(1), "o_row": Out(bus.spad_row_layout(cfg, "out")),
-        })
 
     def elaborate(self, platform):
         m = Module()
