@@ -7,11 +7,10 @@ the ``small`` preset with the device memory cut to what its block RAM holds.
 from dataclasses import dataclass, field
 
 from amaranth import *
-from amaranth.lib import io, stream, wiring
+from amaranth.lib import io
 from amaranth.lib.cdc import FFSynchronizer
-from amaranth.lib.wiring import In, Out
 
-from . import bus
+from .fpga_device import FpgaDevice, MemoryPortBase
 from .params import AccelConfig
 
 __all__ = ["BoardSpec", "BOARDS", "BoardTop", "board_config", "Ice40SpramPort"]
@@ -56,13 +55,13 @@ def board_config(board: str) -> AccelConfig:
     return base.replace(name=f"{spec.preset}-{board}", **spec.changes)
 
 
-class Ice40SpramPort(wiring.Component):
-    """Device memory in iCE40UP5K SPRAM blocks, with :class:`hw.fpga_device.MemoryPort`'s contract.
+class Ice40SpramPort(MemoryPortBase):
+    """Device memory in iCE40UP5K SPRAM blocks, with :class:`hw.fpga_device.MemoryPortBase`'s
+    contract.
 
     Amaranth memories carry initial contents, which SPRAM cannot have, so Yosys would put the device
-    memory in block RAM; this instantiates ``SB_SPRAM256KA`` blocks (16K x 16 each) directly. A read
-    accepted in cycle ``t`` is answered in cycle ``t + 1`` and held until taken; writes give no
-    response; ``flush`` drops a waiting response. Contents are undefined after configuration.
+    memory in block RAM; this instantiates ``SB_SPRAM256KA`` blocks (16K x 16 each) directly.
+    Contents are undefined after configuration.
 
     Raises
     ------
@@ -78,39 +77,29 @@ class Ice40SpramPort(wiring.Component):
         if self._blocks > _SPRAM_BLOCKS:
             raise ValueError(f"SPRAM device memory must be at most {_SPRAM_BLOCKS * _SPRAM_DEPTH} "
                              f"words, not {cfg.mem_words}")
-        super().__init__({
-            "i_mem_req": In(stream.Signature(bus.mem_req_layout(cfg))),
-            "o_mem_rsp": Out(stream.Signature(bus.mem_rsp_layout(cfg))),
-            "flush": In(1),
-        })
+        super().__init__(cfg)
 
     def elaborate(self, platform):
         m = Module()
-        req, rsp = self.i_mem_req, self.o_mem_rsp
-        m.d.comb += req.ready.eq(~rsp.valid | rsp.ready)
-        take = req.valid & req.ready
+        req = self.i_mem_req
+        take_read, take_write = self.handshake(m)
         low_bits = (_SPRAM_DEPTH - 1).bit_length()
         block = Signal(range(max(2, self._blocks)))
         if self._blocks > 1:
             m.d.comb += block.eq(req.p.addr[low_bits:])
         read_block = Signal.like(block)
-        outs = []
-        for b in range(self._blocks):
-            out = Signal(_SPRAM_WIDTH, name=f"spram{b}_out")
-            outs.append(out)
-            m.submodules[f"spram{b}"] = Instance(
-                "SB_SPRAM256KA",
-                i_ADDRESS=req.p.addr[:low_bits], i_DATAIN=req.p.wdata, i_MASKWREN=0b1111,
-                i_WREN=req.p.we, i_CHIPSELECT=take & (block == b), i_CLOCK=ClockSignal(),
-                i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1, o_DATAOUT=out)
-        with m.If(take & ~req.p.we):
-            m.d.sync += [rsp.valid.eq(1), read_block.eq(block)]
-        with m.Elif(rsp.ready | self.flush):
-            m.d.sync += rsp.valid.eq(0)
+        with m.If(take_read):
+            m.d.sync += read_block.eq(block)
         with m.Switch(read_block):
-            for b, out in enumerate(outs):
+            for b in range(self._blocks):
+                out = Signal(_SPRAM_WIDTH, name=f"spram{b}_out")
+                m.submodules[f"spram{b}"] = Instance(
+                    "SB_SPRAM256KA",
+                    i_ADDRESS=req.p.addr[:low_bits], i_DATAIN=req.p.wdata, i_MASKWREN=0b1111,
+                    i_WREN=take_write, i_CHIPSELECT=(take_read | take_write) & (block == b),
+                    i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1, o_DATAOUT=out)
                 with m.Case(b):
-                    m.d.comb += rsp.p.rdata.eq(out)
+                    m.d.comb += self.o_mem_rsp.p.rdata.eq(out)
         return m
 
 
@@ -126,7 +115,6 @@ class BoardTop(Elaboratable):
         self.spec = BOARDS[board]
 
     def elaborate(self, platform):
-        from .fpga_device import FpgaDevice
         m = Module()
         clk_freq = int(platform.default_clk_frequency)
         memory_port = Ice40SpramPort(self.cfg) if self.spec.spram else None

@@ -9,15 +9,14 @@ from .params import AccelConfig
 from .top import Accelerator
 from .uart import RxByte, UartRx, UartTx, uart_divisor
 
-__all__ = ["MemoryPort", "FpgaDevice"]
+__all__ = ["MemoryPortBase", "MemoryPort", "FpgaDevice"]
 
 #: Shortest inter-byte timeout, in character times (10 bits each).
 _MIN_TIMEOUT_CHARS = 4
 
 
-class MemoryPort(wiring.Component):
-    """Device memory behind the bus of ``hw/bus.py``: one ``lib.memory.Memory`` with one read port
-    and one write port.
+class MemoryPortBase(wiring.Component):
+    """The contract every device memory of the board core keeps; subclasses add the storage.
 
     A read accepted in cycle ``t`` is answered in cycle ``t + 1`` and the response is held until
     taken; a new request is accepted when no response is waiting or it is taken in the same cycle
@@ -27,8 +26,6 @@ class MemoryPort(wiring.Component):
     Parameters
     ----------
     cfg : AccelConfig
-    mem_data : ``memory.MemoryData``
-        ``cfg.mem_words`` words of ``cfg.mem_bus_bits``.
 
     Members
     -------
@@ -37,28 +34,52 @@ class MemoryPort(wiring.Component):
     flush : ``In(1)``
     """
 
-    def __init__(self, cfg: AccelConfig, mem_data: memory.MemoryData):
-        self._data = mem_data
+    def __init__(self, cfg: AccelConfig):
+        self._cfg = cfg
         super().__init__({
             "i_mem_req": In(stream.Signature(bus.mem_req_layout(cfg))),
             "o_mem_rsp": Out(stream.Signature(bus.mem_rsp_layout(cfg))),
             "flush": In(1),
         })
 
+    def handshake(self, m: Module):
+        """Drive ``ready`` and the response's ``valid``; return ``(take_read, take_write)``, the
+        cycles in which the storage must start a read or perform a write."""
+        req, rsp = self.i_mem_req, self.o_mem_rsp
+        m.d.comb += req.ready.eq(~rsp.valid | rsp.ready)
+        take = req.valid & req.ready
+        take_read, take_write = take & ~req.p.we, take & req.p.we
+        with m.If(take_read):
+            m.d.sync += rsp.valid.eq(1)
+        with m.Elif(rsp.ready | self.flush):
+            m.d.sync += rsp.valid.eq(0)
+        return take_read, take_write
+
+
+class MemoryPort(MemoryPortBase):
+    """Device memory in one ``lib.memory.Memory`` (one read port, one write port), with
+    :class:`MemoryPortBase`'s contract.
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+    mem_data : ``memory.MemoryData``
+        ``cfg.mem_words`` words of ``cfg.mem_bus_bits``.
+    """
+
+    def __init__(self, cfg: AccelConfig, mem_data: memory.MemoryData):
+        self._data = mem_data
+        super().__init__(cfg)
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.mem = mem = memory.Memory(data=self._data)
         rd, wr = mem.read_port(), mem.write_port()
-        req, rsp = self.i_mem_req, self.o_mem_rsp
-        m.d.comb += req.ready.eq(~rsp.valid | rsp.ready)
-        take = req.valid & req.ready
-        m.d.comb += [rd.addr.eq(req.p.addr), rd.en.eq(take & ~req.p.we),
-                     wr.addr.eq(req.p.addr), wr.data.eq(req.p.wdata), wr.en.eq(take & req.p.we),
-                     rsp.p.rdata.eq(rd.data)]
-        with m.If(take & ~req.p.we):
-            m.d.sync += rsp.valid.eq(1)
-        with m.Elif(rsp.ready | self.flush):
-            m.d.sync += rsp.valid.eq(0)
+        req = self.i_mem_req
+        take_read, take_write = self.handshake(m)
+        m.d.comb += [rd.addr.eq(req.p.addr), rd.en.eq(take_read),
+                     wr.addr.eq(req.p.addr), wr.data.eq(req.p.wdata), wr.en.eq(take_write),
+                     self.o_mem_rsp.p.rdata.eq(rd.data)]
         return m
 
 
@@ -83,7 +104,7 @@ class FpgaDevice(wiring.Component):
     rx_fifo_depth : int
         Bytes of receive buffering.
     memory_port : wiring.Component or None
-        The device memory: a component with :class:`MemoryPort`'s members and contract. None (the
+        The device memory: a :class:`MemoryPortBase` subclass. None (the
         default) builds a :class:`MemoryPort` over ``mem_data``; boards pass a vendor memory (e.g.
         ``hw.board.Ice40SpramPort``).
 

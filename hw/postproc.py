@@ -4,7 +4,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import bus, isa
-from .params import ACC_WIDTH, AccelConfig
+from .params import ACC_WIDTH, ACT_WIDTH, AccelConfig
 
 __all__ = ["PostProc", "Requantizer", "SerialRequantizer"]
 
@@ -201,17 +201,18 @@ class SerialRequantizer(Requantizer):
         for ln in range(lanes):
             x = Signal(signed(ACC_WIDTH), name=f"s1_x{ln}")
             mcand = Signal(signed(ACC_WIDTH), name=f"mcand{ln}")
-            m.d.comb += x.eq(pick(self.i_acc, ld_g, ln, "s1_acc") + pick(self.bias, ld_g, ln, "s1_bias"))
+            m.d.comb += x.eq(pick(self.i_acc, ld_g, ln, "s1_acc")
+                             + pick(self.bias, ld_g, ln, "s1_bias"))
             with m.If(load):
                 m.d.sync += mcand.eq(x)
             # prod = mcand * mult + 2**30, so that srdhm = prod >> 31 (see _lean_srdhm).
-            prod = self._multiplier(m, load, pick(self.mult, ld_g, ln, "s1_mult"), mcand, mul_last, bits,
-                                    steps, ln)
+            prod = self._multiplier(m, load, pick(self.mult, ld_g, ln, "s1_mult"), mcand,
+                                    mul_last, bits, steps, ln)
             s3_q = Signal(signed(ACC_WIDTH + 1), name=f"s3_q{ln}")   # unsaturated srdhm
             m.d.sync += s3_q.eq(_lean_srdhm(prod))
-            y = Signal(signed(8), name=f"s3_out{ln}")
-            _lean_shift_clamp(m, s3_q, pick(self.shift, s3_g, ln, "s3_shift"), self.zp_out, self.relu, y,
-                              f"s3_{ln}")
+            y = Signal(signed(ACT_WIDTH), name=f"s3_out{ln}")
+            _lean_shift_clamp(m, s3_q, pick(self.shift, s3_g, ln, "s3_shift"), self.zp_out,
+                              self.relu, y, f"s3_{ln}")
             with m.If(s3_valid):
                 with m.Switch(s3_g):
                     for k in range(groups):

@@ -121,7 +121,8 @@ class SimDevice(wiring.Component):
         See :class:`MemoryModel`.
 
     The ``sync`` domain's reset (port ``rst``) resets the device and memory model one cycle after it
-    is driven; device memory contents are kept. Every input is registered once before use (so each takes effect one cycle after it is driven):
+    is driven; device memory contents are kept. Every input is registered once before use (so each
+    takes effect one cycle after it is driven):
     with no combinational path from a port, Verilator evaluates the logic once per clock edge.
     """
 

@@ -29,11 +29,7 @@ from pathlib import Path
 
 from amaranth import ClockSignal, Instance, Module
 from amaranth.back import verilog
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
-
-from stamen.hw import bus
-from stamen.hw.fpga_device import FpgaDevice
+from stamen.hw.fpga_device import FpgaDevice, MemoryPortBase
 from stamen.hw.params import PRESETS, AccelConfig
 from stamen.hw.top import Accelerator
 
@@ -55,31 +51,17 @@ endmodule
 """
 
 
-class _StubMemoryPort(wiring.Component):
+class _StubMemoryPort(MemoryPortBase):
     """``fpga_device.MemoryPort`` with the memory replaced by the black box ``stub_ram``."""
-
-    def __init__(self, cfg: AccelConfig):
-        self._cfg = cfg
-        super().__init__({
-            "i_mem_req": In(stream.Signature(bus.mem_req_layout(cfg))),
-            "o_mem_rsp": Out(stream.Signature(bus.mem_rsp_layout(cfg))),
-            "flush": In(1),
-        })
 
     def elaborate(self, platform):
         m = Module()
-        req, rsp = self.i_mem_req, self.o_mem_rsp
-        m.d.comb += req.ready.eq(~rsp.valid | rsp.ready)
-        take = req.valid & req.ready
+        req = self.i_mem_req
+        take_read, take_write = self.handshake(m)
         m.submodules.ram = Instance(
             "stub_ram", p_AW=self._cfg.mem_addr_width, p_DW=self._cfg.mem_bus_bits,
-            i_clk=ClockSignal(),
-            i_re=take & ~req.p.we, i_we=take & req.p.we, i_addr=req.p.addr,
-            i_wdata=req.p.wdata, o_rdata=rsp.p.rdata)
-        with m.If(take & ~req.p.we):
-            m.d.sync += rsp.valid.eq(1)
-        with m.Elif(rsp.ready | self.flush):
-            m.d.sync += rsp.valid.eq(0)
+            i_clk=ClockSignal(), i_re=take_read, i_we=take_write, i_addr=req.p.addr,
+            i_wdata=req.p.wdata, o_rdata=self.o_mem_rsp.p.rdata)
         return m
 
 

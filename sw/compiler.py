@@ -399,6 +399,16 @@ class Program:
         raw = np.asarray(mem, np.uint8)[o0:o0 + m * np_ * dt.itemsize]
         return raw.view(dt).reshape(m, np_)[:, :n].astype(self.output_dtype)
 
+    def result_ranges(self) -> list[tuple[int, int]]:
+        """Return the ``(start word, words)`` ranges of device memory that hold the output and the
+        PERF snapshots: all a backend must read back after a run."""
+        bb = self.cfg.mem_bus_bytes
+        m, _ = self.output_shape
+        out_bytes = m * self._meta["out_np"] * np.dtype(self.output_dtype).itemsize
+        perf_words = (len(self.layers) + 1) * isa.perf_words(self.cfg)
+        return [(self._meta["out_addr"], -(-out_bytes // bb)),
+                (self._meta["perf_addr"], perf_words)]
+
     def read_perf(self, mem: np.ndarray) -> list[dict[str, int]]:
         """Return the PERF snapshots (``len(layers) + 1`` of them) from a memory image.
 

@@ -281,7 +281,7 @@ class Device:
     def _run_verilator(self, items) -> list:
         from stamen.verif.device_job import Job, run_jobs
         jobs = [Job(prog.memory_image(x), prog.prog_addr, prog.used_words,
-                    [(0, prog.used_words)], self.mem_latency, self.mem_stall, self.max_cycles)
+                    prog.result_ranges(), self.mem_latency, self.mem_stall, self.max_cycles)
                 for prog, x in items]
         results = run_jobs(self.cfg, jobs, log=self.log)
         return [self._outcome(prog, res, job.read_ranges, "the simulated device")
@@ -295,7 +295,7 @@ class Device:
         with open_port(self.port, self.baud) as stream:
             client = BridgeClient(stream, self.cfg, timeout=self.timeout)
             for prog, x in items:
-                ranges = _result_ranges(prog)
+                ranges = prog.result_ranges()
                 if self.log:
                     self.log(f"uploading {prog.used_words} words and running on the board")
                 res = run_on_bridge(client, self.cfg, prog.memory_image(x), prog.prog_addr,
@@ -322,16 +322,6 @@ class Device:
         for (start, _), blob in zip(ranges, res.reads):
             mem[start * bb:start * bb + len(blob)] = blob
         return mem, res.perf, res.wall_s
-
-
-def _result_ranges(prog) -> list[tuple[int, int]]:
-    """Return the ``(start word, words)`` ranges holding a program's output and PERF snapshots."""
-    cfg, meta = prog.cfg, prog.layout
-    bb = cfg.mem_bus_bytes
-    m, _ = prog.output_shape
-    out_bytes = m * meta["out_np"] * np.dtype(prog.output_dtype).itemsize
-    perf_words = (len(prog.layers) + 1) * isa.perf_words(cfg)
-    return [(meta["out_addr"], -(-out_bytes // bb)), (meta["perf_addr"], perf_words)]
 
 
 _FAULT_TEXT = {

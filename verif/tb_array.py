@@ -12,19 +12,16 @@ import os
 
 import cocotb
 import numpy as np
-from amaranth.hdl import signed
 from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
+from stamen.hw.pe_array import acts_layout, psums_layout, wts_layout
 from stamen.sw import golden
 
 
 def _layouts(rows: int, cols: int):
-    wts = data.StructLayout({"bank": 1, "row": data.ArrayLayout(signed(8), cols)})
-    acts = data.StructLayout({"bank": 1, "row": data.ArrayLayout(signed(9), rows)})
-    psums = data.ArrayLayout(signed(32), cols)
-    return wts, acts, psums
+    return wts_layout(cols), acts_layout(rows), psums_layout(cols)
 
 
 @cocotb.test()
