@@ -14,13 +14,36 @@ Semantics (``R = cfg.rows``, ``C = cfg.cols``; spads and row contents as in ``hw
 ``MATMUL`` (:class:`MatmulArgs`), ``k_tiles`` weight tiles of ``R`` rows each::
 
     for kt in range(k_tiles):
-        W = wt[wt_addr + kt*R : wt_addr + (kt+1)*R]                 # R x C int8
+        w0 = wt_addr if wt_repeat else wt_addr + kt*R
+        W = wt[w0 : w0 + R]                                          # R x C int8
         for i in range(m):
-            a = act[act_addr + kt*act_stride + i] - zp              # R values, 9-bit signed
+            a = act[act_row(kt, i)] - zp                             # R values, 9-bit signed
             p = a @ W                                                # C int32
-            acc[acc_addr + i] = p + (acc[acc_addr + i] if accumulate or kt > 0 else 0)
+            if not (accumulate or kt > 0):
+                acc[acc_addr + i] = p
+            elif acc_max:
+                acc[acc_addr + i] = maximum(acc[acc_addr + i], p)    # per column
+            else:
+                acc[acc_addr + i] = acc[acc_addr + i] + p
 
-    Accumulation wraps modulo 2**32.
+    Accumulation wraps modulo 2**32. The activation row comes from the address generator, whose
+    strides and wrap counts the last ``LOOP`` set (``//`` and ``%`` by a wrap count of 0 mean the
+    level never wraps: ``t // 0 = 0``, ``t % 0 = t``)::
+
+        def act_row(kt, i):
+            t0, t1, t2 = kt % k_wrap0, (kt // k_wrap0) % k_wrap1, kt // (k_wrap0 * k_wrap1)
+            i0, i1 = i % m_wrap, i // m_wrap
+            return (act_addr + t0*act_stride + t1*k_stride1 + t2*k_stride2
+                    + i0*m_stride + i1*m_stride1)
+
+    With the values ``start`` resets the generator to (all 0 but ``m_stride = 1``) this is
+    ``act_addr + kt*act_stride + i``. A convolution uses the levels as kernel column / kernel
+    row / channel chunk (``kt``) and output column / output row (``i``), so the array walks the
+    input window in the act spad without im2col copies. An act row at or beyond the act spad
+    depth is detected as it is read: the MATMUL completes (the ACC rows it wrote are undefined)
+    and then halts with ``SPAD_RANGE``; the other ranges are checked before it starts.
+``LOOP`` (:class:`LoopArgs`): sets the activation address generator of later MATMULs (above);
+    retires in its dispatch cycle.
 ``REQUANT`` (:class:`RequantArgs`): ``bias, mult, shift = param[param_addr : param_addr + 3]``, then
     ``out[out_addr + i] = golden.requantize(acc[acc_addr + i] + bias, mult, shift, zp_out, relu)``
     for ``i in range(rows)``; a shift outside ``0..31`` halts with ``BAD_PARAM``.
@@ -37,7 +60,8 @@ from amaranth.hdl import Shape, signed
 from amaranth.lib import data, enum
 
 __all__ = ["INSTR_BITS", "Opcode", "Spad", "ErrorCode", "Deps", "DmaArgs", "MatmulArgs",
-           "RequantArgs", "PerfArgs", "Args", "Instr", "Status", "PERF_COUNTERS",
+           "RequantArgs", "PerfArgs", "LoopArgs", "LOOP_RESET",
+           "ARG_DEFAULTS", "Args", "Instr", "Status", "PERF_COUNTERS",
            "PERF_SLOT_BYTES", "SPAD_ADDR_WIDTH", "encode", "decode", "instr_words",
            "perf_words", "opcode_bits", "OPCODE_ARGS", "ARG_RANGES", "REQUANT_MAX_SHIFT"]
 
@@ -58,6 +82,7 @@ class Opcode(enum.Enum, shape=4):
     SYNC = 5
     PERF = 6
     HALT = 7
+    LOOP = 8
 
 
 class Spad(enum.Enum, shape=3):
@@ -98,7 +123,9 @@ class DmaArgs(data.Struct):
 
 
 class MatmulArgs(data.Struct):
-    """Operands of MATMUL; see the module docstring. ``zp`` is the activation zero point."""
+    """Operands of MATMUL; see the module docstring. ``zp`` is the activation zero point;
+    ``acc_max`` accumulates by per-column maximum instead of sum (max pooling); ``wt_repeat``
+    uses the weight tile at ``wt_addr`` for every ``kt`` (pooling, residual add)."""
     act_addr: SPAD_ADDR_WIDTH
     wt_addr: SPAD_ADDR_WIDTH
     acc_addr: SPAD_ADDR_WIDTH
@@ -107,6 +134,20 @@ class MatmulArgs(data.Struct):
     act_stride: 16
     zp: signed(8)
     accumulate: 1
+    acc_max: 1
+    wt_repeat: 1
+
+
+class LoopArgs(data.Struct):
+    """Operands of LOOP: wrap counts (0: never wraps) and strides, in act rows, of the MATMUL
+    activation address generator; see the module docstring."""
+    k_wrap0: 16
+    k_wrap1: 16
+    k_stride1: 16
+    k_stride2: 16
+    m_wrap: 16
+    m_stride: 16
+    m_stride1: 16
 
 
 class RequantArgs(data.Struct):
@@ -130,6 +171,7 @@ class Args(data.Union):
     matmul: MatmulArgs
     requant: RequantArgs
     perf: PerfArgs
+    loop: LoopArgs
 
 
 class Instr(data.Struct):
@@ -156,7 +198,7 @@ PERF_SLOT_BYTES = 8
 #: Which operand struct each opcode uses (None: no operands).
 OPCODE_ARGS = {Opcode.LOAD: "dma", Opcode.STORE: "dma", Opcode.MATMUL: "matmul",
                Opcode.REQUANT: "requant", Opcode.SYNC: None, Opcode.PERF: "perf",
-               Opcode.HALT: None}
+               Opcode.HALT: None, Opcode.LOOP: "loop"}
 
 
 def _field_range(layout, name):
@@ -171,11 +213,20 @@ ARG_RANGES = {
     "dma": {f: _field_range(DmaArgs, f) for f in ("spad_addr", "rows", "dram_addr", "dram_stride")},
     "matmul": {f: _field_range(MatmulArgs, f) for f in
                ("act_addr", "wt_addr", "acc_addr", "m", "k_tiles", "act_stride", "zp",
-                "accumulate")},
+                "accumulate", "acc_max", "wt_repeat")},
     "requant": {f: _field_range(RequantArgs, f) for f in
                 ("acc_addr", "out_addr", "param_addr", "rows", "zp_out", "relu")},
     "perf": {"dram_addr": _field_range(PerfArgs, "dram_addr")},
+    "loop": {f: _field_range(LoopArgs, f) for f in
+             ("k_wrap0", "k_wrap1", "k_stride1", "k_stride2", "m_wrap", "m_stride", "m_stride1")},
 }
+
+#: Operands that :func:`encode` may omit, with the value it then uses.
+ARG_DEFAULTS = {"matmul": {"acc_max": 0, "wt_repeat": 0}}
+
+#: LOOP operands after ``start``: ``act_row(kt, i) = act_addr + kt*act_stride + i``.
+LOOP_RESET = {"k_wrap0": 0, "k_wrap1": 0, "k_stride1": 0, "k_stride2": 0, "m_wrap": 0,
+              "m_stride": 1, "m_stride1": 0}
 
 
 def instr_words(cfg) -> int:
@@ -194,7 +245,8 @@ def encode(opcode: Opcode, **args) -> int:
     Raises
     ------
     ValueError
-        When an operand is missing, unknown, or outside its field's range.
+        When an operand is missing (and not in :data:`ARG_DEFAULTS`), unknown, or outside its
+        field's range.
     """
     opcode = Opcode(opcode)
     kind = OPCODE_ARGS[opcode]
@@ -204,7 +256,7 @@ def encode(opcode: Opcode, **args) -> int:
             raise ValueError(f"{opcode.name} takes no operands, not {sorted(args)!r}")
     else:
         ranges = ARG_RANGES[kind]
-        fields = dict(args)
+        fields = {**ARG_DEFAULTS.get(kind, {}), **args}
         if kind == "dma":
             if "spad" not in fields:
                 raise ValueError(f"{opcode.name} needs operand 'spad'")

@@ -26,7 +26,9 @@ __all__ = ["disassemble", "disassemble_word", "assemble", "to_bytes", "from_byte
 _INSTR_BYTES = isa.INSTR_BITS // 8
 _KIND_FIELDS = {
     "dma": ("spad", "spad_addr", "rows", "dram_addr", "dram_stride"),
-    "matmul": ("act_addr", "wt_addr", "acc_addr", "m", "k_tiles", "act_stride", "zp", "accumulate"),
+    "matmul": ("act_addr", "wt_addr", "acc_addr", "m", "k_tiles", "act_stride", "zp", "accumulate",
+               "acc_max", "wt_repeat"),
+    "loop": ("k_wrap0", "k_wrap1", "k_stride1", "k_stride2", "m_wrap", "m_stride", "m_stride1"),
     "requant": ("acc_addr", "out_addr", "param_addr", "rows", "zp_out", "relu"),
     "perf": ("dram_addr",),
 }
@@ -61,7 +63,10 @@ def fields(word: int) -> tuple[isa.Opcode, dict[str, int]]:
 
 def _fmt_operands(op: isa.Opcode, ops: dict[str, int]) -> str:
     parts = []
+    defaults = isa.ARG_DEFAULTS.get(isa.OPCODE_ARGS[op], {})
     for name, v in ops.items():
+        if defaults.get(name, None) == v:
+            continue                                # optional flags show only when set
         if name == "spad":
             parts.append(f"spad={isa.Spad(v).name}")
         elif name in _HEX_FIELDS:

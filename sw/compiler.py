@@ -65,14 +65,19 @@ _SP = isa.Spad
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One compiled layer: ``kind`` is ``"gemm"`` (int32 output) or ``"linear"`` (int8 output);
-    ``macs = m * k * n`` useful multiply-accumulates."""
+    """One compiled layer: ``kind`` is ``"gemm"`` (int32 output), ``"linear"`` (int8 output) or a
+    graph op kind (``"conv"``, ``"maxpool"``, ``"avgpool"``, ``"add"``); ``macs`` counts useful
+    multiply-accumulates (``m * k * n`` for GEMM and Linear); ``desc`` describes the shape;
+    ``min_dram_bytes`` is the device-memory traffic if every input, weight and output byte moved
+    once (0 when not computed)."""
     name: str
     kind: str
     m: int
     k: int
     n: int
     macs: int
+    desc: str = ""
+    min_dram_bytes: int = 0
 
 
 @dataclass
@@ -327,12 +332,13 @@ class Program:
     """
 
     def __init__(self, cfg: AccelConfig, words: list[int], meta: dict, const: np.ndarray,
-                 ref_layers: list[dict]):
+                 ref_layers: list[dict] | None = None, graph=None):
         self.cfg = cfg
         self.words = list(words)
         self._meta = meta
         self._const = np.asarray(const, dtype=np.uint8)
-        self._ref = ref_layers
+        self._ref = ref_layers or []
+        self.graph = graph
         self.prog_addr = meta["prog_addr"]
         self.used_words = meta["used_words"]
         self.input_shape = tuple(meta["input_shape"])
@@ -367,6 +373,9 @@ class Program:
     def memory_image(self, x: np.ndarray) -> np.ndarray:
         """Return the device-memory image (uint8, ``cfg.mem_bytes``) with code, constants and ``x``.
 
+        Every tensor region is first filled with its zero point (halos and padding channels keep
+        it), then ``x`` is written into the input tensor's interior.
+
         Raises
         ------
         TypeError, ValueError
@@ -378,36 +387,42 @@ class Program:
         mem = np.zeros(cfg.mem_bytes, np.uint8)
         c0 = meta["const_addr"] * bb
         mem[c0:c0 + self._const.size] = self._const
-        m, k = self.input_shape
-        kp = meta["in_kp"]
-        buf = np.full((m, kp), meta["in_zp"], np.int8)
-        buf[:, :k] = x
-        i0 = meta["in_addr"] * bb
-        mem[i0:i0 + buf.size] = buf.reshape(-1).view(np.uint8)
+        for t in meta["fills"]:
+            mem[t["addr"] * bb:(t["addr"] + t["words"]) * bb] = np.uint8(t["zp"] & 0xFF)
+        t = meta["input"]
+        view = self._tensor_view(mem, t)
+        b, h, w, c = t["shape"]
+        (hy, hx) = t["halo"]
+        view[:, hy:hy + h, hx:hx + w, :c] = x.reshape(b, h, w, c)
         code = np.frombuffer(to_bytes(self.words, cfg), np.uint8)
         p0 = self.prog_addr * bb
         mem[p0:p0 + code.size] = code
         return mem
 
+    def _tensor_view(self, mem: np.ndarray, t: dict) -> np.ndarray:
+        """Return the ``[B][Hp][Wp][Cp]`` view of tensor layout ``t`` in a memory image."""
+        bb = self.cfg.mem_bus_bytes
+        b, h, w, _ = t["shape"]
+        (hy, hx) = t["halo"]
+        dt = np.dtype("<i4") if t["itemsize"] == 4 else np.dtype(np.int8)
+        n = b * (h + 2 * hy) * (w + 2 * hx) * t["cp"]
+        raw = np.asarray(mem, np.uint8)[t["addr"] * bb:t["addr"] * bb + n * dt.itemsize]
+        return raw.view(dt).reshape(b, h + 2 * hy, w + 2 * hx, t["cp"])
+
     def read_output(self, mem: np.ndarray) -> np.ndarray:
         """Return the output tensor (unpadded, shape :attr:`output_shape`) from a memory image."""
-        bb = self.cfg.mem_bus_bytes
-        m, n = self.output_shape
-        np_ = self._meta["out_np"]
-        dt = np.dtype("<i4") if self.output_dtype == np.int32 else np.dtype(np.int8)
-        o0 = self._meta["out_addr"] * bb
-        raw = np.asarray(mem, np.uint8)[o0:o0 + m * np_ * dt.itemsize]
-        return raw.view(dt).reshape(m, np_)[:, :n].astype(self.output_dtype)
+        t = self._meta["output"]
+        b, h, w, c = t["shape"]
+        (hy, hx) = t["halo"]
+        y = self._tensor_view(mem, t)[:, hy:hy + h, hx:hx + w, :c]
+        return y.reshape(self.output_shape).astype(self.output_dtype)
 
     def result_ranges(self) -> list[tuple[int, int]]:
         """Return the ``(start word, words)`` ranges of device memory that hold the output and the
         PERF snapshots: all a backend must read back after a run."""
-        bb = self.cfg.mem_bus_bytes
-        m, _ = self.output_shape
-        out_bytes = m * self._meta["out_np"] * np.dtype(self.output_dtype).itemsize
+        t = self._meta["output"]
         perf_words = (len(self.layers) + 1) * isa.perf_words(self.cfg)
-        return [(self._meta["out_addr"], -(-out_bytes // bb)),
-                (self._meta["perf_addr"], perf_words)]
+        return [(t["addr"], t["words"]), (self._meta["perf_addr"], perf_words)]
 
     def read_perf(self, mem: np.ndarray) -> list[dict[str, int]]:
         """Return the PERF snapshots (``len(layers) + 1`` of them) from a memory image.
@@ -429,6 +444,8 @@ class Program:
     def reference(self, x: np.ndarray) -> np.ndarray:
         """Return the golden result for ``x`` (computed with ``sw/golden.py`` only)."""
         y = self._check_x(x)
+        if self.graph is not None:
+            return self.graph.reference(y)
         for layer in self._ref:
             if layer["kind"] == "gemm":
                 y = golden.gemm(y, layer["w"], layer["zp_in"])
@@ -575,10 +592,17 @@ def _compile(layers: list[_Layer], cfg: AccelConfig, m: int) -> Program:
                            f"{len(words) * iw}, data {prog_addr}) but the device has "
                            f"{cfg.mem_words} ({cfg.name})")
     last = layers[-1]
+    kin = int(layers[0].w.shape[0])
+    in_t = {"name": "input", "addr": layers[0].in_addr, "shape": [m, 1, 1, kin],
+            "cp": layers[0].kp, "halo": [0, 0], "zp": layers[0].zp_in, "itemsize": 1,
+            "words": m * layers[0].kp // bb}
+    isz = 4 if last.kind == "gemm" else 1
+    out_t = {"name": last.name, "addr": last.out_addr, "shape": [m, 1, 1, int(last.w.shape[1])],
+             "cp": last.np_, "halo": [0, 0], "zp": 0, "itemsize": isz,
+             "words": -(-m * last.np_ * isz // bb)}
     meta = {
         "prog_addr": prog_addr, "used_words": used, "perf_addr": perf_addr,
-        "const_addr": const_addr, "in_addr": layers[0].in_addr, "in_kp": layers[0].kp,
-        "in_zp": layers[0].zp_in, "out_addr": last.out_addr, "out_np": last.np_,
+        "const_addr": const_addr, "input": in_t, "output": out_t, "fills": [in_t],
         "input_shape": [m, int(layers[0].w.shape[0])],
         "output_shape": [m, int(last.w.shape[1])],
         "output_dtype": "int32" if last.kind == "gemm" else "int8",

@@ -18,7 +18,8 @@ import math
 import numpy as np
 
 __all__ = ["wrap_int32", "gemm", "srdhm", "rounding_shift_right", "requantize",
-           "quantize_multiplier", "linear", "INT32_MIN", "INT32_MAX"]
+           "quantize_multiplier", "linear", "conv2d", "conv2d_requant", "maxpool2d", "avgpool2d",
+           "add", "conv_out_size", "INT32_MIN", "INT32_MAX"]
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -144,3 +145,136 @@ def linear(x: np.ndarray, w: np.ndarray, bias, mult, shift, zp_in: int, zp_out: 
            relu: bool) -> np.ndarray:
     """Return the quantized Linear layer ``requantize(gemm(x, w, zp_in), ...)`` as int8, shape (M, N)."""
     return requantize(gemm(x, w, zp_in), bias, mult, shift, zp_out, relu)
+
+
+# -- convolutional layers (activations NHWC) ---------------------------------------------------------
+def _pair(name: str, v) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        v = (int(v), int(v))
+    if (not isinstance(v, (tuple, list)) or len(v) != 2
+            or not all(isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in v)):
+        raise ValueError(f"{name} must be an int or a pair of ints, not {v!r}")
+    return int(v[0]), int(v[1])
+
+
+def conv_out_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Return the output size of a convolution or pooling window along one axis:
+    ``(size + 2*padding - kernel) // stride + 1`` (floor, as PyTorch)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _windows(x: np.ndarray, kernel, stride, padding, fill: int) -> np.ndarray:
+    """Return the windows of NHWC ``x`` padded with ``fill``: shape (N, OH, OW, KH, KW, C)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
+        raise ValueError(f"Window kernel {kernel} and stride {stride} must be >= 1 and padding "
+                         f"{padding} >= 0")
+    n, h, w, c = x.shape
+    oh, ow = conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"Window {kernel} with padding {padding} does not fit the input "
+                         f"{h}x{w}")
+    xp = np.full((n, h + 2 * ph, w + 2 * pw, c), fill, x.dtype)
+    xp[:, ph:ph + h, pw:pw + w, :] = x
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))  # N,H',W',C,KH,KW
+    win = win[:, :(oh - 1) * sh + 1:sh, :(ow - 1) * sw + 1:sw]
+    return win.transpose(0, 1, 2, 4, 5, 3)
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, zp: int, stride=1, padding=0, groups: int = 1
+           ) -> np.ndarray:
+    """Return the int32 (wrapping) convolution ``sum (x - zp) * w`` of NHWC int8 ``x``.
+
+    Parameters
+    ----------
+    x : int8 array (N, H, W, Cin)
+    w : int8 array (KH, KW, Cin // groups, Cout)
+    zp : int
+        Input zero point; padding holds the real zero, so padded products are 0.
+    stride, padding : int or (int, int)
+    groups : int
+        ``Cin`` and ``Cout`` must be multiples of it; output channel ``o`` reads input channels
+        ``g * Cin/groups .. (g+1) * Cin/groups - 1`` with ``g = o // (Cout/groups)``
+        (``groups == Cin == Cout`` is a depthwise convolution).
+
+    Returns
+    -------
+    int32 array (N, OH, OW, Cout)
+    """
+    x = _check_int8("Conv activations", x)
+    w = _check_int8("Conv weights", w)
+    if x.ndim != 4 or w.ndim != 4:
+        raise ValueError(f"Conv shapes must be (N, H, W, Cin) and (KH, KW, Cin/groups, Cout), "
+                         f"not {x.shape} and {w.shape}")
+    cin, cout = x.shape[3], w.shape[3]
+    if groups < 1 or cin % groups or cout % groups or w.shape[2] * groups != cin:
+        raise ValueError(f"Conv groups={groups} must divide Cin={cin} and Cout={cout} with "
+                         f"weights of {cin // max(groups, 1)} input channels, not {w.shape[2]}")
+    if not -128 <= int(zp) <= 127:
+        raise ValueError(f"Activation zero point must be in [-128, 127], not {zp!r}")
+    win = _windows(x, (w.shape[0], w.shape[1]), _pair("stride", stride),
+                   _pair("padding", padding), int(zp)).astype(np.int64) - int(zp)
+    cg, og = cin // groups, cout // groups
+    outs = []
+    for g in range(groups):
+        xs = win[..., g * cg:(g + 1) * cg].reshape(*win.shape[:3], -1)     # N,OH,OW,KH*KW*cg
+        ws = w[..., g * og:(g + 1) * og].astype(np.int64).reshape(-1, og)
+        outs.append(xs @ ws)
+    return wrap_int32(np.concatenate(outs, axis=-1))
+
+
+def conv2d_requant(x: np.ndarray, w: np.ndarray, bias, mult, shift, zp_in: int, zp_out: int,
+                   relu: bool, stride=1, padding=0, groups: int = 1) -> np.ndarray:
+    """Return the quantized convolution ``requantize(conv2d(x, w, zp_in, ...), ...)`` as int8."""
+    return requantize(conv2d(x, w, zp_in, stride, padding, groups), bias, mult, shift, zp_out,
+                      relu)
+
+
+def maxpool2d(x: np.ndarray, kernel, stride, padding=0) -> np.ndarray:
+    """Return the max over each window of NHWC int8 ``x`` (padding never wins: it is -128 and
+    every window holds at least one input element); scale and zero point are unchanged."""
+    x = _check_int8("Max-pool input", x)
+    if x.ndim != 4:
+        raise ValueError(f"Max-pool input must be NHWC, not shape {x.shape}")
+    win = _windows(x, _pair("kernel", kernel), _pair("stride", stride), _pair("padding", padding),
+                   -128)
+    return win.max(axis=(3, 4)).astype(np.int8)
+
+
+def avgpool2d(x: np.ndarray, kernel, stride, padding, zp_in: int, mult: int, shift: int,
+              zp_out: int) -> np.ndarray:
+    """Return the average pool of NHWC int8 ``x`` as ``requantize(sum(x - zp_in), 0, mult, shift,
+    zp_out, False)`` over each window, padding counted as real zeros (PyTorch's
+    ``count_include_pad=True``); ``mult, shift = quantize_multiplier(s_in / (s_out * KH * KW))``."""
+    x = _check_int8("Avg-pool input", x)
+    if x.ndim != 4:
+        raise ValueError(f"Avg-pool input must be NHWC, not shape {x.shape}")
+    win = _windows(x, _pair("kernel", kernel), _pair("stride", stride), _pair("padding", padding),
+                   int(zp_in))
+    total = (win.astype(np.int64) - int(zp_in)).sum(axis=(3, 4))
+    c = x.shape[3]
+    return requantize(total, np.zeros(c, np.int32), np.full(c, mult, np.int32),
+                      np.full(c, shift, np.int32), zp_out, False)
+
+
+def add(x1: np.ndarray, x2: np.ndarray, zp1: int, zp2: int, w1: int, w2: int, mult: int,
+        shift: int, zp_out: int, relu: bool) -> np.ndarray:
+    """Return the quantized elementwise sum
+    ``requantize((x1 - zp1) * w1 + (x2 - zp2) * w2, 0, mult, shift, zp_out, relu)``.
+
+    ``w1, w2`` are int8 integers with ``w2 / w1 ~= s2 / s1`` and ``mult, shift`` represent
+    ``s1 / (s_out * w1)``, so the result is ``(s1 (x1 - zp1) + s2 (x2 - zp2)) / s_out + zp_out``
+    up to the rounding of the weight ratio (see ``stamen.quantize``).
+    """
+    x1 = _check_int8("Add input 1", x1)
+    x2 = _check_int8("Add input 2", x2)
+    if x1.shape != x2.shape:
+        raise ValueError(f"Add inputs must have equal shapes, not {x1.shape} and {x2.shape}")
+    for name, v in (("w1", w1), ("w2", w2)):
+        if not -128 <= int(v) <= 127:
+            raise ValueError(f"Add weight {name} must be an int8 value, not {v!r}")
+    total = ((x1.astype(np.int64) - int(zp1)) * int(w1) + (x2.astype(np.int64) - int(zp2))
+             * int(w2))
+    c = x1.shape[-1]
+    return requantize(total, np.zeros(c, np.int32), np.full(c, mult, np.int32),
+                      np.full(c, shift, np.int32), zp_out, relu)

@@ -10,7 +10,9 @@ checked in this order, before the instruction touches anything:
 2. an opcode not in :class:`~hw.isa.Opcode` -> ``ILLEGAL_OPCODE``;
 3. a zero count (``rows``, ``m``, ``k_tiles``) or a ``spad`` selector outside :class:`~hw.isa.Spad`
    -> ``BAD_ARG``;
-4. a scratchpad row range beyond the spad depth -> ``SPAD_RANGE``;
+4. a scratchpad row range beyond the spad depth -> ``SPAD_RANGE`` (MATMUL's act rows: after the
+   MATMUL's cycles and MACs are counted, as the device finds them while reading; its zero-gated
+   MACs are then not modelled);
 5. a device-memory word range beyond ``mem_words`` -> ``DRAM_RANGE``;
 6. REQUANT: a shift row entry outside ``0..REQUANT_MAX_SHIFT`` -> ``BAD_PARAM``.
 
@@ -187,6 +189,7 @@ class IsaSim:
             width = cfg.spad_row_bytes(name) // np.dtype(_SPAD_DTYPES[name]).itemsize
             self.spads[name] = np.zeros((cfg.spad_depth(name), width), _SPAD_DTYPES[name])
         self._decoded: dict[int, tuple] = {}
+        self.loop = dict(isa.LOOP_RESET)
 
     # -- decode ---------------------------------------------------------------------------------
     def _decode(self, word: int, pc: int):
@@ -240,6 +243,7 @@ class IsaSim:
         self.counters = ctr
         pc = int(prog_addr)
         fetch = fetch_cycles(cfg)
+        self.loop = dict(isa.LOOP_RESET)                # start resets the address generator
         try:
             while True:
                 if ctr["instructions"] >= max_instructions:
@@ -295,6 +299,9 @@ class IsaSim:
             start = a["dram_addr"] * cfg.mem_bus_bytes
             mem[start:start + len(snap)] = np.frombuffer(snap, np.uint8)
             ctr["cycles"] += perf_cycles(cfg)           # the retire cycle, after the snapshot
+        elif op == isa.Opcode.LOOP:
+            self.loop = dict(a)
+            ctr["cycles"] += misc_cycles(cfg)
         elif op == isa.Opcode.SYNC:
             ctr["cycles"] += misc_cycles(cfg)
         else:   # pragma: no cover - every legal opcode is handled above
@@ -335,30 +342,57 @@ class IsaSim:
         ctr["dram_write_bytes" if store else "dram_read_bytes"] += nbytes
         ctr["cycles"] += (store_cycles if store else load_cycles)(cfg, spad, rows)
 
+    def act_rows(self, a) -> np.ndarray:
+        """Return the ``(k_tiles, m)`` act-spad rows a MATMUL with operands ``a`` reads under the
+        current LOOP state (``hw/isa.py``'s ``act_row``)."""
+        lp = self.loop
+        kt = np.arange(a["k_tiles"], dtype=np.int64)
+        i = np.arange(a["m"], dtype=np.int64)
+        w0, w1, mw = lp["k_wrap0"], lp["k_wrap1"], lp["m_wrap"]
+        t0, rest = (kt % w0, kt // w0) if w0 else (kt, 0 * kt)
+        t1, t2 = (rest % w1, rest // w1) if w1 else (rest, 0 * kt)
+        i0, i1 = (i % mw, i // mw) if mw else (i, 0 * i)
+        tile = a["act_addr"] + t0 * a["act_stride"] + t1 * lp["k_stride1"] + t2 * lp["k_stride2"]
+        return tile[:, None] + (i0 * lp["m_stride"] + i1 * lp["m_stride1"])[None, :]
+
     def _matmul(self, a, pc, ctr):
         cfg = self.cfg
         R, C = cfg.rows, cfg.cols
-        m, kt, stride = a["m"], a["k_tiles"], a["act_stride"]
+        m, kt = a["m"], a["k_tiles"]
         if m == 0 or kt == 0:
             raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc,
                               detail=f"MATMUL m={m} and k_tiles={kt} must be non-zero")
-        act_last = a["act_addr"] + (kt - 1) * stride + m
-        if act_last > cfg.act_spad_depth:
-            raise DeviceError(isa.ErrorCode.SPAD_RANGE, pc=pc,
-                              detail=f"act rows up to {act_last - 1} beyond depth "
-                                     f"{cfg.act_spad_depth}")
-        self._spad_check(pc, "wt", a["wt_addr"], kt * R)
+        wt_rows = R if a["wt_repeat"] else kt * R
+        self._spad_check(pc, "wt", a["wt_addr"], wt_rows)
         self._spad_check(pc, "acc", a["acc_addr"], m)
-        rows_idx = (a["act_addr"] + np.arange(kt)[:, None] * stride + np.arange(m)[None, :])
+        rows_idx = self.act_rows(a)
+        cyc = matmul_cycles(cfg, m, kt)
+        act_last = int(rows_idx.max())
+        if act_last >= cfg.act_spad_depth:             # found as the rows are read: at the end
+            ctr["cycles"] += cyc
+            ctr["compute_cycles"] += cyc - RETIRE_CYCLES
+            ctr["macs"] += m * R * C * kt
+            raise DeviceError(isa.ErrorCode.SPAD_RANGE, pc=pc,
+                              detail=f"act row {act_last} beyond depth {cfg.act_spad_depth}")
         acts = self.spads["act"][rows_idx].astype(np.int64) - a["zp"]      # (kt, m, R)
-        wts = self.spads["wt"][a["wt_addr"]:a["wt_addr"] + kt * R]            # (kt*R, C)
-        a2 = acts.transpose(1, 0, 2).reshape(m, kt * R)
-        # float64 is exact here: |sum| <= 255 * 128 * 65535 * 64 < 2**53.
-        prod = (a2.astype(np.float64) @ wts.astype(np.float64)).astype(np.int64)
+        wts = self.spads["wt"][a["wt_addr"]:a["wt_addr"] + wt_rows]
+        if a["wt_repeat"]:
+            wts = np.tile(wts, (kt, 1))                                      # (kt*R, C)
         acc = self.spads["acc"]
         lo, hi = a["acc_addr"], a["acc_addr"] + m
-        if a["accumulate"]:
-            prod += acc[lo:hi]
+        if a["acc_max"]:
+            # float64 is exact: |a @ W| <= 255 * 128 * R < 2**53.
+            per = np.einsum("tmr,trc->tmc", acts.astype(np.float64),
+                            wts.reshape(kt, R, C).astype(np.float64)).astype(np.int64)
+            prod = per.max(axis=0)
+            if a["accumulate"]:
+                prod = np.maximum(prod, acc[lo:hi])
+        else:
+            a2 = acts.transpose(1, 0, 2).reshape(m, kt * R)
+            # float64 is exact here: |sum| <= 255 * 128 * 65535 * 64 < 2**53.
+            prod = (a2.astype(np.float64) @ wts.astype(np.float64)).astype(np.int64)
+            if a["accumulate"]:
+                prod += acc[lo:hi]
         acc[lo:hi] = golden.wrap_int32(prod)
         ctr["macs"] += m * R * C * kt
         if cfg.zero_gate:
@@ -366,7 +400,6 @@ class IsaSim:
             zw = (wts == 0).reshape(kt, R, C).sum(axis=2)                   # (kt, R)
             nza = m - za.sum(axis=1)                                        # (kt, R)
             ctr["gated_macs"] += int(za.sum()) * C + int((nza * zw).sum())
-        cyc = matmul_cycles(cfg, m, kt)
         ctr["cycles"] += cyc
         ctr["compute_cycles"] += cyc - RETIRE_CYCLES       # the MatmulEngine's busy cycles
 

@@ -57,7 +57,7 @@ def test_line_format():
                                        "dram_stride=2")
 
 
-@pytest.mark.parametrize("opcode", [0, 8, 15])
+@pytest.mark.parametrize("opcode", [0, 9, 15])
 def test_illegal_opcode_prints_as_word(opcode):
     word = opcode | (0xABC << 40)
     text = asm.disassemble([word])

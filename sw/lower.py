@@ -1,0 +1,597 @@
+"""Graph compiler: lowers a :class:`~sw.graph.QuantizedGraph` (convolutions, pooling, residual
+adds, Linear layers) onto the array as one program, with no host round trips between layers.
+
+Device-memory layout (word addresses; ``R, C = cfg.rows, cfg.cols``, ``L = lcm(R, C)``)::
+
+    0            perf area: (len(ops) + 1) PERF snapshots
+    const_addr   per op: weight tiles, requant params
+    tensors      every tensor, NHWC per image with a halo and padded channels (below)
+    prog_addr    the instruction stream (ends with HALT)
+
+Tensors. A tensor of ``B`` images of ``H x W x Ch`` is stored as ``[B][Hp][Wp][Cp]`` int8 with
+``Hp = H + 2*hy``, ``Wp = W + 2*hx`` (the halo is the largest padding its consumers use) and
+``Cp = ceil(Ch / L) * L``. The halo and the padding channels hold the tensor's zero point (the real
+zero) and are written once, in the memory image; producers store only the interior. So a
+convolution's padding is read from memory like any other pixel and the DMA never forms patches.
+
+Ops. Every op is MATMULs into ACC, then one REQUANT to OUT and STOREs of the interior rows:
+
+* ``conv``: for an output tile of ``C`` channels ``n0..n0+C-1`` and a band of ``OHt`` output rows,
+  each needed input chunk of ``R`` channels is loaded once as ``BH = (OHt-1)*sh + KH`` whole padded
+  rows (one LOAD of ``BH * Wp`` act rows: act spad layout ``[chunk][y][x]``), and one MATMUL walks
+  the windows: ``LOOP`` sets the tile levels to kernel column (stride 1), kernel row (stride
+  ``Wp``) and chunk (stride ``BH * Wp``) and the row levels to output column (stride ``sw``) and
+  output row (stride ``sh * Wp``). Weight tiles are ``[chunk][ky][kx]`` ``R x C`` tiles, packed
+  per output tile in device memory, so a group of chunks is one contiguous LOAD. A grouped or
+  depthwise convolution uses only the chunks its output channels read, with block-diagonal tiles.
+  A convolution whose output is ``1 x 1`` (a Linear layer) runs all images of the batch in one
+  MATMUL: the row level walks images instead of pixels.
+* ``avgpool``: a depthwise convolution with diagonal weight 1 (``wt_repeat``: one tile for every
+  tap), requantized by ``1 / (KH*KW)``.
+* ``maxpool``: the same walk with diagonal weight 2, ``zp = -128`` (every operand is
+  ``a + 128 >= 0``) and ``acc_max``; REQUANT with multiplier ``2**30`` and ``zp_out = -128``
+  returns the maximum exactly. Padding needs a halo of -128, i.e. an input zero point of -128.
+* ``add``: two MATMULs with diagonal weights ``w1``, ``w2`` and the two zero points, accumulated.
+
+Tiling per op: output tiles (``C`` channels), bands of ``OHt`` output rows (or groups of images for
+``1 x 1`` outputs) and groups of input chunks, with ``m = OHt * OW`` within ACC and OUT and the
+band and weights within the act and weight scratchpads. The scratchpads act as direct-mapped
+caches of act bands, weight groups and param rows, so resident data is not reloaded. The compiler
+tries band-outer and channel-outer loop orders over candidate tile sizes and keeps the plan with
+the fewest estimated cycles (the ISA simulator's cycle model).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stamen.hw import isa
+from stamen.hw.params import AccelConfig
+
+from . import golden
+from .compiler import LayerInfo, Program, _ceil, _cost, _encode
+from .errors import CompileError
+from .graph import QOp, QuantizedGraph
+from .isasim import fetch_cycles, misc_cycles, perf_cycles
+
+__all__ = ["compile_graph"]
+
+_OP = isa.Opcode
+_SP = isa.Spad
+_M_MAX = isa.ARG_RANGES["matmul"]["m"][1]
+_K_MAX = isa.ARG_RANGES["matmul"]["k_tiles"][1]
+_ROWS_MAX = isa.ARG_RANGES["dma"]["rows"][1]
+_STRIDE_MAX = isa.ARG_RANGES["dma"]["dram_stride"][1]
+_LOOP_MAX = isa.ARG_RANGES["loop"]["m_stride"][1]
+#: Q31 multiplier 0.5: ``srdhm(2 v, MAX_MULT) == v`` exactly (max pooling).
+_HALF_MULT = 1 << 30
+
+
+@dataclass
+class _Tensor:
+    name: str
+    b: int
+    h: int
+    w: int
+    ch: int
+    zp: int
+    cp: int = 0
+    hy: int = 0
+    hx: int = 0
+    addr: int = 0
+
+    @property
+    def hp(self) -> int:
+        return self.h + 2 * self.hy
+
+    @property
+    def wp(self) -> int:
+        return self.w + 2 * self.hx
+
+    def words(self, bb: int) -> int:
+        return self.b * self.hp * self.wp * self.cp // bb
+
+    def layout(self, bb: int) -> dict:
+        return {"name": self.name, "addr": self.addr, "shape": [self.b, self.h, self.w, self.ch],
+                "cp": self.cp, "halo": [self.hy, self.hx], "zp": self.zp, "itemsize": 1,
+                "words": self.words(bb)}
+
+
+@dataclass
+class _Term:
+    """One MATMUL operand stream of an op: an input tensor walked by a window."""
+    src: _Tensor
+    zp: int                       # MATMUL zero point
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int]
+    chunks: dict                  # nt -> list of input chunk indices
+    tiles: dict                   # nt -> int8 (len(chunks), taps, R, C) weight tiles
+    repeat: bool = False          # wt_repeat: one tile per chunk for every tap
+    acc_max: bool = False
+    w_addr: dict = field(default_factory=dict)     # nt -> word address of its packed tiles
+
+
+@dataclass
+class _Op:
+    q: QOp
+    out: _Tensor
+    terms: list[_Term]
+    params: np.ndarray            # (NT, 3, C) int32 bias / mult / shift rows
+    zp_out: int
+    relu: bool
+    p_addr: int = 0
+    plan: dict = field(default_factory=dict)
+
+    @property
+    def batch_rows(self) -> bool:
+        """A 1x1 output: the MATMUL rows walk images, not pixels."""
+        return self.out.h == 1 and self.out.w == 1
+
+
+# -- graph to ops ----------------------------------------------------------------------------------
+def _diag_tiles(cfg, chunks_of, nt_count, taps, value):
+    """Return ``{nt: (len(chunks), taps, R, C)}`` tiles with ``value`` where input channel
+    ``chunk*R + r`` equals output channel ``nt*C + c``."""
+    R, C = cfg.rows, cfg.cols
+    out = {}
+    for nt in range(nt_count):
+        chunks = chunks_of[nt]
+        t = np.zeros((len(chunks), taps, R, C), np.int8)
+        for j, cc in enumerate(chunks):
+            ci = cc * R + np.arange(R)[:, None]
+            co = nt * C + np.arange(C)[None, :]
+            t[j, :] = np.where(ci == co, value, 0).astype(np.int8)
+        out[nt] = t
+    return out
+
+
+def _diag_chunks(cfg, nt_count, cp_in):
+    R, C = cfg.rows, cfg.cols
+    return {nt: list(range((nt * C) // R, min(_ceil((nt + 1) * C, R), cp_in // R)))
+            for nt in range(nt_count)}
+
+
+def _conv_tiles(cfg, q: QOp, cp_in: int, nt_count: int):
+    """Return the chunks each output tile reads and its weight tiles (see the module docstring)."""
+    R, C = cfg.rows, cfg.cols
+    kh, kw, cg, cout = q.w.shape
+    og = cout // q.groups
+    chunks_of, tiles = {}, {}
+    for nt in range(nt_count):
+        co = np.arange(nt * C, (nt + 1) * C)
+        real = co[co < cout]
+        if real.size == 0:
+            chunks_of[nt] = [0]
+            tiles[nt] = np.zeros((1, kh * kw, R, C), np.int8)
+            continue
+        g_lo, g_hi = real[0] // og, real[-1] // og
+        lo, hi = g_lo * cg, (g_hi + 1) * cg                        # input channels read
+        chunks = list(range(lo // R, _ceil(hi, R)))
+        t = np.zeros((len(chunks), kh, kw, R, C), np.int8)
+        for j, cc in enumerate(chunks):
+            ci = cc * R + np.arange(R)
+            for c, o in enumerate(real):
+                g = o // og
+                sel = (ci >= g * cg) & (ci < (g + 1) * cg)
+                if sel.any():
+                    t[j, :, :, sel, c] = q.w[:, :, ci[sel] - g * cg, o].transpose(2, 0, 1)
+        chunks_of[nt] = chunks
+        tiles[nt] = t.reshape(len(chunks), kh * kw, R, C)
+    return chunks_of, tiles
+
+
+def _params(cfg, q: QOp, nt_count: int, bias, mult, shift) -> np.ndarray:
+    C = cfg.cols
+    n = q.out_shape[2]
+    p = np.zeros((nt_count, 3, C), np.int64)
+    for row, v in enumerate((bias, mult, shift)):
+        vp = np.zeros(nt_count * C, np.int64)
+        vp[:n] = np.broadcast_to(np.asarray(v, np.int64), (n,))
+        p[:, row, :] = vp.reshape(nt_count, C)
+    return p.astype(np.int32)
+
+
+def _check_qop(q: QOp, src: list[_Tensor]) -> None:
+    name = f"{q.name} ({q.kind}{', ' + q.torch_op if q.torch_op else ''})"
+    if q.kind not in ("conv", "maxpool", "avgpool", "add"):
+        raise CompileError(f"{name}: op kind must be conv, maxpool, avgpool or add")
+    if q.kind == "add":
+        a, b = src
+        if (a.h, a.w, a.ch) != (b.h, b.w, b.ch):
+            raise CompileError(f"{name}: add inputs must have equal shapes, not "
+                               f"{(a.h, a.w, a.ch)} and {(b.h, b.w, b.ch)}")
+    else:
+        x = src[0]
+        kh, kw = q.kernel
+        (sh, sw), (ph, pw) = q.stride, q.padding
+        if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0 or ph >= kh or pw >= kw:
+            raise CompileError(f"{name}: kernel {q.kernel}, stride {q.stride} and padding "
+                               f"{q.padding} must be >= 1, >= 1 and below the kernel")
+        oh = golden.conv_out_size(x.h, kh, sh, ph)
+        ow = golden.conv_out_size(x.w, kw, sw, pw)
+        if (oh, ow) != tuple(q.out_shape[:2]):
+            raise CompileError(f"{name}: output {q.out_shape[:2]} does not match a {kh}x{kw} "
+                               f"window with stride {q.stride} and padding {q.padding} over "
+                               f"{x.h}x{x.w} (expected {oh}x{ow})")
+        if q.kind == "maxpool" and (ph or pw) and x.zp != -128:
+            raise CompileError(f"{name}: a padded max pool needs an input with zero point -128 "
+                               f"(a non-negative tensor, e.g. after ReLU), not {x.zp}")
+    if q.kind == "conv":
+        kh, kw, cg, cout = q.w.shape
+        if (kh, kw) != tuple(q.kernel) or cg * q.groups != src[0].ch or cout != q.out_shape[2]:
+            raise CompileError(f"{name}: weights {q.w.shape} do not match kernel {q.kernel}, "
+                               f"{src[0].ch} input channels in {q.groups} groups and "
+                               f"{q.out_shape[2]} outputs")
+        if kh * kw * cg > golden.INT32_MAX // (255 * 128):
+            raise CompileError(f"{name}: {kh * kw * cg} products per output is too many for "
+                               f"int32 accumulation")
+
+
+def _lower(graph: QuantizedGraph, cfg: AccelConfig, batch: int):
+    R, C = cfg.rows, cfg.cols
+    L = math.lcm(R, C)
+    h, w, ch = graph.input_shape
+    tensors = {"input": _Tensor("input", batch, h, w, ch, graph.input_zp)}
+    ops = []
+    for q in graph.ops:
+        src = [tensors[t] for t in q.inputs]
+        _check_qop(q, src)
+        oh, ow, oc = q.out_shape
+        out = _Tensor(q.name, batch, oh, ow, oc, q.zp_out)
+        tensors[q.name] = out
+        cp_in = _ceil(src[0].ch, L) * L
+        nt_count = _ceil(oc, L) * L // C
+        if q.kind == "conv":
+            chunks, tiles = _conv_tiles(cfg, q, cp_in, nt_count)
+            terms = [_Term(src[0], q.zp_in[0], q.kernel, q.stride, q.padding, chunks, tiles)]
+            params = _params(cfg, q, nt_count, q.bias, q.mult, q.shift)
+        elif q.kind in ("maxpool", "avgpool"):
+            mx = q.kind == "maxpool"
+            chunks = _diag_chunks(cfg, nt_count, cp_in)
+            tiles = _diag_tiles(cfg, chunks, nt_count, 1, 2 if mx else 1)
+            terms = [_Term(src[0], -128 if mx else q.zp_in[0], q.kernel, q.stride, q.padding,
+                           chunks, tiles, repeat=True, acc_max=mx)]
+            params = (_params(cfg, q, nt_count, 0, _HALF_MULT, 0) if mx else
+                      _params(cfg, q, nt_count, 0, q.mult, q.shift))
+        else:
+            terms = []
+            for x, zp, wv in zip(src, q.zp_in, q.add_w):
+                chunks = _diag_chunks(cfg, nt_count, cp_in)
+                terms.append(_Term(x, zp, (1, 1), (1, 1), (0, 0), chunks,
+                                   _diag_tiles(cfg, chunks, nt_count, 1, wv)))
+            params = _params(cfg, q, nt_count, 0, q.mult, q.shift)
+        for t in terms:
+            t.src.hy = max(t.src.hy, t.pad[0])
+            t.src.hx = max(t.src.hx, t.pad[1])
+        mx = q.kind == "maxpool"
+        ops.append(_Op(q, out, terms, params, -128 if mx else q.zp_out,
+                       bool(q.relu) and not mx))
+    for t in tensors.values():
+        t.cp = _ceil(t.ch, L) * L
+    return tensors, ops
+
+
+# -- code generation -------------------------------------------------------------------------------
+def _tiles_of(op: _Op, cfg: AccelConfig, oht: int, nbt: int):
+    """Return the output tiles ``(b0, nb, oy0, rows)`` of an op: bands of ``oht`` output rows per
+    image, or groups of ``nbt`` images for a 1x1 output."""
+    o = op.out
+    if op.batch_rows:
+        return [(b0, min(nbt, o.b - b0), 0, 1) for b0 in range(0, o.b, nbt)]
+    return [(b, 1, y0, min(oht, o.h - y0)) for b in range(o.b) for y0 in range(0, o.h, oht)]
+
+
+def _gen_op(op: _Op, cfg: AccelConfig, plan: dict, state: dict):
+    """Yield ``(opcode, operands)`` of one op under ``plan`` (see the module docstring);
+    ``state`` carries the LOOP registers and the scratchpad caches across ops."""
+    R, C, bb = cfg.rows, cfg.cols, cfg.mem_bus_bytes
+    o = op.out
+    nt_count = len(op.params)
+    ow = o.w
+    tiles = _tiles_of(op, cfg, plan["oht"], plan["nbt"])
+    cgc = plan["cg"]                                 # input chunks per MATMUL (non-repeat)
+    act_cache, wt_cache, par_cache = state["act"], state["wt"], state["param"]
+    act_slot_rows, wt_slot_rows = plan["act_slot"], plan["wt_slot"]
+    act_slots = cfg.act_spad_depth // act_slot_rows
+    wt_slots = cfg.wt_spad_depth // wt_slot_rows
+    par_slots = cfg.param_spad_depth // 3
+    prow_words = cfg.spad_row_words("param")
+    out_pix = o.cp // bb
+    order = ([(t, nt) for t in tiles for nt in range(nt_count)] if plan["order"] == "band"
+             else [(t, nt) for nt in range(nt_count) for t in tiles])
+    for (b0, nb, oy0, oht), nt in order:
+        first = True
+        m = nb if op.batch_rows else oht * ow
+        for ti, term in enumerate(op.terms):
+            x = term.src
+            (kh, kw), (sh, sw), (ph, pw) = term.kernel, term.stride, term.pad
+            pix = x.cp // bb
+            if op.batch_rows:
+                rows_per_chunk = nb * x.hp * x.wp
+                y0 = 0
+                loop = dict(k_wrap0=kw, k_wrap1=kh, k_stride1=x.wp, k_stride2=rows_per_chunk,
+                            m_wrap=0, m_stride=x.hp * x.wp, m_stride1=0)
+            else:
+                bh = (oht - 1) * sh + kh
+                rows_per_chunk = bh * x.wp
+                y0 = oy0 * sh + x.hy - ph
+                loop = dict(k_wrap0=kw, k_wrap1=kh, k_stride1=x.wp, k_stride2=rows_per_chunk,
+                            m_wrap=ow, m_stride=sw, m_stride1=sh * x.wp)
+            chunks = term.chunks[nt]
+            step = 1 if term.repeat else cgc
+            for j0 in range(0, len(chunks), step):
+                grp = chunks[j0:j0 + step]
+                # activations: one LOAD per chunk of the band
+                akey = (x.name, b0, y0, rows_per_chunk, tuple(grp))
+                aslot = _slot(act_cache, akey, act_slots)
+                abase = aslot * act_slot_rows
+                if act_cache.get(aslot) != akey:
+                    act_cache[aslot] = akey
+                    for j, cc in enumerate(grp):
+                        yield _OP.LOAD, (("spad", _SP.ACT), ("spad_addr", abase + j * rows_per_chunk),
+                                         ("rows", rows_per_chunk),
+                                         ("dram_addr", x.addr + ((b0 * x.hp + y0) * x.wp) * pix
+                                          + cc * R // bb),
+                                         ("dram_stride", pix))
+                # weights: the group's tiles are contiguous
+                taps = 1 if term.repeat else kh * kw
+                wkey = (o.name, ti, nt, j0, len(grp))
+                wslot = _slot(wt_cache, wkey, wt_slots)
+                wbase = wslot * wt_slot_rows
+                if wt_cache.get(wslot) != wkey:
+                    wt_cache[wslot] = wkey
+                    yield _OP.LOAD, (("spad", _SP.WT), ("spad_addr", wbase),
+                                     ("rows", len(grp) * taps * R),
+                                     ("dram_addr", term.w_addr[nt] + j0 * taps * R * C // bb),
+                                     ("dram_stride", C // bb))
+                if state["loop"] != loop:
+                    state["loop"] = loop
+                    yield _OP.LOOP, tuple(loop.items())
+                yield _OP.MATMUL, (("act_addr", abase + x.hx - pw), ("wt_addr", wbase),
+                                   ("acc_addr", 0), ("m", m), ("k_tiles", len(grp) * kh * kw),
+                                   ("act_stride", 1), ("zp", term.zp),
+                                   ("accumulate", int(not first)),
+                                   ("acc_max", int(term.acc_max)),
+                                   ("wt_repeat", int(term.repeat)))
+                first = False
+        pkey = (o.name, nt)
+        pslot = _slot(par_cache, pkey, par_slots)
+        if par_cache.get(pslot) != pkey:
+            par_cache[pslot] = pkey
+            yield _OP.LOAD, (("spad", _SP.PARAM), ("spad_addr", 3 * pslot), ("rows", 3),
+                             ("dram_addr", op.p_addr + 3 * nt * prow_words),
+                             ("dram_stride", prow_words))
+        yield _OP.REQUANT, (("acc_addr", 0), ("out_addr", 0), ("param_addr", 3 * pslot),
+                            ("rows", m), ("zp_out", op.zp_out), ("relu", int(op.relu)))
+        ch_off = nt * C // bb
+        if op.batch_rows:
+            yield _OP.STORE, (("spad", _SP.OUT), ("spad_addr", 0), ("rows", nb),
+                              ("dram_addr", o.addr + ((b0 * o.hp + o.hy) * o.wp + o.hx) * out_pix
+                               + ch_off),
+                              ("dram_stride", o.hp * o.wp * out_pix))
+        elif o.hx == 0:
+            yield _OP.STORE, (("spad", _SP.OUT), ("spad_addr", 0), ("rows", m),
+                              ("dram_addr", o.addr + ((b0 * o.hp + o.hy + oy0) * o.wp) * out_pix
+                               + ch_off),
+                              ("dram_stride", out_pix))
+        else:
+            for r in range(oht):
+                yield _OP.STORE, (("spad", _SP.OUT), ("spad_addr", r * ow), ("rows", ow),
+                                  ("dram_addr", o.addr + ((b0 * o.hp + o.hy + oy0 + r) * o.wp
+                                                          + o.hx) * out_pix + ch_off),
+                                  ("dram_stride", out_pix))
+
+
+def _slot(cache: dict, key, slots: int) -> int:
+    """Return the slot of ``key`` in a direct-mapped cache: where it already is, else the
+    least recently filled slot (round robin)."""
+    for s, k in cache.items():
+        if k == key and s < slots:
+            return s
+    nxt = cache.get("_next", 0) % slots
+    cache["_next"] = nxt + 1
+    return nxt
+
+
+def _estimate(cfg: AccelConfig, op, ops: tuple) -> int:
+    d = dict(ops)
+    if op in (_OP.LOAD, _OP.STORE):
+        return _cost(cfg, op, d["spad"], d["rows"], 0)
+    if op == _OP.MATMUL:
+        return _cost(cfg, op, None, d["m"], d["k_tiles"])
+    if op == _OP.REQUANT:
+        return _cost(cfg, op, None, d["rows"], 0)
+    return _cost(cfg, op, None, 0, 0)
+
+
+def _plans(op: _Op, cfg: AccelConfig) -> list[dict]:
+    """Return the candidate plans of an op that fit the scratchpads and ISA fields."""
+    R = cfg.rows
+    o = op.out
+    cap = min(cfg.acc_spad_depth, cfg.out_spad_depth, _M_MAX)
+    if op.batch_rows:
+        shapes = sorted({min(o.b, cap, _ceil(o.b, d)) for d in (1, 2, 4, 8, 16)}, reverse=True)
+        bands = [(1, nbt) for nbt in shapes]
+    else:
+        hmax = max(1, min(o.h, cap // o.w))
+        bands = [(oht, 1) for oht in sorted({max(1, _ceil(o.h, d)) for d in range(1, 9)}
+                                            | {hmax}, reverse=True) if oht <= hmax]
+        if o.w > cap:
+            raise CompileError(f"{op.q.name}: an output row of {o.w} pixels exceeds the ACC/OUT "
+                               f"scratchpads ({cap} rows)")
+    plans = []
+    for oht, nbt in bands:
+        for t in op.terms:
+            x = t.src
+            if max(x.wp, t.kernel[0] * x.wp) > _LOOP_MAX:
+                raise CompileError(f"{op.q.name}: an input row of {x.wp} pixels exceeds the "
+                                   f"address generator's strides ({_LOOP_MAX})")
+        # rows per chunk of each term, and the largest group of chunks that fits
+        need = []
+        for t in op.terms:
+            x = t.src
+            rpc = (nbt * x.hp * x.wp if op.batch_rows
+                   else ((oht - 1) * t.stride[0] + t.kernel[0]) * x.wp)
+            need.append(rpc)
+        max_rpc = max(need)
+        if max_rpc > min(cfg.act_spad_depth, _ROWS_MAX, _LOOP_MAX):
+            continue
+        max_chunks = max(len(c) for t in op.terms for c in t.chunks.values())
+        taps_max = max((1 if t.repeat else t.kernel[0] * t.kernel[1]) for t in op.terms)
+        kk = max(t.kernel[0] * t.kernel[1] for t in op.terms)
+        cg_fit = min(max_chunks, cfg.act_spad_depth // max_rpc,
+                     cfg.wt_spad_depth // (taps_max * R), _K_MAX // kk,
+                     _ROWS_MAX // (taps_max * R))
+        if cg_fit < 1:
+            continue
+        for cg in sorted({cg_fit, _ceil(cg_fit, 2)}):
+            # a repeat term loads one chunk at a time
+            act_slot = max(max_rpc * (1 if t.repeat else min(cg, max(len(c) for c in t.chunks.values())))
+                           for t in op.terms)
+            wt_slot = max((1 if t.repeat else min(cg, max(len(c) for c in t.chunks.values()))) *
+                          (1 if t.repeat else t.kernel[0] * t.kernel[1]) * R for t in op.terms)
+            for order in ("band", "channel"):
+                plans.append({"oht": oht, "nbt": nbt, "cg": cg, "order": order,
+                              "act_slot": act_slot, "wt_slot": wt_slot})
+    if not plans:
+        raise CompileError(f"{op.q.name}: no tiling fits the scratchpads (act "
+                           f"{cfg.act_spad_depth}, wt {cfg.wt_spad_depth}, acc "
+                           f"{cfg.acc_spad_depth}, out {cfg.out_spad_depth} rows): one output "
+                           f"row needs {max(t.kernel[0] * t.src.wp for t in op.terms)} act rows "
+                           f"per input chunk")
+    return plans
+
+
+def _fresh_state() -> dict:
+    return {"loop": dict(isa.LOOP_RESET), "act": {}, "wt": {}, "param": {}}
+
+
+def _copy_state(state: dict) -> dict:
+    return {"loop": dict(state["loop"]), "act": dict(state["act"]), "wt": dict(state["wt"]),
+            "param": dict(state["param"])}
+
+
+def _choose(op: _Op, cfg: AccelConfig, state: dict) -> tuple[dict, list]:
+    best = None
+    for plan in _plans(op, cfg):
+        st = _copy_state(state)
+        instrs = list(_gen_op(op, cfg, plan, st))
+        cost = sum(_estimate(cfg, o, a) for o, a in instrs)
+        key = (cost, len(instrs))
+        if best is None or key < best[0]:
+            best = (key, plan, instrs, st)
+    (cost, _), plan, instrs, st = best
+    state.clear()
+    state.update(st)
+    return {**plan, "est_cycles": cost, "n_instr": len(instrs)}, instrs
+
+
+def _layer_info(op: _Op, batch: int) -> LayerInfo:
+    q = op.q
+    x = op.terms[0].src
+    oh, ow, oc = q.out_shape
+    if q.kind == "conv":
+        kh, kw, cg, _ = q.w.shape
+        k = kh * kw * cg
+    elif q.kind == "add":
+        k = 2
+    else:
+        k = q.kernel[0] * q.kernel[1]
+    desc = f"{x.h}x{x.w}x{x.ch}->{oh}x{ow}x{oc}"
+    if q.kind != "add":
+        desc += f" k{q.kernel[0]}x{q.kernel[1]}s{q.stride[0]}"
+        if q.groups > 1:
+            desc += f"g{q.groups}"
+    in_bytes = sum(t.src.b * t.src.h * t.src.w * t.src.ch for t in op.terms)
+    w_bytes = q.w.size if q.w is not None else 0
+    min_bytes = in_bytes + w_bytes + batch * oh * ow * oc
+    return LayerInfo(name=q.name, kind=q.kind, m=batch * oh * ow, k=k, n=oc,
+                     macs=op.q.macs_per_image * batch, desc=desc, min_dram_bytes=min_bytes)
+
+
+def compile_graph(graph: QuantizedGraph, cfg: AccelConfig, batch: int = 1) -> Program:
+    """Compile a quantized graph for ``batch`` images into one program.
+
+    The program's input is int8 NHWC ``(batch, H, W, C)`` (``graph.quantize_input``) and its output
+    int8 NHWC ``(batch, OH, OW, OC)``.
+
+    Raises
+    ------
+    CompileError
+        Naming the op and the limit (scratchpads, address generator, device memory) or an
+        unsupported arrangement.
+    """
+    if not isinstance(cfg, AccelConfig):
+        raise TypeError(f"Compiler config must be an AccelConfig, not {cfg!r}")
+    if not isinstance(graph, QuantizedGraph):
+        raise TypeError(f"compile_graph needs a QuantizedGraph, not {type(graph).__name__}")
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise CompileError(f"Batch size must be a positive integer, not {batch!r}")
+    batch = int(batch)
+    R, C, bb = cfg.rows, cfg.cols, cfg.mem_bus_bytes
+    tensors, ops = _lower(graph, cfg, batch)
+
+    # -- layout: perf, constants, tensors
+    pw = isa.perf_words(cfg)
+    perf_addr = 0
+    addr = perf_addr + (len(ops) + 1) * pw
+    const_addr = addr
+    chunks = []
+    for op in ops:
+        for t in op.terms:
+            for nt in range(len(op.params)):
+                blob = np.ascontiguousarray(t.tiles[nt]).reshape(-1).view(np.uint8)
+                t.w_addr[nt] = addr
+                chunks.append(blob)
+                addr += blob.size // bb
+        op.p_addr = addr
+        blob = np.ascontiguousarray(op.params).reshape(-1).view(np.uint8)
+        chunks.append(blob)
+        addr += blob.size // bb
+    const = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
+    for t in tensors.values():
+        t.addr = addr
+        addr += t.words(bb)
+        if t.cp // bb > _STRIDE_MAX:
+            raise CompileError(f"{t.name}: a pixel of {t.cp} channels exceeds the largest DMA "
+                               f"stride ({_STRIDE_MAX} words)")
+    if addr > cfg.mem_words:
+        raise CompileError(f"Program data needs {addr} words of device memory (weights, params "
+                           f"and {len(tensors)} tensors for batch {batch}) but the device has "
+                           f"{cfg.mem_words} ({cfg.name})")
+
+    # -- plan and emit
+    state = _fresh_state()
+    words = [_encode(_OP.PERF, (("dram_addr", perf_addr),))]
+    est = perf_cycles(cfg) + fetch_cycles(cfg)
+    for i, op in enumerate(ops):
+        op.plan, instrs = _choose(op, cfg, state)
+        est += op.plan["est_cycles"]
+        words.extend(_encode(o, a) for o, a in instrs)
+        words.append(_encode(_OP.PERF, (("dram_addr", perf_addr + (i + 1) * pw),)))
+        est += perf_cycles(cfg) + fetch_cycles(cfg)
+    words.append(_encode(_OP.HALT, ()))
+    est += misc_cycles(cfg) + fetch_cycles(cfg)
+    prog_addr = addr
+    used = prog_addr + len(words) * isa.instr_words(cfg)
+    if used > cfg.mem_words:
+        raise CompileError(f"Program needs {used} words of device memory (code "
+                           f"{len(words) * isa.instr_words(cfg)}, data {prog_addr}) but the "
+                           f"device has {cfg.mem_words} ({cfg.name})")
+    out = tensors[graph.output]
+    meta = {
+        "prog_addr": prog_addr, "used_words": used, "perf_addr": perf_addr,
+        "const_addr": const_addr,
+        "input": tensors["input"].layout(bb), "output": out.layout(bb),
+        "fills": [t.layout(bb) for t in tensors.values()],
+        "input_shape": [batch, *graph.input_shape],
+        "output_shape": [batch, *graph.output_shape],
+        "output_dtype": "int8",
+        "config_hash": cfg.config_hash, "est_cycles": est,
+        "layers": [vars(_layer_info(op, batch)) for op in ops],
+        "tensors": [{"name": op.q.name, **{k: v for k, v in op.plan.items()}} for op in ops],
+    }
+    return Program(cfg, words, meta, const, graph=graph)
