@@ -470,6 +470,10 @@ class Program:
             for key in ("w", "bias", "mult", "shift"):
                 if layer.get(key) is not None:
                     arrays[f"layer{i}_{key}"] = layer[key]
+        if self.graph is not None:
+            gmeta, garrays = self.graph.to_dict()
+            arrays["graph"] = np.array(json.dumps(gmeta))
+            arrays.update({f"graph_{k}": v for k, v in garrays.items()})
         with open(path, "wb") as f:
             np.savez(f, **arrays)
 
@@ -497,12 +501,17 @@ class Program:
                              f"the stored config ({cfg.config_hash:#x})")
         words = from_bytes(d["code"].tobytes(), cfg)
         ref = []
-        for i, lm in enumerate(meta["ref"]):
+        for i, lm in enumerate(meta.get("ref", [])):
             layer = dict(lm)
             for key in ("w", "bias", "mult", "shift"):
                 layer[key] = d.get(f"layer{i}_{key}")
             ref.append(layer)
-        return cls(cfg, words, meta, d["const"], ref)
+        graph = None
+        if "graph" in d:
+            from .graph import QuantizedGraph
+            garrays = {k[len("graph_"):]: v for k, v in d.items() if k.startswith("graph_")}
+            graph = QuantizedGraph.from_dict(json.loads(str(d["graph"])), garrays)
+        return cls(cfg, words, meta, d["const"], ref, graph=graph)
 
 
 # -- compilation -----------------------------------------------------------------------------------
@@ -659,15 +668,20 @@ def compile_linear(w: np.ndarray, bias, mult, shift, zp_in: int, zp_out: int, re
 
 
 def compile_model(qnet, cfg: AccelConfig, batch: int = 1) -> Program:
-    """Compile a :class:`~sw.quantize.QuantizedNet` (a chain of quantized Linear layers) for
-    ``batch`` input rows (the whole batch runs as one program); each layer's output buffer is the
-    next layer's input.
+    """Compile a :class:`~sw.quantize.QuantizedNet` (a chain of quantized Linear layers) or a
+    :class:`~sw.graph.QuantizedGraph` (a CNN; see :func:`sw.lower.compile_graph`) for ``batch``
+    input rows or images (the whole batch runs as one program); each layer's output buffer is
+    the next layer's input.
 
     Raises
     ------
     CompileError
         Naming the layer and the limit.
     """
+    from .graph import QuantizedGraph
+    if isinstance(qnet, QuantizedGraph):
+        from .lower import compile_graph
+        return compile_graph(qnet, cfg, batch)
     qlayers = list(getattr(qnet, "layers", []))
     if not qlayers:
         raise CompileError("Model must have at least one quantized Linear layer")

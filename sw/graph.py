@@ -28,6 +28,8 @@ from . import golden
 
 __all__ = ["QOp", "QuantizedGraph", "OP_KINDS"]
 
+_ARRAYS = ("w", "bias", "mult", "shift")
+
 OP_KINDS = ("conv", "maxpool", "avgpool", "add")
 
 
@@ -156,3 +158,38 @@ class QuantizedGraph:
         if f.shape[1:3] == (1, 1):
             return f[:, 0, 0, :]
         return f.transpose(0, 3, 1, 2)
+
+    # -- persistence (used by Program.save / Program.load) -----------------------------------
+    def to_dict(self) -> tuple[dict, dict]:
+        """Return ``(meta, arrays)``: JSON-able metadata and the op arrays keyed ``op{i}_{name}``."""
+        meta = {"input_shape": list(self.input_shape), "input_scale": self.input_scale,
+                "input_zp": self.input_zp, "output": self.output, "ops": []}
+        arrays = {}
+        for i, op in enumerate(self.ops):
+            d = {}
+            for k, v in vars(op).items():
+                if k in _ARRAYS and isinstance(v, np.ndarray):
+                    arrays[f"op{i}_{k}"] = v
+                elif isinstance(v, (np.integer, np.floating)):
+                    d[k] = v.item()
+                elif isinstance(v, tuple):
+                    d[k] = list(v)
+                else:
+                    d[k] = v
+            meta["ops"].append(d)
+        return meta, arrays
+
+    @classmethod
+    def from_dict(cls, meta: dict, arrays: dict) -> "QuantizedGraph":
+        """Rebuild a graph from :meth:`to_dict`'s output."""
+        ops = []
+        for i, d in enumerate(meta["ops"]):
+            d = dict(d)
+            for k in ("out_shape", "kernel", "stride", "padding", "add_w"):
+                d[k] = tuple(d[k])
+            for k in _ARRAYS:
+                if f"op{i}_{k}" in arrays:
+                    d[k] = arrays[f"op{i}_{k}"]
+            ops.append(QOp(**d))
+        return cls(ops, meta["input_shape"], meta["input_scale"], meta["input_zp"],
+                   meta["output"])

@@ -42,8 +42,11 @@ ALL_BACKENDS = (*BACKENDS, "fpga")
 class LayerReport:
     """Figures of one layer (or of the whole run, for ``Report.total``).
 
-    ``macs`` counts useful multiply-accumulates (M*K*N); ``issued_macs`` counts PE-cycles the array spent
-    on MACs, padding included; ``utilization`` is ``macs / (compute_cycles * rows * cols)``.
+    ``macs`` counts useful multiply-accumulates (M*K*N; for a convolution output pixels x
+    kernel taps x input channels per group x output channels; 0 for pooling and adds);
+    ``issued_macs`` counts PE-cycles the array spent on MACs, padding included; ``utilization``
+    is ``macs / (compute_cycles * rows * cols)``; ``dram_bytes`` is the device-memory traffic and
+    ``min_dram_bytes`` what it would be if every input, weight and output byte moved once.
     """
     name: str
     kind: str = ""
@@ -55,6 +58,7 @@ class LayerReport:
     gated_macs: int = 0
     skipped_macs: int = 0
     dram_bytes: int = 0
+    min_dram_bytes: int = 0
     stall_cycles: int = 0
     utilization: float = 0.0
     busy_share: float = 0.0
@@ -62,7 +66,7 @@ class LayerReport:
 
 _COLUMNS = ("name", "kind", "shape", "macs", "cycles", "compute_cycles", "utilization",
             "busy_share", "issued_macs", "gated_macs", "skipped_macs", "dram_bytes",
-            "stall_cycles")
+            "min_dram_bytes", "stall_cycles")
 
 
 @dataclass
@@ -120,8 +124,9 @@ class Report:
 
 
 def _layer_report(cfg: AccelConfig, info, counters: dict | None) -> LayerReport:
-    r = LayerReport(name=info.name, kind=info.kind, shape=f"{info.m}x{info.k}x{info.n}",
-                    macs=info.macs)
+    r = LayerReport(name=info.name, kind=info.kind,
+                    shape=info.desc or f"{info.m}x{info.k}x{info.n}", macs=info.macs,
+                    min_dram_bytes=info.min_dram_bytes)
     if counters:
         _fill(cfg, r, counters)
     return r
@@ -256,12 +261,14 @@ class Device:
             y = prog.reference(x)
             report.layers = [_layer_report(self.cfg, info, None) for info in prog.layers]
             report.total.macs = sum(r.macs for r in report.layers)
+            report.total.min_dram_bytes = sum(r.min_dram_bytes for r in report.layers)
         else:
             y = prog.read_output(mem)
             snaps = prog.read_perf(mem)
             report.layers = [_layer_report(self.cfg, info, c)
                              for info, c in zip(prog.layers, _deltas(snaps))]
             report.total.macs = sum(r.macs for r in report.layers)
+            report.total.min_dram_bytes = sum(r.min_dram_bytes for r in report.layers)
             _fill(self.cfg, report.total, totals)
         report.wall_s = time.perf_counter() - t0
         return y, report
