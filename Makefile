@@ -15,7 +15,7 @@ help:
 	@echo "make demo     train a digits MLP, quantize, compile, run it on the Verilator-simulated device"
 	@echo "make test     the full regression (unit, compiler/isasim, Verilator/cocotb)"
 	@echo "make sim      the Verilator/cocotb regression alone"
-	@echo "make bench    GEMM benchmarks vs SCALE-Sim (CSV + PNG under build/bench/)"
+	@echo "make bench    GEMM and CNN conv-layer benchmarks vs SCALE-Sim (CSV/JSON/PNG under build/bench/)"
 	@echo "make verilog  write build/$(PRESET)/ (Verilog + config.json)"
 	@echo "make bitstream BOARD=icebreaker|ulx3s   FPGA bitstream with open tools (YoWASP)"
 
@@ -39,8 +39,10 @@ unit: venv
 sim: venv
 	$(VPY) -m pytest -q -m verilator
 
+# BENCH_BACKEND=isasim: no Verilator at all (every figure from the ISA simulator's cycle model)
+BENCH_BACKEND ?= verilator
 bench: venv
-	$(STAMEN) bench
+	$(STAMEN) bench --backend $(BENCH_BACKEND)
 
 verilog: venv
 	$(STAMEN) verilog --preset $(PRESET)

@@ -87,11 +87,12 @@ class Checker(wiring.Component):
     In priority order: an unknown opcode gives ``ILLEGAL_OPCODE``; a zero ``rows`` / ``m`` /
     ``k_tiles`` or a LOAD/STORE spad selector outside :class:`isa.Spad` gives ``BAD_ARG``; a
     scratchpad row range beyond ``cfg.spad_depth`` gives ``SPAD_RANGE``; a device memory range
-    beyond ``cfg.mem_words`` gives ``DRAM_RANGE``; otherwise ``NONE``.
+    beyond ``cfg.mem_words`` gives ``DRAM_RANGE``; otherwise ``NONE``. MATMUL's activation rows
+    are not checked here (the MatmulEngine flags them as it reads them), its weight rows
+    (``R``, or ``k_tiles*R`` without ``wt_repeat``) and ACC rows are.
 
-    With ``cfg.check_mul_bits`` the products ``(rows-1)*dram_stride`` (LOAD/STORE) and
-    ``(k_tiles-1)*act_stride`` (MATMUL) are not computed here but come in on ``span``
-    (:class:`SpanMultiplier`).
+    With ``cfg.check_mul_bits`` the product ``(rows-1)*dram_stride`` (LOAD/STORE) is not
+    computed here but comes in on ``span`` (:class:`SpanMultiplier`).
 
     Members
     -------
@@ -143,9 +144,8 @@ class Checker(wiring.Component):
                       _over(cfg.mem_words, d.dram_addr, span, words))
             with m.Case(Opcode.MATMUL):
                 a = args.matmul
-                span = self.span if cfg.check_mul_bits else (a.k_tiles - 1) * a.act_stride
-                spad_over = (_over(cfg.spad_depth("act"), a.act_addr, span, a.m) |
-                             _over(cfg.spad_depth("wt"), a.wt_addr, a.k_tiles * cfg.rows) |
+                wt_rows = Mux(a.wt_repeat, cfg.rows, a.k_tiles * cfg.rows)
+                spad_over = (_over(cfg.spad_depth("wt"), a.wt_addr, wt_rows) |
                              _over(cfg.spad_depth("acc"), a.acc_addr, a.m))
                 check((a.m == 0) | (a.k_tiles == 0), spad_over, 0)
             with m.Case(Opcode.REQUANT):
@@ -156,7 +156,7 @@ class Checker(wiring.Component):
                 check(r.rows == 0, spad_over, 0)
             with m.Case(Opcode.PERF):
                 check(0, 0, _over(cfg.mem_words, args.perf.dram_addr, isa.perf_words(cfg)))
-            with m.Case(Opcode.SYNC, Opcode.HALT):
+            with m.Case(Opcode.SYNC, Opcode.HALT, Opcode.LOOP):
                 pass
             with m.Default():
                 m.d.comb += err.eq(ErrorCode.ILLEGAL_OPCODE)
@@ -164,7 +164,7 @@ class Checker(wiring.Component):
 
 
 class SpanMultiplier(wiring.Component):
-    """Multiply ``(count - 1) * stride`` for the range checks by shift-and-add, without DSPs.
+    """Multiply ``(count - 1) * stride`` for the DMA range check by shift-and-add, without DSPs.
 
     On ``start`` it takes ``count`` and ``stride``; ``span`` holds the product, limited to
     ``2**W`` (``W = span_bits(cfg)``: every limit it is checked against is below ``2**W``, so
@@ -179,14 +179,13 @@ class SpanMultiplier(wiring.Component):
     start : ``In(1)``; count : ``In(CHECK_COUNT_WIDTH)``; stride : ``In(STRIDE_WIDTH)``
     span : ``Out(span_bits(cfg) + 1)``
     """
-    #: The widest stride of a range check (``DmaArgs.dram_stride``).
-    STRIDE_WIDTH = max(Shape.cast(isa.DmaArgs.as_shape()["dram_stride"].shape).width,
-                       Shape.cast(isa.MatmulArgs.as_shape()["act_stride"].shape).width)
+    #: The stride of the range check (``DmaArgs.dram_stride``).
+    STRIDE_WIDTH = Shape.cast(isa.DmaArgs.as_shape()["dram_stride"].shape).width
 
     @staticmethod
     def span_bits(cfg: AccelConfig) -> int:
-        """Return ``W``: the span limits (``mem_words``, the ACT depth) are below ``2**W``."""
-        return max(cfg.mem_words.bit_length(), cfg.spad_depth("act").bit_length())
+        """Return ``W``: the span limit (``mem_words``) is below ``2**W``."""
+        return cfg.mem_words.bit_length()
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = _check_cfg("SpanMultiplier", cfg)
@@ -280,8 +279,11 @@ class Controller(wiring.Component):
     :class:`SpanMultiplier` with ``cfg.check_mul_bits``; a fault halts before anything is issued),
     dispatch it to its unit's ``o_*`` command stream and wait until every unit's ``busy`` is low.
     PERF writes the counters itself (:class:`PerfWriter`) while they are frozen; SYNC is a no-op;
-    HALT stops with ``done``. A REQUANT that ends with ``requant_fault`` faults with
-    ``BAD_PARAM``. A fault sets ``done``, clears ``busy`` and latches ``error`` and ``fault_pc``.
+    LOOP goes to ``o_loop`` and retires in its dispatch cycle (``loop_clear`` pulses on
+    ``start``); HALT stops with ``done``. A REQUANT that ends with ``requant_fault`` faults with
+    ``BAD_PARAM``, a MATMUL that ends with ``matmul_fault`` (an act row beyond the ACT depth)
+    with ``SPAD_RANGE``. A fault sets ``done``, clears ``busy`` and latches ``error`` and
+    ``fault_pc``.
 
     Members
     -------
@@ -289,7 +291,8 @@ class Controller(wiring.Component):
     status : ``Out(isa.Status)``; fault_pc : ``Out(cfg.mem_addr_width)``
     o_mem_req, i_mem_rsp : the controller's memory bus port (fetch and PERF writes).
     o_dma : ``Out(stream.Signature(DmaCmd))``; dma_busy : ``In(1)``
-    o_matmul : ``Out(stream.Signature(isa.MatmulArgs))``; matmul_busy : ``In(1)``
+    o_matmul : ``Out(stream.Signature(isa.MatmulArgs))``; matmul_busy, matmul_fault : ``In(1)``
+    o_loop : ``Out(stream.Signature(isa.LoopArgs))``; loop_clear : ``Out(1)``
     o_requant : ``Out(stream.Signature(isa.RequantArgs))``; requant_busy, requant_fault : ``In(1)``
     perf_values : ``In(perf_layout(cfg))``
     perf_clear : ``Out(1)``; perf_active : ``Out(1)`` (count this cycle); retired : ``Out(1)``
@@ -305,6 +308,8 @@ class Controller(wiring.Component):
             "i_mem_rsp": In(stream.Signature(bus.mem_rsp_layout(cfg))),
             "o_dma": Out(stream.Signature(DmaCmd)), "dma_busy": In(1),
             "o_matmul": Out(stream.Signature(isa.MatmulArgs)), "matmul_busy": In(1),
+            "matmul_fault": In(1),
+            "o_loop": Out(stream.Signature(isa.LoopArgs)), "loop_clear": Out(1),
             "o_requant": Out(stream.Signature(isa.RequantArgs)),
             "requant_busy": In(1), "requant_fault": In(1),
             "perf_values": In(perf_layout(cfg)),
@@ -332,13 +337,10 @@ class Controller(wiring.Component):
         if cfg.check_mul_bits:
             m.submodules.span_mul = span_mul = SpanMultiplier(cfg)
             nxt = fetcher.o_instr.payload
-            is_dma = (nxt.opcode == Opcode.LOAD) | (nxt.opcode == Opcode.STORE)
             m.d.comb += [
                 checker.span.eq(span_mul.span),
                 span_mul.start.eq(fetcher.o_instr.valid & fetcher.o_instr.ready),
-                span_mul.count.eq(Mux(is_dma, nxt.args.dma.rows, nxt.args.matmul.k_tiles)),
-                span_mul.stride.eq(Mux(is_dma, nxt.args.dma.dram_stride,
-                                       nxt.args.matmul.act_stride)),
+                span_mul.count.eq(nxt.args.dma.rows), span_mul.stride.eq(nxt.args.dma.dram_stride),
             ]
             check_left = Signal(range(cfg.check_cycles))
         m.submodules.perf_writer = pw = PerfWriter(cfg)
@@ -352,7 +354,8 @@ class Controller(wiring.Component):
             self.perf_active.eq(status.busy & ~pw.busy),
             fetcher.i_pc.payload.eq(pc),
             self.o_dma.p.store.eq(ir.opcode == Opcode.STORE), self.o_dma.p.args.eq(ir.args.dma),
-            self.o_matmul.p.eq(ir.args.matmul), self.o_requant.p.eq(ir.args.requant),
+            self.o_matmul.p.eq(ir.args.matmul), self.o_loop.p.eq(ir.args.loop),
+            self.o_requant.p.eq(ir.args.requant),
             pw.i_cmd.payload.eq(ir.args.perf.dram_addr),
         ]
 
@@ -369,7 +372,7 @@ class Controller(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.comb += self.perf_clear.eq(1)
+                    m.d.comb += [self.perf_clear.eq(1), self.loop_clear.eq(1)]
                     m.d.sync += [pc.eq(self.prog_addr), status.busy.eq(1), status.done.eq(0),
                                  status.error.eq(ErrorCode.NONE), self.fault_pc.eq(0)]
                     m.next = "FETCH"
@@ -403,6 +406,8 @@ class Controller(wiring.Component):
                 with m.If(~units_busy):
                     with m.If((ir.opcode == Opcode.REQUANT) & self.requant_fault):
                         fault(ErrorCode.BAD_PARAM)
+                    with m.Elif((ir.opcode == Opcode.MATMUL) & self.matmul_fault):
+                        fault(ErrorCode.SPAD_RANGE)
                     with m.Else():
                         retire()
         return m
@@ -418,6 +423,10 @@ class Controller(wiring.Component):
                     m.d.comb += stream_.valid.eq(1)
                     with m.If(stream_.ready):
                         m.next = "WAIT"
+            with m.Case(Opcode.LOOP):                 # the MatmulEngine is idle: ready
+                m.d.comb += self.o_loop.valid.eq(1)
+                with m.If(self.o_loop.ready):
+                    retire()
             with m.Case(Opcode.SYNC):
                 retire()
             with m.Case(Opcode.HALT):

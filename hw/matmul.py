@@ -1,16 +1,16 @@
 """The MATMUL unit: streams weight tiles and activation rows through the systolic array and
 read-modify-writes the accumulator scratchpad."""
 from amaranth import *
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import bus, isa
-from .params import AccelConfig
+from .params import ACC_WIDTH, AccelConfig
 from .pe import WT_BANKS
 from .pe_array import SystolicArray, acts_layout, psums_layout, wts_layout
 
-__all__ = ["MatmulEngine", "WeightLoader", "ActStreamer", "Accumulator", "acc_read_transparent",
-           "WT_READ_LATENCY", "ACT_READ_LATENCY"]
+__all__ = ["MatmulEngine", "WeightLoader", "ActAddressGenerator", "ActStreamer", "Accumulator",
+           "act_row_layout", "acc_read_transparent", "WT_READ_LATENCY", "ACT_READ_LATENCY"]
 
 #: Cycles from a weight-spad read to its beat on the array's ``i_wts`` (synchronous read).
 WT_READ_LATENCY = 1
@@ -37,6 +37,15 @@ def _field(name):
     return isa.MatmulArgs.as_shape()[name].shape
 
 
+def act_row_layout(cfg: AccelConfig) -> data.StructLayout:
+    """Return the layout of an activation row address as :class:`ActAddressGenerator` makes it:
+    ``addr``, the row's low ``bus.spad_addr_width(cfg, "act")`` bits, and ``over``, set when the
+    exact row (the sum of ``hw/isa.py``'s ``act_row``, without truncation) is at or beyond the
+    ACT depth (``addr`` is then undefined)."""
+    _check_cfg(cfg)
+    return data.StructLayout({"addr": bus.spad_addr_width(cfg, "act"), "over": 1})
+
+
 def _bank_release_delay(cfg):
     """Cycles from the act read of a tile's last row to the first weight read that may reuse its
     bank (see :class:`SystolicArray`: the bank may be shifted ``rows + cols - 2`` cycles after the
@@ -48,10 +57,11 @@ class WeightLoader(wiring.Component):
     """Read the MATMUL's weight tiles, tile after tile, into alternating array banks.
 
     On ``start`` (with ``args`` valid in that cycle) it reads tile ``kt`` (bank ``kt % 2``) rows
-    ``wt_addr + kt*R + R-1`` down to ``wt_addr + kt*R``, one per cycle, and puts each row on
-    ``o_wts`` one cycle after its read. Both banks are free at start; a tile from the third on
-    waits for one ``release`` pulse per tile (the pulse may come in the cycle of the first read).
-    ``loaded`` counts the tiles whose reads are all issued, including one finishing this cycle.
+    ``w0 + R-1`` down to ``w0`` (``w0 = wt_addr`` with ``wt_repeat``, else ``wt_addr + kt*R``),
+    one per cycle, and puts each row on ``o_wts`` one cycle after its read. Both banks are free
+    at start; a tile from the third on waits for one ``release`` pulse per tile (the pulse may
+    come in the cycle of the first read). ``loaded`` counts the tiles whose reads are all
+    issued, including one finishing this cycle.
 
     Members
     -------
@@ -81,6 +91,7 @@ class WeightLoader(wiring.Component):
         active = Signal()
         tile = Signal(_field("k_tiles"))
         k_tiles = Signal(_field("k_tiles"))
+        repeat = Signal()
         j = Signal(range(rows))
         addr = Signal.like(self.wt_rd.addr)
         bank = Signal(range(WT_BANKS))
@@ -93,46 +104,54 @@ class WeightLoader(wiring.Component):
                      self.loaded.eq(tile + last)]
         m.d.sync += credits.eq(credits + self.release - take)
         with m.If(issue):
-            # Rows go bottom-up within a tile; after row 0, jump to the next tile's last row.
+            # Rows go bottom-up within a tile; after row 0, jump to the next tile's last row (or
+            # back to this tile's with wt_repeat).
             m.d.sync += [j.eq(Mux(last, 0, j + 1)),
-                         addr.eq(Mux(last, addr + 2 * rows - 1, addr - 1))]
+                         addr.eq(Mux(last, addr + Mux(repeat, rows - 1, 2 * rows - 1), addr - 1))]
         with m.If(last):
             m.d.sync += [tile.eq(tile + 1), bank.eq(bank + 1)]
             with m.If(tile + 1 == k_tiles):
                 m.d.sync += active.eq(0)
         with m.If(self.start):
             m.d.sync += [active.eq(1), tile.eq(0), j.eq(0), bank.eq(0), credits.eq(WT_BANKS),
-                         k_tiles.eq(self.args.k_tiles), addr.eq(self.args.wt_addr + rows - 1)]
+                         k_tiles.eq(self.args.k_tiles), repeat.eq(self.args.wt_repeat),
+                         addr.eq(self.args.wt_addr + rows - 1)]
 
         m.d.sync += [self.o_wts.valid.eq(issue), self.o_wts.p.bank.eq(bank)]
         m.d.comb += self.o_wts.p.row.eq(self.wt_rd.data)
         return m
 
 
-class ActStreamer(wiring.Component):
-    """Read the MATMUL's activation rows, one per cycle, and put ``a - zp`` on ``o_acts``.
+class ActAddressGenerator(wiring.Component):
+    """Generate the MATMUL's activation rows (``act_row`` of ``hw/isa.py``) with counters and
+    running sums, and hold the LOOP state they follow.
 
-    Tile ``kt``'s rows ``act_addr + kt*act_stride + i`` (``i < m``) are read once ``loaded``
-    exceeds ``kt`` and arrive on ``o_acts`` ``ACT_READ_LATENCY`` cycles after their read, tagged
-    with bank ``kt % 2``. ``release`` pulses ``_bank_release_delay`` cycles after the read of a
-    tile's last row, when the array no longer needs that tile's bank.
+    The LOOP state is set by ``loop`` in a cycle with ``loop_set`` and reset to
+    ``isa.LOOP_RESET`` by ``clear`` (``clear`` wins); neither may come while rows are generated.
+    On ``start`` (with ``args`` valid in that cycle), ``row`` becomes ``act_row(0, 0)`` from the
+    next cycle. Each cycle with ``step`` it moves to the next row in MATMUL order:
+    ``act_row(kt + 1, 0)`` with ``tile_end``, else ``act_row(kt, i + 1)``. The levels are
+    counters that wrap at their wrap count (0: never) and nested base registers
+    (``act_addr + t2*k_stride2``, ``+ t1*k_stride1``, ``+ t0*act_stride``, ``+ i1*m_stride1``,
+    ``+ i0*m_stride``), each a running sum of one addition per step, that restart from the base
+    of the level above when their level wraps. Every register keeps only the address bits
+    and a sticky ``over`` bit (:func:`act_row_layout`), so a row beyond the ACT depth is
+    flagged however large its sum; no multiplier, no divider.
 
     Members
     -------
-    start : ``In(1)``; ``args`` : ``In(isa.MatmulArgs)``; ``loaded`` : ``In(k_tiles shape)``
-    act_rd : ``In(memory.ReadPort.Signature(...))`` of the ACT spad
-    o_acts : ``Out(stream.Signature(acts_layout(rows), always_ready=True))``
-    release : ``Out(1)``
+    loop : ``In(isa.LoopArgs)``; loop_set, clear : ``In(1)``
+    start : ``In(1)``; ``args`` : ``In(isa.MatmulArgs)``; step, tile_end : ``In(1)``
+    row : ``Out(act_row_layout(cfg))``
     """
 
     def __init__(self, cfg: AccelConfig):
         _check_cfg(cfg)
         self._cfg = cfg
         super().__init__({
-            "start": In(1), "args": In(isa.MatmulArgs), "loaded": In(_field("k_tiles")),
-            "act_rd": _rd_port(cfg, "act"),
-            "o_acts": Out(stream.Signature(acts_layout(cfg.rows), always_ready=True)),
-            "release": Out(1),
+            "loop": In(isa.LoopArgs), "loop_set": In(1), "clear": In(1),
+            "start": In(1), "args": In(isa.MatmulArgs), "step": In(1), "tile_end": In(1),
+            "row": Out(act_row_layout(cfg)),
         })
 
     @property
@@ -141,34 +160,143 @@ class ActStreamer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        args = Signal(isa.MatmulArgs)
+        cfg = self.cfg
+        row_layout = act_row_layout(cfg)
+        aw = bus.spad_addr_width(cfg, "act")
+        depth = cfg.act_spad_depth
+        # A stride as the sums need it: its low address bits, and whether it is >= 2**aw (then
+        # any row it is added into is beyond the depth).
+        stride_layout = data.StructLayout({"low": aw, "big": 1})
+
+        def stride(value):
+            return Cat(value[:aw], value[aw:].any())
+
+        def stride_const(name):
+            value = isa.LOOP_RESET[name]
+            return {"low": value & ((1 << aw) - 1), "big": value >> aw != 0}
+
+        def plus(base, step):
+            total = base.addr + step.low
+            return Cat(total[:aw], base.over | step.big | (total >= depth))
+
+        loop_fields = isa.LoopArgs.as_shape()
+        wraps = {n: Signal(loop_fields[n].shape, name=n, init=isa.LOOP_RESET[n])
+                 for n in ("k_wrap0", "k_wrap1", "m_wrap")}
+        strides = {n: Signal(stride_layout, name=n, init=stride_const(n))
+                   for n in ("k_stride1", "k_stride2", "m_stride", "m_stride1")}
+        with m.If(self.clear):
+            m.d.sync += [sig.eq(isa.LOOP_RESET[n]) for n, sig in wraps.items()]
+            m.d.sync += [sig.eq(stride_layout.const(stride_const(n)))
+                         for n, sig in strides.items()]
+        with m.Elif(self.loop_set):
+            m.d.sync += [sig.eq(self.loop[n]) for n, sig in wraps.items()]
+            m.d.sync += [sig.eq(stride(self.loop[n])) for n, sig in strides.items()]
+
+        act_stride = Signal(stride_layout)
+        # Level counters (t0, t1: kt; i0: i) and nested bases, outermost first.
+        t0, t1, i0 = (Signal(loop_fields["k_wrap0"].shape, name=n) for n in ("t0", "t1", "i0"))
+        k2, k1, k0, m1 = (Signal(row_layout, name=n) for n in ("k2", "k1", "k0", "m1"))
+        row = self.row
+        k2_next, k1_next, k0_next, m1_next, row_next = (
+            Signal(row_layout, name=f"{n}_next") for n in ("k2", "k1", "k0", "m1", "row"))
+        m.d.comb += [k2_next.eq(plus(k2, strides["k_stride2"])),
+                     k1_next.eq(plus(k1, strides["k_stride1"])), k0_next.eq(plus(k0, act_stride)),
+                     m1_next.eq(plus(m1, strides["m_stride1"])),
+                     row_next.eq(plus(row, strides["m_stride"]))]
+        # A new tile's base: act_addr on start, else from the outermost level that steps.
+        k0_wrap, k1_wrap = t0 + 1 == wraps["k_wrap0"], t1 + 1 == wraps["k_wrap1"]
+        first = Cat(self.args.act_addr[:aw], self.args.act_addr >= depth)
+        tile_next = Signal(row_layout)
+        m.d.comb += tile_next.eq(Mux(self.start, first,
+                                     Mux(k0_wrap, Mux(k1_wrap, k2_next, k1_next), k0_next)))
+        with m.If(self.start | (self.step & self.tile_end)):
+            m.d.sync += [i0.eq(0), *(r.eq(tile_next) for r in (k0, m1, row))]
+            with m.If(self.start | k0_wrap):
+                m.d.sync += [t0.eq(0), k1.eq(tile_next)]
+                with m.If(self.start | k1_wrap):
+                    m.d.sync += [t1.eq(0), k2.eq(tile_next)]
+                with m.Else():
+                    m.d.sync += t1.eq(t1 + 1)
+            with m.Else():
+                m.d.sync += t0.eq(t0 + 1)
+        with m.Elif(self.step):
+            with m.If(i0 + 1 == wraps["m_wrap"]):
+                m.d.sync += [i0.eq(0), m1.eq(m1_next), row.eq(m1_next)]
+            with m.Else():
+                m.d.sync += [i0.eq(i0 + 1), row.eq(row_next)]
+        with m.If(self.start):
+            m.d.sync += act_stride.eq(stride(self.args.act_stride))
+        return m
+
+
+class ActStreamer(wiring.Component):
+    """Read the MATMUL's activation rows, one per cycle, and put ``a - zp`` on ``o_acts``.
+
+    Tile ``kt``'s rows ``row`` (from :class:`ActAddressGenerator`, which ``step`` and
+    ``tile_end`` advance) for ``i < m`` are read once ``loaded`` exceeds ``kt`` and arrive on
+    ``o_acts`` ``ACT_READ_LATENCY`` cycles after their read, tagged with bank ``kt % 2``.
+    ``release`` pulses ``_bank_release_delay`` cycles after the read of a tile's last row, when
+    the array no longer needs that tile's bank. A row read with ``row.over`` (at or beyond the
+    ACT depth) is read at its truncated address and sets ``fault`` from the next cycle until the
+    next ``start``.
+
+    Members
+    -------
+    start : ``In(1)``; ``args`` : ``In(isa.MatmulArgs)``; ``loaded`` : ``In(k_tiles shape)``
+    row : ``In(act_row_layout(cfg))``; step, tile_end : ``Out(1)``
+    act_rd : ``In(memory.ReadPort.Signature(...))`` of the ACT spad
+    o_acts : ``Out(stream.Signature(acts_layout(rows), always_ready=True))``
+    release, fault : ``Out(1)``
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        _check_cfg(cfg)
+        self._cfg = cfg
+        super().__init__({
+            "start": In(1), "args": In(isa.MatmulArgs), "loaded": In(_field("k_tiles")),
+            "row": In(act_row_layout(cfg)), "step": Out(1), "tile_end": Out(1),
+            "act_rd": _rd_port(cfg, "act"),
+            "o_acts": Out(stream.Signature(acts_layout(cfg.rows), always_ready=True)),
+            "release": Out(1), "fault": Out(1),
+        })
+
+    @property
+    def cfg(self) -> AccelConfig:
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        m_rows = Signal(_field("m"))
+        k_tiles = Signal(_field("k_tiles"))
+        zp = Signal(_field("zp"))
         active = Signal()
         tile = Signal(_field("k_tiles"))
         i = Signal(_field("m"))
-        addr = Signal.like(self.act_rd.addr)
-        base = Signal.like(self.act_rd.addr)
         bank = Signal(range(WT_BANKS))
 
         issue = active & (tile < self.loaded)
-        last = issue & (i == args.m - 1)
-        m.d.comb += [self.act_rd.addr.eq(addr), self.act_rd.en.eq(issue)]
+        last = issue & (i == m_rows - 1)
+        m.d.comb += [self.act_rd.addr.eq(self.row.addr), self.act_rd.en.eq(issue),
+                     self.step.eq(issue), self.tile_end.eq(i == m_rows - 1)]
         with m.If(issue):
-            m.d.sync += [i.eq(Mux(last, 0, i + 1)),
-                         addr.eq(Mux(last, base + args.act_stride, addr + 1))]
+            m.d.sync += i.eq(Mux(last, 0, i + 1))
+            with m.If(self.row.over):
+                m.d.sync += self.fault.eq(1)
         with m.If(last):
-            m.d.sync += [tile.eq(tile + 1), bank.eq(bank + 1), base.eq(base + args.act_stride)]
-            with m.If(tile + 1 == args.k_tiles):
+            m.d.sync += [tile.eq(tile + 1), bank.eq(bank + 1)]
+            with m.If(tile + 1 == k_tiles):
                 m.d.sync += active.eq(0)
         with m.If(self.start):
-            m.d.sync += [args.eq(self.args), active.eq(1), tile.eq(0), i.eq(0), bank.eq(0),
-                         addr.eq(self.args.act_addr), base.eq(self.args.act_addr)]
+            m.d.sync += [m_rows.eq(self.args.m), k_tiles.eq(self.args.k_tiles),
+                         zp.eq(self.args.zp), active.eq(1), tile.eq(0), i.eq(0), bank.eq(0),
+                         self.fault.eq(0)]
 
         s1_valid = Signal()
         s1_bank = Signal.like(bank)
         m.d.sync += [s1_valid.eq(issue), s1_bank.eq(bank)]
         m.d.sync += [self.o_acts.valid.eq(s1_valid), self.o_acts.p.bank.eq(s1_bank)]
         with m.If(s1_valid):                       # hold the operands while idle
-            m.d.sync += [self.o_acts.p.row[r].eq(self.act_rd.data[r] - args.zp)
+            m.d.sync += [self.o_acts.p.row[r].eq(self.act_rd.data[r] - zp)
                          for r in range(self.cfg.rows)]
 
         release = last
@@ -192,15 +320,15 @@ def acc_read_transparent(cfg: AccelConfig) -> bool:
 
 
 class Accumulator(wiring.Component):
-    """Add each output row of the array into its ACC row, or overwrite it.
+    """Add (or max) each output row of the array into its ACC row, or overwrite it.
 
     The ``n``-th valid ``i_psums`` row after ``start`` (tile ``n // m``, row ``i = n % m``) is
-    written to ``acc_addr + i`` one cycle later, as ``psum + old`` when ``accumulate`` or tile > 0,
-    else as ``psum`` (int32, wrapping). ``old`` is read from ``acc_rd`` in the cycle the row
-    arrives; the ACC read port must return a row written in the previous cycle (it never reads
-    the row written in the same cycle unless :func:`acc_read_transparent`, when the port must be
-    transparent for ``acc_wr``). ``done`` is 1 in the cycle of
-    the final write.
+    written to ``acc_addr + i`` one cycle later: when ``accumulate`` or tile > 0 as ``psum + old``
+    (int32, wrapping) or, with ``acc_max``, as the per-column signed ``max(old, psum)``; else as
+    ``psum``. ``old`` is read from ``acc_rd`` in the cycle the row arrives; the ACC read port
+    must return a row written in the previous cycle (it never reads the row written in the same
+    cycle unless :func:`acc_read_transparent`, when the port must be transparent for
+    ``acc_wr``). ``done`` is 1 in the cycle of the final write.
 
     Members
     -------
@@ -246,19 +374,26 @@ class Accumulator(wiring.Component):
                          last_addr.eq(self.args.acc_addr + self.args.m - 1)]
 
         s1_valid = Signal()
-        s1_add = Signal()
+        s1_add = Signal()                                 # psum + old
+        s1_max = Signal()                                 # max(old, psum)
         s1_last = Signal()
         s1_psum = Signal.like(psums.p)
         s1_addr = Signal.like(addr)
+        keep = args.accumulate | ~first
         m.d.sync += s1_valid.eq(psums.valid)
         with m.If(psums.valid):
-            m.d.sync += [s1_add.eq(args.accumulate | ~first),
+            m.d.sync += [s1_add.eq(keep & ~args.acc_max), s1_max.eq(keep & args.acc_max),
                          s1_last.eq(row_last & (tiles_left == 0)),
                          s1_psum.eq(psums.p), s1_addr.eq(addr)]
         m.d.comb += [self.acc_wr.en.eq(s1_valid), self.acc_wr.addr.eq(s1_addr),
                      self.done.eq(s1_valid & s1_last)]
-        m.d.comb += [self.acc_wr.data[c].eq(s1_psum[c] + Mux(s1_add, self.acc_rd.data[c], 0))
-                     for c in range(self.cfg.cols)]
+        for c in range(self.cfg.cols):
+            # One adder: psum + old, psum + 0, or with acc_max psum - old (its sign picks).
+            old, new = self.acc_rd.data[c], s1_psum[c]
+            total = Signal(signed(ACC_WIDTH + 1), name=f"total{c}")
+            m.d.comb += total.eq(new + Mux(s1_add, old, Mux(s1_max, ~old, 0)) + s1_max)
+            m.d.comb += self.acc_wr.data[c].eq(
+                Mux(s1_max, Mux(total < 0, old, new), total[:ACC_WIDTH]))
         return m
 
 
@@ -278,6 +413,12 @@ class MatmulEngine(wiring.Component):
     ACC read port must be transparent for the ACC write port only when ``R == 1``
     (:func:`acc_read_transparent`).
 
+    The activation rows follow the LOOP state (:class:`ActAddressGenerator`): a beat on
+    ``i_loop`` (``ready`` is ``~busy``; no ``busy`` cycle) sets it, and ``loop_clear`` resets it
+    to ``isa.LOOP_RESET``. An act row at or beyond the ACT depth is not checked up front: the
+    command reads its truncated address, completes in the same cycles (the ACC rows it writes
+    are then undefined), and ``fault`` is set.
+
     Parameters
     ----------
     cfg : AccelConfig
@@ -285,7 +426,10 @@ class MatmulEngine(wiring.Component):
     Members
     -------
     i_cmd : ``In(stream.Signature(isa.MatmulArgs))``
+    i_loop : ``In(stream.Signature(isa.LoopArgs))``; loop_clear : ``In(1)``
     busy : ``Out(1)``
+    fault : ``Out(1)``; set when the last command read an act row at or beyond the ACT depth
+        (valid once ``busy`` is low), cleared when the next command is accepted.
     act_rd, wt_rd, acc_rd : ``In(memory.ReadPort.Signature(...))`` of the ACT, WT, ACC spads
     acc_wr : ``In(memory.WritePort.Signature(...))`` of the ACC spad
     macs_inc, gated_inc : ``Out(range(rows*cols + 1))``; the array's MACs and gated MACs this cycle
@@ -297,7 +441,8 @@ class MatmulEngine(wiring.Component):
         pe_count = cfg.rows * cfg.cols
         super().__init__({
             "i_cmd": In(stream.Signature(isa.MatmulArgs)),
-            "busy": Out(1),
+            "i_loop": In(stream.Signature(isa.LoopArgs)), "loop_clear": In(1),
+            "busy": Out(1), "fault": Out(1),
             "act_rd": _rd_port(cfg, "act"), "wt_rd": _rd_port(cfg, "wt"),
             "acc_rd": _rd_port(cfg, "acc"), "acc_wr": _wr_port(cfg, "acc"),
             "macs_inc": Out(range(pe_count + 1)), "gated_inc": Out(range(pe_count + 1)),
@@ -313,12 +458,17 @@ class MatmulEngine(wiring.Component):
         m.submodules.array = array = SystolicArray(cfg.rows, cfg.cols, cfg.zero_gate)
         m.submodules.loader = loader = WeightLoader(cfg)
         m.submodules.streamer = streamer = ActStreamer(cfg)
+        m.submodules.addr_gen = gen = ActAddressGenerator(cfg)
         m.submodules.accum = accum = Accumulator(cfg)
 
         start = self.i_cmd.valid & ~self.busy
-        m.d.comb += self.i_cmd.ready.eq(~self.busy)
-        for unit in (loader, streamer, accum):
+        m.d.comb += [self.i_cmd.ready.eq(~self.busy), self.i_loop.ready.eq(~self.busy)]
+        for unit in (loader, streamer, gen, accum):
             m.d.comb += [unit.start.eq(start), unit.args.eq(self.i_cmd.p)]
+        m.d.comb += [gen.loop.eq(self.i_loop.p), gen.loop_set.eq(self.i_loop.valid & ~self.busy),
+                     gen.clear.eq(self.loop_clear), streamer.row.eq(gen.row),
+                     gen.step.eq(streamer.step), gen.tile_end.eq(streamer.tile_end),
+                     self.fault.eq(streamer.fault)]
         with m.If(start):
             m.d.sync += self.busy.eq(1)
         with m.If(accum.done):

@@ -116,6 +116,7 @@ class Accelerator(wiring.Component):
 
         wiring.connect(m, ctrl.o_dma, dma.i_cmd)
         wiring.connect(m, ctrl.o_matmul, mm.i_cmd)
+        wiring.connect(m, ctrl.o_loop, mm.i_loop)
         wiring.connect(m, ctrl.o_requant, pp.i_cmd)
         req, rsp = self.o_mem_req, self.i_mem_rsp
         m.d.comb += [
@@ -123,6 +124,7 @@ class Accelerator(wiring.Component):
             self.status.eq(ctrl.status), self.fault_pc.eq(ctrl.fault_pc),
             self.config_id.eq(cfg.config_hash),
             ctrl.dma_busy.eq(dma.busy), ctrl.matmul_busy.eq(mm.busy),
+            ctrl.matmul_fault.eq(mm.fault), mm.loop_clear.eq(ctrl.loop_clear),
             ctrl.requant_busy.eq(pp.busy), ctrl.requant_fault.eq(pp.fault),
             perf.clear.eq(ctrl.perf_clear), perf.active.eq(ctrl.perf_active),
             perf.compute.eq(mm.busy),

@@ -1,26 +1,115 @@
-"""GEMM benchmarks: measured cycles against SCALE-Sim's weight-stationary closed form.
+"""Benchmarks: measured cycles against SCALE-Sim's weight-stationary closed form.
 
-For each GEMM ``M x K x N`` and array ``R x C`` the device runs ``(x - zp) @ w`` as one program; the
-figures come from the device's own counters (Verilator backend) or from the ISA simulator's cycle model.
+Two suites, each on the small (8x8) and large (16x16) presets; results go to ``<out>/``:
+
+``gemm``
+    For each GEMM ``M x K x N`` the device runs ``(x - zp) @ w`` as one program on the chosen
+    backend (``gemm.csv``, ``gemm.json``, ``gemm.png``).
+``conv``
+    AlexNet conv2-conv5, a 3x3 32->32 convolution on a 16x16 input and ResNet-18's 3x3 layers at
+    28x28 and below, each a one-op :class:`~sw.graph.QuantizedGraph` (seeded random int8 weights
+    and input) compiled by :func:`~sw.lower.compile_graph` (``conv.csv``, ``conv.json``,
+    ``conv.png``). A layer is compared with SCALE-Sim as the GEMM ``T = OH*OW`` (output pixels),
+    ``K = KH*KW*Cin``, ``N = Cout``; the compute target is ``compute / SCALE-Sim <= 1.2``.
+    The full-size layers need millions of cycles and more than the presets' 1 MiB of device
+    memory, so they run on the ISA simulator (whose cycle model equals the RTL's counters for an
+    ideal memory) with :data:`BIG_MEM_BYTES` of device memory. With the Verilator backend, a layer
+    that fits the preset's own memory and needs at most ``verilator_budget`` cycles runs on
+    Verilator instead, and scaled-down layers (:data:`CHECK_LAYERS`) plus every layer run on
+    Verilator are also run on the ISA simulator: the ``model_check`` rows record whether the two
+    agree on every cycle counter. Each row names the backend that produced its figures.
+
 SCALE-Sim 3.0's weight-stationary compute cycles are ``ceil(K/R)*ceil(N/C)*(2R+C+T-2) - 1`` with
-``T = M`` rows streamed. Results go to ``<out>/gemm.csv``, ``<out>/gemm.json`` and ``<out>/gemm.png``.
+``T = M`` rows streamed. Every output is compared with the golden model bit for bit; a mismatch,
+a compile or device error, or a model check that disagrees makes :func:`run_bench` return 1 (after
+the files are written).
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
+import time
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from stamen.hw.params import AccelConfig
 
-__all__ = ["scalesim_ws_cycles", "scalesim_os_cycles", "GEMM_SHAPES", "run_bench"]
+__all__ = ["scalesim_ws_cycles", "scalesim_os_cycles", "GEMM_SHAPES", "ConvLayer", "CONV_LAYERS",
+           "CHECK_LAYERS", "QUICK_CONV_LAYERS", "CONV_PRESETS", "COMPUTE_TARGET", "BIG_MEM_BYTES",
+           "VERILATOR_BUDGET", "SUITES", "conv_layer_graph", "run_bench", "run_gemm_bench",
+           "run_conv_bench"]
 
 #: (M, K, N) of the benchmark GEMMs.
 GEMM_SHAPES = ((64, 64, 64), (128, 256, 64), (256, 64, 256))
 BENCH_SEED = 2026
+#: The benchmark suites (``run_bench(suite=...)``; ``"all"`` runs both).
+SUITES = ("gemm", "conv")
+#: Presets every suite runs on.
+CONV_PRESETS = ("small", "large")
+#: Upper bound of ``compute_cycles / SCALE-Sim WS cycles`` for a convolution layer.
+COMPUTE_TARGET = 1.2
+#: Device memory of the ISA-simulator configuration of the full-size layers.
+BIG_MEM_BYTES = 16 << 20
+#: Default cycle budget of a full-size layer on Verilator (about 1.5 s at 700k cycles/s).
+VERILATOR_BUDGET = 1_000_000
+
+_Log = Callable[[str], None]
+
+
+class ConvLayer(NamedTuple):
+    """One benchmark convolution: ``h x w x cin -> cout`` with a square ``k x k`` kernel."""
+    name: str
+    h: int
+    w: int
+    cin: int
+    cout: int
+    k: int
+    stride: int = 1
+    pad: int = 0
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        """Return ``(OH, OW)``."""
+        return ((self.h + 2 * self.pad - self.k) // self.stride + 1,
+                (self.w + 2 * self.pad - self.k) // self.stride + 1)
+
+    @property
+    def gemm(self) -> tuple[int, int, int]:
+        """Return the layer as a GEMM ``(T, K, N)``: output pixels, ``KH*KW*Cin``, ``Cout``."""
+        oh, ow = self.out_hw
+        return oh * ow, self.k * self.k * self.cin, self.cout
+
+    def __str__(self) -> str:
+        oh, ow = self.out_hw
+        return (f"{self.h}x{self.w}x{self.cin}->{oh}x{ow}x{self.cout} "
+                f"k{self.k} s{self.stride} p{self.pad}")
+
+
+#: The full-size layers (issue "Quantized CNNs", Benchmark section).
+CONV_LAYERS = (
+    ConvLayer("alexnet-conv2", 27, 27, 96, 256, 5, 1, 2),
+    ConvLayer("alexnet-conv3", 13, 13, 256, 384, 3, 1, 1),
+    ConvLayer("alexnet-conv4", 13, 13, 384, 384, 3, 1, 1),
+    ConvLayer("alexnet-conv5", 13, 13, 384, 256, 3, 1, 1),
+    ConvLayer("conv3x3-32-16x16", 16, 16, 32, 32, 3, 1, 1),
+    ConvLayer("resnet18-layer2", 28, 28, 128, 128, 3, 1, 1),
+    ConvLayer("resnet18-layer3", 14, 14, 256, 256, 3, 1, 1),
+    ConvLayer("resnet18-layer4", 7, 7, 512, 512, 3, 1, 1),
+    ConvLayer("resnet18-layer3.0-s2", 28, 28, 128, 256, 3, 2, 1),
+    ConvLayer("resnet18-layer4.0-s2", 14, 14, 256, 512, 3, 2, 1),
+)
+#: Scaled-down layers run on both the ISA simulator and Verilator (``model_check`` rows).
+CHECK_LAYERS = (
+    ConvLayer("check-3x3-32-8x8", 8, 8, 32, 32, 3, 1, 1),
+    ConvLayer("check-5x5-16-9x9", 9, 9, 16, 16, 5, 1, 2),
+    ConvLayer("check-3x3-s2-16-24", 9, 9, 16, 24, 3, 2, 1),
+)
+#: ``quick`` mode: one small layer.
+QUICK_CONV_LAYERS = CHECK_LAYERS[:1]
 
 
 def scalesim_ws_cycles(m: int, k: int, n: int, rows: int, cols: int) -> int:
@@ -33,17 +122,53 @@ def scalesim_os_cycles(m: int, k: int, n: int, rows: int, cols: int) -> int:
     return math.ceil(m / rows) * math.ceil(n / cols) * (k + rows + cols - 2) - 1
 
 
-def run_bench(out_dir: Path, backend: str = "verilator", log=print, quick: bool = False) -> int:
-    """Run every benchmark GEMM on the small (8x8) and large (16x16) presets; return 0 on success."""
+def run_bench(out_dir: Path, backend: str = "verilator", log: _Log = print, quick: bool = False,
+              suite: str = "all", verilator_budget: int = VERILATOR_BUDGET) -> int:
+    """Run the ``suite`` (``"gemm"``, ``"conv"`` or ``"all"``) benchmarks; return 0 when every
+    output is bit-exact, every layer compiled and ran and every model check agreed, else 1.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``suite`` or ``backend``, or a negative ``verilator_budget``.
+    """
+    if suite not in (*SUITES, "all"):
+        raise ValueError(f"Benchmark suite must be one of {(*SUITES, 'all')}, not {suite!r}")
+    if backend not in ("verilator", "isasim"):
+        raise ValueError(f"Benchmark backend must be 'verilator' or 'isasim', not {backend!r}")
+    if verilator_budget < 0:
+        raise ValueError(f"Verilator cycle budget must be >= 0, not {verilator_budget!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    failures = []
+    if suite in ("gemm", "all"):
+        t1 = time.perf_counter()
+        failures += run_gemm_bench(out_dir, backend, log, quick)
+        log(f"GEMM benchmark: {time.perf_counter() - t1:.1f} s wall")
+    if suite in ("conv", "all"):
+        t1 = time.perf_counter()
+        failures += run_conv_bench(out_dir, backend, log, quick, verilator_budget)
+        log(f"convolution benchmark: {time.perf_counter() - t1:.1f} s wall")
+    log(f"benchmarks done in {time.perf_counter() - t0:.1f} s wall")
+    for f in failures:
+        log(f"FAILED: {f}")
+    return 1 if failures else 0
+
+
+# -- GEMM suite ------------------------------------------------------------------------------------
+def run_gemm_bench(out_dir: Path, backend: str, log: _Log = print,
+                   quick: bool = False) -> list[str]:
+    """Run every benchmark GEMM on the small and large presets; write ``gemm.*``; return the
+    failures (one message per output that is not bit-exact)."""
     from stamen.sw import golden
     from stamen.sw.compiler import compile_gemm
     from stamen.sw.runtime import Device
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     shapes = GEMM_SHAPES[:1] if quick else GEMM_SHAPES
     rng = np.random.default_rng(BENCH_SEED)
     rows = []
-    for preset in ("small", "large"):
+    for preset in CONV_PRESETS:
         cfg = AccelConfig.preset(preset)
         items, meta = [], []
         for m, k, n in shapes:
@@ -74,26 +199,275 @@ def run_bench(out_dir: Path, backend: str = "verilator", log=print, quick: bool 
                 f"(SCALE-Sim {ss}, ratio {rows[-1]['ratio_vs_scalesim']:.3f}), utilization "
                 f"{rows[-1]['utilization']:.1%}, end-to-end {rep.cycles}, "
                 f"{rows[-1]['sim_cycles_per_s']:,} sim cycles/s, bit-exact {exact}")
-    with open(out_dir / "gemm.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    _write_rows(rows, out_dir / "gemm.csv", out_dir / "gemm.json")
+    _plot(rows, out_dir / "gemm.png")
+    print(_table(rows, ["array", "gemm", "compute_cycles", "scalesim_ws_cycles",
+                        "ratio_vs_scalesim", "utilization", "end_to_end_cycles",
+                        "array_busy_share", "sim_cycles_per_s", "bit_exact"]))
+    log(f"wrote {out_dir / 'gemm.csv'}, gemm.json and gemm.png")
+    return [f"GEMM {r['gemm']} on {r['array']} ({backend}): output is not bit-exact against "
+            f"golden" for r in rows if not r["bit_exact"]]
+
+
+# -- convolution suite -----------------------------------------------------------------------------
+#: Columns of ``conv.csv`` (``conv.json`` holds the same rows); ``set`` is ``"layer"`` or
+#: ``"model_check"``; ``backend`` and ``mem_bytes`` say where the figures come from; ``wall_s`` is
+#: compile + run on isasim and the simulation proper on Verilator; the last four are filled in
+#: model_check rows only (the other cycle columns of those rows are Verilator's).
+CONV_FIELDS = (
+    "set", "layer", "preset", "array", "shape", "gemm_t", "gemm_k", "gemm_n", "macs", "backend",
+    "mem_bytes", "compute_cycles", "total_cycles", "scalesim_ws_cycles", "compute_ratio",
+    "e2e_ratio", "meets_target", "utilization", "scalesim_utilization", "dram_bytes",
+    "min_dram_bytes", "dram_ratio", "bit_exact", "sim_cycles_per_s", "wall_s", "error",
+    "isasim_compute_cycles", "isasim_total_cycles", "isasim_bit_exact", "cycles_agree",
+)
+
+
+def conv_layer_graph(layer: ConvLayer, seed: int):
+    """Return ``(graph, x)``: ``layer`` as a one-op :class:`~sw.graph.QuantizedGraph` with seeded
+    random int8 weights, int32 biases, Q31 multipliers and zero points (ReLU, output zero point
+    -128) and a seeded random int8 NHWC input of one image."""
+    from stamen.sw.graph import QOp, QuantizedGraph
+    rng = np.random.default_rng(seed)
+    k, cin, cout = layer.k, layer.cin, layer.cout
+    oh, ow = layer.out_hw
+    fan = k * k * cin
+    zp_in = int(rng.integers(-30, 31))
+    op = QOp(layer.name, "conv", ["input"], [zp_in], -128, [1.0], 1.0, (oh, ow, cout),
+             w=rng.integers(-127, 128, (k, k, cin, cout), dtype=np.int8),
+             bias=rng.integers(-2000, 2000, cout).astype(np.int32),
+             mult=rng.integers(1 << 30, 1 << 31, cout).astype(np.int32),
+             # a shift that keeps the output spread over the int8 range
+             shift=np.full(cout, round(np.log2(70 * np.sqrt(fan))), np.int32),
+             kernel=(k, k), stride=(layer.stride, layer.stride), padding=(layer.pad, layer.pad),
+             relu=True, torch_op="Conv2d")
+    graph = QuantizedGraph([op], (layer.h, layer.w, cin), 0.05, zp_in)
+    x = rng.integers(-128, 128, (1, layer.h, layer.w, cin), dtype=np.int8)
+    return graph, x
+
+
+@dataclasses.dataclass
+class _Case:
+    """One layer of the suite: its graph, input and golden output (shared by both presets)."""
+    set: str
+    layer: ConvLayer
+    graph: object
+    x: np.ndarray
+    want: np.ndarray
+
+
+def run_conv_bench(out_dir: Path, backend: str, log: _Log = print, quick: bool = False,
+                   verilator_budget: int = VERILATOR_BUDGET) -> list[str]:
+    """Run the convolution layers (and, on Verilator, the model checks) on the small and large
+    presets; write ``conv.*``; return the failures (see the module docstring)."""
+    layers = QUICK_CONV_LAYERS if quick else CONV_LAYERS
+    checks = () if quick or backend != "verilator" else CHECK_LAYERS
+    cases = []
+    for s, group in (("layer", layers), ("model_check", checks)):
+        for layer in group:
+            graph, x = conv_layer_graph(layer, _seed(layer))
+            cases.append(_Case(s, layer, graph, x, graph.reference(x)))
+    rows: list[dict] = []
+    for preset in CONV_PRESETS:
+        rows += _conv_preset(preset, cases, backend, log, verilator_budget)
+    _write_rows(rows, out_dir / "conv.csv", out_dir / "conv.json", CONV_FIELDS)
+    _plot_conv([r for r in rows if r["set"] == "layer"], out_dir / "conv.png")
+    print(_conv_tables(rows))
+    log(f"wrote {out_dir / 'conv.csv'}, conv.json and conv.png")
+    return _conv_failures(rows)
+
+
+def _seed(layer: ConvLayer) -> int:
+    return BENCH_SEED + sum(layer.name.encode()) + 1000 * layer.k + layer.cin
+
+
+def _conv_preset(preset: str, cases: list[_Case], backend: str, log: _Log,
+                 verilator_budget: int) -> list[dict]:
+    """Compile and run every case on one preset: isasim runs one at a time, the Verilator runs
+    in one simulator process (each then also on isasim, for its model_check row)."""
+    from stamen.sw.errors import CompileError
+    from stamen.sw.lower import compile_graph
+    from stamen.sw.runtime import Device
+
+    cfg = AccelConfig.preset(preset)
+    big = dataclasses.replace(cfg, mem_bytes=BIG_MEM_BYTES,
+                              name=f"{preset}-mem{BIG_MEM_BYTES >> 20}M")
+    rows, vl = [], []
+    n = len(cases)
+    for i, case in enumerate(cases, 1):
+        tag = f"[{preset} {i}/{n}] {case.layer.name} ({case.layer})"
+        # the preset's own memory on Verilator where the layer fits and is cheap enough
+        if backend == "verilator":
+            try:
+                prog = compile_graph(case.graph, cfg)
+            except CompileError as e:
+                prog = None
+                if case.set == "model_check":
+                    rows.append(_error_row(case, cfg, "verilator", f"CompileError: {e}"))
+                    log(f"{tag}: compile error: {e}")
+                    continue
+            if prog is not None and (case.set == "model_check"
+                                     or prog.est_cycles <= verilator_budget):
+                vl.append((case, prog))
+                log(f"{tag}: queued for Verilator ({prog.est_cycles:,} cycles estimated)")
+                continue
+        t0 = time.perf_counter()
+        try:
+            prog = compile_graph(case.graph, big)
+        except CompileError as e:
+            rows.append(_error_row(case, big, "isasim", f"CompileError: {e}"))
+            log(f"{tag}: compile error: {e}")
+            continue
+        try:
+            y, rep = Device(big, "isasim").run(prog, case.x)
+        except Exception as e:                          # a device fault names the layer's row
+            rows.append(_error_row(case, big, "isasim", f"{type(e).__name__}: {e}"))
+            log(f"{tag}: isasim failed: {e}")
+            continue
+        rows.append(_conv_row(case, big, "isasim", y, rep, time.perf_counter() - t0))
+        log(f"{tag}: {_summary(rows[-1])}")
+    if vl:
+        log(f"[{preset}] running {len(vl)} layer(s) on Verilator "
+            f"({sum(p.est_cycles for _, p in vl):,} cycles estimated)")
+        try:
+            got = Device(cfg, "verilator", log=log).run_many([(p, c.x) for c, p in vl],
+                                                             return_exceptions=True)
+        except Exception as e:                          # the build or the simulator failed
+            got = [e] * len(vl)
+        ref = Device(cfg, "isasim").run_many([(p, c.x) for c, p in vl], return_exceptions=True)
+        for (case, _), res, iref in zip(vl, got, ref):
+            tag = f"[{preset}] {case.layer.name} ({case.layer})"
+            if isinstance(res, Exception):
+                rows.append(_error_row(case, cfg, "verilator", f"{type(res).__name__}: {res}"))
+                log(f"{tag}: Verilator failed: {res}")
+                continue
+            row = _conv_row(case, cfg, "verilator", *res, res[1].sim_wall_s)
+            if case.set == "layer":
+                rows.append(row)
+                log(f"{tag}: {_summary(row)}")
+                row = dict(row, set="model_check")
+            _add_check(row, iref, res[1], case.want)
+            rows.append(row)
+            log(f"{tag}: model check: Verilator {row['total_cycles']} / {row['compute_cycles']} "
+                f"cycles, isasim {row['isasim_total_cycles']} / "
+                f"{row['isasim_compute_cycles']}: agree {row['cycles_agree']}")
+    # layer rows, then model_check rows, each in the order of ``cases``
+    order = {c.layer.name: i for i, c in enumerate(cases)}
+    return sorted(rows, key=lambda r: (r["set"] != "layer", order[r["layer"]]))
+
+
+def _conv_row(case: _Case, cfg: AccelConfig, backend: str, y: np.ndarray, rep,
+              wall_s: float) -> dict:
+    row = _base_row(case, cfg, backend)
+    lay = rep.layers[0]
+    ss = row["scalesim_ws_cycles"]
+    row.update({
+        "compute_cycles": lay.compute_cycles, "total_cycles": rep.total.cycles,
+        "compute_ratio": round(lay.compute_cycles / ss, 4),
+        "e2e_ratio": round(rep.total.cycles / ss, 4),
+        "meets_target": lay.compute_cycles / ss <= COMPUTE_TARGET,
+        "utilization": round(lay.utilization, 4),
+        "dram_bytes": lay.dram_bytes, "min_dram_bytes": lay.min_dram_bytes,
+        "dram_ratio": round(lay.dram_bytes / lay.min_dram_bytes, 3),
+        "bit_exact": bool(y.shape == case.want.shape and np.array_equal(y, case.want)),
+        "sim_cycles_per_s": round(rep.sim_cycles_per_s), "wall_s": round(wall_s, 2),
+    })
+    if lay.macs != row["macs"]:
+        row["error"] = f"the report counts {lay.macs} MACs, the layer has {row['macs']}"
+    return row
+
+
+def _base_row(case: _Case, cfg: AccelConfig, backend: str) -> dict:
+    t, k, n = case.layer.gemm
+    ss = scalesim_ws_cycles(t, k, n, cfg.rows, cfg.cols)
+    return {f: "" for f in CONV_FIELDS} | {
+        "set": case.set, "layer": case.layer.name, "preset": cfg.name.split("-")[0],
+        "array": f"{cfg.rows}x{cfg.cols}", "shape": str(case.layer), "gemm_t": t, "gemm_k": k,
+        "gemm_n": n, "macs": t * k * n, "backend": backend, "mem_bytes": cfg.mem_bytes,
+        "scalesim_ws_cycles": ss,
+        "scalesim_utilization": round(t * k * n / (ss * cfg.rows * cfg.cols), 4),
+    }
+
+
+def _error_row(case: _Case, cfg: AccelConfig, backend: str, error: str) -> dict:
+    return _base_row(case, cfg, backend) | {"error": error, "bit_exact": False}
+
+
+def _add_check(row: dict, iref, vrep, want: np.ndarray) -> None:
+    """Fill ``row``'s isasim columns from the ISA simulator's run of the same program, and
+    ``cycles_agree``: total and per-layer cycles, compute cycles, MACs and DRAM bytes equal."""
+    if isinstance(iref, Exception):
+        row["error"] = f"isasim: {type(iref).__name__}: {iref}"
+        row["cycles_agree"] = False
+        return
+    y, irep = iref
+    lay = irep.layers[0]
+    row["isasim_compute_cycles"] = lay.compute_cycles
+    row["isasim_total_cycles"] = irep.total.cycles
+    row["isasim_bit_exact"] = bool(y.shape == want.shape and np.array_equal(y, want))
+
+    def figures(rep):
+        return [(r.cycles, r.compute_cycles, r.issued_macs, r.gated_macs, r.dram_bytes)
+                for r in [rep.total, *rep.layers]]
+    row["cycles_agree"] = figures(irep) == figures(vrep)
+
+
+def _summary(r: dict) -> str:
+    return (f"{r['backend']}: compute {r['compute_cycles']:,} cycles vs SCALE-Sim "
+            f"{r['scalesim_ws_cycles']:,} (ratio {r['compute_ratio']:.3f}), end-to-end "
+            f"{r['total_cycles']:,} ({r['e2e_ratio']:.3f}), utilization {r['utilization']:.1%}, "
+            f"DRAM {r['dram_ratio']:.2f}x min, bit-exact {r['bit_exact']}, {r['wall_s']} s")
+
+
+def _conv_failures(rows: list[dict]) -> list[str]:
+    out = []
+    for r in rows:
+        where = f"conv {r['layer']} on {r['array']} ({r['backend']}, {r['set']})"
+        if r["error"]:
+            out.append(f"{where}: {r['error']}")
+        elif not r["bit_exact"] or r["isasim_bit_exact"] is False:
+            out.append(f"{where}: output is not bit-exact against golden (graph.reference)")
+        if r["cycles_agree"] is False:
+            out.append(f"{where}: Verilator and isasim cycle counters differ (Verilator "
+                       f"{r['total_cycles']} / {r['compute_cycles']}, isasim "
+                       f"{r['isasim_total_cycles']} / {r['isasim_compute_cycles']})")
+    return out
+
+
+def _conv_tables(rows: list[dict]) -> str:
+    layer_cols = ["layer", "array", "backend", "gemm_t", "gemm_k", "gemm_n", "compute_cycles",
+                  "total_cycles", "scalesim_ws_cycles", "compute_ratio", "e2e_ratio",
+                  "utilization", "dram_ratio", "bit_exact", "error"]
+    check_cols = ["layer", "array", "shape", "compute_cycles", "isasim_compute_cycles",
+                  "total_cycles", "isasim_total_cycles", "cycles_agree", "bit_exact", "error"]
+    layers = [r for r in rows if r["set"] == "layer"]
+    checks = [r for r in rows if r["set"] == "model_check"]
+    text = [f"convolution layers (compute target <= {COMPUTE_TARGET} x SCALE-Sim WS; "
+            f"dram_ratio = DRAM bytes / minimum)", _table(layers, layer_cols)]
+    if checks:
+        text += ["model check (Verilator vs isasim on the same program; verilator figures "
+                 "first)", _table(checks, check_cols)]
+    return "\n".join(text)
+
+
+def _write_rows(rows: list[dict], csv_path: Path, json_path: Path,
+                fields: tuple[str, ...] | None = None) -> None:
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fields or rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (out_dir / "gemm.json").write_text(json.dumps(rows, indent=2) + "\n")
-    _plot(rows, out_dir / "gemm.png")
-    _print_table(rows)
-    log(f"wrote {out_dir / 'gemm.csv'}, gemm.json and gemm.png")
-    return 0 if all(r["bit_exact"] for r in rows) else 1
+    json_path.write_text(json.dumps(rows, indent=2) + "\n")
 
 
-def _print_table(rows: list[dict]) -> None:
-    cols = ["array", "gemm", "compute_cycles", "scalesim_ws_cycles", "ratio_vs_scalesim",
-            "utilization", "end_to_end_cycles", "array_busy_share", "sim_cycles_per_s",
-            "bit_exact"]
-    cells = [[str(r[c]) for c in cols] for r in rows]
+def _table(rows: list[dict], cols: list[str]) -> str:
+    def fmt(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+    cols = [c for c in cols if c != "error" or any(r.get(c) for r in rows)]
+    cells = [[fmt(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
-    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
-    for x in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(x, widths)))
+    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(x, widths)) for x in cells]
+    return "\n".join(lines)
 
 
 def _plot(rows: list[dict], path: Path) -> None:
@@ -110,6 +484,31 @@ def _plot(rows: list[dict], path: Path) -> None:
     ax.set_xticks(xs, labels, fontsize=8)
     ax.set_ylabel("cycles relative to SCALE-Sim WS")
     ax.set_title("Stamen weight-stationary GEMM cycles vs SCALE-Sim")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_conv(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [r for r in rows if r["compute_ratio"] != ""]
+    xs = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, 0.75 * len(rows) + 2), 4.8))
+    if rows:
+        ax.bar(xs - 0.2, [r["compute_ratio"] for r in rows], 0.4, label="compute / SCALE-Sim")
+        ax.bar(xs + 0.2, [r["e2e_ratio"] for r in rows], 0.4,
+               label="end-to-end (with DMA) / SCALE-Sim")
+        ax.set_xticks(xs, [f"{r['layer']}\n{r['array']} {r['backend']}" for r in rows],
+                      fontsize=7, rotation=60, ha="right")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.axhline(COMPUTE_TARGET, color="r", lw=0.8, ls="--",
+               label=f"compute target {COMPUTE_TARGET}")
+    ax.set_ylabel("cycles relative to SCALE-Sim WS")
+    ax.set_title("Stamen convolution layers vs SCALE-Sim weight-stationary (T=OH*OW, "
+                 "K=KH*KW*Cin, N=Cout)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from stamen.hw.params import PRESETS, AccelConfig
+from stamen.sw.bench import VERILATOR_BUDGET
 
 __all__ = ["main", "config_from_args"]
 
@@ -17,7 +18,8 @@ _EPILOG = """examples:
   stamen demo --backend isasim         the same on the fast ISA simulator
   stamen verilog --preset tiny         write build/tiny/ (Verilog + config.json)
   stamen disasm build/demo/mlp.prog    print a compiled program as text
-  stamen bench                         GEMMs vs SCALE-Sim, CSV + PNG under build/bench/
+  stamen bench                         GEMMs and CNN conv layers vs SCALE-Sim, CSV + PNG
+                                       under build/bench/ (stamen bench --help)
   stamen bitstream --board icebreaker  iCE40UP5K bitstream + resource/Fmax report (YoWASP tools)
 """
 
@@ -89,9 +91,30 @@ def _cmd_demo(args) -> int:
                     log=_log, **opts)
 
 
+_BENCH_HELP = """Two suites, each on the small (8x8) and large (16x16) weight-stationary presets,
+against SCALE-Sim 3.0's weight-stationary cycles ceil(K/R)*ceil(N/C)*(2R+C+T-2)-1:
+
+gemm  GEMMs M x K x N (T = M) on --backend: OUT/gemm.csv, gemm.json, gemm.png.
+conv  AlexNet conv2-conv5, a 3x3 32->32 conv on 16x16, ResNet-18's 3x3 layers at 28x28 and
+      below (stride 1 and 2), each compiled by the graph compiler and compared as the GEMM
+      T = output pixels, K = KH*KW*Cin, N = Cout (compute target <= 1.2): OUT/conv.csv,
+      conv.json, conv.png with compute and end-to-end (with DMA) ratios, utilization and
+      DRAM bytes against the minimum. Full-size layers need millions of cycles and more than
+      the presets' 1 MiB, so they run on the ISA simulator (its cycle model equals the RTL
+      counters for an ideal memory) with 16 MiB of device memory; the "backend" column says
+      which backend produced each row. With --backend verilator, layers that fit 1 MiB and
+      --verilator-budget cycles run on Verilator, and scaled-down layers run on both
+      Verilator and isasim: the "model_check" rows record whether their counters agree.
+
+Every output is compared bit for bit with the golden model; a mismatch, a compile or device
+error or a model check that disagrees exits with status 1 (after writing the files).
+"""
+
+
 def _cmd_bench(args) -> int:
     from stamen.sw.bench import run_bench
-    return run_bench(out_dir=Path(args.out), backend=args.backend, log=_log, quick=args.quick)
+    return run_bench(out_dir=Path(args.out), backend=args.backend, log=_log, quick=args.quick,
+                     suite=args.suite, verilator_budget=args.verilator_budget)
 
 
 def _cmd_bitstream(args) -> int:
@@ -134,10 +157,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("program", help="a program saved by Program.save (e.g. build/demo/mlp.prog)")
     p.set_defaults(func=_cmd_disasm)
 
-    p = sub.add_parser("bench", help="GEMM benchmarks against SCALE-Sim's closed forms")
-    p.add_argument("--backend", default="verilator", choices=["verilator", "isasim"])
-    p.add_argument("--out", default="build/bench", help="where CSV and PNG go")
-    p.add_argument("--quick", action="store_true", help="only the smallest shape")
+    p = sub.add_parser("bench", help="GEMM and convolution benchmarks against SCALE-Sim's "
+                       "closed forms", description=_BENCH_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", default="verilator", choices=["verilator", "isasim"],
+                   help="where the GEMMs, the model checks and the small conv layers run "
+                   "(default: verilator)")
+    p.add_argument("--suite", default="all", choices=["all", "gemm", "conv"],
+                   help="which suite to run (default: all)")
+    p.add_argument("--out", default="build/bench", help="where CSV, JSON and PNG go")
+    p.add_argument("--quick", action="store_true",
+                   help="only the smallest GEMM and one small conv layer")
+    p.add_argument("--verilator-budget", type=int, default=VERILATOR_BUDGET, metavar="CYCLES",
+                   help="with --backend verilator: a full-size conv layer that fits the "
+                   "preset's memory runs on Verilator when its estimated cycles are at most "
+                   "this (default: %(default)s; 0: every full-size layer on isasim)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("bitstream", help="build an FPGA bitstream with open tools (YoWASP) and "

@@ -19,10 +19,14 @@ import numpy as np
 
 __all__ = ["wrap_int32", "gemm", "srdhm", "rounding_shift_right", "requantize",
            "quantize_multiplier", "linear", "conv2d", "conv2d_requant", "maxpool2d", "avgpool2d",
-           "add", "conv_out_size", "INT32_MIN", "INT32_MAX"]
+           "add", "conv_out_size", "AVGPOOL_GAIN", "INT32_MIN", "INT32_MAX"]
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
+#: Average pooling scales each window sum by this power of two before requantizing, so the
+#: fixed-point multiply is exact (for a power-of-two window) or nearly so, and the result is
+#: rounded once, by the final shift.
+AVGPOOL_GAIN = 64
 
 
 def wrap_int32(x) -> np.ndarray:
@@ -243,15 +247,20 @@ def maxpool2d(x: np.ndarray, kernel, stride, padding=0) -> np.ndarray:
 
 def avgpool2d(x: np.ndarray, kernel, stride, padding, zp_in: int, mult: int, shift: int,
               zp_out: int) -> np.ndarray:
-    """Return the average pool of NHWC int8 ``x`` as ``requantize(sum(x - zp_in), 0, mult, shift,
-    zp_out, False)`` over each window, padding counted as real zeros (PyTorch's
-    ``count_include_pad=True``); ``mult, shift = quantize_multiplier(s_in / (s_out * KH * KW))``."""
+    """Return the average pool of NHWC int8 ``x`` as ``requantize(AVGPOOL_GAIN * sum(x - zp_in),
+    0, mult, shift, zp_out, False)`` over each window, padding counted as real zeros (PyTorch's
+    ``count_include_pad=True``);
+    ``mult, shift = quantize_multiplier(s_in / (s_out * KH * KW * AVGPOOL_GAIN))``.
+
+    The gain keeps the rounding single: with ``mult = 2**30`` (a power-of-two window)
+    ``srdhm(64 * sum, mult) = 32 * sum`` exactly and only the shift rounds; without it a 2x2
+    window's ``sum / 4`` would be rounded twice (``k + 0.25`` becoming ``k + 1``)."""
     x = _check_int8("Avg-pool input", x)
     if x.ndim != 4:
         raise ValueError(f"Avg-pool input must be NHWC, not shape {x.shape}")
     win = _windows(x, _pair("kernel", kernel), _pair("stride", stride), _pair("padding", padding),
                    int(zp_in))
-    total = (win.astype(np.int64) - int(zp_in)).sum(axis=(3, 4))
+    total = (win.astype(np.int64) - int(zp_in)).sum(axis=(3, 4)) * AVGPOOL_GAIN
     c = x.shape[3]
     return requantize(total, np.zeros(c, np.int32), np.full(c, mult, np.int32),
                       np.full(c, shift, np.int32), zp_out, False)

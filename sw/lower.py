@@ -26,8 +26,8 @@ Ops. Every op is MATMULs into ACC, then one REQUANT to OUT and STOREs of the int
   depthwise convolution uses only the chunks its output channels read, with block-diagonal tiles.
   A convolution whose output is ``1 x 1`` (a Linear layer) runs all images of the batch in one
   MATMUL: the row level walks images instead of pixels.
-* ``avgpool``: a depthwise convolution with diagonal weight 1 (``wt_repeat``: one tile for every
-  tap), requantized by ``1 / (KH*KW)``.
+* ``avgpool``: a depthwise convolution with diagonal weight ``golden.AVGPOOL_GAIN`` (``wt_repeat``:
+  one tile for every tap), requantized by ``1 / (KH * KW * AVGPOOL_GAIN)``.
 * ``maxpool``: the same walk with diagonal weight 2, ``zp = -128`` (every operand is
   ``a + 128 >= 0``) and ``acc_max``; REQUANT with multiplier ``2**30`` and ``zp_out = -128``
   returns the maximum exactly. Padding needs a halo of -128, i.e. an input zero point of -128.
@@ -251,7 +251,7 @@ def _lower(graph: QuantizedGraph, cfg: AccelConfig, batch: int):
         elif q.kind in ("maxpool", "avgpool"):
             mx = q.kind == "maxpool"
             chunks = _diag_chunks(cfg, nt_count, cp_in)
-            tiles = _diag_tiles(cfg, chunks, nt_count, 1, 2 if mx else 1)
+            tiles = _diag_tiles(cfg, chunks, nt_count, 1, 2 if mx else golden.AVGPOOL_GAIN)
             terms = [_Term(src[0], -128 if mx else q.zp_in[0], q.kernel, q.stride, q.padding,
                            chunks, tiles, repeat=True, acc_max=mx)]
             params = (_params(cfg, q, nt_count, 0, _HALF_MULT, 0) if mx else

@@ -67,7 +67,7 @@ class _Builder:
         h, w, c = self.shapes[src]
         kh, kw = (h, w) if k is None else (k, k)
         oh, ow = golden.conv_out_size(h, kh, s, p), golden.conv_out_size(w, kw, s, p)
-        mult, shift = golden.quantize_multiplier(1 / (kh * kw))
+        mult, shift = golden.quantize_multiplier(1 / (kh * kw * golden.AVGPOOL_GAIN))
         zp = self.zps[src]
         self._add(QOp(name, "avgpool", [src], [zp], zp, [1.0], 1.0, (oh, ow, c), mult=mult,
                       shift=shift, kernel=(kh, kw), stride=(s, s), padding=(p, p)))

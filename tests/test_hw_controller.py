@@ -7,6 +7,9 @@ from stamen.hw import isa
 from stamen.hw.isa import ErrorCode, Opcode, Spad
 from stamen.hw.params import AccelConfig
 from stamen.hw.simdevice import SimDevice
+from stamen.sw.asm import to_bytes
+from stamen.sw.errors import DeviceError
+from stamen.sw.isasim import IsaSim
 from stamen.verif import amsim
 
 CFG = AccelConfig(rows=2, cols=4, bus_bytes=2, act_spad_depth=32, wt_spad_depth=16,
@@ -63,6 +66,15 @@ def store(spad, spad_addr, rows, dram_addr, dram_stride=None):
         dram_stride = CFG.spad_row_words(spad.name.lower())
     return isa.encode(Opcode.STORE, spad=spad, spad_addr=spad_addr, rows=rows,
                       dram_addr=dram_addr, dram_stride=dram_stride)
+
+
+def matmul(**args):
+    return isa.encode(Opcode.MATMUL, **({"wt_addr": 0, "acc_addr": 0, "act_stride": 0, "zp": 0,
+                                         "accumulate": 0} | args))
+
+
+def loop(**args):
+    return isa.encode(Opcode.LOOP, **(isa.LOOP_RESET | args))
 
 
 HALT = isa.encode(Opcode.HALT)
@@ -133,6 +145,15 @@ FAULTS = {
     "matmul_wt_overrun": ([isa.encode(Opcode.MATMUL, act_addr=0, wt_addr=13, acc_addr=0, m=1,
                                       k_tiles=2, act_stride=0, zp=0, accumulate=0)],
                           ErrorCode.SPAD_RANGE, 0),
+    "matmul_wt_repeat_overrun": ([matmul(act_addr=0, wt_addr=15, m=1, k_tiles=3, wt_repeat=1)],
+                                 ErrorCode.SPAD_RANGE, 0),
+    # act rows are found as they are read: the MATMUL runs, then halts at its own pc
+    "matmul_loop_act_overrun": ([SYNC, loop(k_wrap0=2, k_stride1=31), SYNC,
+                                 matmul(act_addr=1, m=1, k_tiles=3)], ErrorCode.SPAD_RANGE, 3),
+    "matmul_act_16bit_wrap": ([loop(m_stride=(1 << 16) - 1), matmul(act_addr=3, m=2, k_tiles=1)],
+                              ErrorCode.SPAD_RANGE, 1),
+    "matmul_act_addr_overrun": ([matmul(act_addr=CFG.act_spad_depth, m=1, k_tiles=1)],
+                                ErrorCode.SPAD_RANGE, 0),
     "requant_param_overrun": ([SYNC, SYNC, isa.encode(Opcode.REQUANT, acc_addr=0, out_addr=0,
                                                       param_addr=4, rows=1, zp_out=0, relu=0)],
                               ErrorCode.SPAD_RANGE, 2),
@@ -213,6 +234,12 @@ def test_ranges_that_fit_exactly(cfg):
             isa.encode(Opcode.MATMUL, act_addr=0, wt_addr=CFG.wt_spad_depth - 2 * CFG.rows,
                        acc_addr=CFG.acc_spad_depth - 4, m=4, k_tiles=2,
                        act_stride=CFG.act_spad_depth - 4, zp=0, accumulate=0),
+            matmul(act_addr=1, wt_addr=CFG.wt_spad_depth - CFG.rows, m=2, k_tiles=40,
+                   wt_repeat=1),
+            # the last act row is depth - 1: 2 + 1*1 + 1*4 + 1*8 + (depth - 16) + 1*0 + 1*1
+            loop(k_wrap0=2, k_wrap1=2, k_stride1=4, k_stride2=8, m_wrap=2, m_stride=0,
+                 m_stride1=CFG.act_spad_depth - 16),
+            matmul(act_addr=2, act_stride=1, m=4, k_tiles=8, acc_max=1),
             isa.encode(Opcode.REQUANT, acc_addr=CFG.acc_spad_depth - 2,
                        out_addr=CFG.out_spad_depth - 2, param_addr=CFG.param_spad_depth - 3,
                        rows=2, zp_out=0, relu=0),
@@ -224,6 +251,102 @@ def test_ranges_that_fit_exactly(cfg):
         err, pc, _ = await run_program(ctx, dut)
         assert (err, pc) == (ErrorCode.NONE, 0)
         assert ctx.get(dut.perf.instructions) == len(prog)
-        assert ctx.get(dut.perf.macs) == 2 * 4 * CFG.rows * CFG.cols
+        assert ctx.get(dut.perf.macs) == (2 * 4 + 2 * 40 + 4 * 8) * CFG.rows * CFG.cols
+
+    simulate(dut, testbench)
+
+
+def _image(cfg, blobs):
+    """Return a device-memory image (uint8) with ``blobs`` ({word address: bytes}) in it."""
+    mem = np.zeros(cfg.mem_bytes, np.uint8)
+    for addr, blob in blobs.items():
+        start = addr * cfg.mem_bus_bytes
+        mem[start:start + len(blob)] = np.frombuffer(blob, np.uint8)
+    return mem
+
+
+def _words(cfg, mem):
+    return [int.from_bytes(mem[i:i + cfg.mem_bus_bytes].tobytes(), "little")
+            for i in range(0, mem.size, cfg.mem_bus_bytes)]
+
+
+@pytest.mark.parametrize("cfg,latency,stall", [(CFG, 0, 0), (CFG, 5, 3), (SERIAL, 0, 0)],
+                         ids=["comb-ideal", "comb-slow", "serial-ideal"])
+def test_loop_programs_match_isasim(cfg, latency, stall):
+    """LOOP programs against IsaSim: memory images, and with an ideal memory every counter.
+
+    The first program sets a LOOP (a window walk), runs MATMULs (sum, then max with
+    ``wt_repeat``) and stores ACC; the second, started on the same device, runs a MATMUL
+    without LOOP: ``start`` reset the generator. A third sets a LOOP whose MATMUL reads beyond
+    the ACT spad: it faults with SPAD_RANGE after the MATMUL, at its pc, with IsaSim's counters
+    (the zero-gated MACs of a faulting MATMUL are not modelled).
+    """
+    seed = 70
+    rng = np.random.default_rng(seed)
+    act_at, wt_at, acc_at, perf_at = 0x40, 0x80, 0x100, 0x180
+    acc_words = cfg.spad_row_words("acc")
+    data = {act_at: rng.integers(-128, 128, (CFG.act_spad_depth, CFG.rows), np.int8).tobytes(),
+            wt_at: rng.integers(-128, 128, (CFG.wt_spad_depth, CFG.cols), np.int8).tobytes()}
+    window = loop(k_wrap0=3, k_wrap1=0, k_stride1=6, m_wrap=2, m_stride=2, m_stride1=6)
+    progs = {
+        PROG: [load(Spad.ACT, 0, CFG.act_spad_depth, act_at, 1),
+               load(Spad.WT, 0, CFG.wt_spad_depth, wt_at), SYNC, window,
+               matmul(act_addr=1, m=4, k_tiles=6, act_stride=1, zp=3),
+               matmul(act_addr=10, wt_addr=4, acc_addr=4, m=4, k_tiles=5, act_stride=1, zp=-7,
+                      accumulate=1, acc_max=1, wt_repeat=1),
+               store(Spad.ACC, 0, 8, acc_at, acc_words),
+               isa.encode(Opcode.PERF, dram_addr=perf_at), HALT],
+        PROG + 0x40: [matmul(act_addr=3, m=3, k_tiles=4, act_stride=5, zp=1, accumulate=1),
+                      store(Spad.ACC, 0, 8, acc_at + 8 * acc_words, acc_words), HALT],
+        PROG + 0x80: [window, matmul(act_addr=20, m=4, k_tiles=4, act_stride=1), HALT],
+    }
+    codes = [ErrorCode.NONE, ErrorCode.NONE, ErrorCode.SPAD_RANGE]
+    mem = _image(cfg, data | {a: to_bytes(p, cfg) for a, p in progs.items()})
+    sim = IsaSim(cfg)
+    expected = []
+    for (addr, prog), code in zip(progs.items(), codes):
+        try:
+            ctr, err, pc = sim.run(mem, addr), ErrorCode.NONE, 0
+        except DeviceError as e:
+            ctr, err, pc = e.counters, e.code, e.pc
+        assert err == code, f"isasim: {err}"
+        expected.append((err, pc, ctr, _words(cfg, mem)))
+    dut = SimDevice(cfg, max_latency=8)
+
+    async def testbench(ctx):
+        write_words(ctx, dut, 0, _words(cfg, _image(cfg, data | {
+            a: to_bytes(p, cfg) for a, p in progs.items()})))
+        for addr, (err, pc, ctr, words) in zip(progs, expected):
+            got = await run_program(ctx, dut, addr, timeout=20000)
+            msg = f"seed={seed} prog={addr:#x} latency={latency} stall={stall}"
+            assert got[:2] == (err, pc), msg
+            perf = perf_dict(ctx, dut)
+            if err != ErrorCode.NONE:
+                perf.pop("gated_macs")
+            exact = (latency, stall) == (0, 0)
+            for name in perf:
+                if exact or name not in ("cycles", "stall_cycles"):
+                    assert perf[name] == ctr[name], f"{msg} {name}: {perf} != {ctr}"
+            mem_now = [ctx.get(dut.mem_data[i]) for i in range(cfg.mem_words)]
+            if not exact:       # the PERF image holds cycle counts
+                for i in range(isa.perf_words(cfg)):
+                    mem_now[perf_at + i] = words[perf_at + i]
+            np.testing.assert_array_equal(mem_now, words, err_msg=msg)
+
+    simulate(dut, testbench, latency, stall)
+
+
+def test_loop_retires_in_dispatch_cycle():
+    """LOOP costs what SYNC costs: a fetch and its dispatch cycle."""
+    dut = SimDevice(CFG, max_latency=4)
+
+    async def testbench(ctx):
+        write_program(ctx, dut, PROG, [SYNC, SYNC, HALT])
+        write_program(ctx, dut, PROG + 0x40, [SYNC, loop(k_wrap0=5, m_stride1=7), HALT])
+        await run_program(ctx, dut, PROG)
+        sync = perf_dict(ctx, dut)
+        err, _, _ = await run_program(ctx, dut, PROG + 0x40)
+        assert err == ErrorCode.NONE
+        assert perf_dict(ctx, dut) == sync
 
     simulate(dut, testbench)

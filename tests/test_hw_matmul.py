@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""Amaranth-simulator tests of ``hw.matmul.MatmulEngine`` with real scratchpad memories."""
+"""Amaranth-simulator tests of ``hw.matmul.MatmulEngine`` with real scratchpad memories, each
+MATMUL compared with an ``sw.isasim.IsaSim`` run of the same scratchpads and instruction."""
 import numpy as np
 import pytest
 from amaranth import *
@@ -7,22 +8,27 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from stamen.hw import bus, isa
-from stamen.hw.matmul import MatmulEngine, acc_read_transparent
+from stamen.hw.matmul import ActAddressGenerator, MatmulEngine, acc_read_transparent
 from stamen.hw.params import AccelConfig
 from stamen.sw import golden
-from stamen.sw.isasim import matmul_cycles
+from stamen.sw.asm import to_bytes
+from stamen.sw.errors import DeviceError
+from stamen.sw.isasim import IsaSim, matmul_cycles
 from stamen.verif import amsim
 
 INT8_MIN, INT8_MAX = -128, 127
+STRIDE_MAX = (1 << 16) - 1
 
 CFG_1x2 = AccelConfig(name="t1x2", rows=1, cols=2, act_spad_depth=128, wt_spad_depth=32,
-                      acc_spad_depth=32, bus_bytes=1)
+                      acc_spad_depth=32, bus_bytes=1, mem_bytes=1 << 12)
 CFG_2x4 = AccelConfig(name="t2x4", rows=2, cols=4, act_spad_depth=128, wt_spad_depth=32,
-                      acc_spad_depth=32, bus_bytes=2)
+                      acc_spad_depth=32, bus_bytes=2, mem_bytes=1 << 12)
 CFG_4x4 = AccelConfig(name="t4x4", rows=4, cols=4, act_spad_depth=256, wt_spad_depth=64,
-                      acc_spad_depth=128, bus_bytes=4)
+                      acc_spad_depth=128, bus_bytes=4, mem_bytes=1 << 12)
 CFG_8x8 = AccelConfig(name="t8x8", rows=8, cols=8, act_spad_depth=1024, wt_spad_depth=128,
-                      acc_spad_depth=128)
+                      acc_spad_depth=128, mem_bytes=1 << 12)
+#: An ACT depth that is not a power of two: rows depth..127 have valid-looking addresses.
+CFG_ODD = CFG_2x4.replace(name="t2x4-odd", act_spad_depth=100)
 
 
 class _Harness(wiring.Component):
@@ -33,7 +39,8 @@ class _Harness(wiring.Component):
         pe_count = cfg.rows * cfg.cols
         super().__init__({
             "i_cmd": In(stream.Signature(isa.MatmulArgs)),
-            "busy": Out(1),
+            "i_loop": In(stream.Signature(isa.LoopArgs)), "loop_clear": In(1),
+            "busy": Out(1), "fault": Out(1),
             "macs_inc": Out(range(pe_count + 1)),
             "gated_inc": Out(range(pe_count + 1)),
         })
@@ -61,7 +68,9 @@ class _Harness(wiring.Component):
                                       ~(acc_wr.en & (acc_wr.addr == engine.acc_rd.addr)))]
         wiring.connect(m, acc_wr, engine.acc_wr)
         wiring.connect(m, wiring.flipped(self.i_cmd), engine.i_cmd)
-        m.d.comb += [self.busy.eq(engine.busy), self.macs_inc.eq(engine.macs_inc),
+        wiring.connect(m, wiring.flipped(self.i_loop), engine.i_loop)
+        m.d.comb += [engine.loop_clear.eq(self.loop_clear), self.busy.eq(engine.busy),
+                     self.fault.eq(engine.fault), self.macs_inc.eq(engine.macs_inc),
                      self.gated_inc.eq(engine.gated_inc)]
         return m
 
@@ -73,35 +82,37 @@ def _int8(rng, shape, zeros=0.2):
     return np.where(rng.random(shape) < zeros, 0, x).astype(np.int8)
 
 
-def _reference(cfg, act, wt, acc, cmd):
-    """Execute one MATMUL on NumPy copies of the spads, literally as ``hw/isa.py`` states it."""
-    R = cfg.rows
-    acc = acc.copy()
-    for kt in range(cmd["k_tiles"]):
-        w = wt[cmd["wt_addr"] + kt * R: cmd["wt_addr"] + (kt + 1) * R]
-        a0 = cmd["act_addr"] + kt * cmd["act_stride"]
-        p = golden.gemm(act[a0: a0 + cmd["m"]], w, cmd["zp"])
-        rows = slice(cmd["acc_addr"], cmd["acc_addr"] + cmd["m"])
-        keep = cmd["accumulate"] or kt > 0
-        acc[rows] = golden.wrap_int32(p.astype(np.int64) + (acc[rows] if keep else 0))
-    return acc
+def _isasim(cfg, act, wt, acc, cmd, loop):
+    """Run ``[LOOP loop,] MATMUL cmd, HALT`` on an IsaSim holding the given spads.
 
-
-def _gated(cfg, act, wt, cmd):
-    """Return the MACs the array gates for one MATMUL (zero operand or zero weight)."""
-    R, total = cfg.rows, 0
-    for kt in range(cmd["k_tiles"]):
-        w = wt[cmd["wt_addr"] + kt * R: cmd["wt_addr"] + (kt + 1) * R]
-        a0 = cmd["act_addr"] + kt * cmd["act_stride"]
-        ops = act[a0: a0 + cmd["m"]].astype(np.int64) - cmd["zp"]
-        total += int(((ops[:, :, None] == 0) | (w[None, :, :] == 0)).sum())
-    return total
+    Returns ``(acc after, counters, error)``: ``error`` is the DeviceError code or None.
+    """
+    sim = IsaSim(cfg)
+    for name, arr in (("act", act), ("wt", wt), ("acc", acc)):
+        sim.spads[name][:] = arr
+    words = [] if loop is None else [isa.encode(isa.Opcode.LOOP, **loop)]
+    words += [isa.encode(isa.Opcode.MATMUL, **cmd), isa.encode(isa.Opcode.HALT)]
+    mem = np.zeros(cfg.mem_bytes, np.uint8)
+    code = np.frombuffer(to_bytes(words, cfg), np.uint8)
+    mem[:code.size] = code
+    try:
+        ctr = sim.run(mem, 0)
+        err = None
+    except DeviceError as e:
+        ctr, err = e.counters, e.code
+    return sim.spads["acc"].copy(), ctr, err
 
 
 def _run(cfg, cmds, seed, act=None):
-    """Run ``cmds`` back to back on fresh random spads; check ACC, counters and cycle counts.
+    """Run ``cmds`` back to back on random spads; compare each with IsaSim.
 
-    Returns the measured cycles (acceptance to ``busy`` low) of each command.
+    A command is a MatmulArgs dict; an optional ``"loop"`` entry (a LoopArgs dict) is sent on
+    ``i_loop`` first, an optional ``"clear": True`` pulses ``loop_clear`` first (both before the
+    MATMUL; the LOOP state otherwise carries over, as on the device). Each command is checked
+    against IsaSim started from the ACC contents the engine left (so a faulting command, whose ACC
+    rows are undefined, does not spoil the next ones): ACC bit-exact, MACs and gated MACs, the
+    cycles from acceptance to ``busy`` low (``matmul_cycles``) and ``fault`` against IsaSim's
+    ``SPAD_RANGE``. Returns the measured cycles of each command.
     """
     rng = np.random.default_rng(seed)
     msg = f"seed={seed} cfg={cfg}"
@@ -111,45 +122,73 @@ def _run(cfg, cmds, seed, act=None):
     acc0 = rng.integers(golden.INT32_MIN, golden.INT32_MAX + 1,
                         size=(cfg.acc_spad_depth, cfg.cols), dtype=np.int64).astype(np.int32)
     dut = _Harness(cfg)
-    cycles, results = [], []
-    counts = {"macs": 0, "gated": 0}
+    results = []
+
+    def read_acc(ctx):
+        return np.array([[int(v) for v in ctx.get(dut.mems["acc"][i])]
+                         for i in range(cfg.acc_spad_depth)], dtype=np.int32)
 
     async def tb(ctx):
         for name, arr in (("act", act), ("wt", wt), ("acc", acc0)):
             for i, row in enumerate(arr):
                 ctx.set(dut.mems[name][i], [int(v) for v in row])
+        acc = acc0
         for cmd in cmds:
-            counts.update(macs=0, gated=0)
-            await amsim.put(ctx, dut.i_cmd, cmd, timeout=10)
+            args = {k: v for k, v in cmd.items() if k not in ("loop", "clear")}
+            if cmd.get("clear"):
+                ctx.set(dut.loop_clear, 1)
+                await ctx.tick()
+                ctx.set(dut.loop_clear, 0)
+            if "loop" in cmd:
+                await amsim.put(ctx, dut.i_loop, cmd["loop"], timeout=10)
+            counts = {"macs": 0, "gated": 0}
+            await amsim.put(ctx, dut.i_cmd, args, timeout=10)
             n = 1                                       # cycles since acceptance
             while ctx.get(dut.busy):
                 counts["macs"] += ctx.get(dut.macs_inc)
                 counts["gated"] += ctx.get(dut.gated_inc)
                 await ctx.tick()
                 n += 1
-                if n > 4 * matmul_cycles(cfg, cmd["m"], cmd["k_tiles"]) + 100:
+                if n > 4 * matmul_cycles(cfg, args["m"], args["k_tiles"]) + 100:
                     raise TimeoutError(f"MATMUL {cmd} still busy after {n} cycles; {msg}")
-            cycles.append(n)
-            got = np.array([[int(v) for v in ctx.get(dut.mems["acc"][i])]
-                            for i in range(cfg.acc_spad_depth)], dtype=np.int32)
-            results.append((got, dict(counts)))
+            got = read_acc(ctx)
+            results.append((acc, got, n, counts, ctx.get(dut.fault)))
+            acc = got
 
     amsim.run(dut, tb)
 
-    acc = acc0
-    for cmd, n, (got, cnt) in zip(cmds, cycles, results):
-        acc = _reference(cfg, act, wt, acc, cmd)
-        np.testing.assert_array_equal(got, acc, err_msg=f"{msg} cmd={cmd}")
-        assert cnt["macs"] == cmd["m"] * cmd["k_tiles"] * cfg.rows * cfg.cols, f"{msg} cmd={cmd}"
-        exp_gated = _gated(cfg, act, wt, cmd) if cfg.zero_gate else 0
-        assert cnt["gated"] == exp_gated, f"{msg} cmd={cmd}"
-        assert n == matmul_cycles(cfg, cmd["m"], cmd["k_tiles"]), f"{msg} cmd={cmd} cycles={n}"
-    return cycles
+    loop = dict(isa.LOOP_RESET)
+    for cmd, (before, got, n, cnt, fault) in zip(cmds, results):
+        args = {k: v for k, v in cmd.items() if k not in ("loop", "clear")}
+        if cmd.get("clear"):
+            loop = dict(isa.LOOP_RESET)
+        loop = cmd.get("loop", loop)
+        want, ctr, err = _isasim(cfg, act, wt, before, args, loop)
+        where = f"{msg} cmd={cmd} loop={loop}"
+        assert n == matmul_cycles(cfg, args["m"], args["k_tiles"]), f"{where} cycles={n}"
+        assert cnt["macs"] == ctr["macs"], where
+        assert fault == (err == isa.ErrorCode.SPAD_RANGE), f"{where} fault={fault} err={err}"
+        if err is None:
+            np.testing.assert_array_equal(got, want, err_msg=where)
+            assert cnt["gated"] == ctr["gated_macs"], where
+        else:
+            assert err == isa.ErrorCode.SPAD_RANGE, where
+            rows = slice(args["acc_addr"], args["acc_addr"] + args["m"])
+            untouched = np.ones(cfg.acc_spad_depth, bool)
+            untouched[rows] = False                      # only the MATMUL's ACC rows change
+            np.testing.assert_array_equal(got[untouched], before[untouched], err_msg=where)
+    return [n for _, _, n, _, _ in results]
 
 
-def _cmd(act_addr=0, wt_addr=0, acc_addr=0, m=1, k_tiles=1, act_stride=0, zp=0, accumulate=0):
+def _cmd(act_addr=0, wt_addr=0, acc_addr=0, m=1, k_tiles=1, act_stride=0, zp=0, accumulate=0,
+         acc_max=0, wt_repeat=0, **extra):
     return dict(act_addr=act_addr, wt_addr=wt_addr, acc_addr=acc_addr, m=m, k_tiles=k_tiles,
-                act_stride=act_stride, zp=zp, accumulate=accumulate)
+                act_stride=act_stride, zp=zp, accumulate=accumulate, acc_max=acc_max,
+                wt_repeat=wt_repeat, **extra)
+
+
+def _loop(**fields):
+    return dict(isa.LOOP_RESET) | fields
 
 
 def _cfg_id(x):
@@ -159,7 +198,7 @@ def _cfg_id(x):
 @pytest.mark.parametrize("cfg,seed", [(CFG_1x2, 10), (CFG_2x4, 11), (CFG_4x4, 12),
                                       (CFG_4x4.replace(zero_gate=False), 13), (CFG_8x8, 14)],
                          ids=_cfg_id)
-def test_matmul_matches_golden(cfg, seed):
+def test_matmul_matches_isasim(cfg, seed):
     R = cfg.rows
     cmds = [
         _cmd(m=1, k_tiles=1),                                               # smallest
@@ -172,6 +211,10 @@ def test_matmul_matches_golden(cfg, seed):
              act_stride=2 * R + cfg.cols - 3, zp=1),                        # exactly no bubbles
         _cmd(act_addr=0, wt_addr=3, acc_addr=1, m=17, k_tiles=3, act_stride=0, zp=-128,
              accumulate=1),                                                 # stride 0: reuse
+        _cmd(act_addr=9, wt_addr=2, acc_addr=4, m=5, k_tiles=4, act_stride=7, zp=-9,
+             acc_max=1),                                                    # max over tiles
+        _cmd(act_addr=30, wt_addr=5, acc_addr=4, m=5, k_tiles=3, act_stride=1, zp=3,
+             acc_max=1, accumulate=1, wt_repeat=1),                         # max onto ACC
     ]
     _run(cfg, cmds, seed)
 
@@ -181,8 +224,153 @@ def test_matmul_all_zero_activations():
     act = np.full((cfg.act_spad_depth, cfg.rows), -5, dtype=np.int8)      # a - zp == 0
     cmds = [_cmd(act_addr=4, acc_addr=2, m=6, k_tiles=3, act_stride=6, zp=-5),
             _cmd(act_addr=4, acc_addr=2, m=6, k_tiles=2, act_stride=6, zp=-5, accumulate=1),
-            _cmd(act_addr=4, acc_addr=2, m=6, k_tiles=2, act_stride=6, zp=0, accumulate=1)]
+            _cmd(act_addr=4, acc_addr=2, m=6, k_tiles=2, act_stride=6, zp=0, accumulate=1),
+            _cmd(act_addr=4, acc_addr=2, m=6, k_tiles=2, act_stride=6, zp=-5, acc_max=1)]
     _run(cfg, cmds, seed, act=act)
+
+
+def _random_cmd(rng, cfg, fault: bool):
+    """Return a random MATMUL with a random LOOP; its act rows stay inside the ACT spad unless
+    ``fault``, when at least one is beyond it (possibly only through a 16-bit wrap)."""
+    R = cfg.rows
+    depth = cfg.act_spad_depth
+    probe = IsaSim(cfg)
+    for _ in range(1000):
+        m = int(rng.choice([1, 2, 3, int(rng.integers(1, 12))]))
+        kt = int(rng.choice([1, 2, int(rng.integers(1, 9))]))
+
+        def wrap(n):
+            return int(rng.choice([0, 1, n, n + 1, int(rng.integers(1, n + 2))]))
+
+        def stride():
+            return int(rng.choice([0, 1, int(rng.integers(0, 6)), int(rng.integers(0, 20))]))
+        loop = {"k_wrap0": wrap(kt), "k_wrap1": wrap(kt), "k_stride1": stride(),
+                "k_stride2": stride(), "m_wrap": wrap(m), "m_stride": stride(),
+                "m_stride1": stride()}
+        act_stride = stride()
+        act_addr = int(rng.integers(0, depth // 2))
+        if fault:                       # push one term so far that it overflows or wraps 16 bits
+            name = rng.choice(["act_addr", "act_stride", *loop])
+            if name == "act_addr":
+                act_addr = int(rng.integers(depth - 3, depth + 3))
+            elif name == "act_stride":
+                act_stride = int(rng.choice([depth, STRIDE_MAX, STRIDE_MAX - act_addr + 1]))
+            elif "stride" in name:
+                loop[name] = int(rng.choice([depth - act_addr, STRIDE_MAX,
+                                             (1 << 16) - act_addr]))
+        repeat = int(rng.random() < 0.3)
+        wt_rows = R if repeat else kt * R
+        if wt_rows > cfg.wt_spad_depth:
+            continue
+        cmd = _cmd(act_addr=act_addr, wt_addr=int(rng.integers(0, cfg.wt_spad_depth - wt_rows + 1)),
+                   acc_addr=int(rng.integers(0, cfg.acc_spad_depth - m + 1)), m=m, k_tiles=kt,
+                   act_stride=act_stride, zp=int(rng.integers(INT8_MIN, INT8_MAX + 1)),
+                   accumulate=int(rng.random() < 0.5), acc_max=int(rng.random() < 0.4),
+                   wt_repeat=repeat, loop=loop)
+        probe.loop = loop
+        last = int(probe.act_rows(cmd).max())
+        if (last >= depth) == fault:
+            return cmd
+    raise AssertionError("no random MATMUL found")   # pragma: no cover
+
+
+@pytest.mark.parametrize("cfg,seed", [(CFG_2x4, 40), (CFG_1x2, 41), (CFG_ODD, 42),
+                                      (CFG_4x4, 43)], ids=_cfg_id)
+def test_matmul_random_loops(cfg, seed):
+    """Random MATMULs under random LOOP settings (wraps 0, 1, k_tiles, strides 0, acc_max,
+    wt_repeat), some with act rows beyond the ACT depth (the fault), against IsaSim."""
+    rng = np.random.default_rng(seed)
+    cmds = [_random_cmd(rng, cfg, fault=rng.random() < 0.25) for _ in range(40)]
+    cmds[5]["clear"] = True
+    del cmds[5]["loop"]                 # after loop_clear: the reset generator
+    _run(cfg, cmds, seed)
+
+
+def test_matmul_loop_edges():
+    """Hand-picked address-generator edges, checked against IsaSim (see ``_run``)."""
+    cfg, seed = CFG_ODD, 50
+    depth = cfg.act_spad_depth
+    conv = _loop(k_wrap0=3, k_wrap1=3, k_stride1=10, k_stride2=40, m_wrap=3, m_stride=2,
+                 m_stride1=20)
+    cmds = [
+        # a 3x3 stride-2 window walk over a 10-wide image (kernel col / row / channel chunk)
+        _cmd(act_addr=0, m=6, k_tiles=9, act_stride=1, loop=conv),
+        _cmd(act_addr=1, m=6, k_tiles=18, act_stride=1, accumulate=1, wt_repeat=1,
+             loop=_loop(k_wrap0=3, k_wrap1=3, k_stride1=10, k_stride2=40, m_wrap=3, m_stride=2,
+                        m_stride1=20)),
+        # the last row exactly at depth - 1: no fault; then at depth: fault
+        _cmd(act_addr=depth - 6, m=3, k_tiles=2, act_stride=3, loop=_loop()),
+        _cmd(act_addr=depth - 5, m=3, k_tiles=2, act_stride=3),
+        # a 16-bit wrap of the sum must not hide the overflow (stride + act_addr == 2**16 + 2)
+        _cmd(act_addr=4, m=2, k_tiles=2, act_stride=(1 << 16) - 2),
+        _cmd(act_addr=4, m=2, k_tiles=3, loop=_loop(k_wrap0=2, k_stride1=STRIDE_MAX)),
+        _cmd(act_addr=4, m=4, k_tiles=1, loop=_loop(m_wrap=2, m_stride1=STRIDE_MAX - 1)),
+        # huge strides of levels that are never reached (or only after the last tile / row)
+        _cmd(act_addr=4, m=2, k_tiles=2, loop=_loop(k_wrap0=2, k_stride1=STRIDE_MAX,
+                                                    k_stride2=STRIDE_MAX, m_wrap=2,
+                                                    m_stride1=STRIDE_MAX)),
+        _cmd(act_addr=4, m=3, k_tiles=4, act_stride=2, clear=True),
+        # wrap counts of 1 (every step wraps) and of 0 (never)
+        _cmd(act_addr=2, m=4, k_tiles=4, act_stride=50, acc_max=1,
+             loop=_loop(k_wrap0=1, k_wrap1=1, k_stride1=50, k_stride2=3, m_wrap=1, m_stride=50,
+                        m_stride1=5)),
+        _cmd(act_addr=2, m=4, k_tiles=4, act_stride=5, loop=_loop(m_stride=0, k_stride1=99)),
+        # act_addr itself beyond the depth
+        _cmd(act_addr=depth, m=1, k_tiles=1, loop=_loop()),
+        _cmd(act_addr=STRIDE_MAX, m=1, k_tiles=2, act_stride=1),
+    ]
+    _run(cfg, cmds, seed)
+
+
+@pytest.mark.parametrize("cfg,seed", [(CFG_2x4, 60), (CFG_ODD, 61)], ids=_cfg_id)
+def test_address_generator_rows(cfg, seed):
+    """Every row the generator makes: ``addr`` is the exact row when it is inside the ACT spad,
+    ``over`` is set exactly when it is not (however far beyond, 16-bit wraps included)."""
+    rng = np.random.default_rng(seed)
+    depth = cfg.act_spad_depth
+    dut = ActAddressGenerator(cfg)
+    probe = IsaSim(cfg)
+    big = [depth - 1, depth, STRIDE_MAX, (1 << 16) - 40]
+
+    def pick(n):
+        return int(rng.choice([0, 1, n, int(rng.integers(1, n + 2))]))
+
+    def span():
+        return int(rng.choice([0, 1, int(rng.integers(0, 30)), *big]))
+    runs = []
+    for _ in range(30):
+        m, kt = int(rng.integers(1, 7)), int(rng.integers(1, 7))
+        loop = {"k_wrap0": pick(kt), "k_wrap1": pick(kt), "k_stride1": span(),
+                "k_stride2": span(), "m_wrap": pick(m), "m_stride": span(), "m_stride1": span()}
+        cmd = _cmd(act_addr=int(rng.choice([0, int(rng.integers(0, depth + 8)), STRIDE_MAX])),
+                   m=m, k_tiles=kt, act_stride=span())
+        probe.loop = loop
+        runs.append((loop, cmd, probe.act_rows(cmd)))
+
+    async def tb(ctx):
+        for loop, cmd, want in runs:
+            ctx.set(dut.loop, loop)
+            ctx.set(dut.loop_set, 1)
+            await ctx.tick()
+            ctx.set(dut.loop_set, 0)
+            ctx.set(dut.args, cmd)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            ctx.set(dut.step, 1)
+            for t in range(cmd["k_tiles"]):
+                for i in range(cmd["m"]):
+                    ctx.set(dut.tile_end, i == cmd["m"] - 1)
+                    row = ctx.get(dut.row)
+                    exact = int(want[t, i])
+                    where = f"seed={seed} loop={loop} cmd={cmd} kt={t} i={i} row={exact}"
+                    assert row.over == (exact >= depth), where
+                    if exact < depth:
+                        assert row.addr == exact, where
+                    await ctx.tick()
+            ctx.set(dut.step, 0)
+
+    amsim.run(dut, tb)
 
 
 @pytest.mark.parametrize("cfg,seed", [(CFG_8x8, 31)], ids=_cfg_id)

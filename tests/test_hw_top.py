@@ -1,13 +1,17 @@
 # amaranth: UnusedElaboratable=no
-"""Whole device (SimDevice, tiny preset) running a hand-built GEMM + requant program vs golden."""
+"""Whole device (SimDevice, tiny preset) running hand-built programs (GEMM + requant; the LOOP
+programs of tests/cases.py) vs golden and IsaSim."""
 import numpy as np
 import pytest
 
+import cases
 from stamen.hw import isa
 from stamen.hw.isa import ErrorCode, Opcode, Spad
 from stamen.hw.params import AccelConfig
 from stamen.hw.simdevice import SimDevice
 from stamen.sw import golden
+from stamen.sw.errors import DeviceError
+from stamen.sw.isasim import IsaSim
 from stamen.verif import amsim
 
 CFG = AccelConfig.preset("tiny")
@@ -106,5 +110,51 @@ def test_gemm_requant_program(seed, latency, stall):
         assert (perf["stall_cycles"] > 0) == (stall > 0), (msg, perf)
         final_cycles = ctx.get(dut.perf.cycles)
         assert final_cycles > perf["cycles"], msg
+
+    amsim.run(dut, testbench)
+
+
+@pytest.mark.parametrize("name,latency,stall", [("conv3x3s2", 0, 0), ("maxpool2x2s2", 3, 2),
+                                                ("add", 0, 0), ("conv_overrun", 0, 0)])
+def test_loop_program(name, latency, stall):
+    """A hand-built LOOP program of tests/cases.py on the tiny device vs golden and IsaSim."""
+    cfg = CFG
+    case = next(c for c in cases.LOOP_CASES if c.name == name)
+    prog = cases.make_loop_program(case, cfg)
+    msg = f"{case} cfg={cfg} latency={latency} stall={stall}"
+    mem = prog.image.copy()
+    try:
+        ctr, err, pc = IsaSim(cfg).run(mem, prog.prog_addr), ErrorCode.NONE, 0
+    except DeviceError as e:
+        ctr, err, pc = e.counters, e.code, e.pc
+    bb = cfg.mem_bus_bytes
+    image = np.ascontiguousarray(prog.image[:prog.used_words * bb]).view(f"<u{bb}")
+    dut = SimDevice(cfg, max_latency=8)
+
+    async def testbench(ctx):
+        ctx.set(dut.mem_latency, latency)
+        ctx.set(dut.mem_stall, stall)
+        for i in np.flatnonzero(image):
+            ctx.set(dut.mem_data[int(i)], int(image[i]))
+        ctx.set(dut.prog_addr, prog.prog_addr)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        await amsim.wait_until(ctx, dut.status.done, timeout=20000)
+        assert (ErrorCode(ctx.get(dut.status.error)), ctx.get(dut.fault_pc)) == (err, pc), msg
+        reads = [np.array([ctx.get(dut.mem_data[a + i]) for i in range(n)], f"<u{bb}")
+                 .view(np.uint8) for a, n in prog.read_ranges]
+        if prog.want is None:
+            assert (err, pc) == (ErrorCode.SPAD_RANGE,
+                                 prog.prog_addr + prog.fault_index * isa.instr_words(cfg)), msg
+        else:
+            np.testing.assert_array_equal(prog.decode(reads), prog.want, err_msg=msg)
+        for (a, n), got in zip(prog.read_ranges, reads):
+            np.testing.assert_array_equal(got, mem[a * bb:(a + n) * bb], err_msg=msg)
+        perf = {n: ctx.get(dut.perf[n]) for n in isa.PERF_COUNTERS}
+        names = [n for n in isa.PERF_COUNTERS
+                 if (latency, stall) == (0, 0) or n not in ("cycles", "stall_cycles")]
+        names = [n for n in names if err == ErrorCode.NONE or n != "gated_macs"]
+        assert {n: perf[n] for n in names} == {n: ctr[n] for n in names}, msg
 
     amsim.run(dut, testbench)

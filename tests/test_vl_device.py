@@ -3,7 +3,9 @@
 Every case of ``tests/cases.py`` runs as a raw GEMM and as a quantized Linear layer on two array sizes,
 once with an ideal memory and once with extra latency and random backpressure. Outputs are compared
 element by element with ``sw.golden``; the exact counters (MACs, gated MACs, DRAM bytes, instructions)
-must equal the ISA simulator's.
+must equal the ISA simulator's. The hand-built LOOP programs of ``tests/cases.py`` (window walks,
+``acc_max`` pooling, ``wt_repeat`` adds, an act-range fault) are compared with the ISA simulator
+word for word and counter for counter, and with ``sw.golden``.
 """
 import copy
 
@@ -17,6 +19,7 @@ from stamen.sw import golden
 from stamen.sw.asm import assemble, to_bytes
 from stamen.sw.compiler import compile_gemm, compile_linear
 from stamen.sw.errors import CompileError, ConfigMismatchError, DeviceError
+from stamen.sw.isasim import IsaSim
 from stamen.sw.runtime import Device
 from stamen.verif.device_job import Job, run_jobs
 
@@ -105,6 +108,10 @@ def test_faults_are_reported(preset):
         "zero count": (_patched(prog, mm, isa.encode(
             isa.Opcode.MATMUL, act_addr=0, wt_addr=0, acc_addr=0, m=0, k_tiles=1, act_stride=0,
             zp=0, accumulate=0)), isa.ErrorCode.BAD_ARG, mm),
+        # found while the MATMUL reads its rows: it runs, then halts at its own pc
+        "act row overrun": (_patched(prog, mm, isa.encode(
+            isa.Opcode.MATMUL, act_addr=rows - 2, wt_addr=0, acc_addr=0, m=3, k_tiles=1,
+            act_stride=0, zp=0, accumulate=0)), isa.ErrorCode.SPAD_RANGE, mm),
     }
     outcomes = Device(cfg, "verilator").run_many([(p, x) for p, _, _ in faults.values()],
                                                  return_exceptions=True)
@@ -117,6 +124,40 @@ def test_faults_are_reported(preset):
         with pytest.raises(DeviceError) as isasim_err:
             Device(cfg, "isasim").run(prog_, x)
         assert isasim_err.value.code == code, f"{name}: isasim disagrees"
+
+
+@pytest.mark.parametrize("memory", list(MEMORIES))
+@pytest.mark.parametrize("preset", PRESETS)
+def test_loop_programs_match_isasim(preset, memory):
+    cfg = AccelConfig.preset(preset)
+    latency, stall = MEMORIES[memory]
+    progs = [cases.make_loop_program(case, cfg) for case in cases.LOOP_CASES]
+    jobs = [Job(p.image, p.prog_addr, p.used_words, p.read_ranges, latency, stall) for p in progs]
+    results = run_jobs(cfg, jobs, name="loop")
+    iw, bb = isa.instr_words(cfg), cfg.mem_bus_bytes
+    exact = [n for n in isa.PERF_COUNTERS
+             if memory == "ideal-mem" or n not in ("cycles", "stall_cycles")]
+    for case, prog, res in zip(cases.LOOP_CASES, progs, results):
+        msg = f"{case} cfg={preset} {memory}"
+        mem = prog.image.copy()
+        try:
+            ctr, err, pc = IsaSim(cfg).run(mem, prog.prog_addr), isa.ErrorCode.NONE, 0
+        except DeviceError as e:
+            ctr, err, pc = e.counters, e.code, e.pc
+        assert res.done and not res.timeout, msg
+        assert (isa.ErrorCode(res.error), res.fault_pc) == (err, pc), msg
+        if prog.fault_index is None:
+            assert err == isa.ErrorCode.NONE, msg
+            got = prog.decode(res.reads)
+            np.testing.assert_array_equal(got, prog.want, err_msg=msg)
+        else:
+            assert (err, pc) == (isa.ErrorCode.SPAD_RANGE, prog.prog_addr + prog.fault_index * iw)
+        for (addr, count), got in zip(prog.read_ranges, res.reads):
+            np.testing.assert_array_equal(got, mem[addr * bb:(addr + count) * bb], err_msg=msg)
+        names = [n for n in exact if err == isa.ErrorCode.NONE or n != "gated_macs"]
+        assert {n: res.perf[n] for n in names} == {n: ctr[n] for n in names}, msg
+    if memory == "slow-mem":
+        assert sum(r.perf["stall_cycles"] for r in results) > 0, "backpressure never stalled"
 
 
 def _raw_image(cfg, text: str, prog_addr: int, data: dict[int, bytes]):
