@@ -12,7 +12,8 @@ BOARD   ?= icebreaker
 
 help:
 	@echo "make venv     create .venv with everything (pip only, about a minute)"
-	@echo "make demo     train a digits MLP, quantize, compile, run it on the Verilator-simulated device"
+	@echo "make demo     digits MLP and LeNet-style CNN: train, quantize, compile, run on the Verilator device"
+	@echo "              (MODELS=\"mlp lenet resnet\" picks the networks)"
 	@echo "make test     the full regression (unit, compiler/isasim, Verilator/cocotb)"
 	@echo "make sim      the Verilator/cocotb regression alone"
 	@echo "make bench    GEMM and CNN conv-layer benchmarks vs SCALE-Sim (CSV/JSON/PNG under build/bench/)"
@@ -27,8 +28,12 @@ $(VENV)/.stamp: pyproject.toml
 
 venv: $(VENV)/.stamp
 
+MODELS  ?= mlp lenet
+
 demo: venv
-	$(STAMEN) demo --preset $(PRESET) --backend $(BACKEND)
+	@for model in $(MODELS); do \
+		$(STAMEN) demo --model $$model --preset $(PRESET) --backend $(BACKEND) || exit 1; \
+	done
 
 test: venv
 	$(VPY) -m pytest -q

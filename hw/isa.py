@@ -54,7 +54,10 @@ Semantics (``R = cfg.rows``, ``C = cfg.cols``; spads and row contents as in ``hw
 
 Faults halt the device with ``done`` and an :class:`ErrorCode` in the status CSR: an opcode not listed
 here (0 is illegal, so zeroed memory faults), a zero loop count, a scratchpad or device-memory range
-overrun (checked before the instruction starts, so nothing is corrupted) or a fetch outside memory.
+overrun, a bad REQUANT shift (above) or a fetch outside memory. Range overruns are checked before the
+instruction starts, so nothing is corrupted, except a MATMUL's act rows: an act row at or beyond the
+act spad depth is found as it is read, so that MATMUL completes (the ACC rows it wrote are undefined)
+and then halts with ``SPAD_RANGE``.
 """
 from amaranth.hdl import Shape, signed
 from amaranth.lib import data, enum

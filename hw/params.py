@@ -59,7 +59,7 @@ _REQUANT_MUL_BITS = (1, 2, 4, 8, 16, 32)
 _HASH_OPTIONAL = {"requant_lanes": 0, "requant_mul_bits": 32, "check_mul_bits": 0,
                   "counter_bits": COUNTER_WIDTH}
 _SPADS = ("act", "wt", "acc", "out", "param")
-#: Bits of the loop counts that the range checks multiply (``rows``, ``k_tiles``; see hw/isa.py).
+#: Bits of the count that the range check multiplies (LOAD/STORE ``rows``; see hw/isa.py).
 CHECK_COUNT_WIDTH = 16
 
 
@@ -98,10 +98,10 @@ class AccelConfig:
         the 32x32-bit product in one cycle (DSP blocks), 1, 2, 4, 8 or 16 builds it by
         shift-and-add from logic (no DSP) in ``32 // requant_mul_bits`` cycles per group.
     check_mul_bits : int
-        How the controller multiplies for its range checks (``(rows-1)*dram_stride``,
-        ``(k_tiles-1)*act_stride``): 0 (the default) combinationally, or 1 to 16 multiplier bits
-        per cycle by shift-and-add from logic (no DSP), which adds :attr:`check_cycles` cycles
-        to every instruction's decode.
+        How the controller multiplies for the LOAD/STORE range check (``(rows-1)*dram_stride``;
+        MATMUL's act rows are checked by the MatmulEngine as it reads them): 0 (the default)
+        combinationally, or 1 to 16 multiplier bits per cycle by shift-and-add from logic (no
+        DSP), which adds :attr:`check_cycles` cycles to every instruction's decode.
     counter_bits : int
         Width of each performance counter, ``16..COUNTER_WIDTH`` (48, the default); a counter
         wraps modulo ``2**counter_bits``. PERF slots and the bridge's CSRs stay 8 bytes
@@ -256,8 +256,8 @@ class AccelConfig:
 
     @property
     def check_count_bits(self) -> int:
-        """Low bits of ``count - 1`` that the range-check multiply needs: a larger ``rows`` or
-        ``k_tiles`` already fails the scratchpad check (``SPAD_RANGE``, which comes first):
+        """Low bits of ``count - 1`` that the range-check multiply needs: a larger LOAD/STORE
+        ``rows`` already fails the scratchpad check (``SPAD_RANGE``, which comes first):
         ``bit_length(max spad depth - 1)``."""
         return max(1, (max(self.spad_depth(s) for s in _SPADS) - 1).bit_length())
 

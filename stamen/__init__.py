@@ -4,17 +4,20 @@ The public API::
 
     import stamen
     cfg  = stamen.AccelConfig.preset("small")
-    qnet = stamen.quantize(torch_model, calibration_batches)
+    qnet = stamen.quantize(torch_model, calibration_batches)   # an MLP or a CNN (torch.fx)
     prog = stamen.compile(qnet, cfg, batch=100)
     dev  = stamen.Device(cfg, backend="verilator")      # or "isasim", "golden"
     y, report = dev.run(prog, qnet.quantize_input(x))
+
+``stamen.quantize`` returns a :class:`QuantizedNet` for an ``nn.Sequential`` of Linear / ReLU /
+Flatten and a :class:`QuantizedGraph` (``stamen.quantize_graph``) for any other module.
 
 Names load on first use, so ``import stamen.hw.params`` stays light (no torch, no compiler).
 """
 import importlib
 
 __all__ = ["AccelConfig", "golden", "Program", "compile", "compile_gemm", "compile_linear",
-           "quantize", "QuantizedNet", "Device", "Report", "StamenError", "CompileError",
+           "quantize", "quantize_graph", "QuantizedNet", "QuantizedGraph", "Device", "Report", "StamenError", "CompileError",
            "ConfigMismatchError", "DeviceError"]
 
 _WHERE = {
@@ -24,7 +27,9 @@ _WHERE = {
     "compile": ("stamen.sw.compiler", "compile_model"),
     "compile_gemm": ("stamen.sw.compiler", "compile_gemm"),
     "compile_linear": ("stamen.sw.compiler", "compile_linear"),
-    "quantize": ("stamen.sw.quantize", "quantize"),
+    "quantize": ("stamen.sw.quantize", "quantize_model"),
+    "quantize_graph": ("stamen.sw.frontend", "quantize_graph"),
+    "QuantizedGraph": ("stamen.sw.graph", "QuantizedGraph"),
     "QuantizedNet": ("stamen.sw.quantize", "QuantizedNet"),
     "Device": ("stamen.sw.runtime", "Device"),
     "Report": ("stamen.sw.runtime", "Report"),

@@ -78,7 +78,7 @@ def _cmd_disasm(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from stamen.sw.demo import run_demo
+    from stamen.sw.demo import run_cnn_demo, run_demo
     cfg = config_from_args(args)
     opts = {}
     if args.backend == "fpga":
@@ -87,8 +87,11 @@ def _cmd_demo(args) -> int:
             raise ValueError("--backend fpga needs --port (e.g. /dev/ttyUSB1)")
         cfg = board_config(args.board)
         opts = {"port": args.port, "baud": args.baud}
-    return run_demo(cfg, backend=args.backend, images=args.images, save_dir=Path(args.out),
-                    log=_log, **opts)
+    if args.model == "mlp":
+        return run_demo(cfg, backend=args.backend, images=args.images, save_dir=Path(args.out),
+                        log=_log, **opts)
+    return run_cnn_demo(cfg, args.model, backend=args.backend, images=args.images,
+                        save_dir=Path(args.out), log=_log, **opts)
 
 
 _BENCH_HELP = """Two suites, each on the small (8x8) and large (16x16) weight-stationary presets,
@@ -138,8 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="build", help="output folder (default: build)")
     p.set_defaults(func=_cmd_verilog)
 
-    p = sub.add_parser("demo", help="digits MLP: PyTorch -> quantize -> compile -> run on the device")
+    p = sub.add_parser("demo", help="digits MLP or CNN: PyTorch -> quantize -> compile -> run on "
+                                    "the device")
     _add_config_args(p)
+    p.add_argument("--model", default="mlp", choices=["mlp", "lenet", "resnet"],
+                   help="mlp: 64-32-10 MLP (default); lenet: convolutions, BatchNorm, max "
+                   "pooling, Linear; resnet: a residual block, a depthwise-separable block, "
+                   "global average pooling (both from their torch.fx graphs)")
     p.add_argument("--backend", default="verilator",
                    choices=["verilator", "isasim", "golden", "fpga"],
                    help="where to run (default: verilator; fpga: a board built by `stamen "

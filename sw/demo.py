@@ -1,4 +1,5 @@
-"""The digits demo: train a small MLP in PyTorch, quantize, compile and run it on a Stamen device."""
+"""The digits demo: train a small network in PyTorch (the MLP, or one of the CNNs of
+``sw/models.py``), quantize, compile and run it on a Stamen device."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +8,12 @@ import numpy as np
 
 from stamen.hw.params import AccelConfig
 
-__all__ = ["load_digits_split", "train_mlp", "run_demo", "DIGITS_SEED"]
+__all__ = ["load_digits_split", "train_mlp", "run_demo", "run_cnn_demo", "DIGITS_SEED",
+           "DEMO_MODELS"]
 
 DIGITS_SEED = 0
+#: ``stamen demo --model`` choices: the MLP and the two CNNs of ``sw/models.py``.
+DEMO_MODELS = ("mlp", "lenet", "resnet")
 
 
 def load_digits_split(seed: int = DIGITS_SEED):
@@ -94,9 +98,104 @@ def run_demo(cfg: AccelConfig, backend: str = "verilator", images: int = 0,
             ("array busy share", f"{report.busy_share:.1%}" if report.cycles else "n/a"),
             ("sim cycles / wall s", f"{report.sim_cycles_per_s:,.0f}" if report.sim_wall_s
              else "n/a")]
+    _summary(f"Stamen digits demo: {cfg.name} {cfg.rows}x{cfg.cols} {cfg.dataflow}, backend "
+             f"{backend}", rows)
+    return 0 if exact == 1.0 else 1
+
+
+def _compile_fitting(qgraph, cfg: AccelConfig, images: int, log):
+    """Compile ``qgraph`` for the largest batch, at most ``images``, whose tensors fit the
+    device memory (halving from ``images``)."""
+    from stamen.sw.errors import CompileError
+    from stamen.sw.lower import compile_graph
+    batch = images
+    while True:
+        log(f"compiling {len(qgraph.ops)} ops for {cfg.name} ({cfg.rows}x{cfg.cols} "
+            f"{cfg.dataflow}), batch {batch}")
+        try:
+            return compile_graph(qgraph, cfg, batch=batch)
+        except CompileError as e:
+            if "device memory" not in str(e) or batch == 1:
+                raise
+            log(f"  does not fit: {e}")
+            batch = -(-batch // 2)
+
+
+def _summary(title: str, rows) -> None:
     width = max(len(k) for k, _ in rows)
     print()
-    print(f"Stamen digits demo: {cfg.name} {cfg.rows}x{cfg.cols} {cfg.dataflow}, backend {backend}")
+    print(title)
     for k, v in rows:
         print(f"  {k.ljust(width)}  {v}")
+
+
+def run_cnn_demo(cfg: AccelConfig, model_name: str = "lenet", backend: str = "verilator",
+                 images: int = 0, save_dir: Path | None = None, log=print,
+                 **device_opts) -> int:
+    """Train a digits CNN (``"lenet"``: convolutions, BatchNorm, max pooling and a Linear layer;
+    ``"resnet"``: a residual block, a depthwise-separable block and global average pooling),
+    quantize it from its ``torch.fx`` graph, compile the whole network as one program (for the
+    largest batch whose tensors fit the device memory) and run the held-out images on a Stamen
+    device. Prints float, PyTorch-quantized (``torch.ao``
+    operators with the same scales and zero points) and Stamen accuracy, and the per-layer
+    table; returns 0 when the device output is bit-exact against ``golden``, else 1.
+    """
+    import torch
+
+    from stamen.sw.frontend import quantize_graph
+    from stamen.sw.models import DigitsLeNet, DigitsResNet, accuracy, digits_data, train
+    from stamen.sw.runtime import Device
+    from stamen.sw.torch_ref import torch_quantized_forward
+
+    nets = {"lenet": DigitsLeNet, "resnet": DigitsResNet}
+    if model_name not in nets:
+        raise ValueError(f"CNN model must be one of {sorted(nets)}, not {model_name!r}")
+    log("loading scikit-learn digits (1797 images, 1x8x8)")
+    x_train, y_train, x_test, y_test = digits_data()
+    if images:
+        if not 1 <= images <= len(x_test):
+            raise ValueError(f"--images must be in [1, {len(x_test)}], not {images!r}")
+        x_test, y_test = x_test[:images], y_test[:images]
+    log(f"training {nets[model_name].__name__} in PyTorch (fixed seed, 10 epochs)")
+    model = train(nets[model_name](), (x_train, y_train))
+    float_acc = accuracy(model, x_test, y_test)
+    log("quantizing the torch.fx graph (per-channel int8 weights, int8 activations)")
+    qgraph = quantize_graph(model, x_train)
+    prog = _compile_fitting(qgraph, cfg, len(x_test), log)
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        prog.save(save_dir / f"{model_name}.prog")
+    xq = qgraph.quantize_input(x_test.numpy())
+    labels = y_test.numpy()
+    torch_q = torch_quantized_forward(qgraph, xq)
+    torch_acc = float((qgraph.dequantize_output(torch_q).argmax(1) == labels).mean())
+    dev = Device(cfg, backend=backend, log=log, **device_opts)
+    runs = -(-len(x_test) // prog.input_shape[0])
+    log(f"running {len(x_test)} images as {runs} run(s) of one program on backend {backend!r}")
+    y, report = dev.run_batched(prog, xq)
+    exact = float((y == qgraph.reference(xq)).mean())
+    stamen_acc = float((qgraph.dequantize_output(y).argmax(1) == labels).mean())
+    lsb = int(np.abs(y.astype(np.int16) - torch_q.astype(np.int16)).max())
+    print()
+    print(report.table())
+    if save_dir is not None:
+        report.to_csv(save_dir / f"{model_name}_report.csv")
+    n = len(x_test)
+    rows = [("model", f"{model_name}: {len(qgraph.ops)} ops, "
+                      f"{sum(op.macs_per_image for op in qgraph.ops):,} MACs per image"),
+            ("images", f"{n}"),
+            ("float accuracy", f"{float_acc:.1%}"),
+            ("PyTorch quantized accuracy", f"{torch_acc:.1%}"),
+            ("Stamen accuracy", f"{stamen_acc:.1%}"),
+            ("bit-exact vs golden", f"{exact:.1%}"),
+            ("max |Stamen - PyTorch q|", f"{lsb} LSB of the logits"),
+            ("cycles per image", f"{report.cycles / n:,.0f}" if report.cycles else "n/a"),
+            ("DRAM bytes / minimum", f"{report.dram_bytes / report.min_dram_bytes:.2f}"
+             if report.cycles else "n/a"),
+            ("zero-gated MACs", f"{report.gated_macs / report.issued_macs:.1%} of issued"
+             if report.cycles else "n/a"),
+            ("sim cycles / wall s", f"{report.sim_cycles_per_s:,.0f}" if report.sim_wall_s
+             else "n/a")]
+    _summary(f"Stamen digits CNN demo: {cfg.name} {cfg.rows}x{cfg.cols} {cfg.dataflow}, backend "
+             f"{backend}", rows)
     return 0 if exact == 1.0 else 1

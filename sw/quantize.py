@@ -24,7 +24,7 @@ from torch import nn
 from . import golden
 from .errors import CompileError
 
-__all__ = ["QLinear", "QuantizedNet", "quantize"]
+__all__ = ["QLinear", "QuantizedNet", "quantize", "quantize_model"]
 
 
 @dataclass
@@ -140,6 +140,19 @@ def _batches(calibration):
     if not out:
         raise ValueError("Calibration data must hold at least one batch")
     return out
+
+
+def quantize_model(model: nn.Module, calibration):
+    """Quantize ``model`` post-training: an ``nn.Sequential`` of only Linear / ReLU / Flatten
+    modules gives a :class:`QuantizedNet` (:func:`quantize`); any other module is traced with
+    ``torch.fx`` and gives a :class:`~sw.graph.QuantizedGraph`
+    (:func:`sw.frontend.quantize_graph`). Both compile with ``stamen.compile``.
+    """
+    mlp = (nn.Linear, nn.ReLU, nn.Flatten)
+    if isinstance(model, nn.Sequential) and all(isinstance(m, mlp) for m in model):
+        return quantize(model, calibration)
+    from .frontend import quantize_graph
+    return quantize_graph(model, calibration)
 
 
 def quantize(model: nn.Sequential, calibration) -> QuantizedNet:

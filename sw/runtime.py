@@ -111,6 +111,27 @@ class Report:
     def __str__(self) -> str:
         return self.table()
 
+    @classmethod
+    def combine(cls, reports: list["Report"]) -> "Report":
+        """Return one report whose counts are the sums of ``reports`` (runs of the same program
+        on one device), with utilization and busy share recomputed."""
+        first = reports[0]
+        out = cls(first.backend, first.cfg, wall_s=sum(r.wall_s for r in reports),
+                  sim_wall_s=sum(r.sim_wall_s for r in reports))
+        summed = [f.name for f in dataclasses.fields(LayerReport)
+                  if f.type in ("int", int)]
+        def add(rows):
+            r = dataclasses.replace(rows[0])
+            for name in summed:
+                setattr(r, name, sum(getattr(x, name) for x in rows))
+            pes = first.cfg.rows * first.cfg.cols
+            r.utilization = r.macs / (r.compute_cycles * pes) if r.compute_cycles else 0.0
+            r.busy_share = r.compute_cycles / r.cycles if r.cycles else 0.0
+            return r
+        out.layers = [add(list(rows)) for rows in zip(*(r.layers for r in reports))]
+        out.total = add([r.total for r in reports])
+        return out
+
     def to_csv(self, path: str | Path | None = None) -> str:
         """Return the report as CSV text, and write it to ``path`` when given."""
         buf = io.StringIO()
@@ -227,6 +248,35 @@ class Device:
         if isinstance(result, Exception):
             raise result
         return result
+
+    def run_batched(self, prog, x: np.ndarray):
+        """Run ``prog`` over any number of inputs: ``x`` is split into runs of the program's batch
+        (``prog.input_shape[0]``; the last run is padded with copies of its first input, whose
+        outputs are dropped), all runs go to one :meth:`run_many`, and the outputs are
+        concatenated. Returns ``(y, report)`` with the per-layer figures summed over the runs.
+
+        Raises
+        ------
+        ValueError
+            When ``x`` is not a batch of the program's input shape.
+        ConfigMismatchError, DeviceError, TimeoutError
+            As :meth:`run`.
+        """
+        x = np.asarray(x)
+        per = prog.input_shape[0]
+        if x.ndim != len(prog.input_shape) or x.shape[1:] != tuple(prog.input_shape[1:]) \
+                or len(x) == 0:
+            raise ValueError(f"Inputs must have shape (N, {', '.join(map(str, prog.input_shape[1:]))})"
+                             f" with N >= 1, not {x.shape}")
+        items = []
+        for i in range(0, len(x), per):
+            part = x[i:i + per]
+            if len(part) < per:
+                part = np.concatenate([part, np.repeat(part[:1], per - len(part), axis=0)])
+            items.append((prog, part))
+        results = self.run_many(items)
+        y = np.concatenate([r[0] for r in results])[:len(x)]
+        return y, Report.combine([r[1] for r in results])
 
     def run_many(self, items, return_exceptions: bool = False) -> list:
         """Run several ``(prog, x)`` pairs (one simulator process on Verilator); return their results.

@@ -44,3 +44,17 @@ def test_bad_input_gets_clear_errors(tmp_path, capsys):
     assert "not a Stamen program" in capsys.readouterr().err
     assert main(["verilog", "--preset", "tiny", "--rows", "100", "--out", str(tmp_path)]) == 2
     assert "at most 64x64" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["lenet", "resnet"])
+def test_cnn_demo_on_isasim(tmp_path, capsys, model):
+    assert main(["demo", "--model", model, "--backend", "isasim", "--images", "24",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "bit-exact vs golden         100.0%" in out
+    for row in ("float accuracy", "PyTorch quantized accuracy", "Stamen accuracy"):
+        assert row in out
+    assert (tmp_path / f"{model}.prog").exists()
+    csv_text = (tmp_path / f"{model}_report.csv").read_text()
+    assert csv_text.splitlines()[0].startswith("name,kind,shape,macs,cycles")
+    assert "conv" in csv_text and "total" in csv_text
