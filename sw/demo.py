@@ -62,10 +62,7 @@ def run_demo(cfg: AccelConfig, backend: str = "verilator", images: int = 0,
 
     log("loading scikit-learn digits (1797 images, 8x8)")
     x_train, y_train, x_test, y_test = load_digits_split()
-    if images:
-        if not 1 <= images <= len(x_test):
-            raise ValueError(f"--images must be in [1, {len(x_test)}], not {images!r}")
-        x_test, y_test = x_test[:images], y_test[:images]
+    x_test, y_test = _first_images(x_test, y_test, images)
     log("training a 64-32-10 MLP in PyTorch (fixed seed)")
     model = train_mlp(x_train, y_train)
     with torch.no_grad():
@@ -101,6 +98,15 @@ def run_demo(cfg: AccelConfig, backend: str = "verilator", images: int = 0,
     _summary(f"Stamen digits demo: {cfg.name} {cfg.rows}x{cfg.cols} {cfg.dataflow}, backend "
              f"{backend}", rows)
     return 0 if exact == 1.0 else 1
+
+
+def _first_images(x, y, images: int):
+    """Return the first ``images`` of ``(x, y)`` (all of them for 0)."""
+    if not images:
+        return x, y
+    if not 1 <= images <= len(x):
+        raise ValueError(f"--images must be in [1, {len(x)}], not {images!r}")
+    return x[:images], y[:images]
 
 
 def _compile_fitting(qgraph, cfg: AccelConfig, images: int, log):
@@ -152,10 +158,7 @@ def run_cnn_demo(cfg: AccelConfig, model_name: str = "lenet", backend: str = "ve
         raise ValueError(f"CNN model must be one of {sorted(nets)}, not {model_name!r}")
     log("loading scikit-learn digits (1797 images, 1x8x8)")
     x_train, y_train, x_test, y_test = digits_data()
-    if images:
-        if not 1 <= images <= len(x_test):
-            raise ValueError(f"--images must be in [1, {len(x_test)}], not {images!r}")
-        x_test, y_test = x_test[:images], y_test[:images]
+    x_test, y_test = _first_images(x_test, y_test, images)
     log(f"training {nets[model_name].__name__} in PyTorch (fixed seed, 10 epochs)")
     model = train(nets[model_name](), (x_train, y_train))
     float_acc = accuracy(model, x_test, y_test)

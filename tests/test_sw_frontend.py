@@ -24,16 +24,14 @@ from stamen.sw.frontend import add_weights, fold_batchnorm, quantize_graph
 from stamen.sw.graph import QuantizedGraph
 from stamen.sw.models import DigitsLeNet, DigitsResNet, accuracy, digits_data, train
 
+from torch_fixtures import one_torch_thread  # noqa: F401 (fixtures)
+
 log = logging.getLogger(__name__)
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These layers are tiny: one intra-op thread is fastest and immune to a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test here runs on one intra-op thread."""
 
 
 class Fn(nn.Module):
@@ -171,8 +169,6 @@ CASES = [
                                                nn.ReLU()),
      (C, 6, 6), True, ["conv"], 2.5),
 ]
-
-
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -49,28 +49,14 @@ from stamen.sw.graph import QOp
 from stamen.sw.models import DigitsLeNet, DigitsResNet, digits_data, train
 from stamen.sw.torch_ref import torch_quantized_forward, torch_quantized_op
 
-log = logging.getLogger(__name__)
+from torch_fixtures import engine, one_torch_thread  # noqa: F401 (fixtures)
 
-ENGINES = [e for e in ("fbgemm", "qnnpack") if e in torch.backends.quantized.supported_engines]
+log = logging.getLogger(__name__)
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These layers are tiny: one intra-op thread is fastest and immune to a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(params=ENGINES or [pytest.param(None, marks=pytest.mark.skip(
-    reason="PyTorch has neither the fbgemm nor the qnnpack quantized engine"))])
-def engine(request):
-    """Select the PyTorch quantized engine for one test and restore the previous one afterwards."""
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = request.param
-    yield request.param
-    torch.backends.quantized.engine = previous
+def _one_thread(one_torch_thread):
+    """Every test here runs on one intra-op thread."""
 
 
 def _real_values(op: QOp, xs: list[np.ndarray]):

@@ -47,9 +47,10 @@ from stamen.sw import golden
 from stamen.sw.demo import load_digits_split, train_mlp
 from stamen.sw.quantize import QLinear
 
+from torch_fixtures import engine  # noqa: F401 (fixtures)
+
 log = logging.getLogger(__name__)
 
-ENGINES = [e for e in ("fbgemm", "qnnpack") if e in torch.backends.quantized.supported_engines]
 # PyTorch deprecates its quantized tensors (torch.ao) with this UserWarning; silence only it.
 TORCH_AO_DEPRECATION = (r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other "
                         r"quantized tensor creation functions")
@@ -61,16 +62,6 @@ def _torch_ao():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=TORCH_AO_DEPRECATION, category=UserWarning)
         yield
-
-
-@pytest.fixture(params=ENGINES or [pytest.param(None, marks=pytest.mark.skip(
-    reason="PyTorch has neither the fbgemm nor the qnnpack quantized engine"))])
-def engine(request):
-    """Select the PyTorch quantized engine for one test and restore the previous one afterwards."""
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = request.param
-    yield request.param
-    torch.backends.quantized.engine = previous
 
 
 @pytest.fixture(scope="module")
