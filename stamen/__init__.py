@@ -23,7 +23,7 @@ __all__ = ["AccelConfig", "golden", "Program", "compile", "compile_gemm", "compi
 _WHERE = {
     "AccelConfig": ("stamen.hw.params", "AccelConfig"),
     "golden": ("stamen.sw.golden", None),
-    "Program": ("stamen.sw.compiler", "Program"),
+    "Program": ("stamen.sw.program", "Program"),
     "compile": ("stamen.sw.compiler", "compile_model"),
     "compile_gemm": ("stamen.sw.compiler", "compile_gemm"),
     "compile_linear": ("stamen.sw.compiler", "compile_linear"),

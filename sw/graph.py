@@ -14,6 +14,8 @@ each exactly one ``sw/golden.py`` function:
 ``avgpool`` ``golden.avgpool2d(x, kernel, stride, padding, zp_in, mult, shift, zp_out)``.
 ``add``     ``golden.add(x1, x2, zp_in[0], zp_in[1], add_w[0], add_w[1], mult, shift, zp_out,
             relu)``.
+``gemm``    ``golden.conv2d(x, w, zp_in, stride, padding, groups)``: the raw int32 accumulators,
+            no requantization (``stamen.compile_gemm``); only as the graph's output.
 
 ``mult`` and ``shift`` are int32 arrays of shape ``(Cout,)`` for ``conv`` and scalars (Python
 ints) for ``avgpool`` and ``add``.
@@ -30,7 +32,7 @@ __all__ = ["QOp", "QuantizedGraph", "OP_KINDS"]
 
 _ARRAYS = ("w", "bias", "mult", "shift")
 
-OP_KINDS = ("conv", "maxpool", "avgpool", "add")
+OP_KINDS = ("conv", "maxpool", "avgpool", "add", "gemm")
 
 
 @dataclass
@@ -63,6 +65,9 @@ class QOp:
             return golden.conv2d_requant(xs[0], self.w, self.bias, self.mult, self.shift,
                                          self.zp_in[0], self.zp_out, self.relu, self.stride,
                                          self.padding, self.groups)
+        if self.kind == "gemm":
+            return golden.conv2d(xs[0], self.w, self.zp_in[0], self.stride, self.padding,
+                                 self.groups)
         if self.kind == "maxpool":
             return golden.maxpool2d(xs[0], self.kernel, self.stride, self.padding)
         if self.kind == "avgpool":
@@ -76,7 +81,7 @@ class QOp:
     @property
     def macs_per_image(self) -> int:
         """Useful multiply-accumulates of one image (convolutions only; 0 otherwise)."""
-        if self.kind != "conv":
+        if self.kind not in ("conv", "gemm"):
             return 0
         oh, ow, cout = self.out_shape
         kh, kw, cg, _ = self.w.shape
@@ -114,6 +119,10 @@ class QuantizedGraph:
             missing = [t for t in op.inputs if t not in known]
             if missing:
                 raise ValueError(f"{op.name}: inputs {missing} are not produced before it")
+            int32_in = [t for t in op.inputs if t != "input" and self.op(t).kind == "gemm"]
+            if int32_in:
+                raise ValueError(f"{op.name}: input {int32_in[0]} is a raw int32 gemm output; "
+                                 f"a gemm can only be the graph output")
             known.add(op.name)
         if self.output not in known:
             raise ValueError(f"Graph output {self.output!r} is not a tensor of the graph")

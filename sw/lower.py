@@ -42,6 +42,7 @@ the fewest estimated cycles (the ISA simulator's cycle model).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -51,10 +52,11 @@ from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 
 from . import golden
-from .compiler import LayerInfo, Program, _ceil, _cost, _encode
 from .errors import CompileError
 from .graph import QOp, QuantizedGraph
-from .isasim import fetch_cycles, misc_cycles, perf_cycles
+from .isasim import (fetch_cycles, load_cycles, matmul_cycles, misc_cycles, perf_cycles,
+                     requant_cycles, store_cycles)
+from .program import LayerInfo, Program
 
 __all__ = ["compile_graph"]
 
@@ -67,6 +69,35 @@ _STRIDE_MAX = isa.ARG_RANGES["dma"]["dram_stride"][1]
 _LOOP_MAX = isa.ARG_RANGES["loop"]["m_stride"][1]
 #: Q31 multiplier 0.5: ``srdhm(2 v, MAX_MULT) == v`` exactly (max pooling).
 _HALF_MULT = 1 << 30
+#: Largest number of products per output whose worst-case sum of ``(a - zp) * w``
+#: (``|a - zp| <= 255``, ``|w| <= 128``) fits int32.
+K_MAX_INT32 = golden.INT32_MAX // (255 * 128)
+_SPAD_NAME = {_SP.ACT: "act", _SP.WT: "wt", _SP.ACC: "acc", _SP.OUT: "out", _SP.PARAM: "param"}
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _encode(op: isa.Opcode, items: tuple) -> int:
+    return isa.encode(op, **dict(items))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _cost(cfg: AccelConfig, op, spad, a: int, b: int) -> int:
+    """Return the cycle-model cost (execution + fetch) of one instruction."""
+    if op == _OP.LOAD:
+        c = load_cycles(cfg, _SPAD_NAME[spad], a)
+    elif op == _OP.STORE:
+        c = store_cycles(cfg, _SPAD_NAME[spad], a)
+    elif op == _OP.MATMUL:
+        c = matmul_cycles(cfg, a, b)
+    elif op == _OP.REQUANT:
+        c = requant_cycles(cfg, a)
+    else:
+        c = misc_cycles(cfg)
+    return c + fetch_cycles(cfg)
 
 
 @dataclass
@@ -81,6 +112,10 @@ class _Tensor:
     hy: int = 0
     hx: int = 0
     addr: int = 0
+    itemsize: int = 1             # 4: the int32 output of a gemm
+
+    def pix_words(self, bb: int) -> int:
+        return self.cp * self.itemsize // bb
 
     @property
     def hp(self) -> int:
@@ -91,11 +126,11 @@ class _Tensor:
         return self.w + 2 * self.hx
 
     def words(self, bb: int) -> int:
-        return self.b * self.hp * self.wp * self.cp // bb
+        return self.b * self.hp * self.wp * self.pix_words(bb)
 
     def layout(self, bb: int) -> dict:
         return {"name": self.name, "addr": self.addr, "shape": [self.b, self.h, self.w, self.ch],
-                "cp": self.cp, "halo": [self.hy, self.hx], "zp": self.zp, "itemsize": 1,
+                "cp": self.cp, "halo": [self.hy, self.hx], "zp": self.zp, "itemsize": self.itemsize,
                 "words": self.words(bb)}
 
 
@@ -119,7 +154,7 @@ class _Op:
     q: QOp
     out: _Tensor
     terms: list[_Term]
-    params: np.ndarray            # (NT, 3, C) int32 bias / mult / shift rows
+    params: np.ndarray | None     # (NT, 3, C) int32 bias / mult / shift rows; None: raw int32
     zp_out: int
     relu: bool
     p_addr: int = 0
@@ -194,10 +229,39 @@ def _params(cfg, q: QOp, nt_count: int, bias, mult, shift) -> np.ndarray:
     return p.astype(np.int32)
 
 
+def _check_int(name: str, what: str, v, lo: int, hi: int) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name}: {what} must be an integer, not {v!r}")
+    if not lo <= int(v) <= hi:
+        raise CompileError(f"{name}: {what} must be in [{lo}, {hi}], not {v!r}")
+    return int(v)
+
+
+def _check_params(name: str, q: QOp, n: int) -> None:
+    """Check (and normalise to int32) a conv's per-channel bias / mult / shift."""
+    for pname, lo, hi in (("bias", golden.INT32_MIN, golden.INT32_MAX),
+                          ("mult", 0, golden.INT32_MAX), ("shift", 0, isa.REQUANT_MAX_SHIFT)):
+        v = np.asarray(getattr(q, pname))
+        if v.shape != (n,) or not np.issubdtype(v.dtype, np.integer):
+            raise CompileError(f"{name}: {pname} must be an integer array of shape ({n},), not "
+                               f"{v.dtype} {v.shape}")
+        if v.size and (v.min() < lo or v.max() > hi):
+            rule = (f"in [{lo}, {hi}] (a requant scale >= 1 cannot be represented)"
+                    if pname != "bias" else f"in [{lo}, {hi}]")
+            raise CompileError(f"{name}: every {pname} must be {rule}, not [{v.min()}, "
+                               f"{v.max()}]")
+        setattr(q, pname, v.astype(np.int32))
+
+
 def _check_qop(q: QOp, src: list[_Tensor]) -> None:
-    name = f"{q.name} ({q.kind}{', ' + q.torch_op if q.torch_op else ''})"
-    if q.kind not in ("conv", "maxpool", "avgpool", "add"):
-        raise CompileError(f"{name}: op kind must be conv, maxpool, avgpool or add")
+    name = f"{q.name} ({q.torch_op})" if q.torch_op else q.name
+    if q.kind not in ("conv", "maxpool", "avgpool", "add", "gemm"):
+        raise CompileError(f"{name}: op kind must be conv, maxpool, avgpool, add or gemm, not "
+                           f"{q.kind!r}")
+    for i, zp in enumerate(q.zp_in):
+        _check_int(name, "input zero point", zp, -128, 127)
+    if q.kind != "gemm":
+        _check_int(name, "output zero point", q.zp_out, -128, 127)
     if q.kind == "add":
         a, b = src
         if (a.h, a.w, a.ch) != (b.h, b.w, b.ch):
@@ -219,15 +283,25 @@ def _check_qop(q: QOp, src: list[_Tensor]) -> None:
         if q.kind == "maxpool" and (ph or pw) and x.zp != -128:
             raise CompileError(f"{name}: a padded max pool needs an input with zero point -128 "
                                f"(a non-negative tensor, e.g. after ReLU), not {x.zp}")
-    if q.kind == "conv":
-        kh, kw, cg, cout = q.w.shape
+    if q.kind in ("conv", "gemm"):
+        w = q.w
+        if not isinstance(w, np.ndarray) or w.dtype != np.int8:
+            raise TypeError(f"{name}: weights must be an int8 numpy array, not "
+                            f"{getattr(w, 'dtype', type(w).__name__)}")
+        if w.ndim != 4 or min(w.shape) < 1:
+            raise CompileError(f"{name}: weights must have shape (KH, KW, Cin/groups, Cout) with "
+                               f"every size >= 1, not {w.shape}")
+        kh, kw, cg, cout = w.shape
         if (kh, kw) != tuple(q.kernel) or cg * q.groups != src[0].ch or cout != q.out_shape[2]:
-            raise CompileError(f"{name}: weights {q.w.shape} do not match kernel {q.kernel}, "
+            raise CompileError(f"{name}: weights {w.shape} do not match kernel {q.kernel}, "
                                f"{src[0].ch} input channels in {q.groups} groups and "
                                f"{q.out_shape[2]} outputs")
-        if kh * kw * cg > golden.INT32_MAX // (255 * 128):
-            raise CompileError(f"{name}: {kh * kw * cg} products per output is too many for "
-                               f"int32 accumulation")
+        if kh * kw * cg > K_MAX_INT32:
+            raise CompileError(f"{name}: K={kh * kw * cg} products per output is too many for "
+                               f"int32 accumulation (at most {K_MAX_INT32} products of 9-bit by "
+                               f"8-bit operands)")
+        if q.kind == "conv":
+            _check_params(name, q, cout)
 
 
 def _lower(graph: QuantizedGraph, cfg: AccelConfig, batch: int):
@@ -244,10 +318,13 @@ def _lower(graph: QuantizedGraph, cfg: AccelConfig, batch: int):
         tensors[q.name] = out
         cp_in = _ceil(src[0].ch, L) * L
         nt_count = _ceil(oc, L) * L // C
-        if q.kind == "conv":
+        if q.kind in ("conv", "gemm"):
             chunks, tiles = _conv_tiles(cfg, q, cp_in, nt_count)
             terms = [_Term(src[0], q.zp_in[0], q.kernel, q.stride, q.padding, chunks, tiles)]
-            params = _params(cfg, q, nt_count, q.bias, q.mult, q.shift)
+            params = (_params(cfg, q, nt_count, q.bias, q.mult, q.shift) if q.kind == "conv"
+                      else None)
+            if q.kind == "gemm":
+                out.itemsize = 4
         elif q.kind in ("maxpool", "avgpool"):
             mx = q.kind == "maxpool"
             chunks = _diag_chunks(cfg, nt_count, cp_in)
@@ -289,7 +366,7 @@ def _gen_op(op: _Op, cfg: AccelConfig, plan: dict, state: dict):
     ``state`` carries the LOOP registers and the scratchpad caches across ops."""
     R, C, bb = cfg.rows, cfg.cols, cfg.mem_bus_bytes
     o = op.out
-    nt_count = len(op.params)
+    nt_count = len(op.terms[0].tiles)
     ow = o.w
     tiles = _tiles_of(op, cfg, plan["oht"], plan["nbt"])
     cgc = plan["cg"]                                 # input chunks per MATMUL (non-repeat)
@@ -299,7 +376,7 @@ def _gen_op(op: _Op, cfg: AccelConfig, plan: dict, state: dict):
     wt_slots = cfg.wt_spad_depth // wt_slot_rows
     par_slots = cfg.param_spad_depth // 3
     prow_words = cfg.spad_row_words("param")
-    out_pix = o.cp // bb
+    out_pix = o.pix_words(bb)
     order = ([(t, nt) for t in tiles for nt in range(nt_count)] if plan["order"] == "band"
              else [(t, nt) for nt in range(nt_count) for t in tiles])
     for (b0, nb, oy0, oht), nt in order:
@@ -357,29 +434,33 @@ def _gen_op(op: _Op, cfg: AccelConfig, plan: dict, state: dict):
                                    ("acc_max", int(term.acc_max)),
                                    ("wt_repeat", int(term.repeat)))
                 first = False
-        pkey = (o.name, nt)
-        pslot = _slot(par_cache, pkey, par_slots)
-        if par_cache.get(pslot) != pkey:
-            par_cache[pslot] = pkey
-            yield _OP.LOAD, (("spad", _SP.PARAM), ("spad_addr", 3 * pslot), ("rows", 3),
-                             ("dram_addr", op.p_addr + 3 * nt * prow_words),
-                             ("dram_stride", prow_words))
-        yield _OP.REQUANT, (("acc_addr", 0), ("out_addr", 0), ("param_addr", 3 * pslot),
-                            ("rows", m), ("zp_out", op.zp_out), ("relu", int(op.relu)))
-        ch_off = nt * C // bb
+        if op.params is None:
+            spad = _SP.ACC                   # raw int32 accumulators
+        else:
+            spad = _SP.OUT
+            pkey = (o.name, nt)
+            pslot = _slot(par_cache, pkey, par_slots)
+            if par_cache.get(pslot) != pkey:
+                par_cache[pslot] = pkey
+                yield _OP.LOAD, (("spad", _SP.PARAM), ("spad_addr", 3 * pslot), ("rows", 3),
+                                 ("dram_addr", op.p_addr + 3 * nt * prow_words),
+                                 ("dram_stride", prow_words))
+            yield _OP.REQUANT, (("acc_addr", 0), ("out_addr", 0), ("param_addr", 3 * pslot),
+                                ("rows", m), ("zp_out", op.zp_out), ("relu", int(op.relu)))
+        ch_off = nt * C * o.itemsize // bb
         if op.batch_rows:
-            yield _OP.STORE, (("spad", _SP.OUT), ("spad_addr", 0), ("rows", nb),
+            yield _OP.STORE, (("spad", spad), ("spad_addr", 0), ("rows", nb),
                               ("dram_addr", o.addr + ((b0 * o.hp + o.hy) * o.wp + o.hx) * out_pix
                                + ch_off),
                               ("dram_stride", o.hp * o.wp * out_pix))
         elif o.hx == 0:
-            yield _OP.STORE, (("spad", _SP.OUT), ("spad_addr", 0), ("rows", m),
+            yield _OP.STORE, (("spad", spad), ("spad_addr", 0), ("rows", m),
                               ("dram_addr", o.addr + ((b0 * o.hp + o.hy + oy0) * o.wp) * out_pix
                                + ch_off),
                               ("dram_stride", out_pix))
         else:
             for r in range(oht):
-                yield _OP.STORE, (("spad", _SP.OUT), ("spad_addr", r * ow), ("rows", ow),
+                yield _OP.STORE, (("spad", spad), ("spad_addr", r * ow), ("rows", ow),
                                   ("dram_addr", o.addr + ((b0 * o.hp + o.hy + oy0 + r) * o.wp
                                                           + o.hx) * out_pix + ch_off),
                                   ("dram_stride", out_pix))
@@ -411,7 +492,9 @@ def _plans(op: _Op, cfg: AccelConfig) -> list[dict]:
     """Return the candidate plans of an op that fit the scratchpads and ISA fields."""
     R = cfg.rows
     o = op.out
-    cap = min(cfg.acc_spad_depth, cfg.out_spad_depth, _M_MAX)
+    cap = min(cfg.acc_spad_depth, _M_MAX)
+    if op.params is not None:
+        cap = min(cap, cfg.out_spad_depth)
     if op.batch_rows:
         shapes = sorted({min(o.b, cap, _ceil(o.b, d)) for d in (1, 2, 4, 8, 16)}, reverse=True)
         bands = [(1, nbt) for nbt in shapes]
@@ -474,16 +557,18 @@ def _copy_state(state: dict) -> dict:
             "param": dict(state["param"])}
 
 
-def _choose(op: _Op, cfg: AccelConfig, state: dict) -> tuple[dict, list]:
+def _choose(op: _Op, cfg: AccelConfig, state: dict, small_code: bool) -> tuple[dict, list]:
+    """Return the plan with the fewest estimated cycles (``small_code``: the fewest
+    instructions) and its instructions; advance ``state`` past it."""
     best = None
     for plan in _plans(op, cfg):
         st = _copy_state(state)
         instrs = list(_gen_op(op, cfg, plan, st))
         cost = sum(_estimate(cfg, o, a) for o, a in instrs)
-        key = (cost, len(instrs))
+        key = (len(instrs), cost) if small_code else (cost, len(instrs))
         if best is None or key < best[0]:
-            best = (key, plan, instrs, st)
-    (cost, _), plan, instrs, st = best
+            best = (key, plan, instrs, st, cost)
+    _, plan, instrs, st, cost = best
     state.clear()
     state.update(st)
     return {**plan, "est_cycles": cost, "n_instr": len(instrs)}, instrs
@@ -493,7 +578,7 @@ def _layer_info(op: _Op, batch: int) -> LayerInfo:
     q = op.q
     x = op.terms[0].src
     oh, ow, oc = q.out_shape
-    if q.kind == "conv":
+    if q.kind in ("conv", "gemm"):
         kh, kw, cg, _ = q.w.shape
         k = kh * kw * cg
     elif q.kind == "add":
@@ -505,10 +590,13 @@ def _layer_info(op: _Op, batch: int) -> LayerInfo:
         desc += f" k{q.kernel[0]}x{q.kernel[1]}s{q.stride[0]}"
         if q.groups > 1:
             desc += f"g{q.groups}"
+    if (x.h, x.w) == (1, 1) and q.kind in ("conv", "gemm"):
+        desc = ""                           # a GEMM-shaped layer: the report shows M x K x N
+    kind = "linear" if q.kind == "conv" and q.extra.get("linear") else q.kind
     in_bytes = sum(t.src.b * t.src.h * t.src.w * t.src.ch for t in op.terms)
     w_bytes = q.w.size if q.w is not None else 0
     min_bytes = in_bytes + w_bytes + batch * oh * ow * oc
-    return LayerInfo(name=q.name, kind=q.kind, m=batch * oh * ow, k=k, n=oc,
+    return LayerInfo(name=q.name, kind=kind, m=batch * oh * ow, k=k, n=oc,
                      macs=op.q.macs_per_image * batch, desc=desc, min_dram_bytes=min_bytes)
 
 
@@ -516,7 +604,10 @@ def compile_graph(graph: QuantizedGraph, cfg: AccelConfig, batch: int = 1) -> Pr
     """Compile a quantized graph for ``batch`` images into one program.
 
     The program's input is int8 NHWC ``(batch, H, W, C)`` (``graph.quantize_input``) and its output
-    int8 NHWC ``(batch, OH, OW, OC)``.
+    int8 NHWC ``(batch, OH, OW, OC)`` (int32 for a ``gemm`` output). A graph whose input is
+    ``1 x 1 x C`` (an MLP) takes ``(batch, C)`` and, with a ``1 x 1`` output, gives
+    ``(batch, OC)``. Each op's plan is the one with the fewest estimated cycles; when the code
+    would not fit the device memory, the ones with the fewest instructions.
 
     Raises
     ------
@@ -542,56 +633,64 @@ def compile_graph(graph: QuantizedGraph, cfg: AccelConfig, batch: int = 1) -> Pr
     chunks = []
     for op in ops:
         for t in op.terms:
-            for nt in range(len(op.params)):
-                blob = np.ascontiguousarray(t.tiles[nt]).reshape(-1).view(np.uint8)
+            for nt, tiles in t.tiles.items():
+                blob = np.ascontiguousarray(tiles).reshape(-1).view(np.uint8)
                 t.w_addr[nt] = addr
                 chunks.append(blob)
                 addr += blob.size // bb
-        op.p_addr = addr
-        blob = np.ascontiguousarray(op.params).reshape(-1).view(np.uint8)
-        chunks.append(blob)
-        addr += blob.size // bb
+        if op.params is not None:
+            op.p_addr = addr
+            blob = np.ascontiguousarray(op.params).reshape(-1).view(np.uint8)
+            chunks.append(blob)
+            addr += blob.size // bb
     const = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
     for t in tensors.values():
         t.addr = addr
         addr += t.words(bb)
-        if t.cp // bb > _STRIDE_MAX:
-            raise CompileError(f"{t.name}: a pixel of {t.cp} channels exceeds the largest DMA "
-                               f"stride ({_STRIDE_MAX} words)")
+        if t.pix_words(bb) > _STRIDE_MAX:
+            raise CompileError(f"{t.name}: a pixel of {t.cp} padded channels exceeds the "
+                               f"largest DMA stride ({_STRIDE_MAX} words of {bb} bytes)")
     if addr > cfg.mem_words:
         raise CompileError(f"Program data needs {addr} words of device memory (weights, params "
                            f"and {len(tensors)} tensors for batch {batch}) but the device has "
                            f"{cfg.mem_words} ({cfg.name})")
 
     # -- plan and emit
-    state = _fresh_state()
-    words = [_encode(_OP.PERF, (("dram_addr", perf_addr),))]
-    est = perf_cycles(cfg) + fetch_cycles(cfg)
-    for i, op in enumerate(ops):
-        op.plan, instrs = _choose(op, cfg, state)
-        est += op.plan["est_cycles"]
-        words.extend(_encode(o, a) for o, a in instrs)
-        words.append(_encode(_OP.PERF, (("dram_addr", perf_addr + (i + 1) * pw),)))
-        est += perf_cycles(cfg) + fetch_cycles(cfg)
-    words.append(_encode(_OP.HALT, ()))
-    est += misc_cycles(cfg) + fetch_cycles(cfg)
     prog_addr = addr
-    used = prog_addr + len(words) * isa.instr_words(cfg)
+    for small_code in (False, True):
+        state = _fresh_state()
+        words = [_encode(_OP.PERF, (("dram_addr", perf_addr),))]
+        est = perf_cycles(cfg) + fetch_cycles(cfg)
+        for i, op in enumerate(ops):
+            op.plan, instrs = _choose(op, cfg, state, small_code)
+            est += op.plan["est_cycles"]
+            words.extend(_encode(o, a) for o, a in instrs)
+            words.append(_encode(_OP.PERF, (("dram_addr", perf_addr + (i + 1) * pw),)))
+            est += perf_cycles(cfg) + fetch_cycles(cfg)
+        words.append(_encode(_OP.HALT, ()))
+        est += misc_cycles(cfg) + fetch_cycles(cfg)
+        used = prog_addr + len(words) * isa.instr_words(cfg)
+        if used <= cfg.mem_words:
+            break
     if used > cfg.mem_words:
         raise CompileError(f"Program needs {used} words of device memory (code "
                            f"{len(words) * isa.instr_words(cfg)}, data {prog_addr}) but the "
                            f"device has {cfg.mem_words} ({cfg.name})")
     out = tensors[graph.output]
+    in_shape, out_shape = [batch, *graph.input_shape], [batch, *graph.output_shape]
+    if graph.input_shape[:2] == (1, 1):                 # MLP style: 2-D rows
+        in_shape = [batch, graph.input_shape[2]]
+        if graph.output_shape[:2] == (1, 1):
+            out_shape = [batch, graph.output_shape[2]]
     meta = {
         "prog_addr": prog_addr, "used_words": used, "perf_addr": perf_addr,
         "const_addr": const_addr,
         "input": tensors["input"].layout(bb), "output": out.layout(bb),
         "fills": [t.layout(bb) for t in tensors.values()],
-        "input_shape": [batch, *graph.input_shape],
-        "output_shape": [batch, *graph.output_shape],
-        "output_dtype": "int8",
+        "input_shape": in_shape, "output_shape": out_shape,
+        "output_dtype": "int32" if out.itemsize == 4 else "int8",
         "config_hash": cfg.config_hash, "est_cycles": est,
         "layers": [vars(_layer_info(op, batch)) for op in ops],
         "tensors": [{"name": op.q.name, **{k: v for k, v in op.plan.items()}} for op in ops],
     }
-    return Program(cfg, words, meta, const, graph=graph)
+    return Program(cfg, words, meta, const, graph)

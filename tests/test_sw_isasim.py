@@ -59,14 +59,14 @@ def test_tiling_cases_really_tile():
     by_name = {c.name: c for c in cases.CASES}
     c = by_name["mtile_tiny"]
     plan = compile_gemm(cases.make_gemm(c)[1], tiny, c.m).layout["tensors"][0]
-    assert plan["mt"] < c.m
+    assert plan["nbt"] < c.m                       # rows (images) per MATMUL
     c = by_name["kchunk_tiny"]
     plan = compile_gemm(cases.make_gemm(c)[1], tiny, c.m).layout["tensors"][0]
-    assert plan["ktc"] < -(-c.k // tiny.rows)
+    assert plan["cg"] < -(-c.k // tiny.rows)        # k-tiles (input chunks) per MATMUL
     c = by_name["kchunk_small"]
     small = AccelConfig.preset("small")
     plan = compile_gemm(cases.make_gemm(c)[1], small, c.m).layout["tensors"][0]
-    assert plan["ktc"] < -(-c.k // small.rows)
+    assert plan["cg"] < -(-c.k // small.rows)
 
 
 # -- counters ------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def test_wrong_output_shape_is_named():
     op = QOp("c", "conv", ["input"], [0], 0, [1.0], 1.0, (6, 6, 4), w=w,
              bias=np.zeros(4, np.int32), mult=np.ones(4, np.int32), shift=np.zeros(4, np.int32),
              kernel=(3, 3))
-    with pytest.raises(CompileError, match="c .*expected 4x4"):
+    with pytest.raises(CompileError, match="c: output .*expected 4x4"):
         compile_graph(_single(op, (6, 6, 4)), AccelConfig.preset("small"))
 
 
