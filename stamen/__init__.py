@@ -18,7 +18,7 @@ import importlib
 
 __all__ = ["AccelConfig", "golden", "Program", "compile", "compile_gemm", "compile_linear",
            "quantize", "quantize_graph", "QuantizedNet", "QuantizedGraph", "Device", "Report", "StamenError", "CompileError",
-           "ConfigMismatchError", "DeviceError"]
+           "ConfigMismatchError", "DeviceError", "prune", "estimate_energy"]
 
 _WHERE = {
     "AccelConfig": ("stamen.hw.params", "AccelConfig"),
@@ -37,6 +37,8 @@ _WHERE = {
     "CompileError": ("stamen.sw.errors", "CompileError"),
     "ConfigMismatchError": ("stamen.sw.errors", "ConfigMismatchError"),
     "DeviceError": ("stamen.sw.errors", "DeviceError"),
+    "prune": ("stamen.sw.prune", "prune"),
+    "estimate_energy": ("stamen.sw.energy", "estimate_energy"),
 }
 
 
