@@ -1,0 +1,452 @@
+"""The row-stationary PE (Eyeriss): 1-D convolution primitives with zero gating or zero skipping.
+
+A PE computes, for one ifmap row ``a`` of width ``W``, ``F`` filter rows ``w[f]`` of ``S`` taps and
+a stride ``U``, the psum rows::
+
+    p[x, f] = i_psum[x, f] + sum_s (a[x*U + s] - zp) * w[f][s]     for x < OW = (W - S) // U + 1
+
+(int32, wrapping), emitted on ``o_psums`` in the order ``x`` outer, ``f`` inner (the filters are
+interleaved as in Eyeriss v1). ``i_psums`` carries the psum rows of the PE above (the vertical
+accumulation input) in the same order; a row command with ``acc == 0`` takes none and adds 0.
+
+Scratchpads (depths from :class:`RsPEConfig`; Eyeriss v1: 224 / 12 / 24)
+------------------------------------------------------------------------
+* filter spad, ``wt_depth`` int8: a ``lib.memory.Memory`` (one synchronous read port, one write
+  port, read latency 1 cycle): the largest spad, one read per MAC, maps to a block RAM.
+  Filter ``f`` of a row command occupies ``wt_base + f*S .. wt_base + f*S + S - 1``.
+* ifmap spad, ``ifmap_depth`` entries of ``(a - zp, offset)``: a circular register file. It
+  holds the sliding window of the present (dense: all; compressed: non-zero) activations,
+  plus the beats of the next window loaded ahead. Every cycle it is read at two entries (the
+  current one and the next, to know whether the current one is the window's last), which a
+  register file does and a block RAM does not. Taps are limited to
+  ``max_taps = ifmap_depth - max_stride`` (window plus the next window's new positions).
+* psum spad, ``psum_depth`` int32: a register file of one accumulator per interleaved filter
+  (so ``F <= psum_depth``), read-modify-written every cycle at an index that changes every cycle.
+
+Dataflow inside the PE (why output-major)
+-----------------------------------------
+The PE walks the windows ``x = 0, 1, ...`` in order; for window ``x`` it visits the activations
+of the ifmap spad with ``x*U <= offset <= x*U + S - 1``, oldest first, and for each of them the
+``F`` filters: one op per cycle, with tap ``s = offset - x*U`` and weight address
+``wt_base + f*S + s``. So the non-zero activation at position ``j`` is multiplied, exactly once,
+with ``w[f][s]`` for every ``(x, s)`` with ``x*U + s == j`` (the windows containing ``j``), and
+its product goes into psum ``x``. Walking outputs rather than scattering each activation into
+all its psums keeps one accumulator per filter (no read-modify-write hazards on a psum window,
+no stalls for a full psum buffer) and gives the exact, closed-form timing below. Zero skipping
+needs no address arithmetic beyond ``offset - x*U``: absent activations simply are not in the
+window. An activation is popped from the ifmap spad once the last window containing it ends.
+
+Zero gating and skipping
+------------------------
+``zero_skip=False``: ``i_acts`` is the dense row (every activation, offsets implicit and
+ignored); an op whose activation equals ``zp`` is gated when ``zero_gate``: no filter spad
+read, the multiplier input register ``s1_act`` and the read data hold, the accumulator is not
+written (unless the op opens a window, which clears it), and ``gated_inc`` counts it.
+``zero_skip=True``: ``i_acts`` is the compressed row (see ``hw.rs_compress``): the non-zero
+activations with their offsets; the absent ones cost no cycle, and ``skipped_inc`` counts the
+MACs they would have needed. The psums are the same in every mode.
+
+Counters (combinational, for the cycle an op issues):
+``macs_inc`` an op with an activation issued (gated or not); ``gated_inc`` it is gated;
+``skipped_inc`` ``S - m_x`` when the last op of a filter of window ``x`` issues, ``m_x`` being
+the activations present in the window (0 with a dense stream). Per row:
+``macs + skipped == OW*S*F``, and a dense row's ``gated`` equals the compressed row's ``skipped``.
+
+Cycle behaviour (exact, when ``i_acts`` always presents its next beat, ``i_psums`` is always
+valid and ``o_psums`` always ready; ``sw.rs_model.rs_pe_timing`` implements it)
+-------------------------------------------------------------------------------------------
+Let ``present(p)`` be whether position ``p`` has a beat on ``i_acts`` (dense: all ``p < W``),
+``m_x`` the present positions in ``[x*U, x*U + S - 1]`` and ``n_x`` those in
+``(end_{x-1}, end_x]`` with ``end_x = x*U + S - 1``, ``end_{-1} = -1`` (``n_OW``: the tail after
+the last window). Cycles count from the command handshake, cycle 0:
+
+* cycles ``1 .. n_0``: fill, one beat of window 0 per cycle;
+* window ``x`` starts at ``t_0 = 1 + n_0``, ``t_{x+1} = t_x + T_x``,
+  ``T_x = max(F * max(1, m_x), n_{x+1})``: one op per cycle (``F`` per present activation; an
+  empty window still spends ``F`` cycles, one per psum it emits), while the next window's beats
+  load, one per cycle, in parallel;
+* the psum ``(x, f)`` is valid on ``o_psums`` at ``t_x + F*(max(1, m_x) - 1) + f + 2``
+  (``RS_PSUM_LATENCY = 2``: filter spad read, then multiply-accumulate);
+* the end marker is consumed at ``t_OW`` and the next command accepted at ``t_OW + 1``, so a row
+  keeps the PE busy ``cycles = 2 + n_0 + sum_x T_x`` cycles (back-to-back rows overlap only
+  the last psums' 2-cycle drain). With a dense row (and ``F*S >= U``):
+  ``2 + S + OW*F*S``; with ``W < S``: ``2 + W`` and no psum.
+So a non-zero activation costs ``F`` cycles per window that contains it (at most
+``ceil(S/U)``), a zero one nothing, and a window at least ``F`` cycles (the psum port's rate).
+
+A stalled stream (``i_acts`` or ``i_psums`` not valid, ``o_psums`` not ready) only adds cycles.
+Row command fields out of range (``taps`` not in ``1..max_taps``, ``stride`` not in
+``1..max_stride``, ``filters`` not in ``1..psum_depth``, ``wt_base + filters*taps > wt_depth``,
+rows wider than ``max_width``) give undefined results.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth import *
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .params import ACC_WIDTH, ACT_WIDTH, OPERAND_WIDTH, WT_WIDTH
+
+__all__ = ["RsPEConfig", "RsPE", "RsWindow", "RsMac", "rs_act_layout", "RS_PSUM_LATENCY"]
+
+#: Cycles from the op that completes a psum to that psum being valid on ``o_psums``.
+RS_PSUM_LATENCY = 2
+
+
+def rs_act_layout(max_width: int) -> data.StructLayout:
+    """Return the layout of one activation beat of a row of at most ``max_width`` activations.
+
+    ``end == 0``: the activation ``value`` (int8) at position ``offset`` of the row.
+    ``end == 1``: the end-of-row marker; ``value`` is ignored and ``offset`` is the row width.
+    In a dense stream the offsets are implicit (the PE counts beats) and ignored.
+    """
+    return data.StructLayout({"value": signed(ACT_WIDTH), "offset": range(max_width + 1),
+                              "end": 1})
+
+
+@dataclass(frozen=True)
+class RsPEConfig:
+    """Sizes of a row-stationary PE (to become fields of ``AccelConfig`` with ``dataflow="rs"``).
+
+    Parameters
+    ----------
+    wt_depth, ifmap_depth, psum_depth : int
+        Filter, ifmap and psum scratchpad entries (Eyeriss v1: 224, 12, 24).
+    max_width : int
+        Widest ifmap row (the offset range).
+    max_stride : int
+        Largest stride.
+
+    Raises
+    ------
+    TypeError, ValueError
+        When a field is not a positive integer, or ``ifmap_depth <= max_stride``.
+    """
+    wt_depth: int = 224
+    ifmap_depth: int = 12
+    psum_depth: int = 24
+    max_width: int = 256
+    max_stride: int = 2
+
+    def __post_init__(self):
+        for f in ("wt_depth", "ifmap_depth", "psum_depth", "max_width", "max_stride"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise TypeError(f"RsPEConfig.{f} must be a positive integer, not {v!r}")
+        if self.ifmap_depth <= self.max_stride:
+            raise ValueError(f"RsPEConfig.ifmap_depth must exceed max_stride "
+                             f"({self.max_stride}), not {self.ifmap_depth!r}")
+
+    @property
+    def max_taps(self) -> int:
+        """Longest filter row: the ifmap spad holds a window and the next window's new beats."""
+        return self.ifmap_depth - self.max_stride
+
+    @property
+    def act_layout(self) -> data.StructLayout:
+        """Layout of an ``i_acts`` beat (:func:`rs_act_layout`)."""
+        return rs_act_layout(self.max_width)
+
+    @property
+    def cmd_layout(self) -> data.StructLayout:
+        """Layout of a row command: filter rows at ``wt_base``, ``taps``, ``stride``,
+        ``filters`` (interleaved), the activation zero point ``zp``, and ``acc`` (add
+        ``i_psums``)."""
+        return data.StructLayout({
+            "wt_base": range(self.wt_depth), "taps": range(self.max_taps + 1),
+            "stride": range(self.max_stride + 1), "filters": range(self.psum_depth + 1),
+            "zp": signed(ACT_WIDTH), "acc": 1})
+
+    @property
+    def op_layout(self) -> data.StructLayout:
+        """Layout of an op from :class:`RsWindow` to :class:`RsMac`: ``act`` (``a - zp``) times the
+        weight at ``addr`` (when ``mul``) into accumulator ``filter``; ``first`` clears it,
+        ``last`` emits it (plus an ``i_psums`` beat when ``acc``)."""
+        return data.StructLayout({
+            "act": signed(OPERAND_WIDTH), "addr": range(self.wt_depth),
+            "filter": range(self.psum_depth), "mul": 1, "first": 1, "last": 1, "acc": 1})
+
+
+def _check_cfg(cfg):
+    if not isinstance(cfg, RsPEConfig):
+        raise TypeError(f"Row-stationary PE configuration must be an RsPEConfig, not {cfg!r}")
+
+
+def _check_bool(name, v):
+    if not isinstance(v, bool):
+        raise TypeError(f"Row-stationary PE {name} must be a bool, not {v!r}")
+
+
+class RsWindow(wiring.Component):
+    """The sequencer of :class:`RsPE`: the ifmap spad and the window walk, one op per cycle.
+
+    Accepts a row command when idle, then consumes the row's ``i_acts`` beats up to and
+    including its end marker and issues its ops on ``o_ops`` with the timing of the module
+    docstring. Beats between windows (stride > taps) are consumed and dropped.
+
+    Parameters
+    ----------
+    cfg : RsPEConfig
+    zero_gate, zero_skip : bool
+        Gate ops with a zero activation; take a compressed (True) or dense (False) stream.
+
+    Members
+    -------
+    i_cmd : ``In(stream.Signature(cfg.cmd_layout))``
+    i_acts : ``In(stream.Signature(cfg.act_layout))``
+    o_ops : ``Out(stream.Signature(cfg.op_layout))``
+    macs_inc, gated_inc : ``Out(1)``; skipped_inc : ``Out(range(cfg.max_taps + 1))``; for the op
+        handed over this cycle (see the module docstring).
+    """
+
+    def __init__(self, cfg: RsPEConfig, *, zero_gate: bool = True, zero_skip: bool = False):
+        _check_cfg(cfg)
+        _check_bool("zero_gate", zero_gate)
+        _check_bool("zero_skip", zero_skip)
+        self._cfg, self._zero_gate, self._zero_skip = cfg, zero_gate, zero_skip
+        super().__init__({
+            "i_cmd": In(stream.Signature(cfg.cmd_layout)),
+            "i_acts": In(stream.Signature(cfg.act_layout)),
+            "o_ops": Out(stream.Signature(cfg.op_layout)),
+            "macs_inc": Out(1), "gated_inc": Out(1),
+            "skipped_inc": Out(range(cfg.max_taps + 1)),
+        })
+
+    @property
+    def cfg(self) -> RsPEConfig:
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, depth = self._cfg, self._cfg.ifmap_depth
+        pos_shape = range(cfg.max_width + cfg.max_taps + 2 * cfg.max_stride + 1)
+        cmd = Signal(cfg.cmd_layout)
+        busy = Signal()
+        spad_act = Array(Signal(signed(OPERAND_WIDTH), name=f"ifmap_act{i}") for i in range(depth))
+        spad_off = Array(Signal(range(cfg.max_width + 1), name=f"ifmap_off{i}")
+                         for i in range(depth))
+        rd, cnt = Signal(range(depth)), Signal(range(depth + 1))    # oldest entry, entries held
+        pos = Signal(range(cfg.max_width + 1))                      # dense: beats consumed
+        base, end = Signal(pos_shape), Signal(pos_shape)            # window x*U .. x*U + S - 1
+        active = Signal()                                           # inside a window's ops
+        k = Signal(range(cfg.max_taps))                             # activation within window
+        f = Signal(range(cfg.psum_depth))
+        foff = Signal(range(cfg.psum_depth * cfg.max_taps))         # f * S
+        ndead = Signal(range(cfg.max_stride + 1))                   # window's entries to pop
+
+        def wrap(v):
+            return Mux(v >= depth, v - depth, v)
+
+        acts, ops = self.i_acts, self.o_ops
+        head_pos = acts.p.offset if self._zero_skip else pos
+        it, nxt = wrap(rd + k), wrap(rd + k + 1)
+        has = (k < cnt) & (spad_off[it] <= end)                     # the op has an activation
+        last = ~has | ~((k + 1 < cnt) & (spad_off[nxt] <= end))     # ... the window's last one
+        gated = has & (spad_act[it] == 0) if self._zero_gate else C(0)
+        issue = busy & (active | (acts.valid & (head_pos > end)))   # window complete: go
+        done = busy & ~active & acts.valid & acts.p.end & (head_pos <= end)
+        load = busy & acts.valid & ~acts.p.end & (head_pos <= end + cmd.stride)
+        keep = head_pos >= base + Mux(head_pos > end, cmd.stride, 0)  # not between windows
+        go = ~issue | ops.ready
+        fire = issue & ops.ready
+        tap = Signal(range(cfg.max_taps))
+        m.d.comb += [
+            tap.eq(spad_off[it] - base),
+            ops.valid.eq(issue),
+            ops.p.act.eq(spad_act[it]), ops.p.addr.eq(cmd.wt_base + foff + tap),
+            ops.p.filter.eq(f), ops.p.mul.eq(has & ~gated), ops.p.first.eq(k == 0),
+            ops.p.last.eq(last), ops.p.acc.eq(cmd.acc),
+            self.macs_inc.eq(fire & has), self.gated_inc.eq(fire & gated),
+            self.skipped_inc.eq(Mux(fire & last, cmd.taps - Mux(has, k + 1, 0), 0)),
+        ]
+
+        with m.If(~busy):
+            m.d.comb += self.i_cmd.ready.eq(1)
+            with m.If(self.i_cmd.valid):
+                m.d.sync += [cmd.eq(self.i_cmd.p), busy.eq(1), base.eq(0),
+                             end.eq(self.i_cmd.p.taps - 1), rd.eq(0), cnt.eq(0), pos.eq(0)]
+        with m.Elif(go):                # an op waiting for o_ops holds i_acts too
+            m.d.comb += acts.ready.eq(load | done)
+            with m.If(done):
+                m.d.sync += busy.eq(0)
+            # ifmap spad: push a loaded beat; pop the window's dead prefix when it ends
+            push = load & keep
+            dead = has & (spad_off[it] < base + cmd.stride)
+            pop = Mux(fire & last & (f == cmd.filters - 1), ndead + dead, 0)
+            with m.If(push):
+                m.d.sync += [spad_act[wrap(rd + cnt)].eq(acts.p.value - cmd.zp),
+                             spad_off[wrap(rd + cnt)].eq(head_pos)]
+            m.d.sync += [rd.eq(wrap(rd + pop)), cnt.eq(cnt + push - pop)]
+            with m.If(load):
+                m.d.sync += pos.eq(pos + 1)
+            # window walk: filters inner, activations outer, then the next window
+            with m.If(fire & (f == cmd.filters - 1)):
+                m.d.sync += [f.eq(0), foff.eq(0)]
+                with m.If(last):
+                    m.d.sync += [active.eq(0), k.eq(0), ndead.eq(0),
+                                 base.eq(base + cmd.stride), end.eq(end + cmd.stride)]
+                with m.Else():
+                    m.d.sync += [active.eq(1), k.eq(k + 1), ndead.eq(ndead + dead)]
+            with m.Elif(fire):
+                m.d.sync += [active.eq(1), f.eq(f + 1), foff.eq(foff + cmd.taps)]
+        return m
+
+
+class RsMac(wiring.Component):
+    """The arithmetic of :class:`RsPE`: filter spad, multiplier, psum spad and psum ports.
+
+    An op handed over on ``i_ops`` in cycle ``t`` reads the filter spad (when ``mul``) in
+    ``t``; in ``t + 1`` its product ``act * w`` (0 without ``mul``) is added to accumulator
+    ``filter`` (to 0 when ``first``); when ``last`` the sum, plus an ``i_psums`` beat taken in
+    ``t + 1`` when ``acc``, is valid on ``o_psums`` from ``t + 2``. Ops stall (``i_ops.ready``
+    low) while a ``last`` op waits for ``o_psums`` to be free or for an ``i_psums`` beat.
+
+    Parameters
+    ----------
+    cfg : RsPEConfig
+    wt_spad : ``memory.MemoryData`` of ``cfg.wt_depth`` ``signed(WT_WIDTH)``; the filter spad.
+
+    Members
+    -------
+    i_ops : ``In(stream.Signature(cfg.op_layout))``
+    wt_write : ``Out(memory.WritePort.Signature(...))``; the filter spad's write port.
+    i_psums, o_psums : ``In/Out(stream.Signature(signed(ACC_WIDTH)))``
+
+    Attributes
+    ----------
+    s1_act : Signal
+        The multiplier's activation input register (the weight input is the spad's read data);
+        both hold through ops without ``mul``.
+    """
+
+    def __init__(self, cfg: RsPEConfig, wt_spad: memory.MemoryData):
+        _check_cfg(cfg)
+        if not isinstance(wt_spad, memory.MemoryData) or wt_spad.depth != cfg.wt_depth:
+            raise TypeError(f"Filter spad must be a MemoryData of depth {cfg.wt_depth}, "
+                            f"not {wt_spad!r}")
+        self._cfg, self._wt_spad = cfg, wt_spad
+        super().__init__({
+            "i_ops": In(stream.Signature(cfg.op_layout)),
+            "wt_write": Out(memory.WritePort.Signature(addr_width=ceil_log2(cfg.wt_depth),
+                                                       shape=signed(WT_WIDTH))),
+            "i_psums": In(stream.Signature(signed(ACC_WIDTH))),
+            "o_psums": Out(stream.Signature(signed(ACC_WIDTH))),
+        })
+        self.s1_act = Signal(signed(OPERAND_WIDTH))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.wt_spad = mem = memory.Memory(self._wt_spad)
+        wiring.connect(m, wiring.flipped(self.wt_write), mem.write_port())
+        rp = mem.read_port()
+        psum_spad = Array(Signal(signed(ACC_WIDTH), name=f"psum{i}")
+                          for i in range(self._cfg.psum_depth))
+        ops, i_ps, o_ps = self.i_ops, self.i_psums, self.o_psums
+        s1_valid, s1_mul, s1_first, s1_last, s1_acc = (Signal(name=f"s1_{n}") for n in
+                                                       ("valid", "mul", "first", "last", "acc"))
+        s1_filter = Signal.like(ops.p.filter, name="s1_filter")
+
+        out_busy = o_ps.valid & ~o_ps.ready
+        stall = s1_valid & s1_last & (out_busy | (s1_acc & ~i_ps.valid))
+        m.d.comb += [ops.ready.eq(~stall), rp.addr.eq(ops.p.addr),
+                     rp.en.eq(ops.valid & ops.p.mul & ~stall)]
+        with m.If(~stall):
+            m.d.sync += [s1_valid.eq(ops.valid), s1_mul.eq(ops.p.mul), s1_first.eq(ops.p.first),
+                         s1_last.eq(ops.p.last), s1_acc.eq(ops.p.acc), s1_filter.eq(ops.p.filter)]
+            with m.If(ops.valid & ops.p.mul):
+                m.d.sync += self.s1_act.eq(ops.p.act)
+
+        # Stage 1: multiply-accumulate into the psum spad; emit a finished psum.
+        prod = Mux(s1_mul, self.s1_act * rp.data, 0)
+        part = Mux(s1_first, 0, psum_spad[s1_filter]) + prod
+        with m.If(o_ps.ready):
+            m.d.sync += o_ps.valid.eq(0)
+        with m.If(s1_valid & ~stall):
+            with m.If(s1_mul | s1_first):
+                m.d.sync += psum_spad[s1_filter].eq(part)
+            with m.If(s1_last):
+                m.d.comb += i_ps.ready.eq(s1_acc)
+                m.d.sync += [o_ps.valid.eq(1), o_ps.p.eq(part + Mux(s1_acc, i_ps.p, 0))]
+        return m
+
+
+class RsPE(wiring.Component):
+    """Eyeriss-style row-stationary PE: :class:`RsWindow` feeding :class:`RsMac`.
+
+    See the module docstring for the computation, the scratchpads, gating and skipping, the
+    counters and the exact cycle behaviour. Row commands run one after another; each consumes
+    its activation beats up to its end marker, its ``i_psums`` beats (when ``acc``) and
+    produces ``OW * filters`` ``o_psums`` beats. ``wt_write`` writes the filter spad in the
+    cycle ``en`` is high; writing an address that a running row reads gives undefined psums.
+
+    Parameters
+    ----------
+    cfg : RsPEConfig
+    zero_gate : bool
+        Gate (and count) ops whose activation equals the zero point.
+    zero_skip : bool
+        ``i_acts`` carries the compressed row (non-zero activations with offsets) instead of
+        the dense one.
+
+    Members
+    -------
+    i_cmd : ``In(stream.Signature(cfg.cmd_layout))``
+    i_acts : ``In(stream.Signature(cfg.act_layout))``
+    i_psums, o_psums : ``In/Out(stream.Signature(signed(ACC_WIDTH)))``
+    wt_write : ``Out(memory.WritePort.Signature(addr_width=ceil_log2(cfg.wt_depth),
+        shape=signed(WT_WIDTH)))``
+    macs_inc, gated_inc : ``Out(1)``; skipped_inc : ``Out(range(cfg.max_taps + 1))``
+
+    Attributes
+    ----------
+    wt_spad : ``memory.MemoryData``
+        The filter spad contents (backdoor access in simulation).
+    """
+
+    def __init__(self, cfg: RsPEConfig = RsPEConfig(), *, zero_gate: bool = True,
+                 zero_skip: bool = False):
+        _check_cfg(cfg)
+        _check_bool("zero_gate", zero_gate)
+        _check_bool("zero_skip", zero_skip)
+        self._cfg, self._zero_gate, self._zero_skip = cfg, zero_gate, zero_skip
+        super().__init__({
+            "i_cmd": In(stream.Signature(cfg.cmd_layout)),
+            "i_acts": In(stream.Signature(cfg.act_layout)),
+            "i_psums": In(stream.Signature(signed(ACC_WIDTH))),
+            "o_psums": Out(stream.Signature(signed(ACC_WIDTH))),
+            "wt_write": Out(memory.WritePort.Signature(addr_width=ceil_log2(cfg.wt_depth),
+                                                       shape=signed(WT_WIDTH))),
+            "macs_inc": Out(1), "gated_inc": Out(1),
+            "skipped_inc": Out(range(cfg.max_taps + 1)),
+        })
+        self.wt_spad = memory.MemoryData(shape=signed(WT_WIDTH), depth=cfg.wt_depth, init=[])
+
+    @property
+    def cfg(self) -> RsPEConfig:
+        return self._cfg
+
+    @property
+    def zero_gate(self) -> bool:
+        return self._zero_gate
+
+    @property
+    def zero_skip(self) -> bool:
+        return self._zero_skip
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.window = win = RsWindow(self._cfg, zero_gate=self._zero_gate,
+                                             zero_skip=self._zero_skip)
+        m.submodules.mac = mac = RsMac(self._cfg, self.wt_spad)
+        wiring.connect(m, wiring.flipped(self.i_cmd), win.i_cmd)
+        wiring.connect(m, wiring.flipped(self.i_acts), win.i_acts)
+        wiring.connect(m, win.o_ops, mac.i_ops)
+        wiring.connect(m, wiring.flipped(self.i_psums), mac.i_psums)
+        wiring.connect(m, mac.o_psums, wiring.flipped(self.o_psums))
+        wiring.connect(m, wiring.flipped(self.wt_write), mac.wt_write)
+        m.d.comb += [self.macs_inc.eq(win.macs_inc), self.gated_inc.eq(win.gated_inc),
+                     self.skipped_inc.eq(win.skipped_inc)]
+        return m
