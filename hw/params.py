@@ -45,7 +45,7 @@ _MIN_COUNTER_BITS = 16
 CONFIG_ID_WIDTH = 32
 
 DATAFLOWS = ("ws", "os", "rs")
-_IMPLEMENTED_DATAFLOWS = ("ws",)
+_IMPLEMENTED_DATAFLOWS = ("ws", "os")
 #: Largest scratchpad depth the ISA address fields can name (see ``hw/isa.py``).
 _MAX_SPAD_DEPTH = 1 << 16
 #: Widest device memory bus, in bytes (an instruction is 128 bits).
@@ -77,7 +77,9 @@ class AccelConfig:
         PE array size. ``rows`` is the reduction (K) dimension of one weight tile, ``cols`` the
         output-channel (N) dimension.
     dataflow : str
-        ``"ws"`` (weight-stationary systolic). ``"os"`` and ``"rs"`` are reserved.
+        ``"ws"`` (weight-stationary systolic, ``hw/matmul.py``) or ``"os"`` (output-stationary
+        systolic, ``hw/os_matmul.py``); both execute the same ISA bit-exactly, only the cycles
+        differ (``sw.isasim.matmul_cycles``). ``"rs"`` is reserved.
     act_spad_depth, wt_spad_depth, acc_spad_depth, out_spad_depth, param_spad_depth : int
         Scratchpad depths in rows (see the module docstring for a row's contents).
     bus_bytes : int
@@ -302,7 +304,8 @@ class AccelConfig:
 
     @classmethod
     def preset(cls, name: str) -> "AccelConfig":
-        """Return the named preset: ``"tiny"`` (2x4), ``"small"`` (8x8) or ``"large"`` (16x16)."""
+        """Return the named preset: ``"tiny"`` (2x4), ``"small"`` (8x8), ``"large"`` (16x16) or
+        ``"small-os"`` (``"small"`` with the output-stationary dataflow)."""
         if name not in PRESETS:
             raise ValueError(f"Preset must be one of {tuple(PRESETS)}, not {name!r}")
         return PRESETS[name]
@@ -320,4 +323,5 @@ PRESETS = {
     "small": AccelConfig(name="small"),
     "large": AccelConfig(name="large", rows=16, cols=16, act_spad_depth=1024, wt_spad_depth=1024,
                          acc_spad_depth=512, out_spad_depth=512, param_spad_depth=96),
+    "small-os": AccelConfig(name="small-os", dataflow="os"),
 }

@@ -7,6 +7,7 @@ from . import bus, isa
 from .controller import Controller
 from .dma import DMA
 from .matmul import MatmulEngine, acc_read_transparent
+from .os_matmul import OsMatmulEngine
 from .params import CONFIG_ID_WIDTH, AccelConfig
 from .perf import PerfCounters, perf_layout
 from .postproc import PostProc
@@ -15,8 +16,9 @@ __all__ = ["Accelerator"]
 
 
 class Accelerator(wiring.Component):
-    """One Stamen device without its memory: scratchpads, DMA, MatmulEngine, PostProc, counters
-    and controller, with one device-memory bus port.
+    """One Stamen device without its memory: scratchpads, DMA, MatmulEngine (``OsMatmulEngine``
+    when ``cfg.dataflow == "os"``), PostProc, counters and controller, with one device-memory bus
+    port.
 
     The five scratchpads are ``lib.memory.Memory`` instances with one synchronous read port (data
     the cycle after the address) and one write port each, both muxed by which unit is busy (the
@@ -67,7 +69,7 @@ class Accelerator(wiring.Component):
         m = Module()
         cfg = self._cfg
         m.submodules.dma = dma = DMA(cfg)
-        m.submodules.matmul = mm = MatmulEngine(cfg)
+        m.submodules.matmul = mm = (OsMatmulEngine if cfg.dataflow == "os" else MatmulEngine)(cfg)
         m.submodules.postproc = pp = PostProc(cfg)
         m.submodules.perf = perf = PerfCounters(cfg)
         m.submodules.ctrl = ctrl = Controller(cfg)

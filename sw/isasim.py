@@ -132,7 +132,22 @@ def matmul_cycles(cfg: AccelConfig, m: int, k_tiles: int) -> int:
     paced by a bank release). Its last row is read ``m - 1`` cycles later, enters the array
     ``ACT_READ_LATENCY`` later, leaves it :func:`array_latency` later, and ``busy`` is low
     ``ACC_WRITE_LATENCY`` after that. With ``m >= 2R + C - 3`` this is ``k_tiles*m + 2R + C + 3``.
+
+    Output-stationary (``cfg.dataflow == "os"``, ``hw/os_matmul.py``): the ``m`` rows go in
+    ``G = ceil(m / R)`` groups of ``R``; each group streams its whole reduction, ``k_tiles * R``
+    steps, one per cycle and back to back with the next group (its outputs drain while the
+    next group computes), the act read of step ``u`` in cycle ``1 + u``. The last group's row
+    ``r = (m - 1) % R`` gets its last operand ``2 + r`` cycles after the last step's read (the
+    act read, the transposing shift register, the skew of PE row ``r``), leaves the array
+    ``C + 1`` cycles later (two PE stages, ``C - 1`` columns, the de-skew), and ``busy`` is low
+    ``ACC_WRITE_LATENCY`` after that: ``G*k_tiles*R + (m - 1) % R + C + 5`` cycles. SCALE-Sim's
+    output-stationary form ``G*(K + R + C - 2) - 1`` (``K = k_tiles*R``) pays every group's fill
+    and drain; here they overlap the next group's reduction and are paid once.
     """
+    if cfg.dataflow == "os":
+        groups = -(-m // cfg.rows)
+        steps = groups * k_tiles * cfg.rows
+        return steps + (m - 1) % cfg.rows + 2 + cfg.cols + 1 + ACC_WRITE_LATENCY
     r = cfg.rows
     s = max(m, r)
     pair = m + bank_release_delay(cfg) + r - 2

@@ -1,6 +1,7 @@
 # amaranth: UnusedElaboratable=no
-"""Amaranth-simulator tests of ``hw.matmul.MatmulEngine`` with real scratchpad memories, each
-MATMUL compared with an ``sw.isasim.IsaSim`` run of the same scratchpads and instruction."""
+"""Amaranth-simulator tests of ``hw.matmul.MatmulEngine`` (and, for ``dataflow="os"``
+configurations, ``hw.os_matmul.OsMatmulEngine``) with real scratchpad memories, each MATMUL
+compared with an ``sw.isasim.IsaSim`` run of the same scratchpads and instruction."""
 import numpy as np
 import pytest
 from amaranth import *
@@ -9,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from stamen.hw import bus, isa
 from stamen.hw.matmul import ActAddressGenerator, MatmulEngine, acc_read_transparent
+from stamen.hw.os_matmul import OsMatmulEngine
 from stamen.hw.params import AccelConfig
 from stamen.sw import golden
 from stamen.sw.asm import to_bytes
@@ -31,8 +33,21 @@ CFG_8x8 = AccelConfig(name="t8x8", rows=8, cols=8, act_spad_depth=1024, wt_spad_
 CFG_ODD = CFG_2x4.replace(name="t2x4-odd", act_spad_depth=100)
 
 
+def _os(cfg: AccelConfig) -> AccelConfig:
+    """Return ``cfg`` with the output-stationary dataflow."""
+    return cfg.replace(name=f"{cfg.name}-os", dataflow="os")
+
+
+#: Output-stationary only: more rows than columns, and sizes that are not powers of two.
+CFG_4x2_OS = AccelConfig(name="t4x2-os", rows=4, cols=2, dataflow="os", act_spad_depth=128,
+                         wt_spad_depth=32, acc_spad_depth=32, bus_bytes=2, mem_bytes=1 << 12)
+CFG_3x5_OS = AccelConfig(name="t3x5-os", rows=3, cols=5, dataflow="os", act_spad_depth=100,
+                         wt_spad_depth=48, acc_spad_depth=40, bus_bytes=1, mem_bytes=1 << 12)
+
+
 class _Harness(wiring.Component):
-    """MatmulEngine with its ACT, WT and ACC scratchpads (ACC read port as in hw/top.py)."""
+    """MatmulEngine (OsMatmulEngine for ``dataflow="os"``, as in hw/top.py) with its ACT, WT and
+    ACC scratchpads (ACC read port as in hw/top.py)."""
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = cfg
@@ -50,7 +65,8 @@ class _Harness(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.engine = engine = MatmulEngine(self.cfg)
+        engine_cls = OsMatmulEngine if self.cfg.dataflow == "os" else MatmulEngine
+        m.submodules.engine = engine = engine_cls(self.cfg)
         mems = {}
         for name, mem_data in self.mems.items():
             m.submodules[f"{name}_mem"] = mems[name] = memory.Memory(data=mem_data)
@@ -196,7 +212,10 @@ def _cfg_id(x):
 
 
 @pytest.mark.parametrize("cfg,seed", [(CFG_1x2, 10), (CFG_2x4, 11), (CFG_4x4, 12),
-                                      (CFG_4x4.replace(zero_gate=False), 13), (CFG_8x8, 14)],
+                                      (CFG_4x4.replace(zero_gate=False), 13), (CFG_8x8, 14),
+                                      (_os(CFG_1x2), 15), (_os(CFG_2x4), 16), (_os(CFG_4x4), 17),
+                                      (_os(CFG_4x4).replace(zero_gate=False), 18),
+                                      (_os(CFG_8x8), 19), (CFG_4x2_OS, 20), (CFG_3x5_OS, 22)],
                          ids=_cfg_id)
 def test_matmul_matches_isasim(cfg, seed):
     R = cfg.rows
@@ -219,8 +238,9 @@ def test_matmul_matches_isasim(cfg, seed):
     _run(cfg, cmds, seed)
 
 
-def test_matmul_all_zero_activations():
-    cfg, seed = CFG_2x4, 21
+@pytest.mark.parametrize("cfg", [CFG_2x4, _os(CFG_2x4)], ids=_cfg_id)
+def test_matmul_all_zero_activations(cfg):
+    seed = 21
     act = np.full((cfg.act_spad_depth, cfg.rows), -5, dtype=np.int8)      # a - zp == 0
     cmds = [_cmd(act_addr=4, acc_addr=2, m=6, k_tiles=3, act_stride=6, zp=-5),
             _cmd(act_addr=4, acc_addr=2, m=6, k_tiles=2, act_stride=6, zp=-5, accumulate=1),
@@ -275,7 +295,9 @@ def _random_cmd(rng, cfg, fault: bool):
 
 
 @pytest.mark.parametrize("cfg,seed", [(CFG_2x4, 40), (CFG_1x2, 41), (CFG_ODD, 42),
-                                      (CFG_4x4, 43)], ids=_cfg_id)
+                                      (CFG_4x4, 43), (_os(CFG_2x4), 44), (_os(CFG_1x2), 45),
+                                      (_os(CFG_ODD), 46), (_os(CFG_4x4), 47), (CFG_4x2_OS, 48),
+                                      (CFG_3x5_OS, 49)], ids=_cfg_id)
 def test_matmul_random_loops(cfg, seed):
     """Random MATMULs under random LOOP settings (wraps 0, 1, k_tiles, strides 0, acc_max,
     wt_repeat), some with act rows beyond the ACT depth (the fault), against IsaSim."""
@@ -286,9 +308,10 @@ def test_matmul_random_loops(cfg, seed):
     _run(cfg, cmds, seed)
 
 
-def test_matmul_loop_edges():
+@pytest.mark.parametrize("cfg", [CFG_ODD, _os(CFG_ODD)], ids=_cfg_id)
+def test_matmul_loop_edges(cfg):
     """Hand-picked address-generator edges, checked against IsaSim (see ``_run``)."""
-    cfg, seed = CFG_ODD, 50
+    seed = 50
     depth = cfg.act_spad_depth
     conv = _loop(k_wrap0=3, k_wrap1=3, k_stride1=10, k_stride2=40, m_wrap=3, m_stride=2,
                  m_stride1=20)

@@ -11,7 +11,7 @@ from stamen.sw.errors import CompileError, DeviceError
 from stamen.sw.isasim import (IsaSim, bank_release_delay, fetch_cycles, matmul_cycles,
                               misc_cycles, perf_cycles)
 
-PRESETS = ("tiny", "small")
+PRESETS = ("tiny", "small", "small-os")
 
 
 def _run(prog, x):

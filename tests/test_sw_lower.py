@@ -19,7 +19,7 @@ from stamen.sw.graph import QOp, QuantizedGraph
 from stamen.sw.lower import compile_graph
 from stamen.sw.runtime import Device
 
-PRESETS = ["tiny", "small", "large"]
+PRESETS = ["tiny", "small", "large", "small-os"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -25,7 +25,7 @@ from stamen.verif.device_job import Job, run_jobs
 
 pytestmark = pytest.mark.verilator
 
-PRESETS = ["tiny", "small"]
+PRESETS = ["tiny", "small", "small-os"]
 MEMORIES = {"ideal-mem": (0, 0), "slow-mem": (5, 3)}
 EXACT_COUNTERS = ("macs", "gated_macs", "dram_read_bytes", "dram_write_bytes", "instructions")
 
