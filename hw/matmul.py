@@ -9,7 +9,7 @@ from .params import ACC_WIDTH, AccelConfig
 from .pe import WT_BANKS
 from .pe_array import SystolicArray, acts_layout, psums_layout, wts_layout
 
-__all__ = ["MatmulEngine", "WeightLoader", "ActAddressGenerator", "ActStreamer", "Accumulator",
+__all__ = ["MatmulEngineBase", "MatmulEngine", "WeightLoader", "ActAddressGenerator", "ActStreamer", "Accumulator",
            "act_row_layout", "acc_read_transparent", "WT_READ_LATENCY", "ACT_READ_LATENCY"]
 
 #: Cycles from a weight-spad read to its beat on the array's ``i_wts`` (synchronous read).
@@ -397,7 +397,41 @@ class Accumulator(wiring.Component):
         return m
 
 
-class MatmulEngine(wiring.Component):
+class MatmulEngineBase(wiring.Component):
+    """The members every MATMUL engine has, whatever its dataflow (the unit command protocol of
+    ``docs/internals.md``; the ``top.py`` wiring depends only on these).
+
+    Members
+    -------
+    i_cmd : ``In(stream.Signature(isa.MatmulArgs))``
+    i_loop : ``In(stream.Signature(isa.LoopArgs))``; loop_clear : ``In(1)``
+    busy : ``Out(1)``
+    fault : ``Out(1)``; set when the last command read an act row at or beyond the ACT depth
+        (valid once ``busy`` is low), cleared when the next command is accepted.
+    act_rd, wt_rd, acc_rd : ``In(memory.ReadPort.Signature(...))`` of the ACT, WT, ACC spads
+    acc_wr : ``In(memory.WritePort.Signature(...))`` of the ACC spad
+    macs_inc, gated_inc : ``Out(range(rows*cols + 1))``; the array's MACs and gated MACs this cycle
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        _check_cfg(cfg)
+        self._cfg = cfg
+        pe_count = cfg.rows * cfg.cols
+        super().__init__({
+            "i_cmd": In(stream.Signature(isa.MatmulArgs)),
+            "i_loop": In(stream.Signature(isa.LoopArgs)), "loop_clear": In(1),
+            "busy": Out(1), "fault": Out(1),
+            "act_rd": _rd_port(cfg, "act"), "wt_rd": _rd_port(cfg, "wt"),
+            "acc_rd": _rd_port(cfg, "acc"), "acc_wr": _wr_port(cfg, "acc"),
+            "macs_inc": Out(range(pe_count + 1)), "gated_inc": Out(range(pe_count + 1)),
+        })
+
+    @property
+    def cfg(self) -> AccelConfig:
+        return self._cfg
+
+
+class MatmulEngine(MatmulEngineBase):
     """Execute MATMUL instructions (see ``hw/isa.py``) on a weight-stationary systolic array.
 
     Follows the unit command protocol of ``docs/internals.md``: ``i_cmd.ready = ~busy``; an
@@ -434,23 +468,6 @@ class MatmulEngine(wiring.Component):
     acc_wr : ``In(memory.WritePort.Signature(...))`` of the ACC spad
     macs_inc, gated_inc : ``Out(range(rows*cols + 1))``; the array's MACs and gated MACs this cycle
     """
-
-    def __init__(self, cfg: AccelConfig):
-        _check_cfg(cfg)
-        self._cfg = cfg
-        pe_count = cfg.rows * cfg.cols
-        super().__init__({
-            "i_cmd": In(stream.Signature(isa.MatmulArgs)),
-            "i_loop": In(stream.Signature(isa.LoopArgs)), "loop_clear": In(1),
-            "busy": Out(1), "fault": Out(1),
-            "act_rd": _rd_port(cfg, "act"), "wt_rd": _rd_port(cfg, "wt"),
-            "acc_rd": _rd_port(cfg, "acc"), "acc_wr": _wr_port(cfg, "acc"),
-            "macs_inc": Out(range(pe_count + 1)), "gated_inc": Out(range(pe_count + 1)),
-        })
-
-    @property
-    def cfg(self) -> AccelConfig:
-        return self._cfg
 
     def elaborate(self, platform):
         m = Module()

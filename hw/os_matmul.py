@@ -20,7 +20,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import bus, isa
-from .matmul import _check_cfg, _field, _rd_port, _wr_port, act_row_layout
+from .matmul import MatmulEngineBase, _check_cfg, _field, _rd_port, _wr_port, act_row_layout
 from .os_array import OsActBeat, OsSystolicArray, os_wts_layout
 from .params import ACC_WIDTH, AccelConfig
 from .pe_array import psums_layout
@@ -365,7 +365,7 @@ class OsAccumulator(wiring.Component):
         return m
 
 
-class OsMatmulEngine(wiring.Component):
+class OsMatmulEngine(MatmulEngineBase):
     """Execute MATMUL instructions (see ``hw/isa.py``) on an output-stationary systolic array.
 
     The same unit as :class:`~hw.matmul.MatmulEngine` (same members, command protocol, LOOP
@@ -394,23 +394,6 @@ class OsMatmulEngine(wiring.Component):
     acc_wr : ``In(memory.WritePort.Signature(...))`` of the ACC spad
     macs_inc, gated_inc : ``Out(range(rows*cols + 1))``; the array's MACs and gated MACs this cycle
     """
-
-    def __init__(self, cfg: AccelConfig):
-        _check_cfg(cfg)
-        self._cfg = cfg
-        pe_count = cfg.rows * cfg.cols
-        super().__init__({
-            "i_cmd": In(stream.Signature(isa.MatmulArgs)),
-            "i_loop": In(stream.Signature(isa.LoopArgs)), "loop_clear": In(1),
-            "busy": Out(1), "fault": Out(1),
-            "act_rd": _rd_port(cfg, "act"), "wt_rd": _rd_port(cfg, "wt"),
-            "acc_rd": _rd_port(cfg, "acc"), "acc_wr": _wr_port(cfg, "acc"),
-            "macs_inc": Out(range(pe_count + 1)), "gated_inc": Out(range(pe_count + 1)),
-        })
-
-    @property
-    def cfg(self) -> AccelConfig:
-        return self._cfg
 
     def elaborate(self, platform):
         m = Module()
