@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from stamen.hw.params import PRESETS, AccelConfig
-from stamen.sw.bench import VERILATOR_BUDGET
+from stamen.sw.bench import SUITES as BENCH_SUITES, VERILATOR_BUDGET
 
 __all__ = ["main", "config_from_args"]
 
@@ -18,8 +18,9 @@ _EPILOG = """examples:
   stamen demo --backend isasim         the same on the fast ISA simulator
   stamen verilog --preset tiny         write build/tiny/ (Verilog + config.json)
   stamen disasm build/demo/mlp.prog    print a compiled program as text
-  stamen bench                         GEMMs and CNN conv layers vs SCALE-Sim, CSV + PNG
-                                       under build/bench/ (stamen bench --help)
+  stamen bench                         GEMMs and CNN conv layers vs SCALE-Sim, and the ws / os
+                                       dataflows compared (cycles, energy): CSV + PNG under
+                                       build/bench/ (stamen bench --help)
   stamen bitstream --board icebreaker  iCE40UP5K bitstream + resource/Fmax report (YoWASP tools)
 """
 
@@ -94,23 +95,37 @@ def _cmd_demo(args) -> int:
                         save_dir=Path(args.out), log=_log, **opts)
 
 
-_BENCH_HELP = """Two suites, each on the small (8x8) and large (16x16) weight-stationary presets,
-against SCALE-Sim 3.0's weight-stationary cycles ceil(K/R)*ceil(N/C)*(2R+C+T-2)-1:
+_BENCH_HELP = """Three suites. gemm and conv run on the small (8x8) and large (16x16)
+weight-stationary presets, against SCALE-Sim 3.0's weight-stationary cycles
+ceil(K/R)*ceil(N/C)*(2R+C+T-2)-1:
 
-gemm  GEMMs M x K x N (T = M) on --backend: OUT/gemm.csv, gemm.json, gemm.png.
-conv  AlexNet conv2-conv5, a 3x3 32->32 conv on 16x16, ResNet-18's 3x3 layers at 28x28 and
-      below (stride 1 and 2), each compiled by the graph compiler and compared as the GEMM
-      T = output pixels, K = KH*KW*Cin, N = Cout (compute target <= 1.2): OUT/conv.csv,
-      conv.json, conv.png with compute and end-to-end (with DMA) ratios, utilization and
-      DRAM bytes against the minimum. Full-size layers need millions of cycles and more than
-      the presets' 1 MiB, so they run on the ISA simulator (its cycle model equals the RTL
-      counters for an ideal memory) with 16 MiB of device memory; the "backend" column says
-      which backend produced each row. With --backend verilator, layers that fit 1 MiB and
-      --verilator-budget cycles run on Verilator, and scaled-down layers run on both
-      Verilator and isasim: the "model_check" rows record whether their counters agree.
+gemm      GEMMs M x K x N (T = M) on --backend: OUT/gemm.csv, gemm.json, gemm.png.
+conv      AlexNet conv2-conv5, a 3x3 32->32 conv on 16x16, ResNet-18's 3x3 layers at 28x28
+          and below (stride 1 and 2), each compiled by the graph compiler and compared as the
+          GEMM T = output pixels, K = KH*KW*Cin, N = Cout (compute target <= 1.2):
+          OUT/conv.csv, conv.json, conv.png with compute and end-to-end (with DMA) ratios,
+          utilization and DRAM bytes against the minimum. Full-size layers need millions of
+          cycles and more than the presets' 1 MiB, so they run on the ISA simulator (its cycle
+          model equals the RTL counters for an ideal memory) with 16 MiB of device memory; the
+          "backend" column says which backend produced each row. With --backend verilator,
+          layers that fit 1 MiB and --verilator-budget cycles run on Verilator, and
+          scaled-down layers run on both Verilator and isasim: the "model_check" rows record
+          whether their counters agree.
+dataflow  The Eyeriss comparison of dataflows with Stamen's own numbers: every implemented
+          dataflow of the 8x8 array (ws = preset small, os = small-os; rs joins when its
+          hardware exists) on the same layers, the conv suite's layers (16 MiB) and the
+          digits LeNet and ResNet (trained, quantized, 16 held-out images), always on the ISA
+          simulator (its cycle model equals the RTL counters for both dataflows; --backend
+          does not apply). Per layer: compute and total cycles, SCALE-Sim's closed form of
+          that dataflow (os: ceil(T/R)*ceil(N/C)*(K+R+C-2)-1) and the ratio, utilization,
+          DRAM bytes, and the energy model of sw/energy.py (access counts x Eyeriss costs
+          DRAM 200, buffer 6, array 2, RF 1, MAC 1: total, split, per MAC), cycles and
+          energy relative to ws: OUT/dataflow.csv, dataflow.json, dataflow.png.
 
-Every output is compared bit for bit with the golden model; a mismatch, a compile or device
-error or a model check that disagrees exits with status 1 (after writing the files).
+all (the default) runs the three. --quick runs the smallest GEMM and one small conv layer
+(conv and dataflow suites). Every output is compared bit for bit with the golden model; a
+mismatch, a compile or device error or a model check that disagrees exits with status 1
+(after writing the files).
 """
 
 
@@ -166,16 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_disasm)
 
     p = sub.add_parser("bench", help="GEMM and convolution benchmarks against SCALE-Sim's "
-                       "closed forms", description=_BENCH_HELP,
+                       "closed forms; dataflows compared", description=_BENCH_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="verilator", choices=["verilator", "isasim"],
                    help="where the GEMMs, the model checks and the small conv layers run "
-                   "(default: verilator)")
-    p.add_argument("--suite", default="all", choices=["all", "gemm", "conv"],
+                   "(default: verilator; the dataflow suite always runs on isasim)")
+    p.add_argument("--suite", default="all", choices=["all", *BENCH_SUITES],
                    help="which suite to run (default: all)")
     p.add_argument("--out", default="build/bench", help="where CSV, JSON and PNG go")
     p.add_argument("--quick", action="store_true",
-                   help="only the smallest GEMM and one small conv layer")
+                   help="only the smallest GEMM and one small conv layer (per dataflow in "
+                   "the dataflow suite; no digits networks)")
     p.add_argument("--verilator-budget", type=int, default=VERILATOR_BUDGET, metavar="CYCLES",
                    help="with --backend verilator: a full-size conv layer that fits the "
                    "preset's memory runs on Verilator when its estimated cycles are at most "
