@@ -39,7 +39,7 @@ test: venv
 	$(VPY) -m pytest -q
 
 unit: venv
-	$(VPY) -m pytest -q -m "not verilator"
+	$(VPY) -m pytest -q -m "not verilator and not fpga"
 
 sim: venv
 	$(VPY) -m pytest -q -m verilator

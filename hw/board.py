@@ -1,8 +1,8 @@
 """Board tops: an :class:`~hw.fpga_device.FpgaDevice` wired to a board's clock, UART and LEDs.
 
 Which configuration each board builds, and its device memory, live in :data:`BOARDS`: the iCEBreaker
-(iCE40UP5K) runs the ``tiny`` preset with its 64 KiB device memory in SPRAM; the ULX3S (ECP5-85F) runs
-the ``small`` preset with the device memory cut to what its block RAM holds.
+(iCE40UP5K) runs the ``tiny`` preset with its 128 KiB device memory in the four SPRAMs; the ULX3S
+(ECP5-85F) runs the ``small`` preset with the device memory cut to what its block RAM holds.
 """
 from dataclasses import dataclass, field
 

@@ -296,7 +296,11 @@ class HostBridge(wiring.Component):
         wiring.connect(m, framer.o_data, wiring.flipped(self.o_tx))
         beat, rx, req, rsp = framer.i_beat, self.i_rx, self.o_mem_req, self.i_mem_rsp
 
-        hdr = Signal(Header)
+        # The header goes straight into the registers that use it: the command (decoded: 0 for
+        # an unknown one, else 1 + its index in Cmd), the address's low bits (addr_high: a bit
+        # above them is set) and the count.
+        kind = Signal(range(len(Cmd) + 1))
+        addr_high = Signal()
         crc = Signal(8)
         code = Signal(Reply)             # the reply status to send
         more = Signal()                  # the reply has a payload (after the status beat)
@@ -334,7 +338,7 @@ class HostBridge(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += rx.ready.eq(1)
-                m.d.sync += [crc.eq(0), idx.eq(0), csr_high.eq(0)]
+                m.d.sync += [crc.eq(0), idx.eq(0), csr_high.eq(0), addr_high.eq(0)]
                 with m.If(got):
                     with m.If(ferr):
                         drain(Reply.FRAMING)
@@ -345,7 +349,8 @@ class HostBridge(wiring.Component):
             with m.State("HEADER"):
                 m.d.comb += [rx.ready.eq(1), waiting.eq(1)]
                 with m.If(got):
-                    m.d.sync += [hdr.eq(Cat(hdr.as_value()[8:], byte)), idx.eq(idx + 1)]
+                    m.d.sync += idx.eq(idx + 1)
+                    self._header_byte(m, idx, byte, kind, addr, addr_high, count)
                     with m.If(ferr):
                         drain(Reply.FRAMING)
                     with m.Elif(idx == HEADER_BYTES - 1):
@@ -357,7 +362,7 @@ class HostBridge(wiring.Component):
                 with m.Elif(expired):
                     reply(Reply.TIMEOUT)
             with m.State("CHECK"):
-                self._check(m, hdr, addr, count, is_csr, reply, drain)
+                self._check(m, kind, addr, addr_high, count, is_csr, reply, drain)
             with m.State("WDATA"):
                 m.d.comb += [rx.ready.eq(1), waiting.eq(1)]
                 with m.If(got):
@@ -415,8 +420,10 @@ class HostBridge(wiring.Component):
                     with m.Else():
                         m.next = "READ_REQ"
             with m.State("LOAD_CSR"):
-                with m.Switch(addr):
-                    for i, value in enumerate(self._csr_values()):
+                # The index was checked (< len(CSRS)): its low bits select.
+                values = self._csr_values()
+                with m.Switch(addr[:(len(values) - 1).bit_length()]):
+                    for i, value in enumerate(values):
                         with m.Case(i):
                             m.d.sync += shift.eq(value)
                 m.next = "SEND"
@@ -444,49 +451,72 @@ class HostBridge(wiring.Component):
                             m.next = "READ_REQ"
         return m
 
-    def _check(self, m, hdr, addr, count, is_csr, reply, drain):
+    @staticmethod
+    def _header_byte(m, idx, byte, kind, addr, addr_high, count):
+        """Store header byte ``idx`` (``Header`` order: CMD, ADDR, COUNT, HCRC) where it is used."""
+        fields = Header                  # a StructLayout: fields[name].offset / .width in bits
+        with m.Switch(idx):
+            with m.Case(fields["cmd"].offset // 8):
+                m.d.sync += kind.eq(0)
+                for i, cmd in enumerate(Cmd):
+                    with m.If(byte == cmd.value):
+                        m.d.sync += kind.eq(1 + i)
+            for k in range(fields["addr"].width // 8):
+                with m.Case(fields["addr"].offset // 8 + k):
+                    low = min(8, max(0, len(addr) - 8 * k))
+                    if low:
+                        m.d.sync += addr[8 * k:8 * k + low].eq(byte[:low])
+                    if low < 8:
+                        with m.If(byte[low:].any()):
+                            m.d.sync += addr_high.eq(1)
+            for k in range(fields["count"].width // 8):
+                with m.Case(fields["count"].offset // 8 + k):
+                    m.d.sync += count[8 * k:8 * k + 8].eq(byte)
+
+    def _check(self, m, kind, addr, addr_high, count, is_csr, reply, drain):
         """Decode a verified header: refuse it, or set up its transfer."""
         cfg = self._cfg
         busy = self.status.busy
-        mem_ok = (hdr.count != 0) & ~_over(cfg.mem_words, hdr.addr, hdr.count)
-        csr_ok = (hdr.count != 0) & ~_over(len(CSRS), hdr.addr, hdr.count)
-        m.d.sync += [addr.eq(hdr.addr), count.eq(hdr.count), is_csr.eq(0)]
-        with m.Switch(hdr.cmd):
-            with m.Case(Cmd.READ_MEM):
+        mem_ok = (count != 0) & ~addr_high & ~_over(cfg.mem_words, addr, count)
+        csr_ok = (count != 0) & ~addr_high & ~_over(len(CSRS), addr, count)
+        m.d.sync += is_csr.eq(0)
+        code = {cmd: 1 + i for i, cmd in enumerate(Cmd)}
+        with m.Switch(kind):
+            with m.Case(code[Cmd.READ_MEM]):
                 with m.If(~mem_ok):
                     reply(Reply.RANGE)
                 with m.Elif(busy):
                     reply(Reply.BUSY)
                 with m.Else():
                     reply(Reply.OK, has_payload=True)
-            with m.Case(Cmd.WRITE_MEM):
+            with m.Case(code[Cmd.WRITE_MEM]):
                 with m.If(~mem_ok):
                     drain(Reply.RANGE)
                 with m.Elif(busy):
                     drain(Reply.BUSY)
                 with m.Else():
                     m.next = "WDATA"
-            with m.Case(Cmd.READ_CSR):
+            with m.Case(code[Cmd.READ_CSR]):
                 m.d.sync += is_csr.eq(1)
                 with m.If(~csr_ok):
                     reply(Reply.RANGE)
                 with m.Else():
                     reply(Reply.OK, has_payload=True)
-            with m.Case(Cmd.WRITE_CSR):
+            with m.Case(code[Cmd.WRITE_CSR]):
                 m.d.sync += is_csr.eq(1)
-                with m.If((hdr.addr != Csr.PROG_ADDR) | (hdr.count != 1)):
+                with m.If((addr != Csr.PROG_ADDR) | addr_high | (count != 1)):
                     drain(Reply.RANGE)
                 with m.Else():
                     m.next = "WDATA"
-            with m.Case(Cmd.START):
-                with m.If(hdr.addr >= cfg.mem_words):
+            with m.Case(code[Cmd.START]):
+                with m.If(addr_high | (addr >= cfg.mem_words)):
                     reply(Reply.RANGE)
                 with m.Elif(busy):
                     reply(Reply.BUSY)
                 with m.Else():
-                    m.d.sync += [self.prog_addr.eq(hdr.addr), self.start.eq(1)]
+                    m.d.sync += [self.prog_addr.eq(addr), self.start.eq(1)]
                     reply(Reply.OK)
-            with m.Case(Cmd.STATUS):
+            with m.Case(code[Cmd.STATUS]):
                 m.d.sync += [is_csr.eq(1), addr.eq(Csr.STATUS), count.eq(2)]
                 reply(Reply.OK, has_payload=True)
             with m.Default():

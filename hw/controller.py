@@ -22,7 +22,8 @@ class Fetcher(wiring.Component):
     """Fetch one instruction: ``instr_words(cfg)`` word reads, least significant word first.
 
     Accepts a pc on ``i_pc`` when idle, issues the reads back to back, and presents the assembled
-    instruction on ``o_instr`` until taken. Without backpressure, the instruction is valid
+    instruction on ``o_instr`` until taken; the payload keeps it after that, until the next
+    fetch's first response arrives. Without backpressure, the instruction is valid
     ``instr_words + memory latency + 1`` cycles after the pc handshake.
 
     Members
@@ -346,7 +347,9 @@ class Controller(wiring.Component):
         m.submodules.perf_writer = pw = PerfWriter(cfg)
         self._connect_mem(m, fetcher, pw)
         status = self.status
-        ir = Signal(isa.Instr)
+        # The instruction being executed: the Fetcher holds it until the next fetch (after it
+        # retires), so it is not copied.
+        ir = fetcher.o_instr.payload
         pc = Signal(cfg.mem_addr_width + 1)
         units_busy = self.dma_busy | self.matmul_busy | self.requant_busy | pw.busy
         m.d.comb += [
@@ -386,7 +389,6 @@ class Controller(wiring.Component):
             with m.State("DECODE"):
                 m.d.comb += fetcher.o_instr.ready.eq(1)
                 with m.If(fetcher.o_instr.valid):
-                    m.d.sync += ir.eq(fetcher.o_instr.payload)
                     if cfg.check_mul_bits:
                         m.d.sync += check_left.eq(cfg.check_cycles - 1)
                         m.next = "CHECK"

@@ -75,25 +75,30 @@ class DMA(wiring.Component):
         width = cfg.mem_bus_bits
         words = {s: cfg.spad_row_words(s) for s in bus.SPADS}
         max_words = max(words.values())
+        depth = max(cfg.spad_depth(s) for s in bus.SPADS)
 
-        cmd = Signal(DmaCmd)
-        args = cmd.args
+        # Command state: only what the transfer needs (the controller has range-checked it, so
+        # rows <= depth and every spad row and memory word is in range).
+        store = Signal()
+        sel = {s: Signal(name=f"sel_{s}") for s in bus.SPADS}       # the spad, one-hot
         n_words = Signal(range(max_words + 1))
-        sel = {s: Signal(name=f"sel_{s}") for s in bus.SPADS}
-        for i, s in enumerate(bus.SPADS):
-            m.d.comb += sel[s].eq(args.spad == isa.Spad(i))
-
-        # Command intake.
-        m.d.comb += self.i_cmd.ready.eq(~self.busy)
-        # spad_row: the scratchpad row being written (LOAD) or the next to read (STORE).
-        req_row, spad_row = (Signal.like(args.rows, name=n) for n in ("req_row", "spad_row"))
+        stride = Signal(cfg.mem_addr_width)
+        # Rows still to request (req_left) and to write (LOAD) or to read (STORE) (spad_left);
+        # spad_ptr: the scratchpad row being written (LOAD) or the next to read (STORE).
+        req_left, spad_left = (Signal(range(depth + 1), name=n) for n in ("req_left", "spad_left"))
+        spad_ptr = Signal(max(bus.spad_addr_width(cfg, s) for s in bus.SPADS))
         req_word, rsp_word = Signal(range(max_words)), Signal(range(max_words))
         row_base = Signal(cfg.mem_addr_width)
-        spad_addr = args.spad_addr + spad_row
+
+        m.d.comb += self.i_cmd.ready.eq(~self.busy)
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             p = self.i_cmd.payload
-            m.d.sync += [cmd.eq(p), self.busy.eq(1), row_base.eq(p.args.dram_addr),
-                         req_row.eq(0), req_word.eq(0), spad_row.eq(0), rsp_word.eq(0)]
+            m.d.sync += [store.eq(p.store), self.busy.eq(1), row_base.eq(p.args.dram_addr),
+                         stride.eq(p.args.dram_stride), req_left.eq(p.args.rows),
+                         spad_left.eq(p.args.rows), spad_ptr.eq(p.args.spad_addr),
+                         req_word.eq(0), rsp_word.eq(0)]
+            for i, s in enumerate(bus.SPADS):
+                m.d.sync += sel[s].eq(p.args.spad == isa.Spad(i))
             with m.Switch(p.args.spad):
                 for i, s in enumerate(bus.SPADS):
                     with m.Case(isa.Spad(i)):
@@ -102,39 +107,39 @@ class DMA(wiring.Component):
         # Request side: one word address per accepted request, row by row.
         req = self.o_mem_req
         rd_live = Signal()                          # STORE: the read port holds the row to write
-        req_pending = self.busy & (req_row != args.rows)
         wdata = Signal(width)
         m.d.comb += [
-            req.valid.eq(req_pending & Mux(cmd.store, rd_live, 1)),
+            req.valid.eq(self.busy & (req_left != 0) & (~store | rd_live)),
             req.p.addr.eq(row_base + req_word),
-            req.p.we.eq(cmd.store),
+            req.p.we.eq(store),
             req.p.wdata.eq(wdata),
         ]
         accept = req.valid & req.ready
         row_sent = accept & (req_word == n_words - 1)
         with m.If(accept):
             with m.If(row_sent):
-                m.d.sync += [req_word.eq(0), req_row.eq(req_row + 1),
-                             row_base.eq(row_base + args.dram_stride)]
+                m.d.sync += [req_word.eq(0), req_left.eq(req_left - 1),
+                             row_base.eq(row_base + stride)]
             with m.Else():
                 m.d.sync += req_word.eq(req_word + 1)
 
         # LOAD response side: shift words in at the top; a row of n words ends in the top n words.
         rsp = self.i_mem_rsp
-        m.d.comb += rsp.ready.eq(self.busy & ~cmd.store)
+        m.d.comb += rsp.ready.eq(self.busy & ~store)
         lbuf = Signal(max_words * width)
         lbuf_next = Cat(lbuf[width:], rsp.p.rdata)
         got = rsp.valid & rsp.ready
         row_done = got & (rsp_word == n_words - 1)
         with m.If(got):
             m.d.sync += lbuf.eq(lbuf_next)
-            with m.If(rsp_word == n_words - 1):
-                m.d.sync += [rsp_word.eq(0), spad_row.eq(spad_row + 1)]
+            with m.If(row_done):
+                m.d.sync += [rsp_word.eq(0), spad_ptr.eq(spad_ptr + 1),
+                             spad_left.eq(spad_left - 1)]
             with m.Else():
                 m.d.sync += rsp_word.eq(rsp_word + 1)
         for s in bus.SPADS:
             wr = getattr(self, f"{s}_wr")
-            m.d.comb += [wr.addr.eq(spad_addr),
+            m.d.comb += [wr.addr.eq(spad_ptr),
                          wr.data.eq(lbuf_next[(max_words - words[s]) * width:]),
                          wr.en.eq(row_done & sel[s])]
 
@@ -142,27 +147,24 @@ class DMA(wiring.Component):
         # next row is read as the last word of a row is accepted (the first one cycle after the
         # command, so that the first request comes 2 cycles after it, as with a row buffer).
         primed = Signal()
-        m.d.sync += primed.eq(self.busy & cmd.store)
-        issue_rd = (self.busy & cmd.store & (spad_row != args.rows) &
-                    ((primed & ~rd_live) | row_sent))
+        m.d.sync += primed.eq(self.busy & store)
+        issue_rd = (self.busy & store & (spad_left != 0) & ((primed & ~rd_live) | row_sent))
         for s in bus.SPADS:
             rd = getattr(self, f"{s}_rd")
-            m.d.comb += [rd.addr.eq(spad_addr), rd.en.eq(issue_rd & sel[s])]
-        with m.Switch(args.spad):
-            for i, s in enumerate(bus.SPADS):
-                with m.Case(isa.Spad(i)):
-                    data_ = getattr(self, f"{s}_rd").data.as_value()
-                    if words[s] == 1:
-                        m.d.comb += wdata.eq(data_)
-                    else:
-                        m.d.comb += wdata.eq(data_.word_select(
-                            req_word[:(words[s] - 1).bit_length()], width))
+            m.d.comb += [rd.addr.eq(spad_ptr), rd.en.eq(issue_rd & sel[s])]
+        for s in bus.SPADS:
+            with m.If(sel[s]):
+                data_ = getattr(self, f"{s}_rd").data.as_value()
+                if words[s] == 1:
+                    m.d.comb += wdata.eq(data_)
+                else:
+                    m.d.comb += wdata.eq(data_.word_select(
+                        req_word[:(words[s] - 1).bit_length()], width))
         with m.If(issue_rd):
-            m.d.sync += spad_row.eq(spad_row + 1)
+            m.d.sync += [spad_ptr.eq(spad_ptr + 1), spad_left.eq(spad_left - 1)]
         m.d.sync += rd_live.eq(issue_rd | (rd_live & ~row_sent))
 
         # Finish with the last memory write accepted (STORE) or the last row written (LOAD).
-        last_row = Mux(cmd.store, req_row, spad_row) == args.rows - 1
-        with m.If(Mux(cmd.store, row_sent, row_done) & last_row):
+        with m.If(Mux(store, row_sent & (req_left == 1), row_done & (spad_left == 1))):
             m.d.sync += self.busy.eq(0)
         return m

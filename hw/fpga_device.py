@@ -1,6 +1,6 @@
 """FpgaDevice: the platform-free board core (Accelerator + device memory + UART host bridge)."""
 from amaranth import *
-from amaranth.lib import fifo, memory, stream, wiring
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import bus, isa
@@ -9,7 +9,7 @@ from .params import AccelConfig
 from .top import Accelerator
 from .uart import RxByte, UartRx, UartTx, uart_divisor
 
-__all__ = ["MemoryPortBase", "MemoryPort", "FpgaDevice"]
+__all__ = ["MemoryPortBase", "MemoryPort", "RxFifo", "FpgaDevice"]
 
 #: Shortest inter-byte timeout, in character times (10 bits each).
 _MIN_TIMEOUT_CHARS = 4
@@ -83,13 +83,69 @@ class MemoryPort(MemoryPortBase):
         return m
 
 
+class RxFifo(wiring.Component):
+    """A first-in first-out queue of received bytes in one block RAM.
+
+    Holds up to ``depth + 1`` bytes (``depth`` in the memory, one on its read port). A byte
+    offered on ``i_data`` is taken while the memory is not full; ``o_data`` offers the oldest
+    byte from the cycle after the read that brought it to the read port (two cycles after an
+    empty queue takes a byte) and holds it until taken. The memory is never read at the address
+    being written (it is read only while it holds a byte, and written only while it is not
+    full), so ``stamen.sw.bitstream.collision_free_script`` marks its read port collision-free.
+
+    Parameters
+    ----------
+    depth : int
+        Bytes the memory holds, at least 2.
+
+    Members
+    -------
+    i_data : ``In(stream.Signature(uart.RxByte))``
+    o_data : ``Out(stream.Signature(uart.RxByte))``
+    """
+
+    def __init__(self, depth: int):
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 2:
+            raise ValueError(f"RxFifo depth must be an integer of at least 2, not {depth!r}")
+        self._depth = depth
+        super().__init__({"i_data": In(stream.Signature(RxByte)),
+                          "o_data": Out(stream.Signature(RxByte))})
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._depth
+        m.submodules.storage = mem = memory.Memory(shape=RxByte, depth=depth, init=[])
+        wr, rd = mem.write_port(), mem.read_port()
+        w_ptr, r_ptr = Signal(range(depth)), Signal(range(depth))
+        level = Signal(range(depth + 1))                 # bytes in the memory
+        i, o = self.i_data, self.o_data
+        m.d.comb += i.ready.eq(level != depth)
+        put = i.valid & i.ready
+        get = (level != 0) & (~o.valid | o.ready)        # the next byte to the read port
+        m.d.comb += [wr.addr.eq(w_ptr), wr.data.eq(i.payload), wr.en.eq(put),
+                     rd.addr.eq(r_ptr), rd.en.eq(get), o.payload.eq(rd.data)]
+        with m.If(put):
+            m.d.sync += w_ptr.eq(Mux(w_ptr == depth - 1, 0, w_ptr + 1))
+        with m.If(get):
+            m.d.sync += [r_ptr.eq(Mux(r_ptr == depth - 1, 0, r_ptr + 1)), o.valid.eq(1)]
+        with m.Elif(o.ready):
+            m.d.sync += o.valid.eq(0)
+        m.d.sync += level.eq(level + put - get)
+        return m
+
+
 class FpgaDevice(wiring.Component):
     """A Stamen device with its memory and a UART host bridge, for any board.
 
     The accelerator and the :class:`hw.bridge.HostBridge` share one device memory
     (:class:`MemoryPort`): the accelerator owns the bus while ``status.busy``, the bridge otherwise
-    (it refuses memory commands while the accelerator runs). Received bytes pass through a FIFO of
-    ``rx_fifo_depth`` entries, so a host may send the next frame while a reply is going out.
+    (it refuses memory commands while the accelerator runs). Received bytes pass through a FIFO
+    (:class:`RxFifo`, ``rx_fifo_depth + 1`` bytes), so a host may send the next frame while a
+    reply is going out.
     Everything runs in the ``sync`` domain; the board top supplies the clock, reset and pins.
 
     Parameters
@@ -168,15 +224,12 @@ class FpgaDevice(wiring.Component):
                                      else self._memory_port)
         m.submodules.uart_rx = urx = UartRx(self._clk_freq, self._baud)
         m.submodules.uart_tx = utx = UartTx(self._clk_freq, self._baud)
-        m.submodules.rx_fifo = rxq = fifo.SyncFIFOBuffered(width=RxByte.size,
-                                                           depth=self._fifo_depth)
+        m.submodules.rx_fifo = rxq = RxFifo(self._fifo_depth)
         m.submodules.bridge = bridge = HostBridge(cfg, self._timeout)
 
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
-        m.d.comb += [rxq.w_data.eq(urx.o_data.payload), rxq.w_en.eq(urx.o_data.valid),
-                     urx.o_data.ready.eq(rxq.w_rdy),
-                     bridge.i_rx.valid.eq(rxq.r_rdy), bridge.i_rx.payload.eq(rxq.r_data),
-                     rxq.r_en.eq(bridge.i_rx.ready)]
+        wiring.connect(m, urx.o_data, rxq.i_data)
+        wiring.connect(m, rxq.o_data, bridge.i_rx)
         wiring.connect(m, bridge.o_tx, utx.i_data)
 
         status = accel.status

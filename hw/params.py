@@ -250,11 +250,20 @@ class AccelConfig:
     @property
     def requant_row_cycles(self) -> int:
         """Cycles between consecutive rows of a REQUANT: 1, or when :attr:`requant_serial`
-        ``groups * (1 + 32 // requant_mul_bits)`` with ``groups = cols // lanes`` (per group one
-        load cycle and the multiplier's cycles)."""
+        ``groups * max(1 + 32 // requant_mul_bits, 3)`` with ``groups = cols // lanes`` (per
+        group a load cycle and the multiplier's cycles, at least the 3 PARAM row reads)."""
         if not self.requant_serial:
             return 1
-        return (self.cols // self.requant_lane_count) * (1 + ACC_WIDTH // self.requant_mul_bits)
+        return (self.cols // self.requant_lane_count) * self.requant_group_cycles
+
+    @property
+    def requant_group_cycles(self) -> int:
+        """Cycles of one group of requantization lanes when :attr:`requant_serial`:
+        ``max(1 + 32 // requant_mul_bits, 3)`` (a load cycle and the multiplier's cycles, at
+        least the 3 PARAM row reads); 1 otherwise."""
+        if not self.requant_serial:
+            return 1
+        return max(1 + ACC_WIDTH // self.requant_mul_bits, 3)
 
     @property
     def check_count_bits(self) -> int:
@@ -304,7 +313,7 @@ class AccelConfig:
 
     @classmethod
     def preset(cls, name: str) -> "AccelConfig":
-        """Return the named preset: ``"tiny"`` (2x4), ``"small"`` (8x8), ``"large"`` (16x16) or
+        """Return the named preset: ``"tiny"`` (4x2), ``"small"`` (8x8), ``"large"`` (16x16) or
         ``"small-os"`` (``"small"`` with the output-stationary dataflow)."""
         if name not in PRESETS:
             raise ValueError(f"Preset must be one of {tuple(PRESETS)}, not {name!r}")
@@ -316,10 +325,14 @@ class AccelConfig:
 
 
 PRESETS = {
-    "tiny": AccelConfig(name="tiny", rows=2, cols=4, act_spad_depth=512, wt_spad_depth=256,
+    # For the iCE40UP5K: its 8 DSPs as a 4x2 array (every column costs 32-bit accumulator,
+    # de-skew and requantizer paths, a row only 9-bit operands), without zero gating, with a
+    # one-lane bit-serial requantizer, shift-and-add range checks, 32-bit counters and its four
+    # SPRAMs (128 KiB) as device memory.
+    "tiny": AccelConfig(name="tiny", rows=4, cols=2, act_spad_depth=512, wt_spad_depth=256,
                         acc_spad_depth=256, out_spad_depth=256, param_spad_depth=48,
-                        mem_bytes=1 << 16, requant_lanes=1, requant_mul_bits=4,
-                        check_mul_bits=3, counter_bits=32),
+                        mem_bytes=1 << 17, zero_gate=False, requant_lanes=1,
+                        requant_mul_bits=1, check_mul_bits=1, counter_bits=32),
     "small": AccelConfig(name="small"),
     "large": AccelConfig(name="large", rows=16, cols=16, act_spad_depth=1024, wt_spad_depth=1024,
                          acc_spad_depth=512, out_spad_depth=512, param_spad_depth=96),

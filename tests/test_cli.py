@@ -21,7 +21,7 @@ def test_help_lists_commands(capsys):
 def test_verilog_writes_build_folder(tmp_path, capsys):
     assert main(["verilog", "--preset", "tiny", "--out", str(tmp_path)]) == 0
     cfg = json.loads((tmp_path / "tiny" / "config.json").read_text())
-    assert cfg["rows"] == 2 and cfg["cols"] == 4
+    assert cfg["rows"] == 4 and cfg["cols"] == 2
     assert cfg["config_hash"] == AccelConfig.preset("tiny").config_hash
     text = (tmp_path / "tiny" / "stamen_accel.v").read_text()
     assert "module stamen_accel" in text

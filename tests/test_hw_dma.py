@@ -10,6 +10,7 @@ from amaranth.lib import memory
 from stamen.hw import bus, isa
 from stamen.hw.dma import DMA
 from stamen.hw.params import AccelConfig
+from stamen.sw import isasim
 from stamen.verif import amsim
 
 CONFIGS = {
@@ -149,7 +150,8 @@ def test_load_store_blocks(cfg_name, latency, p_stall):
 
 
 def test_load_throughput():
-    """Without latency or stalls, a LOAD moves one word per cycle."""
+    """Without latency or stalls, LOAD and STORE move one word per cycle, for every spad
+    (the cycle counts of sw.isasim.load_cycles / store_cycles)."""
     cfg = CONFIGS["b2"]
     h = Harness(cfg)
     rng = np.random.default_rng(0)
@@ -158,14 +160,14 @@ def test_load_throughput():
     result = {}
 
     async def testbench(ctx):
-        for spad in ("act", "acc"):
+        for spad in bus.SPADS:
             args = {"spad": isa.Spad(bus.SPADS.index(spad)), "spad_addr": 0, "rows": 16,
                     "dram_addr": 0, "dram_stride": cfg.spad_row_words(spad)}
             result[spad, 0] = await run_cmd(ctx, h.dma, 0, args)
             result[spad, 1] = await run_cmd(ctx, h.dma, 1, args)
 
     amsim.run(h, testbench, background=[memory_model(h.dma, mem, rng, 0, 0.0, stats)])
-    for spad in ("act", "acc"):
+    for spad in bus.SPADS:
         words = 16 * cfg.spad_row_words(spad)
-        assert result[spad, 0] == words + 1, (spad, result)    # LOAD: busy cycles
-        assert result[spad, 1] == words + 2, (spad, result)    # STORE
+        assert result[spad, 0] == words + isasim.DMA_READ_LATENCY, (spad, result)   # LOAD: busy
+        assert result[spad, 1] == words + isasim.DMA_WRITE_LATENCY, (spad, result)  # STORE

@@ -8,7 +8,7 @@ from stamen.hw.params import PRESETS, AccelConfig
 
 
 def test_presets():
-    assert (AccelConfig.preset("tiny").rows, AccelConfig.preset("tiny").cols) == (2, 4)
+    assert (AccelConfig.preset("tiny").rows, AccelConfig.preset("tiny").cols) == (4, 2)
     assert (AccelConfig.preset("small").rows, AccelConfig.preset("small").cols) == (8, 8)
     assert (AccelConfig.preset("large").rows, AccelConfig.preset("large").cols) == (16, 16)
     hashes = {cfg.config_hash for cfg in PRESETS.values()}
@@ -40,7 +40,10 @@ def test_small_device_options():
         assert small.replace(**{f: v}).config_hash != small.config_hash, f
     tiny = AccelConfig.preset("tiny")
     assert tiny.requant_serial and tiny.requant_lane_count == 1
-    assert tiny.requant_row_cycles == 4 * (1 + 32 // tiny.requant_mul_bits)
+    assert tiny.requant_group_cycles == max(3, 1 + 32 // tiny.requant_mul_bits)
+    assert tiny.requant_row_cycles == tiny.cols * tiny.requant_group_cycles
+    assert small.requant_group_cycles == 1
+    assert small.replace(requant_lanes=2, requant_mul_bits=32).requant_row_cycles == 4 * 3
     assert tiny.check_count_bits == 9 and tiny.check_cycles == -(-9 // tiny.check_mul_bits)
     assert small.replace(requant_lanes=8).requant_serial is False   # lanes == cols
     assert small.counter_bits == 48 and tiny.counter_bits == 32

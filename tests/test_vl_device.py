@@ -176,8 +176,8 @@ def test_bad_param_and_fetch_range():
     params = np.zeros((3, cfg.cols), np.int32)
     params[1] = 1 << 30
     params[2] = [3, 40, 0, 1][:cfg.cols]
-    bad_param = _raw_image(cfg, """
-        LOAD spad=PARAM spad_addr=0 rows=3 dram_addr=0x10 dram_stride=8
+    bad_param = _raw_image(cfg, f"""
+        LOAD spad=PARAM spad_addr=0 rows=3 dram_addr=0x10 dram_stride={cfg.spad_row_words("param")}
         REQUANT acc_addr=0 out_addr=0 param_addr=0 rows=1 zp_out=0 relu=0
         HALT
     """, 0x100, {0x10: params.tobytes()})
