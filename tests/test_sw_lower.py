@@ -1,6 +1,6 @@
 """Tier 2: the graph compiler's programs on the ISA simulator, bit-exact against golden.
 
-Every case of ``tests/conv_cases.py`` is compiled for three array shapes (2x4, 8x8, 16x16) and run
+Every case of ``tests/conv_cases.py`` is compiled for the presets (tiny 4x2, small 8x8 and small-os, large 16x16) and run
 on the ISA simulator; the output must equal ``QuantizedGraph.reference`` (``sw/golden.py``) element
 by element. Also: the compiler's cycle estimate equals the simulator's count, programs survive
 save / load, the DRAM traffic is reported against the minimum, and bad graphs get clear errors.
