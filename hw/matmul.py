@@ -9,7 +9,7 @@ from .params import ACC_WIDTH, AccelConfig
 from .pe import WT_BANKS
 from .pe_array import SystolicArray, acts_layout, psums_layout, wts_layout
 
-__all__ = ["MatmulEngineBase", "MatmulEngine", "WeightLoader", "ActAddressGenerator", "ActStreamer", "Accumulator",
+__all__ = ["MatmulEngineBase", "MatmulEngine", "AccumulatorBase", "WeightLoader", "ActAddressGenerator", "ActStreamer", "Accumulator",
            "act_row_layout", "acc_read_transparent", "WT_READ_LATENCY", "ACT_READ_LATENCY"]
 
 #: Cycles from a weight-spad read to its beat on the array's ``i_wts`` (synchronous read).
@@ -319,16 +319,9 @@ def acc_read_transparent(cfg: AccelConfig) -> bool:
     return cfg.rows == 1
 
 
-class Accumulator(wiring.Component):
-    """Add (or max) each output row of the array into its ACC row, or overwrite it.
-
-    The ``n``-th valid ``i_psums`` row after ``start`` (tile ``n // m``, row ``i = n % m``) is
-    written to ``acc_addr + i`` one cycle later: when ``accumulate`` or tile > 0 as ``psum + old``
-    (int32, wrapping) or, with ``acc_max``, as the per-column signed ``max(old, psum)``; else as
-    ``psum``. ``old`` is read from ``acc_rd`` in the cycle the row arrives; the ACC read port
-    must return a row written in the previous cycle (it never reads the row written in the same
-    cycle unless :func:`acc_read_transparent`, when the port must be transparent for
-    ``acc_wr``). ``done`` is 1 in the cycle of the final write.
+class AccumulatorBase(wiring.Component):
+    """The members of an ACC read-modify-write unit (:class:`Accumulator`, and the
+    output-stationary ``OsAccumulator``) and their shared write stage.
 
     Members
     -------
@@ -352,6 +345,52 @@ class Accumulator(wiring.Component):
     def cfg(self) -> AccelConfig:
         return self._cfg
 
+    def write_stage(self, m: Module, addr, keep, acc_max, last) -> None:
+        """Register the psum row arriving on ``i_psums`` (with ``acc_rd`` reading ``addr`` in that
+        cycle) and write it to ``addr`` one cycle later: ``psum + old`` when ``keep`` (the old
+        value is used), the per-column signed ``max(old, psum)`` when ``keep & acc_max``, else
+        ``psum``; ``done`` marks the write of a row that arrived with ``last``."""
+        psums = self.i_psums
+        s1_valid = Signal()
+        s1_add = Signal()                                 # psum + old
+        s1_max = Signal()                                 # max(old, psum)
+        s1_last = Signal()
+        s1_psum = Signal.like(psums.p)
+        s1_addr = Signal.like(addr)
+        m.d.sync += s1_valid.eq(psums.valid)
+        with m.If(psums.valid):
+            m.d.sync += [s1_add.eq(keep & ~acc_max), s1_max.eq(keep & acc_max),
+                         s1_last.eq(last), s1_psum.eq(psums.p), s1_addr.eq(addr)]
+        m.d.comb += [self.acc_wr.en.eq(s1_valid), self.acc_wr.addr.eq(s1_addr),
+                     self.done.eq(s1_valid & s1_last)]
+        for c in range(self.cfg.cols):
+            # One adder: psum + old, psum + 0, or with acc_max psum - old (its sign picks).
+            old, new = self.acc_rd.data[c], s1_psum[c]
+            total = Signal(signed(ACC_WIDTH + 1), name=f"total{c}")
+            m.d.comb += total.eq(new + Mux(s1_add, old, Mux(s1_max, ~old, 0)) + s1_max)
+            m.d.comb += self.acc_wr.data[c].eq(
+                Mux(s1_max, Mux(total < 0, old, new), total[:ACC_WIDTH]))
+
+
+class Accumulator(AccumulatorBase):
+    """Add (or max) each output row of the array into its ACC row, or overwrite it.
+
+    The ``n``-th valid ``i_psums`` row after ``start`` (tile ``n // m``, row ``i = n % m``) is
+    written to ``acc_addr + i`` one cycle later: when ``accumulate`` or tile > 0 as ``psum + old``
+    (int32, wrapping) or, with ``acc_max``, as the per-column signed ``max(old, psum)``; else as
+    ``psum``. ``old`` is read from ``acc_rd`` in the cycle the row arrives; the ACC read port
+    must return a row written in the previous cycle (it never reads the row written in the same
+    cycle unless :func:`acc_read_transparent`, when the port must be transparent for
+    ``acc_wr``). ``done`` is 1 in the cycle of the final write.
+
+    Members
+    -------
+    start : ``In(1)``; ``args`` : ``In(isa.MatmulArgs)``
+    i_psums : ``In(stream.Signature(psums_layout(cols), always_ready=True))``
+    acc_rd, acc_wr : ``In(memory.ReadPort/WritePort.Signature(...))`` of the ACC spad
+    done : ``Out(1)``
+    """
+
     def elaborate(self, platform):
         m = Module()
         args = Signal(isa.MatmulArgs)
@@ -373,27 +412,8 @@ class Accumulator(wiring.Component):
                          addr.eq(self.args.acc_addr),
                          last_addr.eq(self.args.acc_addr + self.args.m - 1)]
 
-        s1_valid = Signal()
-        s1_add = Signal()                                 # psum + old
-        s1_max = Signal()                                 # max(old, psum)
-        s1_last = Signal()
-        s1_psum = Signal.like(psums.p)
-        s1_addr = Signal.like(addr)
         keep = args.accumulate | ~first
-        m.d.sync += s1_valid.eq(psums.valid)
-        with m.If(psums.valid):
-            m.d.sync += [s1_add.eq(keep & ~args.acc_max), s1_max.eq(keep & args.acc_max),
-                         s1_last.eq(row_last & (tiles_left == 0)),
-                         s1_psum.eq(psums.p), s1_addr.eq(addr)]
-        m.d.comb += [self.acc_wr.en.eq(s1_valid), self.acc_wr.addr.eq(s1_addr),
-                     self.done.eq(s1_valid & s1_last)]
-        for c in range(self.cfg.cols):
-            # One adder: psum + old, psum + 0, or with acc_max psum - old (its sign picks).
-            old, new = self.acc_rd.data[c], s1_psum[c]
-            total = Signal(signed(ACC_WIDTH + 1), name=f"total{c}")
-            m.d.comb += total.eq(new + Mux(s1_add, old, Mux(s1_max, ~old, 0)) + s1_max)
-            m.d.comb += self.acc_wr.data[c].eq(
-                Mux(s1_max, Mux(total < 0, old, new), total[:ACC_WIDTH]))
+        self.write_stage(m, addr, keep, args.acc_max, row_last & (tiles_left == 0))
         return m
 
 

@@ -20,9 +20,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import bus, isa
-from .matmul import MatmulEngineBase, _check_cfg, _field, _rd_port, _wr_port, act_row_layout
+from .matmul import AccumulatorBase, MatmulEngineBase, _check_cfg, _field, _rd_port, _wr_port, act_row_layout
 from .os_array import OsActBeat, OsSystolicArray, os_wts_layout
-from .params import ACC_WIDTH, AccelConfig
+from .params import AccelConfig
 from .pe_array import psums_layout
 
 __all__ = ["OsMatmulEngine", "OsActAddressGenerator", "OsActStager", "OsWeightReader",
@@ -284,7 +284,7 @@ class OsWeightReader(wiring.Component):
         return m
 
 
-class OsAccumulator(wiring.Component):
+class OsAccumulator(AccumulatorBase):
     """Add (or max) each output row of the output-stationary array into its ACC row, or
     overwrite it.
 
@@ -305,20 +305,6 @@ class OsAccumulator(wiring.Component):
     acc_rd, acc_wr : ``In(memory.ReadPort/WritePort.Signature(...))`` of the ACC spad
     done : ``Out(1)``
     """
-
-    def __init__(self, cfg: AccelConfig):
-        _check_cfg(cfg)
-        self._cfg = cfg
-        super().__init__({
-            "start": In(1), "args": In(isa.MatmulArgs),
-            "i_psums": In(stream.Signature(psums_layout(cfg.cols), always_ready=True)),
-            "acc_rd": _rd_port(cfg, "acc"), "acc_wr": _wr_port(cfg, "acc"),
-            "done": Out(1),
-        })
-
-    @property
-    def cfg(self) -> AccelConfig:
-        return self._cfg
 
     def elaborate(self, platform):
         m = Module()
@@ -345,23 +331,7 @@ class OsAccumulator(wiring.Component):
             m.d.sync += [args.eq(self.args), r.eq(0), kt.eq(0), rem.eq(self.args.m),
                          addr.eq(self.args.acc_addr), group.eq(self.args.acc_addr)]
 
-        s1_valid, s1_add, s1_max, s1_last = Signal(), Signal(), Signal(), Signal()
-        s1_psum = Signal.like(psums.p)
-        s1_addr = Signal.like(addr)
-        m.d.sync += s1_valid.eq(psums.valid)
-        with m.If(psums.valid):
-            m.d.sync += [s1_add.eq(keep & ~args.acc_max), s1_max.eq(keep & args.acc_max),
-                         s1_last.eq(group_end & (rem <= rows)),
-                         s1_psum.eq(psums.p), s1_addr.eq(addr)]
-        m.d.comb += [self.acc_wr.en.eq(s1_valid), self.acc_wr.addr.eq(s1_addr),
-                     self.done.eq(s1_valid & s1_last)]
-        for c in range(self.cfg.cols):
-            # One adder: psum + old, psum + 0, or with acc_max psum - old (its sign picks).
-            old, new = self.acc_rd.data[c], s1_psum[c]
-            total = Signal(signed(ACC_WIDTH + 1), name=f"total{c}")
-            m.d.comb += total.eq(new + Mux(s1_add, old, Mux(s1_max, ~old, 0)) + s1_max)
-            m.d.comb += self.acc_wr.data[c].eq(
-                Mux(s1_max, Mux(total < 0, old, new), total[:ACC_WIDTH]))
+        self.write_stage(m, addr, keep, args.acc_max, group_end & (rem <= rows))
         return m
 
 
