@@ -122,6 +122,47 @@ class WeightLoader(wiring.Component):
         return m
 
 
+def loop_registers(m: Module, cfg: AccelConfig, gen):
+    """Add the LOOP state registers of an activation address generator ``gen`` (members ``loop``,
+    ``loop_set``, ``clear``) to ``m``; return ``(stride_layout, stride, plus, wraps, strides)``.
+
+    A stride is kept as the sums need it (``stride_layout``): its low act-address bits and
+    ``big``, whether it is ``>= 2**aw`` (then any row it is added into is beyond the depth);
+    ``stride(value)`` converts a LOOP field. ``plus(base, step)`` adds a stride to an
+    :func:`act_row_layout` value, setting ``over`` when the sum reaches the ACT depth. ``wraps``
+    and ``strides`` map the LOOP field names to their registers: ``clear`` resets them to
+    ``isa.LOOP_RESET``, ``loop_set`` loads ``loop``.
+    """
+    aw = bus.spad_addr_width(cfg, "act")
+    depth = cfg.act_spad_depth
+    stride_layout = data.StructLayout({"low": aw, "big": 1})
+
+    def stride(value):
+        return Cat(value[:aw], value[aw:].any())
+
+    def stride_const(name):
+        value = isa.LOOP_RESET[name]
+        return {"low": value & ((1 << aw) - 1), "big": value >> aw != 0}
+
+    def plus(base, step):
+        total = base.addr + step.low
+        return Cat(total[:aw], base.over | step.big | (total >= depth))
+
+    loop_fields = isa.LoopArgs.as_shape()
+    wraps = {n: Signal(loop_fields[n].shape, name=n, init=isa.LOOP_RESET[n])
+             for n in ("k_wrap0", "k_wrap1", "m_wrap")}
+    strides = {n: Signal(stride_layout, name=n, init=stride_const(n))
+               for n in ("k_stride1", "k_stride2", "m_stride", "m_stride1")}
+    with m.If(gen.clear):
+        m.d.sync += [sig.eq(isa.LOOP_RESET[n]) for n, sig in wraps.items()]
+        m.d.sync += [sig.eq(stride_layout.const(stride_const(n)))
+                     for n, sig in strides.items()]
+    with m.Elif(gen.loop_set):
+        m.d.sync += [sig.eq(gen.loop[n]) for n, sig in wraps.items()]
+        m.d.sync += [sig.eq(stride(gen.loop[n])) for n, sig in strides.items()]
+    return stride_layout, stride, plus, wraps, strides
+
+
 class ActAddressGenerator(wiring.Component):
     """Generate the MATMUL's activation rows (``act_row`` of ``hw/isa.py``) with counters and
     running sums, and hold the LOOP state they follow.
@@ -164,33 +205,8 @@ class ActAddressGenerator(wiring.Component):
         row_layout = act_row_layout(cfg)
         aw = bus.spad_addr_width(cfg, "act")
         depth = cfg.act_spad_depth
-        # A stride as the sums need it: its low address bits, and whether it is >= 2**aw (then
-        # any row it is added into is beyond the depth).
-        stride_layout = data.StructLayout({"low": aw, "big": 1})
-
-        def stride(value):
-            return Cat(value[:aw], value[aw:].any())
-
-        def stride_const(name):
-            value = isa.LOOP_RESET[name]
-            return {"low": value & ((1 << aw) - 1), "big": value >> aw != 0}
-
-        def plus(base, step):
-            total = base.addr + step.low
-            return Cat(total[:aw], base.over | step.big | (total >= depth))
-
+        stride_layout, stride, plus, wraps, strides = loop_registers(m, cfg, self)
         loop_fields = isa.LoopArgs.as_shape()
-        wraps = {n: Signal(loop_fields[n].shape, name=n, init=isa.LOOP_RESET[n])
-                 for n in ("k_wrap0", "k_wrap1", "m_wrap")}
-        strides = {n: Signal(stride_layout, name=n, init=stride_const(n))
-                   for n in ("k_stride1", "k_stride2", "m_stride", "m_stride1")}
-        with m.If(self.clear):
-            m.d.sync += [sig.eq(isa.LOOP_RESET[n]) for n, sig in wraps.items()]
-            m.d.sync += [sig.eq(stride_layout.const(stride_const(n)))
-                         for n, sig in strides.items()]
-        with m.Elif(self.loop_set):
-            m.d.sync += [sig.eq(self.loop[n]) for n, sig in wraps.items()]
-            m.d.sync += [sig.eq(stride(self.loop[n])) for n, sig in strides.items()]
 
         act_stride = Signal(stride_layout)
         # Level counters (t0, t1: kt; i0: i) and nested bases, outermost first.

@@ -20,7 +20,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import bus, isa
-from .matmul import AccumulatorBase, MatmulEngineBase, _check_cfg, _field, _rd_port, _wr_port, act_row_layout
+from .matmul import AccumulatorBase, MatmulEngineBase, _check_cfg, loop_registers, _field, _rd_port, _wr_port, act_row_layout
 from .os_array import OsActBeat, OsSystolicArray, os_wts_layout
 from .params import AccelConfig
 from .pe_array import psums_layout
@@ -71,31 +71,8 @@ class OsActAddressGenerator(wiring.Component):
         row_layout = act_row_layout(self.cfg)
         aw = bus.spad_addr_width(self.cfg, "act")
         depth = self.cfg.act_spad_depth
-        stride_layout = data.StructLayout({"low": aw, "big": 1})
-
-        def stride(value):
-            return Cat(value[:aw], value[aw:].any())
-
-        def stride_const(name):
-            value = isa.LOOP_RESET[name]
-            return {"low": value & ((1 << aw) - 1), "big": value >> aw != 0}
-
-        def plus(base, step):
-            total = base.addr + step.low
-            return Cat(total[:aw], base.over | step.big | (total >= depth))
-
+        stride_layout, stride, plus, wraps, strides = loop_registers(m, self.cfg, self)
         loop_fields = isa.LoopArgs.as_shape()
-        wraps = {n: Signal(loop_fields[n].shape, name=n, init=isa.LOOP_RESET[n])
-                 for n in ("k_wrap0", "k_wrap1", "m_wrap")}
-        strides = {n: Signal(stride_layout, name=n, init=stride_const(n))
-                   for n in ("k_stride1", "k_stride2", "m_stride", "m_stride1")}
-        with m.If(self.clear):
-            m.d.sync += [sig.eq(isa.LOOP_RESET[n]) for n, sig in wraps.items()]
-            m.d.sync += [sig.eq(stride_layout.const(stride_const(n)))
-                         for n, sig in strides.items()]
-        with m.Elif(self.loop_set):
-            m.d.sync += [sig.eq(self.loop[n]) for n, sig in wraps.items()]
-            m.d.sync += [sig.eq(stride(self.loop[n])) for n, sig in strides.items()]
 
         step, block_end, group_end = self.step, self.block_end, self.group_end
         # Tile part: counters t0, t1 and bases k2, k1, k0 (outermost first), from `base`.
