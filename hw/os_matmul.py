@@ -330,16 +330,7 @@ class OsMatmulEngine(MatmulEngineBase):
     ----------
     cfg : AccelConfig
 
-    Members
-    -------
-    i_cmd : ``In(stream.Signature(isa.MatmulArgs))``
-    i_loop : ``In(stream.Signature(isa.LoopArgs))``; loop_clear : ``In(1)``
-    busy : ``Out(1)``
-    fault : ``Out(1)``; set when the last command read an act row at or beyond the ACT depth
-        (valid once ``busy`` is low), cleared when the next command is accepted.
-    act_rd, wt_rd, acc_rd : ``In(memory.ReadPort.Signature(...))`` of the ACT, WT, ACC spads
-    acc_wr : ``In(memory.WritePort.Signature(...))`` of the ACC spad
-    macs_inc, gated_inc : ``Out(range(rows*cols + 1))``; the array's MACs and gated MACs this cycle
+    Members: those of :class:`~hw.matmul.MatmulEngineBase`.
     """
 
     def elaborate(self, platform):
