@@ -200,6 +200,7 @@ class RsWindow(wiring.Component):
     o_ops : ``Out(stream.Signature(cfg.op_layout))``
     macs_inc, gated_inc : ``Out(1)``; skipped_inc : ``Out(range(cfg.max_taps + 1))``; for the op
         handed over this cycle (see the module docstring).
+    busy : ``Out(1)``; a row command runs (a register: ``i_cmd.ready`` is its inverse).
     """
 
     def __init__(self, cfg: RsPEConfig, *, zero_gate: bool = True, zero_skip: bool = False):
@@ -212,7 +213,7 @@ class RsWindow(wiring.Component):
             "i_acts": In(stream.Signature(cfg.act_layout)),
             "o_ops": Out(stream.Signature(cfg.op_layout)),
             "macs_inc": Out(1), "gated_inc": Out(1),
-            "skipped_inc": Out(range(cfg.max_taps + 1)),
+            "skipped_inc": Out(range(cfg.max_taps + 1)), "busy": Out(1),
         })
 
     @property
@@ -224,7 +225,7 @@ class RsWindow(wiring.Component):
         cfg, depth = self._cfg, self._cfg.ifmap_depth
         pos_shape = range(cfg.max_width + cfg.max_taps + 2 * cfg.max_stride + 1)
         cmd = Signal(cfg.cmd_layout)
-        busy = Signal()
+        busy = self.busy
         spad_act = Array(Signal(signed(OPERAND_WIDTH), name=f"ifmap_act{i}") for i in range(depth))
         spad_off = Array(Signal(range(cfg.max_width + 1), name=f"ifmap_off{i}")
                          for i in range(depth))
@@ -314,6 +315,7 @@ class RsMac(wiring.Component):
     i_ops : ``In(stream.Signature(cfg.op_layout))``
     wt_write : ``Out(memory.WritePort.Signature(...))``; the filter spad's write port.
     i_psums, o_psums : ``In/Out(stream.Signature(signed(ACC_WIDTH)))``
+    busy : ``Out(1)``; an op is in the MAC stage or a psum waits on ``o_psums`` (from registers).
 
     Attributes
     ----------
@@ -334,6 +336,7 @@ class RsMac(wiring.Component):
                                                        shape=signed(WT_WIDTH))),
             "i_psums": In(stream.Signature(signed(ACC_WIDTH))),
             "o_psums": Out(stream.Signature(signed(ACC_WIDTH))),
+            "busy": Out(1),
         })
         self.s1_act = Signal(signed(OPERAND_WIDTH))
 
@@ -351,7 +354,8 @@ class RsMac(wiring.Component):
 
         out_busy = o_ps.valid & ~o_ps.ready
         stall = s1_valid & s1_last & (out_busy | (s1_acc & ~i_ps.valid))
-        m.d.comb += [ops.ready.eq(~stall), rp.addr.eq(ops.p.addr),
+        m.d.comb += [self.busy.eq(s1_valid | o_ps.valid), ops.ready.eq(~stall),
+                     rp.addr.eq(ops.p.addr),
                      rp.en.eq(ops.valid & ops.p.mul & ~stall)]
         with m.If(~stall):
             m.d.sync += [s1_valid.eq(ops.valid), s1_mul.eq(ops.p.mul), s1_first.eq(ops.p.first),
@@ -399,6 +403,8 @@ class RsPE(wiring.Component):
     wt_write : ``Out(memory.WritePort.Signature(addr_width=ceil_log2(cfg.wt_depth),
         shape=signed(WT_WIDTH)))``
     macs_inc, gated_inc : ``Out(1)``; skipped_inc : ``Out(range(cfg.max_taps + 1))``
+    idle : ``Out(1)``; no row command runs, no op is in the MAC and no psum waits on
+        ``o_psums`` (from registers only).
 
     Attributes
     ----------
@@ -421,6 +427,7 @@ class RsPE(wiring.Component):
                                                        shape=signed(WT_WIDTH))),
             "macs_inc": Out(1), "gated_inc": Out(1),
             "skipped_inc": Out(range(cfg.max_taps + 1)),
+            "idle": Out(1),
         })
         self.wt_spad = memory.MemoryData(shape=signed(WT_WIDTH), depth=cfg.wt_depth, init=[])
 
@@ -448,5 +455,6 @@ class RsPE(wiring.Component):
         wiring.connect(m, mac.o_psums, wiring.flipped(self.o_psums))
         wiring.connect(m, wiring.flipped(self.wt_write), mac.wt_write)
         m.d.comb += [self.macs_inc.eq(win.macs_inc), self.gated_inc.eq(win.gated_inc),
-                     self.skipped_inc.eq(win.skipped_inc)]
+                     self.skipped_inc.eq(win.skipped_inc),
+                     self.idle.eq(~win.busy & ~mac.busy)]
         return m

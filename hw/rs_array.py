@@ -1,0 +1,158 @@
+"""The row-stationary PE array (Eyeriss): ``rows`` x ``cols`` :class:`~.rs_pe.RsPE` with filter
+rows multicast along PE rows and psums accumulated up the columns.
+
+One *pass* (``sw.rs_model.RsPass``; ``sw.rs_model.map_conv`` maps a conv layer to passes) runs
+one row command on every used PE, all started in the same cycle:
+
+* **Filters.** PE row ``i`` holds one filter row (``F`` interleaved filters of ``S`` taps) of
+  one input channel. ``wt_write[i]`` writes the filter spads of row ``i``'s PEs whose bit is
+  set in ``cols``: one buffer read reaches every PE of the row (multicast), and column blocks
+  that run different filter sets (horizontal replication) get theirs through the mask.
+* **Ifmap rows.** ``i_acts[i][j]`` carries PE ``(i, j)``'s ifmap row, dense or compressed
+  (``zero_skip``). The mapping gives PE ``(i, j)`` row ``out_row(j)*stride + ky(i)``, so one
+  ifmap row goes to every PE of a diagonal; the global buffer that reads each row once and
+  multicasts it is the feeder's job (a stream per PE here keeps the array independent of it).
+* **Psums.** Used PEs are rows ``0 .. used_rows - 1`` and columns ``0 .. used_cols - 1``.
+  PE ``(i, j)`` adds the psums of PE ``(i + 1, j)`` (vertical accumulation); the bottom used
+  PE adds ``i_psums[j]`` (the previous pass's psums from the psum buffer) when the command's
+  ``acc`` is set, else 0; the top PE's psums leave on ``o_psums[j]``, output column outer and
+  filter inner.
+
+A command is accepted (``i_cmd.ready``) only when every PE is ``idle``, so a pass's psums have
+all left before the next pass changes ``used_rows``. With ideal streams the cycles from the
+command handshake to ``idle`` are ``sw.rs_model.chain_cycles`` of the slowest used column.
+
+Parameters
+----------
+cfg : RsPEConfig
+rows, cols : int
+zero_gate, zero_skip : bool
+    As for :class:`~.rs_pe.RsPE`.
+
+Members
+-------
+i_cmd : ``In(stream.Signature(rs_array_cmd_layout(cfg, rows, cols)))``
+i_acts : ``In(stream.Signature(cfg.act_layout)).array(rows, cols)``
+i_psums : ``In(stream.Signature(signed(ACC_WIDTH))).array(cols)``
+o_psums : ``Out(stream.Signature(signed(ACC_WIDTH))).array(cols)``
+wt_write : ``In(rs_wt_write_layout(cfg, cols)).array(rows)``; ``en``, ``cols`` (mask),
+    ``addr``, ``data``: written in the cycle ``en`` is high.
+idle : ``Out(1)``; every PE is idle.
+macs_inc, gated_inc, skipped_inc : the PEs' counters summed, this cycle.
+"""
+from __future__ import annotations
+
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .params import ACC_WIDTH, WT_WIDTH
+from .rs_pe import RsPE, RsPEConfig, _check_bool
+
+__all__ = ["RsArray", "rs_array_cmd_layout", "rs_wt_write_layout"]
+
+
+def rs_array_cmd_layout(cfg: RsPEConfig, rows: int, cols: int) -> data.StructLayout:
+    """Layout of a pass command: the PE row command (``acc`` applies to the bottom used PE;
+    the PEs above always add the psums from below) and the used rows and columns."""
+    fields = dict(cfg.cmd_layout.members)
+    fields.update({"used_rows": range(1, rows + 1), "used_cols": range(1, cols + 1)})
+    return data.StructLayout(fields)
+
+
+def rs_wt_write_layout(cfg: RsPEConfig, cols: int) -> data.StructLayout:
+    """Layout of a filter spad write to one PE row: the columns it reaches (``cols`` mask)."""
+    return data.StructLayout({"en": 1, "cols": cols, "addr": range(cfg.wt_depth),
+                              "data": signed(WT_WIDTH)})
+
+
+class RsArray(wiring.Component):
+    """The row-stationary PE array; see the module docstring."""
+
+    def __init__(self, cfg: RsPEConfig, rows: int, cols: int, *, zero_gate: bool = True,
+                 zero_skip: bool = False):
+        if not isinstance(cfg, RsPEConfig):
+            raise TypeError(f"Row-stationary array PE configuration must be an RsPEConfig, "
+                            f"not {cfg!r}")
+        for name, v in (("rows", rows), ("cols", cols)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"Row-stationary array {name} must be a positive integer, "
+                                 f"not {v!r}")
+        _check_bool("zero_gate", zero_gate)
+        _check_bool("zero_skip", zero_skip)
+        self._cfg, self._rows, self._cols = cfg, rows, cols
+        self._zero_gate, self._zero_skip = zero_gate, zero_skip
+        pes = rows * cols
+        super().__init__({
+            "i_cmd": In(stream.Signature(rs_array_cmd_layout(cfg, rows, cols))),
+            "i_acts": In(stream.Signature(cfg.act_layout)).array(rows, cols),
+            "i_psums": In(stream.Signature(signed(ACC_WIDTH))).array(cols),
+            "o_psums": Out(stream.Signature(signed(ACC_WIDTH))).array(cols),
+            "wt_write": In(rs_wt_write_layout(cfg, cols)).array(rows),
+            "idle": Out(1),
+            "macs_inc": Out(range(pes + 1)), "gated_inc": Out(range(pes + 1)),
+            "skipped_inc": Out(range(pes * cfg.max_taps + 1)),
+        })
+
+    @property
+    def cfg(self) -> RsPEConfig:
+        return self._cfg
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._rows, self._cols
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self._rows, self._cols
+        pe = [[RsPE(self._cfg, zero_gate=self._zero_gate, zero_skip=self._zero_skip)
+               for _ in range(cols)] for _ in range(rows)]
+        for i in range(rows):
+            for j in range(cols):
+                m.submodules[f"pe_{i}_{j}"] = pe[i][j]
+        cmd = self.i_cmd
+        used_rows = Signal(range(1, rows + 1), init=1)      # of the running pass
+        m.d.comb += [self.idle.eq(Cat(p.idle for r in pe for p in r).all()),
+                     cmd.ready.eq(self.idle)]
+        with m.If(cmd.valid & cmd.ready):
+            m.d.sync += used_rows.eq(cmd.p.used_rows)
+
+        for i in range(rows):
+            wt = self.wt_write[i]
+            for j in range(cols):
+                p = pe[i][j]
+                wiring.connect(m, wiring.flipped(self.i_acts[i][j]), p.i_acts)
+                m.d.comb += [
+                    p.wt_write.en.eq(wt.en & wt.cols[j]), p.wt_write.addr.eq(wt.addr),
+                    p.wt_write.data.eq(wt.data),
+                    # every PE is idle when a command is accepted, so all take it at once
+                    p.i_cmd.valid.eq(cmd.valid & cmd.ready & (i < cmd.p.used_rows)
+                                     & (j < cmd.p.used_cols)),
+                ]
+                for name in cmd.p.shape().members:
+                    if name in p.i_cmd.p.shape().members and name != "acc":
+                        m.d.comb += getattr(p.i_cmd.p, name).eq(getattr(cmd.p, name))
+                m.d.comb += p.i_cmd.p.acc.eq(Mux(i == cmd.p.used_rows - 1, cmd.p.acc, 1))
+
+        # psums: up each column; the bottom used PE takes i_psums[j]
+        for j in range(cols):
+            ext = self.i_psums[j]
+            ext_ready = []
+            for i in range(rows):
+                p, bottom = pe[i][j], used_rows == i + 1
+                if i + 1 < rows:
+                    below = pe[i + 1][j].o_psums
+                    m.d.comb += [p.i_psums.valid.eq(Mux(bottom, ext.valid, below.valid)),
+                                 p.i_psums.p.eq(Mux(bottom, ext.p, below.p)),
+                                 below.ready.eq(~bottom & p.i_psums.ready)]
+                else:
+                    m.d.comb += [p.i_psums.valid.eq(ext.valid), p.i_psums.p.eq(ext.p)]
+                ext_ready.append(bottom & p.i_psums.ready)
+            m.d.comb += ext.ready.eq(Cat(ext_ready).any())
+            wiring.connect(m, pe[0][j].o_psums, wiring.flipped(self.o_psums[j]))
+
+        flat = [p for r in pe for p in r]
+        m.d.comb += [self.macs_inc.eq(sum(p.macs_inc for p in flat)),
+                     self.gated_inc.eq(sum(p.gated_inc for p in flat)),
+                     self.skipped_inc.eq(sum(p.skipped_inc for p in flat))]
+        return m
