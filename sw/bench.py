@@ -1,7 +1,8 @@
 """Benchmarks: measured cycles against SCALE-Sim's closed forms, and the dataflows compared.
 
-Three suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (8x8) and large
-(16x16) weight-stationary presets, ``dataflow`` on each implemented dataflow of the 8x8 array:
+Four suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (8x8) and large
+(16x16) weight-stationary presets, ``dataflow`` on each implemented dataflow of the 8x8 array,
+``sparsity`` on the row-stationary models of ``sw/rs_model.py`` and ``sw/energy.py``:
 
 ``gemm``
     For each GEMM ``M x K x N`` the device runs ``(x - zp) @ w`` as one program on the chosen
@@ -34,6 +35,23 @@ Three suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (
     instruction stream and the run's counters times the Eyeriss normalized costs: total, its
     dram / buffer / array / rf / mac split, energy per issued MAC), and cycles and energy
     relative to ``ws`` (``dataflow.csv``, ``dataflow.json``, ``dataflow.png``).
+``sparsity``
+    Zero skipping on the row-stationary array (Eyeriss v1's 12 x 14 PEs, :data:`RS_ARRAY`),
+    which is not in the device yet: its cycles are :func:`~stamen.sw.rs_model.rs_conv_cycles`
+    (the array model, each PE's timing exact against ``hw/rs_pe.py``) and its energy
+    :func:`~stamen.sw.energy.rs_conv_energy`, each with the dense (zero-gated) and the
+    compressed (zero-skipping) activation stream. ``sweep`` rows: the layers
+    :data:`SPARSITY_LAYERS` on seeded random activations at each density of
+    :data:`SPARSITY_DENSITIES` (an activation equals the zero point with probability
+    ``1 - density``, the padding is zero points); speedup = dense / skipping cycles, beside the
+    target of :data:`SPARSITY_TARGET` at density :data:`SPARSITY_TARGET_DENSITY` (reported, never
+    a failure). ``lenet`` rows: the same on the real int8 input of each conv layer of the
+    trained, quantized digits LeNet (the golden model's tensors, op by op, padded with the zero
+    point) over :data:`SPARSITY_IMAGES` held-out images, with the measured density. ``energy``
+    rows: for those layers, the compute cycles and energy of ``ws`` and ``os`` (the dataflow
+    suite's isasim runs and :func:`~stamen.sw.energy.estimate_energy`) beside ``rs`` and
+    ``rs+skip`` on :data:`RS_ARRAY` and on the same 8x8 array (``sparsity.csv``,
+    ``sparsity.json``, ``sparsity.png``).
 
 SCALE-Sim 3.0's weight-stationary compute cycles are ``ceil(K/R)*ceil(N/C)*(2R+C+T-2) - 1`` with
 ``T = M`` rows streamed; its output-stationary ones ``ceil(T/R)*ceil(N/C)*(K+R+C-2) - 1``. Every
@@ -58,13 +76,16 @@ __all__ = ["scalesim_ws_cycles", "scalesim_os_cycles", "GEMM_SHAPES", "ConvLayer
            "CHECK_LAYERS", "QUICK_CONV_LAYERS", "CONV_PRESETS", "COMPUTE_TARGET", "BIG_MEM_BYTES",
            "VERILATOR_BUDGET", "SUITES", "conv_layer_graph", "run_bench", "run_gemm_bench",
            "run_conv_bench", "SCALESIM_FORMS", "DATAFLOW_PRESET", "DATAFLOW_BATCH",
-           "DATAFLOW_NETS", "DATAFLOW_FIELDS", "dataflow_configs", "run_dataflow_bench"]
+           "DATAFLOW_NETS", "DATAFLOW_FIELDS", "dataflow_configs", "run_dataflow_bench",
+           "RS_ARRAY", "SPARSITY_LAYERS", "QUICK_SPARSITY_LAYERS", "SPARSITY_DENSITIES",
+           "QUICK_SPARSITY_DENSITIES", "SPARSITY_TARGET", "SPARSITY_TARGET_DENSITY",
+           "SPARSITY_IMAGES", "QUICK_SPARSITY_IMAGES", "SPARSITY_FIELDS", "run_sparsity_bench"]
 
 #: (M, K, N) of the benchmark GEMMs.
 GEMM_SHAPES = ((64, 64, 64), (128, 256, 64), (256, 64, 256))
 BENCH_SEED = 2026
 #: The benchmark suites (``run_bench(suite=...)``; ``"all"`` runs every one).
-SUITES = ("gemm", "conv", "dataflow")
+SUITES = ("gemm", "conv", "dataflow", "sparsity")
 #: Presets every suite runs on.
 CONV_PRESETS = ("small", "large")
 #: Upper bound of ``compute_cycles / SCALE-Sim WS cycles`` for a convolution layer.
@@ -141,9 +162,10 @@ def scalesim_os_cycles(m: int, k: int, n: int, rows: int, cols: int) -> int:
 
 def run_bench(out_dir: Path, backend: str = "verilator", log: _Log = print, quick: bool = False,
               suite: str = "all", verilator_budget: int = VERILATOR_BUDGET) -> int:
-    """Run the ``suite`` (``"gemm"``, ``"conv"``, ``"dataflow"`` or ``"all"``) benchmarks; return
-    0 when every output is bit-exact, every layer compiled and ran and every model check agreed,
-    else 1. The dataflow suite always runs on the ISA simulator, whatever ``backend``.
+    """Run the ``suite`` (one of :data:`SUITES` or ``"all"``) benchmarks; return 0 when every
+    output is bit-exact, every layer compiled and ran and every model check agreed, else 1. The
+    dataflow and sparsity suites always run on the ISA simulator (and the row-stationary
+    models), whatever ``backend``.
 
     Raises
     ------
@@ -172,6 +194,10 @@ def run_bench(out_dir: Path, backend: str = "verilator", log: _Log = print, quic
         t1 = time.perf_counter()
         failures += run_dataflow_bench(out_dir, log, quick)
         log(f"dataflow benchmark: {time.perf_counter() - t1:.1f} s wall")
+    if suite in ("sparsity", "all"):
+        t1 = time.perf_counter()
+        failures += run_sparsity_bench(out_dir, log, quick)
+        log(f"sparsity benchmark: {time.perf_counter() - t1:.1f} s wall")
     log(f"benchmarks done in {time.perf_counter() - t0:.1f} s wall")
     for f in failures:
         log(f"FAILED: {f}")
@@ -537,16 +563,19 @@ class _Workload:
     big_mem: bool
 
 
-def _digits_workloads(log: _Log) -> list[_Workload]:
+def _digits_workloads(log: _Log, nets: dict[str, str] = DATAFLOW_NETS,
+                      batch: int = DATAFLOW_BATCH) -> list[_Workload]:
+    """Train and quantize each of ``nets`` (workload name -> :mod:`~stamen.sw.models` class);
+    return them with their first ``batch`` held-out images."""
     import stamen
     from stamen.sw import models
     data = models.digits_data()
     out = []
-    for name, cls in DATAFLOW_NETS.items():
+    for name, cls in nets.items():
         t0 = time.perf_counter()
         model = models.train(getattr(models, cls)(), data)
         qg = stamen.quantize(model, data[0])
-        x = qg.quantize_input(data[2][:DATAFLOW_BATCH].numpy())
+        x = qg.quantize_input(data[2][:batch].numpy())
         out.append(_Workload(name, qg, x, qg.reference(x), False))
         log(f"{name}: trained {cls} (10 epochs, fixed seed), quantized {len(qg.ops)} ops, "
             f"{len(x)} held-out images ({time.perf_counter() - t0:.1f} s)")
@@ -767,6 +796,323 @@ def _plot_dataflow(rows: list[dict], path: Path) -> None:
                       "simulator = RTL counters; energy: Eyeriss normalized access costs)",
                       fontsize=9, loc="left")
     fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- sparsity suite --------------------------------------------------------------------------------
+#: The row-stationary array of the sparsity suite, ``(rows, cols)``: Eyeriss v1's 12 x 14 PEs with
+#: ``RsPEConfig()`` (filter / ifmap / psum spads of 224 / 12 / 24 entries).
+RS_ARRAY = (12, 14)
+#: The layers of the density sweep, on seeded random activations. Their input is the padded one
+#: the array sees (``pad = 0``: the 3x3 layers have 16x16 outputs, the stride-2 one 8x8), so
+#: the density applies to every activation: at density 1.0 there is nothing to skip.
+SPARSITY_LAYERS = (
+    ConvLayer("rs-3x3-16-18x18", 18, 18, 16, 16, 3),
+    ConvLayer("rs-3x3-32-18x18", 18, 18, 32, 32, 3),
+    ConvLayer("rs-5x5-16-20x20", 20, 20, 16, 16, 5),
+    ConvLayer("rs-3x3-s2-32-17x17", 17, 17, 32, 32, 3, 2),
+)
+#: ``quick`` mode: one small layer.
+QUICK_SPARSITY_LAYERS = (ConvLayer("rs-3x3-8-10x10", 10, 10, 8, 8, 3),)
+#: Activation densities of the sweep (the share of activations that are not the zero point).
+SPARSITY_DENSITIES = tuple(i / 10 for i in range(1, 11))
+QUICK_SPARSITY_DENSITIES = (0.1, 0.4, 1.0)
+#: The zero-skipping target: speedup >= SPARSITY_TARGET at SPARSITY_TARGET_DENSITY (Cnvlutin
+#: reports 1.37x on real networks). Reported beside the measured figure, never a failure.
+SPARSITY_TARGET = 1.7
+SPARSITY_TARGET_DENSITY = 0.4
+#: Cnvlutin's average zero-skipping speedup on real networks (a reference line in the plot).
+_CNVLUTIN_SPEEDUP = 1.37
+#: Held-out digits images whose real activations the ``lenet`` and ``energy`` rows run.
+SPARSITY_IMAGES = 20
+QUICK_SPARSITY_IMAGES = 4
+#: Columns of ``sparsity.csv`` (``sparsity.json`` holds the same rows). ``set`` is ``"sweep"``
+#: (a layer at one ``density`` of random activations, one image; ``seed`` and ``zp`` of its
+#: draw), ``"lenet"`` (a digits LeNet conv layer over ``images`` held-out images, and a
+#: ``total`` row over its layers) or ``"energy"`` (one dataflow on one LeNet layer).
+#: Sweep and lenet rows are on :data:`RS_ARRAY`, with the dense stream (zero gating) and the
+#: compressed one (zero skipping): ``*_dense`` / ``*_skip`` cycles, utilization (layer MACs /
+#: (PEs x cycles), ``rs_conv_cycles``' definition), issued MACs and energy; ``speedup =
+#: cycles_dense / cycles_skip``, ``skipped_share`` the skipped MACs over all the PEs' MAC slots,
+#: ``energy_ratio = energy_skip / energy_dense``, ``meets_target`` (at the target density
+#: only), ``measured_density`` the share of the unpadded input that is not the zero point.
+#: Energy rows: ``compute_cycles`` (array cycles: the isasim run for ws / os, the rs model for
+#: rs), ``total_cycles`` (ws / os only, with the DMA), the energy model's ``dram_bytes`` and
+#: ``e_*`` split, and ``*_vs_ws`` relative to the ws row of the same layer.
+SPARSITY_FIELDS = (
+    "set", "workload", "layer", "shape", "dataflow", "array", "images", "seed", "zp", "density",
+    "measured_density", "macs", "cycles_dense", "cycles_skip", "speedup", "meets_target",
+    "utilization_dense", "utilization_skip", "issued_macs_dense", "issued_macs_skip",
+    "skipped_macs", "skipped_share", "gated_macs_dense", "energy_dense", "energy_skip",
+    "energy_ratio", "compute_cycles", "total_cycles", "issued_macs", "gated_macs", "dram_bytes",
+    "e_dram", "e_buffer", "e_array", "e_rf", "e_mac", "energy", "energy_per_mac",
+    "compute_vs_ws", "cycles_vs_ws", "energy_vs_ws", "bit_exact", "note", "error",
+)
+_SKIP_SUMS = ("macs", "cycles_dense", "cycles_skip", "issued_macs_dense", "issued_macs_skip",
+              "skipped_macs", "gated_macs_dense", "energy_dense", "energy_skip")
+
+
+def run_sparsity_bench(out_dir: Path, log: _Log = print, quick: bool = False) -> list[str]:
+    """Run the density sweep (``quick``: one small layer at three densities), the digits LeNet's
+    real activations and the per-dataflow energies of its layers; write ``sparsity.*``; return
+    the failures: the rs cycle and energy models disagreeing on the issued, skipped or gated
+    MACs, a ws / os run that failed or is not bit-exact. A speedup below the target is
+    reported, not a failure."""
+    layers = QUICK_SPARSITY_LAYERS if quick else SPARSITY_LAYERS
+    densities = QUICK_SPARSITY_DENSITIES if quick else SPARSITY_DENSITIES
+    rows: list[dict] = []
+    for layer in layers:
+        rows += _sweep_rows(layer, densities, log)
+    nets = {"digits-lenet": DATAFLOW_NETS["digits-lenet"]}
+    work = _digits_workloads(log, nets, QUICK_SPARSITY_IMAGES if quick else SPARSITY_IMAGES)[0]
+    rows += _lenet_rows(work, log)
+    _relative_to_ws([r for r in rows if r["set"] == "energy"])
+    _write_rows(rows, out_dir / "sparsity.csv", out_dir / "sparsity.json", SPARSITY_FIELDS)
+    _plot_sparsity(rows, out_dir / "sparsity.png")
+    print(_sparsity_tables(rows))
+    for r in rows:
+        if r["meets_target"] != "":
+            at = {x["density"]: x["speedup"] for x in rows
+                  if x["set"] == "sweep" and x["layer"] == r["layer"]}
+            log(f"{r['layer']}: zero-skipping speedup {r['speedup']:.3f}x at density "
+                f"{r['density']} (target >= {SPARSITY_TARGET}x: "
+                f"{'met' if r['meets_target'] else 'NOT met'}), {at[min(at)]:.3f}x at density "
+                f"{min(at)}")
+    log(f"wrote {out_dir / 'sparsity.csv'}, sparsity.json and sparsity.png")
+    out = []
+    for r in rows:
+        where = f"sparsity {r['set']} {r['layer']} {r['dataflow'] or 'rs'} ({r['array']})"
+        if r["error"]:
+            out.append(f"{where}: {r['error']}")
+        elif r["bit_exact"] is False:
+            out.append(f"{where}: output is not bit-exact against golden (graph.reference)")
+    return out
+
+
+def _sweep_rows(layer: ConvLayer, densities, log: _Log) -> list[dict]:
+    """Return the sweep rows of ``layer``: one seeded draw of activations (uniform over the int8
+    values other than the zero point), each kept where a seeded uniform number is below the
+    density, so a lower density zeroes a superset of the positions; the padding, if any, is
+    zero points."""
+    from stamen.sw.rs_model import RsConvShape, map_conv
+    seed = _seed(layer)
+    rng = np.random.default_rng(seed)
+    zp = int(rng.integers(-128, 128))
+    v = rng.integers(-128, 127, (layer.cin, layer.h, layer.w))
+    acts = (v + (v >= zp)).astype(np.int8)
+    keep = rng.random(acts.shape)
+    p = layer.pad
+    shape = RsConvShape(layer.cin, layer.h + 2 * p, layer.w + 2 * p, layer.cout, layer.k,
+                        layer.k, layer.stride)
+    mapping = map_conv(shape, *RS_ARRAY)
+    log(f"sparsity sweep {layer.name} ({layer}): seed {seed}, zp {zp}, "
+        f"{len(mapping.passes)} passes of F = {mapping.filters} filters, mapped utilization "
+        f"{mapping.mapped_utilization:.1%} of {RS_ARRAY[0]}x{RS_ARRAY[1]}")
+    rows = []
+    for d in densities:
+        x = np.pad(np.where(keep < d, acts, np.int8(zp)), ((0, 0), (p, p), (p, p)),
+                   constant_values=zp)
+        figs, _ = _rs_skip(x[None], mapping, zp, (p, p))
+        row = {f: "" for f in SPARSITY_FIELDS} | figs | {
+            "set": "sweep", "workload": "random", "layer": layer.name, "shape": str(layer),
+            "seed": seed, "zp": zp, "density": d}
+        if d == SPARSITY_TARGET_DENSITY:
+            row["meets_target"] = row["speedup"] >= SPARSITY_TARGET
+        rows.append(row)
+        log(f"  density {d:.1f} (measured {row['measured_density']:.3f}): "
+            f"{row['cycles_dense']:,} -> {row['cycles_skip']:,} cycles, speedup "
+            f"{row['speedup']:.3f}x, energy x{row['energy_ratio']:.3f}")
+    return rows
+
+
+def _rs_skip(xs: np.ndarray, mapping, zp: int, pad: tuple[int, int]) -> tuple[dict, dict]:
+    """Run the padded int8 images ``xs`` ``(N, C, H, W)`` through the row-stationary cycle and
+    energy models with the dense (zero-gated) and the compressed (zero-skipping) stream; return
+    the sweep / lenet row figures and the energy rows (their ``cycles`` filled in) by
+    ``zero_skip``. A disagreement between the two models goes to the ``error`` figure."""
+    from stamen.sw.energy import rs_conv_energy
+    from stamen.sw.rs_model import rs_conv_cycles
+    shape = mapping.shape
+    inner = xs[:, :, pad[0]:shape.in_h - pad[0], pad[1]:shape.in_w - pad[1]]
+    figs = {"array": f"{mapping.rows}x{mapping.cols}", "images": len(xs),
+            "measured_density": round(float(np.mean(inner != zp)), 4),
+            "macs": shape.macs * len(xs)}
+    energies, errors = {}, []
+    for skip, tag in ((False, "dense"), (True, "skip")):
+        runs = [rs_conv_cycles(x, mapping, zp, skip) for x in xs]
+        er = rs_conv_energy(xs, mapping, zp, skip, pad=pad)
+        er.cycles = sum(r.cycles for r in runs)
+        issued = sum(r.issued_macs for r in runs)
+        if er.issued_macs != issued:
+            errors.append(f"{tag}: the energy model issues {er.issued_macs} MACs, the cycle "
+                          f"model {issued}")
+        figs.update({f"cycles_{tag}": er.cycles, f"issued_macs_{tag}": issued,
+                     f"energy_{tag}": er.total})
+        if skip:
+            figs["skipped_macs"] = sum(r.skipped_macs for r in runs)
+        energies[skip] = er
+    figs["gated_macs_dense"] = energies[False].gated_macs
+    if figs["issued_macs_dense"] != figs["issued_macs_skip"] + figs["skipped_macs"]:
+        errors.append("dense issued MACs are not the skipping ones plus the skipped ones")
+    if figs["gated_macs_dense"] != figs["skipped_macs"]:
+        errors.append(f"dense gated MACs {figs['gated_macs_dense']} are not the skipped "
+                      f"{figs['skipped_macs']}")
+    figs["error"] = "; ".join(errors)
+    return _skip_ratios(figs, mapping.rows * mapping.cols), energies
+
+
+def _skip_ratios(row: dict, pes: int) -> dict:
+    """Fill ``row``'s speedup, utilization, skipped share and energy ratio from its sums."""
+    dense, skip = row["cycles_dense"], row["cycles_skip"]
+    row.update(speedup=round(dense / skip, 4),
+               utilization_dense=round(row["macs"] / (pes * dense), 4),
+               utilization_skip=round(row["macs"] / (pes * skip), 4),
+               skipped_share=round(row["skipped_macs"] / row["issued_macs_dense"], 4),
+               energy_ratio=round(row["energy_skip"] / row["energy_dense"], 4))
+    return row
+
+
+def _conv_inputs(graph, x: np.ndarray) -> list[tuple[object, np.ndarray]]:
+    """Return each conv op of ``graph`` with its int8 NHWC input for the images ``x``, the
+    golden model's tensors evaluated op by op (as ``graph.reference``)."""
+    vals = {"input": x}
+    for op in graph.ops:
+        vals[op.name] = op.run(*(vals[t] for t in op.inputs))
+    return [(op, vals[op.inputs[0]]) for op in graph.ops if op.kind == "conv"]
+
+
+def _lenet_rows(w: _Workload, log: _Log) -> list[dict]:
+    """Return the lenet rows (each conv layer on :data:`RS_ARRAY`, and their total) and the
+    energy rows (ws and os run on isasim on the dataflow suite's 8x8 array, rs and rs+skip on
+    :data:`RS_ARRAY` and on that array) of the workload ``w``."""
+    from stamen.sw.rs_model import RsConvShape, map_conv
+    configs = dataflow_configs()
+    rs_arrays = list(dict.fromkeys([RS_ARRAY, (configs[0].rows, configs[0].cols)]))
+    convs = _conv_inputs(w.graph, w.x)
+    pos = {op.name: i for i, (op, _) in enumerate(convs)}
+    lenet, energy = [], []
+    for cfg in configs:
+        for r in _dataflow_run(w, cfg, f"[sparsity] {w.name} {cfg.dataflow}", log):
+            if r["layer"] in pos or r["error"]:
+                energy.append({f: r.get(f, "") for f in SPARSITY_FIELDS}
+                              | {"set": "energy", "images": r["batch"]})
+    for op, x in convs:
+        zp, (ph, pw), (sy, sx) = op.zp_in[0], op.padding, op.stride
+        if sy != sx:
+            raise ValueError(f"{op.name}: the row-stationary model takes one stride, not "
+                             f"{op.stride}")
+        x = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=zp)
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        kh, kw, _, cout = op.w.shape
+        shape = RsConvShape(*x.shape[1:], cout, kh, kw, sy, op.groups)
+        base = {f: "" for f in SPARSITY_FIELDS} | {
+            "workload": w.name, "layer": op.name, "zp": zp,
+            "shape": f"{x.shape[2] - 2 * ph}x{x.shape[3] - 2 * pw}x{shape.in_ch}->"
+                     f"{shape.out_h}x{shape.out_w}x{cout} k{kh}x{kw} s{sy} p{ph}"}
+        for rows, cols in rs_arrays:
+            figs, ers = _rs_skip(x, map_conv(shape, rows, cols), zp, (ph, pw))
+            if (rows, cols) == RS_ARRAY:
+                lenet.append(base | figs | {"set": "lenet"})
+                log(f"[sparsity] {w.name} {op.name}: density {figs['measured_density']:.3f} "
+                    f"over {len(x)} images, {figs['cycles_dense']:,} -> "
+                    f"{figs['cycles_skip']:,} cycles, speedup {figs['speedup']:.3f}x")
+            for skip, er in ers.items():
+                energy.append(base | {
+                    "set": "energy", "dataflow": "rs+skip" if skip else "rs",
+                    "array": figs["array"], "images": len(x), "macs": er.macs,
+                    "compute_cycles": er.cycles, "issued_macs": er.issued_macs,
+                    "gated_macs": er.gated_macs, "dram_bytes": er.dram, "energy": er.total,
+                    "energy_per_mac": round(er.per_mac, 4), "error": figs["error"],
+                    "note": "row-stationary models; DRAM: the layer's minimum"}
+                    | {f"e_{lv}": getattr(er, f"e_{lv}") for lv in _ENERGY_LEVELS})
+    total = {f: "" for f in SPARSITY_FIELDS} | {
+        "set": "lenet", "workload": w.name, "layer": "total", "shape": f"{len(lenet)} layers",
+        "array": f"{RS_ARRAY[0]}x{RS_ARRAY[1]}", "images": len(w.x)}
+    total.update({k: sum(r[k] for r in lenet) for k in _SKIP_SUMS})
+    energy.sort(key=lambda r: pos.get(r["layer"], -1))     # stable: the dataflows in order
+    return lenet + [_skip_ratios(total, RS_ARRAY[0] * RS_ARRAY[1])] + energy
+
+
+def _sparsity_tables(rows: list[dict]) -> str:
+    def skip_view(r):
+        return {"layer": r["layer"], "density": r["density"], "measured": r["measured_density"],
+                "cyc_dense": r["cycles_dense"], "cyc_skip": r["cycles_skip"],
+                "speedup": r["speedup"], "util_dense": r["utilization_dense"],
+                "util_skip": r["utilization_skip"], "skipped": r["skipped_share"],
+                "E_skip/E_dense": r["energy_ratio"], "error": r["error"]}
+    sweep = [skip_view(r) for r in rows if r["set"] == "sweep"]
+    lenet = [skip_view(r) | {"images": r["images"]} for r in rows if r["set"] == "lenet"]
+    energy = []
+    for r in (r for r in rows if r["set"] == "energy"):
+        d = {"layer": r["layer"], "df": r["dataflow"], "array": r["array"],
+             "compute": r["compute_cycles"], "dram_B": r["dram_bytes"],
+             "energy": _fmt_energy(r["energy"])}
+        for lv in _ENERGY_LEVELS:
+            e = r[f"e_{lv}"]
+            d[f"{lv}%"] = f"{100 * e / r['energy']:.1f}" if r["energy"] else ""
+        energy.append(d | {"E/MAC": r["energy_per_mac"], "cyc/ws": r["compute_vs_ws"],
+                           "E/ws": r["energy_vs_ws"], "error": r["error"]})
+    array = f"{RS_ARRAY[0]}x{RS_ARRAY[1]}"
+    return "\n".join([
+        f"zero skipping on the row-stationary {array} array (sw/rs_model.py cycles, "
+        f"sw/energy.py energy): dense stream with zero gating vs compressed stream; seeded "
+        f"random activations; target speedup >= {SPARSITY_TARGET} at density "
+        f"{SPARSITY_TARGET_DENSITY}", _table(sweep, list(sweep[0]) if sweep else []),
+        "the digits LeNet's real int8 conv inputs (held-out images, golden model, padded with "
+        "the zero point)", _table(lenet, list(lenet[0]) if lenet else []),
+        "energy per LeNet layer and dataflow over the same images: ws / os compiled and run on "
+        "isasim (compute cycles; energy from the program and the run's counters), rs from the "
+        "row-stationary models (DRAM: the layer's minimum, where ws / os count the program's "
+        "traffic); energy in millions of MAC units; E/MAC per issued MAC (skipped MACs are not "
+        "issued); cyc/ws = compute cycles / ws", _table(energy, list(energy[0]) if energy else [])])
+
+
+def _plot_sparsity(rows: list[dict], path: Path) -> None:
+    """Speedup against density (sweep layers as lines, LeNet layers at their measured density)
+    and the LeNet layers' energy per dataflow relative to ws."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(8, 9))
+    for name in dict.fromkeys(r["layer"] for r in rows if r["set"] == "sweep"):
+        pts = [r for r in rows if r["set"] == "sweep" and r["layer"] == name]
+        ax.plot([r["density"] for r in pts], [r["speedup"] for r in pts], "o-", label=name)
+    lenet = [r for r in rows if r["set"] == "lenet" and r["layer"] != "total"]
+    ax.plot([r["measured_density"] for r in lenet], [r["speedup"] for r in lenet], "ks",
+            label="digits LeNet layers (real activations)")
+    for r in lenet:
+        ax.annotate(r["layer"], (r["measured_density"], r["speedup"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.axhline(_CNVLUTIN_SPEEDUP, color="gray", lw=0.8, ls=":",
+               label=f"Cnvlutin {_CNVLUTIN_SPEEDUP}x (real networks)")
+    ax.plot([SPARSITY_TARGET_DENSITY], [SPARSITY_TARGET], "r*", ms=14,
+            label=f"target {SPARSITY_TARGET}x at {SPARSITY_TARGET_DENSITY:.0%} density")
+    ax.set_xlabel("activation density (share != zero point)")
+    ax.set_ylabel("cycles dense / zero skipping")
+    ax.set_xlim(0, 1.05)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+    ax.set_title(f"Zero skipping on the row-stationary {RS_ARRAY[0]}x{RS_ARRAY[1]} array "
+                 "(sw/rs_model.py)", fontsize=9, loc="left")
+    good = [r for r in rows if r["set"] == "energy" and r["energy_vs_ws"] != ""]
+    layers = list(dict.fromkeys(r["layer"] for r in good))
+    kinds = list(dict.fromkeys((r["dataflow"], r["array"]) for r in good))
+    at = {(r["layer"], r["dataflow"], r["array"]): r["energy_vs_ws"] for r in good}
+    xs = np.arange(len(layers))
+    width = 0.8 / max(1, len(kinds))
+    for j, (df, arr) in enumerate(kinds):
+        bx.bar(xs + (j - (len(kinds) - 1) / 2) * width,
+               [at.get((lay, df, arr), np.nan) for lay in layers], width, label=f"{df} {arr}")
+    bx.axhline(1.0, color="k", lw=0.8)
+    bx.set_xticks(xs, layers)
+    bx.set_ylabel("energy / ws")
+    bx.set_ylim(0, 1.3)
+    bx.legend(fontsize=7, ncol=len(kinds), loc="upper center")
+    bx.set_title("digits LeNet energy per layer (Eyeriss normalized access costs)", fontsize=9,
+                 loc="left")
+    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

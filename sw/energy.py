@@ -93,6 +93,48 @@ Assumptions, stated plainly:
   output rows on the PE rows, output channels on the PE columns, the reduction streamed.
 * The normalized costs are Eyeriss's 65 nm figures (DRAM 200, global buffer 6, array 2, RF 1,
   relative to a 16-bit MAC); they rank dataflows, they do not predict Joules.
+
+Row-stationary conv layers
+--------------------------
+``rs`` is not in the device yet, so there is no instruction stream to replay:
+:func:`rs_conv_energy` counts the accesses of one conv layer on the row-stationary array from
+its mapping (:func:`stamen.sw.rs_model.map_conv`) and its int8 input, pass by pass, with the
+same costs. In a pass, ``H`` PE rows hold the items ``(c, ky)``, ``B`` column blocks (one
+filter set each) of ``E`` columns (output rows) run ``F`` interleaved filters per PE (a short
+last set is padded with zero filters, charged like real ones), ``S = kw``, ``OW = out_w``,
+``a`` = the pass's ``acc`` (0/1). A row's *beats* are its ``W = in_w`` values (dense stream) or
+its ``nnz`` values ``!= zp`` (``zero_skip``: the compressed stream), plus one end marker in
+both streams (``hw/rs_compress.py``):
+
+===================  =====================================================================
+access               per pass
+===================  =====================================================================
+buffer: filters      ``H*B*F*S`` reads: each item's filter row of each set, once
+array: filters       ``H*B*F*S*E``: multicast along the PE row, one hop per PE of the block
+RF: filter writes    ``H*B*F*S*E``: each PE writes its ``F*S`` weights into its filter spad
+buffer: ifmap        the beats of each distinct ``(c, y)`` row the pass needs, read once
+array: ifmap         the beats of each used PE's row (multicast: one hop per receiving PE)
+RF: ifmap writes     the values (not the marker) of each used PE's row
+buffer: psums        ``E*B*F*OW`` writes (each column's top PE) + ``a*E*B*F*OW`` reads (the
+                     previous pass's psums, into each column's bottom PE)
+array: psums         ``H*E*B*F*OW`` (each PE sends its psums one hop up; the top PE's go to
+                     the buffer) + ``a*E*B*F*OW`` (the previous psums into the bottom PE)
+RF per MAC           4 per issued MAC that is not gated (filter spad read, ifmap spad read,
+                     psum spad read + write); 1 per gated MAC (the ifmap read that finds the
+                     zero: ``hw/rs_pe.py`` gates the filter read and the psum write); 0 per
+                     skipped MAC (never issued)
+MAC                  issued MACs that are not gated
+===================  =====================================================================
+
+A PE issues ``F*OW*S`` MACs per row with a dense stream and ``F`` times the present
+activations of its windows with ``zero_skip``; with a dense stream and ``zero_gate`` those whose
+activation equals ``zp`` are gated. DRAM is charged once per layer, not per pass: the input
+without its padding, the weights and the int8 output, each byte once (the layer's minimum, as
+:attr:`~stamen.sw.program.LayerInfo.min_dram_bytes`; the weights once per call, however many
+images). So the rs figures are a lower bound at DRAM where ws / os count the program's real
+traffic; compressed activations in DRAM are not modelled. Each pass reloads its filters, even
+when the previous pass ran the same ones (an upper bound at the buffer); the requantization
+(bias, multiplier) is not charged.
 """
 from __future__ import annotations
 
@@ -113,7 +155,7 @@ from .asm import fields
 __all__ = ["COSTS", "LEVELS", "DataflowModel", "MatmulAccesses", "DATAFLOW_MODELS", "Accesses",
            "count_accesses", "EnergyRow", "EnergyReport", "estimate_energy",
            "compare_dataflows", "comparison_table", "implemented_configs",
-           "print_dataflow_comparison", "COMPARISON_BENCH_LAYERS"]
+           "print_dataflow_comparison", "COMPARISON_BENCH_LAYERS", "rs_conv_energy"]
 
 #: Normalized energy per access relative to one MAC (Eyeriss): DRAM byte, global buffer
 #: (scratchpad) element, array / NoC hop, PE register-file access, MAC.
@@ -371,6 +413,14 @@ class EnergyReport:
         return _to_csv(self.rows(), _COLUMNS, path)
 
 
+def _check_costs(costs: dict | None) -> dict:
+    costs = dict(COSTS if costs is None else costs)
+    if set(costs) != set(LEVELS):
+        raise ValueError(f"Energy costs must give exactly the levels {LEVELS}, not "
+                         f"{tuple(costs)}")
+    return costs
+
+
 def _format(rows: list[dict]) -> str:
     def fmt(v):
         if isinstance(v, float):
@@ -424,10 +474,7 @@ def estimate_energy(prog, report=None, dataflow: str | None = None,
     from .runtime import Report
     if not isinstance(prog, Program):
         raise TypeError(f"Energy estimate needs a compiled Program, not {type(prog).__name__}")
-    costs = dict(COSTS if costs is None else costs)
-    if set(costs) != set(LEVELS):
-        raise ValueError(f"Energy costs must give exactly the levels {LEVELS}, not "
-                         f"{tuple(costs)}")
+    costs = _check_costs(costs)
     dataflow = prog.cfg.dataflow if dataflow is None else dataflow
     spans = count_accesses(prog.words, prog.cfg, dataflow)
     n = len(prog.layers)
@@ -574,3 +621,102 @@ def print_dataflow_comparison(configs=None, batch: int = 8, log=print,
     if csv_path is not None:
         _to_csv(rows, _CMP_COLUMNS, csv_path)
     return rows
+
+
+# -- row-stationary conv layer (not in the device yet) ---------------------------------------------
+#: RF accesses of an issued MAC that is not gated (filter spad read, ifmap spad read, psum spad
+#: read + write) and of a gated one (the ifmap spad read that finds the zero).
+_RS_RF_PER_MAC, _RS_RF_PER_GATED = 4, 1
+
+
+def rs_conv_energy(x: np.ndarray, mapping, zp: int, zero_skip: bool = False, *,
+                   zero_gate: bool = True, pad: tuple[int, int] = (0, 0),
+                   costs: dict | None = None, name: str = "") -> EnergyRow:
+    """Return the energy estimate of a conv layer on the row-stationary array, counted pass by
+    pass from its mapping (the module docstring's row-stationary table).
+
+    Parameters
+    ----------
+    x : int8 array
+        The input, already padded with ``zp``: ``(in_ch, in_h, in_w)`` of ``mapping.shape``, or
+        a batch ``(N, in_ch, in_h, in_w)`` (counts summed over the images, the weights read
+        from DRAM once).
+    mapping : RsMapping
+        The layer on the array (:func:`~stamen.sw.rs_model.map_conv`).
+    zp : int
+        The activation zero point.
+    zero_skip : bool
+        Compressed (True) or dense (False) activation streams.
+    zero_gate : bool
+        With a dense stream, gate the MACs whose activation equals ``zp`` (as ``RsPE`` does
+        by default).
+    pad : (int, int)
+        The conv's padding (rows, columns on each side) included in ``x``: not read from DRAM.
+    costs : dict or None
+        Energy per access by level (:data:`LEVELS`); :data:`COSTS` when None.
+    name : str
+        The row's name.
+
+    Returns
+    -------
+    EnergyRow
+        ``kind`` ``"conv"``, ``macs`` the layer's (times the images), ``issued_macs`` and
+        ``gated_macs`` the array's, ``cycles`` 0 (the cycles are
+        :func:`~stamen.sw.rs_model.rs_conv_cycles`'), the access counts and their energies.
+
+    Raises
+    ------
+    TypeError
+        When ``mapping`` is not an RsMapping.
+    ValueError
+        For an input of another shape or dtype, a padding that leaves no input, or costs that
+        miss a level.
+    """
+    from .rs_model import RsMapping
+    if not isinstance(mapping, RsMapping):
+        raise TypeError(f"Row-stationary energy needs an RsMapping, not {type(mapping).__name__}")
+    costs = _check_costs(costs)
+    shape = mapping.shape
+    dims = (shape.in_ch, shape.in_h, shape.in_w)
+    xs = np.asarray(x)
+    xs = xs[None] if xs.ndim == 3 else xs
+    if xs.dtype != np.int8 or xs.ndim != 4 or xs.shape[1:] != dims:
+        raise ValueError(f"Row-stationary energy input must be int8 of shape {dims} or "
+                         f"(N, {', '.join(map(str, dims))}), not {xs.dtype} {np.shape(x)}")
+    ph, pw = pad
+    if not (0 <= 2 * ph < shape.in_h and 0 <= 2 * pw < shape.in_w):
+        raise ValueError(f"Row-stationary energy padding must leave an input of "
+                         f"{shape.in_h}x{shape.in_w}, not {pad!r}")
+    s, ow, n_img = shape.kw, shape.out_w, len(xs)
+    present = xs != zp
+    values = present.sum(axis=3) if zero_skip else np.full(xs.shape[:3], shape.in_w)
+    win = np.lib.stride_tricks.sliding_window_view(present, s, axis=3)[:, :, :, ::shape.stride]
+    in_windows = win[:, :, :, :ow].sum(axis=(3, 4))         # present acts over a row's windows
+    buffer = array = rf = issued = gated = 0
+    for p in mapping.passes:
+        f, e, b, h = p.filters, len(p.out_rows), len(p.filter_sets), p.used_rows
+        psums = e * b * f * ow                              # per PE row: one per column's PE
+        buffer += n_img * (h * b * f * s + psums * (1 + p.acc))
+        array += n_img * (h * b * f * s * e + h * psums + p.acc * psums)
+        rf += n_img * h * b * f * s * e
+        cs, ys = np.array([(c, y) for _, _, c, y, _, _ in p.pe_rows(shape)]).T
+        dc, dy = np.array(sorted(set(zip(cs.tolist(), ys.tolist())))).T
+        buffer += int((values[:, dc, dy] + 1).sum())         # each row once, plus its marker
+        array += int((values[:, cs, ys] + 1).sum())          # to every PE that needs it
+        rf += int(values[:, cs, ys].sum())
+        ops = n_img * len(cs) * f * ow * s
+        live = f * int(in_windows[:, cs, ys].sum())
+        if zero_skip:
+            issued += live
+        else:
+            issued += ops
+            gated += ops - live if zero_gate else 0
+    mac = issued - gated
+    rf += _RS_RF_PER_MAC * mac + _RS_RF_PER_GATED * gated
+    in_bytes = shape.in_ch * (shape.in_h - 2 * ph) * (shape.in_w - 2 * pw)
+    out_bytes = shape.out_ch * shape.out_h * shape.out_w
+    w_bytes = shape.out_ch * (shape.in_ch // shape.groups) * shape.kh * shape.kw
+    row = EnergyRow(name, "conv", macs=shape.macs * n_img, issued_macs=issued, gated_macs=gated,
+                    dram=n_img * (in_bytes + out_bytes) + w_bytes, buffer=buffer, array=array,
+                    rf=rf, mac=mac)
+    return _energize(row, costs)

@@ -245,7 +245,8 @@ def map_conv(shape: RsConvShape, rows: int, cols: int, pe: "RsPEConfig | None" =
     strip is narrower than the array, ``cols // out_h`` blocks of columns run different filter
     sets side by side. Each PE interleaves ``F`` filters, at most the psum spad depth and half
     the filter spad (``F * kw <= wt_depth // 2``, so the next pass's filters load into the other
-    half while a pass runs).
+    half while a pass runs), balanced over the filter sets (40 filters with at most 24 per set
+    run as two sets of 20).
 
     Raises
     ------
@@ -267,7 +268,8 @@ def map_conv(shape: RsConvShape, rows: int, cols: int, pe: "RsPEConfig | None" =
         raise ValueError(f"conv input row of {shape.in_w} exceeds the row-stationary PE's "
                          f"max width {pe.max_width}")
     g_in, g_out = shape.in_ch // shape.groups, shape.out_ch // shape.groups
-    f = min(g_out, pe.psum_depth, pe.wt_depth // (2 * shape.kw))
+    f_max = min(g_out, pe.psum_depth, pe.wt_depth // (2 * shape.kw))
+    f = -(-g_out // -(-g_out // f_max))      # balanced sets: no padding filters when avoidable
     strip = min(shape.out_h, cols)
     blocks = max(1, cols // strip)
     fsets = [tuple(range(s, min(s + f, g_out))) for s in range(0, g_out, f)]
@@ -324,7 +326,7 @@ class RsLayerCycles:
     macs: int               # the layer's MACs (dense)
     issued_macs: int        # MACs the PEs spent a cycle on (skipped ones excluded)
     skipped_macs: int
-    pe_utilization: float   # useful MACs / (PEs x cycles)
+    pe_utilization: float   # issued MACs / (PEs x cycles): the share of PE cycles spent on a MAC op
 
 
 def rs_conv_cycles(x: np.ndarray, mapping: RsMapping, zp: int, zero_skip: bool = False
@@ -339,6 +341,7 @@ def rs_conv_cycles(x: np.ndarray, mapping: RsMapping, zp: int, zero_skip: bool =
         raise ValueError(f"rs_conv_cycles: input must be int8 of shape "
                          f"{(shape.in_ch, shape.in_h, shape.in_w)}, not {x.dtype} {x.shape}")
     cache: dict = {}
+    present_in_windows: dict = {}
 
     def timing(c: int, y: int, f: int) -> RsPeTiming:
         key = (c, y, f)
@@ -347,19 +350,24 @@ def rs_conv_cycles(x: np.ndarray, mapping: RsMapping, zp: int, zero_skip: bool =
                                       zero_skip=zero_skip, filters=f)
         return cache[key]
 
+    def present(c: int, y: int) -> int:      # activations the PE spends ops on, over its windows
+        if (c, y) not in present_in_windows:
+            row = (x[c, y] != zp) if zero_skip else np.ones(shape.in_w, bool)
+            win = np.lib.stride_tricks.sliding_window_view(row, shape.kw)[::shape.stride]
+            present_in_windows[(c, y)] = int(win[:shape.out_w].sum())
+        return present_in_windows[(c, y)]
+
     per_pass, issued, skipped = [], 0, 0
     for p in mapping.passes:
         f = p.filters
         cols: dict[int, list] = {}
         for i, j, c, y, ky, fs in p.pe_rows(shape):
             cols.setdefault(j, []).append(timing(c, y, f))
-            present = (x[c, y] != zp) if zero_skip else np.ones(shape.in_w, bool)
-            win = np.lib.stride_tricks.sliding_window_view(present, shape.kw)[::shape.stride]
-            n_present = int(win[:shape.out_w].sum())
+            n_present = present(c, y)
             issued += f * n_present
             skipped += f * (shape.out_w * shape.kw - n_present)
         per_pass.append(max(chain_cycles(t) for t in cols.values()))
     total = sum(per_pass)
     pes = mapping.rows * mapping.cols
     return RsLayerCycles(total, tuple(per_pass), shape.macs, issued, skipped,
-                         shape.macs / (pes * total) if total else 0.0)
+                         issued / (pes * total) if total else 0.0)

@@ -231,4 +231,5 @@ def test_rs_mapping_errors_and_shape():
             for fo in fs:
                 seen[(c, ky, oy, fo)] = seen.get((c, ky, oy, fo), 0) + 1
     assert len(seen) == 3 * 3 * shape.out_h * 7 and set(seen.values()) == {1}
-    assert m.filters == min(7, PE.psum_depth, PE.wt_depth // (2 * 3))
+    assert m.filters == 4 and [len(s) for s in m.passes[0].filter_sets] == [4]
+    assert sorted({len(s) for p in m.passes for s in p.filter_sets}) == [3, 4]

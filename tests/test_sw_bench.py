@@ -190,6 +190,6 @@ def test_bench_help_explains_every_suite(capsys):
         main(["bench", "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for word in ("gemm", "conv", "dataflow", "isasim", "model_check", "SCALE-Sim", "--quick",
-                 "small-os", "energy", "Eyeriss"):
+    for word in ("gemm", "conv", "dataflow", "sparsity", "isasim", "model_check", "SCALE-Sim",
+                 "--quick", "small-os", "energy", "Eyeriss", "skipping"):
         assert word in out

@@ -1,5 +1,6 @@
 """Energy model: exact access counts of a hand-built program, the per-dataflow table, the effect of
-DRAM traffic and gating, and the digits LeNet / bench-layer comparison beside cycles."""
+DRAM traffic and gating, the digits LeNet / bench-layer comparison beside cycles, and the
+row-stationary conv layer counts on a hand-checked layer."""
 import csv
 import dataclasses
 import io
@@ -14,7 +15,8 @@ from stamen.hw.params import AccelConfig
 from stamen.sw import asm
 from stamen.sw.compiler import compile_gemm
 from stamen.sw.energy import (COSTS, DATAFLOW_MODELS, count_accesses,
-                              estimate_energy, implemented_configs, print_dataflow_comparison)
+                              estimate_energy, implemented_configs, print_dataflow_comparison,
+                              rs_conv_energy)
 from stamen.sw.isasim import IsaSim
 from stamen.sw.models import DigitsLeNet, digits_data, train
 from stamen.sw.runtime import Device
@@ -248,3 +250,121 @@ def test_compare_dataflows_lenet_and_bench_layers():
     if len(configs) > 1:        # os hardware present: energies differ per dataflow
         by = {(r["model"], r["layer"], r["dataflow"]): r["total"] for r in rows}
         assert by[("digits-lenet", "total", "ws")] != by[("digits-lenet", "total", "os")]
+
+
+# -- row-stationary conv layers (sw/energy.py's rs table) ------------------------------------------
+# A tiny layer: 2 input channels of 3x4, 2 filters of 2x2, stride 1 (OH = 2, OW = 3), zp = 5, on a
+# 2 x 2 array. Non-zero (!= 5) activations per row: c0: 2, 1, 3; c1: 0, 4, 2.
+RS_ZP = 5
+RS_X = np.array([[[5, 1, 5, 2], [3, 5, 5, 5], [4, 6, 7, 5]],
+                 [[5, 5, 5, 5], [1, 2, 3, 4], [5, 9, 5, 8]]], np.int8)
+
+
+def _rs_tiny():
+    from stamen.sw.rs_model import RsConvShape, map_conv
+    mapping = map_conv(RsConvShape(2, 3, 4, 2, 2, 2), 2, 2)
+    # the mapping the hand counts below assume: two passes, one per input channel, each with
+    # PE rows (c, ky=0), (c, ky=1), columns = output rows 0, 1, both filters (F = 2) per PE
+    assert [(p.items, p.out_rows, p.filter_sets, p.acc) for p in mapping.passes] == [
+        (((0, 0), (0, 1)), (0, 1), ((0, 1),), False),
+        (((1, 0), (1, 1)), (0, 1), ((0, 1),), True)]
+    return mapping
+
+
+def _rs_gated():
+    """MACs whose activation is the zero point, by brute force over the convolution."""
+    return sum(int(RS_X[c, oy + ky, ox + kx] == RS_ZP) for f in range(2) for c in range(2)
+               for oy in range(2) for ox in range(3) for ky in range(2) for kx in range(2))
+
+
+def test_rs_tiny_layer_dense_counts():
+    er = rs_conv_energy(RS_X, _rs_tiny(), RS_ZP)
+    macs, gated = 2 * 2 * 3 * 2 * 2 * 2, _rs_gated()      # F * OH * OW * C * KH * KW
+    # filters, per pass: 2 items x F*S = 4 weights read once, each multicast to the 2 PEs of its
+    # PE row (2 hops, 2 filter spad writes)
+    wt_buf, wt_hops = 2 * (2 * 4), 2 * (2 * 4 * 2)
+    # ifmap, per pass: 3 distinct rows (y = 0, 1, 2) of 4 values + end marker read once; the 4
+    # PEs each receive one row (5 beats, 4 spad writes)
+    act_buf, act_hops, act_rf = 2 * (3 * 5), 2 * (4 * 5), 2 * (4 * 4)
+    # psums: each of the 4 PEs sends F*OW = 6 psums up, the 2 top PEs write 6 each to the
+    # buffer; the second pass accumulates: its 2 bottom PEs read 6 each from the buffer
+    psum_buf, psum_hops = 2 * (2 * 6) + 2 * 6, 2 * (4 * 6) + 2 * 6
+    assert (er.macs, er.issued_macs, er.gated_macs) == (macs, macs, gated)
+    assert er.buffer == wt_buf + act_buf + psum_buf
+    assert er.array == wt_hops + act_hops + psum_hops
+    assert er.rf == wt_hops + act_rf + 4 * (macs - gated) + gated
+    assert er.mac == macs - gated
+    assert er.dram == 2 * 3 * 4 + 2 * 2 * 2 * 2 + 2 * 2 * 3    # input, weights, output bytes
+    # without gating every MAC costs the MAC and 4 RF accesses
+    ng = rs_conv_energy(RS_X, _rs_tiny(), RS_ZP, zero_gate=False)
+    assert (ng.gated_macs, ng.mac, ng.rf) == (0, macs, wt_hops + act_rf + 4 * macs)
+    assert ng.total > er.total
+
+
+def test_rs_tiny_layer_skipping_counts():
+    er = rs_conv_energy(RS_X, _rs_tiny(), RS_ZP, zero_skip=True)
+    macs, skipped = 96, _rs_gated()
+    # compressed rows: non-zeros + end marker. Pass 0 reads c0 rows 0, 1, 2 (3 + 2 + 4 beats),
+    # its PEs receive rows 0, 1, 1, 2 (3 + 2 + 2 + 4 beats, 2 + 1 + 1 + 3 values); pass 1
+    # reads c1 rows (1 + 5 + 3), its PEs receive 1 + 5 + 5 + 3 beats (0 + 4 + 4 + 2 values)
+    act_buf, act_hops, act_rf = 9 + 9, 11 + 14, 7 + 10
+    assert (er.issued_macs, er.gated_macs, er.mac) == (macs - skipped, 0, macs - skipped)
+    assert er.buffer == 16 + act_buf + 36
+    assert er.array == 32 + act_hops + 60
+    assert er.rf == 32 + act_rf + 4 * (macs - skipped)
+    assert er.dram == 52
+
+
+def test_rs_energy_batch_padding_and_costs():
+    mapping = _rs_tiny()
+    one = rs_conv_energy(RS_X, mapping, RS_ZP)
+    two = rs_conv_energy(np.stack([RS_X, RS_X]), mapping, RS_ZP)
+    for level in ("buffer", "array", "rf", "mac", "issued_macs", "gated_macs", "macs"):
+        assert getattr(two, level) == 2 * getattr(one, level), level
+    assert two.dram == 2 * (24 + 12) + 16                      # the weights from DRAM once
+    padded = rs_conv_energy(RS_X, mapping, RS_ZP, pad=(1, 0))  # input rows 1 only: 2 x 1 x 4
+    assert padded.dram == 8 + 16 + 12 and padded.rf == one.rf
+    ones = rs_conv_energy(RS_X, mapping, RS_ZP, costs=dict.fromkeys(COSTS, 1.0))
+    assert ones.total == one.dram + one.buffer + one.array + one.rf + one.mac
+
+
+@pytest.mark.parametrize("density", [0.2, 0.5, 1.0])
+def test_rs_energy_skip_below_dense_and_levels_sum(density):
+    from stamen.sw.rs_model import RsConvShape, map_conv, rs_conv_cycles
+    seed, zp = 7, -20
+    rng = np.random.default_rng(seed)
+    shape = RsConvShape(6, 9, 9, 10, 3, 3, 2)
+    x = rng.integers(-19, 128, (6, 9, 9)).astype(np.int8)    # never the zero point
+    x[rng.random(x.shape) >= density] = zp
+    mapping = map_conv(shape, 4, 5)
+    dense = rs_conv_energy(x, mapping, zp, name="d")
+    skip = rs_conv_energy(x, mapping, zp, zero_skip=True)
+    msg = f"seed={seed} density={density}"
+    assert skip.total <= dense.total, msg
+    if density == 1.0:
+        assert skip.total == dense.total and dense.gated_macs == 0, msg
+    for er in (dense, skip):
+        for level in COSTS:
+            assert getattr(er, f"e_{level}") == COSTS[level] * getattr(er, level), msg
+        assert er.total == pytest.approx(sum(getattr(er, f"e_{lv}") for lv in COSTS)), msg
+        assert er.per_mac == pytest.approx(er.total / er.issued_macs), msg
+    # the cycle model issues and skips the same MACs; a dense row gates what skipping skips
+    cyc_dense, cyc_skip = (rs_conv_cycles(x, mapping, zp, s) for s in (False, True))
+    assert dense.issued_macs == cyc_dense.issued_macs == shape.macs, msg
+    assert skip.issued_macs == cyc_skip.issued_macs, msg
+    assert dense.gated_macs == cyc_skip.skipped_macs, msg
+    assert (dense.name, dense.kind) == ("d", "conv")
+
+
+def test_rs_energy_refusals():
+    mapping = _rs_tiny()
+    with pytest.raises(TypeError, match="RsMapping"):
+        rs_conv_energy(RS_X, mapping.shape, RS_ZP)
+    with pytest.raises(ValueError, match="int8 of shape"):
+        rs_conv_energy(RS_X.astype(np.int16), mapping, RS_ZP)
+    with pytest.raises(ValueError, match="int8 of shape"):
+        rs_conv_energy(RS_X[:, :2], mapping, RS_ZP)
+    with pytest.raises(ValueError, match="padding"):
+        rs_conv_energy(RS_X, mapping, RS_ZP, pad=(2, 0))
+    with pytest.raises(ValueError, match="levels"):
+        rs_conv_energy(RS_X, mapping, RS_ZP, costs={"dram": 1})
