@@ -611,13 +611,19 @@ def run_dataflow_bench(out_dir: Path, log: _Log = print, quick: bool = False) ->
     _plot_dataflow(rows, out_dir / "dataflow.png")
     print(_dataflow_tables(rows, configs))
     log(f"wrote {out_dir / 'dataflow.csv'}, dataflow.json and dataflow.png")
+    return _row_failures(rows, lambda r: f"dataflow {r['workload']} {r['layer']} on "
+                                         f"{r['config']} ({r['backend']})")
+
+
+def _row_failures(rows: list[dict], where) -> list[str]:
+    """Return a failure per row with an error or an output that is not bit-exact (rows without
+    a device run have ``bit_exact`` None); ``where(row)`` names the row."""
     out = []
     for r in rows:
-        where = f"dataflow {r['workload']} {r['layer']} on {r['config']} ({r['backend']})"
         if r["error"]:
-            out.append(f"{where}: {r['error']}")
-        elif not r["bit_exact"]:
-            out.append(f"{where}: output is not bit-exact against golden (graph.reference)")
+            out.append(f"{where(r)}: {r['error']}")
+        elif r["bit_exact"] is False:
+            out.append(f"{where(r)}: output is not bit-exact against golden (graph.reference)")
     return out
 
 
@@ -880,14 +886,8 @@ def run_sparsity_bench(out_dir: Path, log: _Log = print, quick: bool = False) ->
                 f"{'met' if r['meets_target'] else 'NOT met'}), {at[min(at)]:.3f}x at density "
                 f"{min(at)}")
     log(f"wrote {out_dir / 'sparsity.csv'}, sparsity.json and sparsity.png")
-    out = []
-    for r in rows:
-        where = f"sparsity {r['set']} {r['layer']} {r['dataflow'] or 'rs'} ({r['array']})"
-        if r["error"]:
-            out.append(f"{where}: {r['error']}")
-        elif r["bit_exact"] is False:
-            out.append(f"{where}: output is not bit-exact against golden (graph.reference)")
-    return out
+    return _row_failures(rows, lambda r: f"sparsity {r['set']} {r['layer']} "
+                                         f"{r['dataflow'] or 'rs'} ({r['array']})")
 
 
 def _sweep_rows(layer: ConvLayer, densities, log: _Log) -> list[dict]:
