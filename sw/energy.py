@@ -672,7 +672,7 @@ def rs_conv_energy(x: np.ndarray, mapping, zp: int, zero_skip: bool = False, *,
         For an input of another shape or dtype, a padding that leaves no input, or costs that
         miss a level.
     """
-    from .rs_model import RsMapping
+    from .rs_model import RsMapping, window_activations
     if not isinstance(mapping, RsMapping):
         raise TypeError(f"Row-stationary energy needs an RsMapping, not {type(mapping).__name__}")
     costs = _check_costs(costs)
@@ -688,10 +688,8 @@ def rs_conv_energy(x: np.ndarray, mapping, zp: int, zero_skip: bool = False, *,
         raise ValueError(f"Row-stationary energy padding must leave an input of "
                          f"{shape.in_h}x{shape.in_w}, not {pad!r}")
     s, ow, n_img = shape.kw, shape.out_w, len(xs)
-    present = xs != zp
-    values = present.sum(axis=3) if zero_skip else np.full(xs.shape[:3], shape.in_w)
-    win = np.lib.stride_tricks.sliding_window_view(present, s, axis=3)[:, :, :, ::shape.stride]
-    in_windows = win[:, :, :, :ow].sum(axis=(3, 4))         # present acts over a row's windows
+    values = (xs != zp).sum(axis=3) if zero_skip else np.full(xs.shape[:3], shape.in_w)
+    in_windows = window_activations(xs, shape, zp)          # present acts over a row's windows
     buffer = array = rf = issued = gated = 0
     for p in mapping.passes:
         f, e, b, h = p.filters, len(p.out_rows), len(p.filter_sets), p.used_rows

@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = ["compress_row", "RsPeTiming", "rs_pe_timing", "rs_pe_cycles", "RS_PSUM_LATENCY",
            "RsConvShape", "linear_shape", "RsPass", "RsMapping", "map_conv", "chain_cycles",
-           "RsLayerCycles", "rs_conv_cycles"]
+           "RsLayerCycles", "rs_conv_cycles", "window_activations"]
 
 #: Cycles from the op completing a psum to that psum being valid on the PE's ``o_psums``.
 RS_PSUM_LATENCY = 2
@@ -318,6 +318,14 @@ def chain_cycles(timings: list[RsPeTiming]) -> int:
     return end
 
 
+def window_activations(x: np.ndarray, shape: RsConvShape, zp: int) -> np.ndarray:
+    """Return, for each ifmap row of ``x`` (any leading axes, the last one ``in_w`` wide), its
+    activations ``!= zp`` summed over the row's ``out_w`` windows (an activation counts once
+    per window that holds it): the ops a compressed row costs a PE per filter."""
+    win = np.lib.stride_tricks.sliding_window_view(np.asarray(x) != zp, shape.kw, axis=-1)
+    return win[..., ::shape.stride, :][..., :shape.out_w, :].sum(axis=(-2, -1))
+
+
 @dataclass(frozen=True)
 class RsLayerCycles:
     """Cycles of a conv layer on the row-stationary array (:func:`rs_conv_cycles`)."""
@@ -341,7 +349,7 @@ def rs_conv_cycles(x: np.ndarray, mapping: RsMapping, zp: int, zero_skip: bool =
         raise ValueError(f"rs_conv_cycles: input must be int8 of shape "
                          f"{(shape.in_ch, shape.in_h, shape.in_w)}, not {x.dtype} {x.shape}")
     cache: dict = {}
-    present_in_windows: dict = {}
+    live = window_activations(x, shape, zp)
 
     def timing(c: int, y: int, f: int) -> RsPeTiming:
         key = (c, y, f)
@@ -350,20 +358,13 @@ def rs_conv_cycles(x: np.ndarray, mapping: RsMapping, zp: int, zero_skip: bool =
                                       zero_skip=zero_skip, filters=f)
         return cache[key]
 
-    def present(c: int, y: int) -> int:      # activations the PE spends ops on, over its windows
-        if (c, y) not in present_in_windows:
-            row = (x[c, y] != zp) if zero_skip else np.ones(shape.in_w, bool)
-            win = np.lib.stride_tricks.sliding_window_view(row, shape.kw)[::shape.stride]
-            present_in_windows[(c, y)] = int(win[:shape.out_w].sum())
-        return present_in_windows[(c, y)]
-
     per_pass, issued, skipped = [], 0, 0
     for p in mapping.passes:
         f = p.filters
         cols: dict[int, list] = {}
         for i, j, c, y, ky, fs in p.pe_rows(shape):
             cols.setdefault(j, []).append(timing(c, y, f))
-            n_present = present(c, y)
+            n_present = int(live[c, y]) if zero_skip else shape.out_w * shape.kw
             issued += f * n_present
             skipped += f * (shape.out_w * shape.kw - n_present)
         per_pass.append(max(chain_cycles(t) for t in cols.values()))
