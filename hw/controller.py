@@ -226,9 +226,10 @@ class SpanMultiplier(wiring.Component):
 class PerfWriter(wiring.Component):
     """Write the counters to device memory as PERF specifies (64-bit little-endian slots).
 
-    Issues ``isa.perf_words(cfg)`` write requests back to back from ``dram_addr``; ``busy`` from
-    the cycle after the command until the last write is accepted. ``values`` must hold steady
-    while busy (the controller freezes the counters).
+    Issues ``isa.perf_words(cfg)`` write requests back to back from ``dram_addr`` (the bytes after
+    the last counter's slot are zero); ``busy`` from the cycle after the command until the last
+    write is accepted. ``values`` must hold steady while busy (the controller freezes the
+    counters).
 
     Members
     -------
@@ -254,6 +255,7 @@ class PerfWriter(wiring.Component):
         slot_bits = 8 * isa.PERF_SLOT_BYTES
         image = Cat(*(Cat(self.values[name], C(0, slot_bits - cfg.counter_bits))
                       for name in isa.PERF_COUNTERS))
+        image = Cat(image, C(0, n * cfg.mem_bus_bits - len(image)))    # the last word's padding
         addr = Signal(cfg.mem_addr_width)
         k = Signal(range(n))
         req = self.o_mem_req

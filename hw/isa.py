@@ -48,7 +48,14 @@ Semantics (``R = cfg.rows``, ``C = cfg.cols``; spads and row contents as in ``hw
     ``out[out_addr + i] = golden.requantize(acc[acc_addr + i] + bias, mult, shift, zp_out, relu)``
     for ``i in range(rows)``; a shift outside ``0..31`` halts with ``BAD_PARAM``.
 ``PERF`` (:class:`PerfArgs`): writes the performance counters, in :data:`PERF_COUNTERS` order, each as a
-    64-bit little-endian value, to ``mem[dram_addr : dram_addr + perf_words(cfg)]``.
+    64-bit little-endian value, to ``mem[dram_addr : dram_addr + perf_words(cfg)]`` (bytes of the
+    last word beyond the last counter are written as zero). Of the MAC counters, ``macs`` counts
+    the MACs the array performed, ``gated_macs`` those of them performed with a gated multiplier
+    (a zero operand, ``cfg.zero_gate``), and ``skipped_macs`` the MACs never performed because a
+    zero activation was skipped (``cfg.zero_skip``; always 0 for the ``ws`` and ``os`` dataflows),
+    so ``macs + skipped_macs`` is the MATMULs' total ``m * R * C * k_tiles``. The ``ws`` and
+    ``os`` arrays gate on a zero activation or a zero weight; the ``rs`` array gates (or skips)
+    only on a zero activation ``a - zp == 0``, never on a zero weight.
 ``SYNC``: waits until all previous instructions have finished (a no-op for the in-order controller).
 ``HALT``: stops; status reports ``done``.
 
@@ -193,8 +200,9 @@ class Status(data.Struct):
 
 
 #: Performance counters, in the order PERF writes them and the runtime reads them.
+#: New counters go at the end, so the earlier ones keep their PERF slots and bridge CSRs.
 PERF_COUNTERS = ("cycles", "compute_cycles", "macs", "gated_macs", "dram_read_bytes",
-                 "dram_write_bytes", "stall_cycles", "instructions")
+                 "dram_write_bytes", "stall_cycles", "instructions", "skipped_macs")
 #: Bytes of one counter slot written by PERF.
 PERF_SLOT_BYTES = 8
 
@@ -238,8 +246,9 @@ def instr_words(cfg) -> int:
 
 
 def perf_words(cfg) -> int:
-    """Return how many device memory words PERF writes under ``cfg``."""
-    return len(PERF_COUNTERS) * PERF_SLOT_BYTES // cfg.mem_bus_bytes
+    """Return how many device memory words PERF writes under ``cfg``: the counters' slots,
+    rounded up to whole words (the padding bytes are written as zero)."""
+    return -(-len(PERF_COUNTERS) * PERF_SLOT_BYTES // cfg.mem_bus_bytes)
 
 
 def encode(opcode: Opcode, **args) -> int:

@@ -8,6 +8,7 @@ from . import bus, isa
 from .params import ACC_WIDTH, AccelConfig
 from .pe import WT_BANKS
 from .pe_array import SystolicArray, acts_layout, psums_layout, wts_layout
+from .perf import skipped_inc_shape
 
 __all__ = ["MatmulEngineBase", "MatmulEngine", "AccumulatorBase", "WeightLoader", "ActAddressGenerator", "ActStreamer", "Accumulator",
            "act_row_layout", "acc_read_transparent", "WT_READ_LATENCY", "ACT_READ_LATENCY"]
@@ -345,16 +346,17 @@ class AccumulatorBase(wiring.Component):
     i_psums : ``In(stream.Signature(psums_layout(cols), always_ready=True))``
     acc_rd, acc_wr : ``In(memory.ReadPort/WritePort.Signature(...))`` of the ACC spad
     done : ``Out(1)``
+    and ``extra_members`` (a subclass's own).
     """
 
-    def __init__(self, cfg: AccelConfig):
+    def __init__(self, cfg: AccelConfig, extra_members: dict | None = None):
         _check_cfg(cfg)
         self._cfg = cfg
         super().__init__({
             "start": In(1), "args": In(isa.MatmulArgs),
             "i_psums": In(stream.Signature(psums_layout(cfg.cols), always_ready=True)),
             "acc_rd": _rd_port(cfg, "acc"), "acc_wr": _wr_port(cfg, "acc"),
-            "done": Out(1),
+            "done": Out(1), **(extra_members or {}),
         })
 
     @property
@@ -447,6 +449,9 @@ class MatmulEngineBase(wiring.Component):
     act_rd, wt_rd, acc_rd : ``In(memory.ReadPort.Signature(...))`` of the ACT, WT, ACC spads
     acc_wr : ``In(memory.WritePort.Signature(...))`` of the ACC spad
     macs_inc, gated_inc : ``Out(range(rows*cols + 1))``; the array's MACs and gated MACs this cycle
+    skipped_inc : ``Out(range(rows*cols*cfg.rs_max_taps + 1))``; the MACs the array skipped this
+        cycle (zero activations that a ``zero_skip`` row-stationary array never multiplies). The
+        ``ws`` and ``os`` engines never skip and leave it undriven, so it reads 0.
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -460,6 +465,7 @@ class MatmulEngineBase(wiring.Component):
             "act_rd": _rd_port(cfg, "act"), "wt_rd": _rd_port(cfg, "wt"),
             "acc_rd": _rd_port(cfg, "acc"), "acc_wr": _wr_port(cfg, "acc"),
             "macs_inc": Out(range(pe_count + 1)), "gated_inc": Out(range(pe_count + 1)),
+            "skipped_inc": Out(skipped_inc_shape(cfg)),
         })
 
     @property

@@ -27,7 +27,8 @@ import json
 from dataclasses import dataclass
 
 __all__ = ["AccelConfig", "DATAFLOWS", "PRESETS", "ACT_WIDTH", "WT_WIDTH", "ACC_WIDTH",
-           "OPERAND_WIDTH", "COUNTER_WIDTH", "CONFIG_ID_WIDTH", "CHECK_COUNT_WIDTH"]
+           "OPERAND_WIDTH", "COUNTER_WIDTH", "CONFIG_ID_WIDTH", "CHECK_COUNT_WIDTH", "RS_SEGMENT",
+           "RS_MAX_STRIDE", "RS_FEED_DEPTH"]
 
 #: Width of an activation element in memory (int8, asymmetric with a zero point).
 ACT_WIDTH = 8
@@ -45,7 +46,17 @@ _MIN_COUNTER_BITS = 16
 CONFIG_ID_WIDTH = 32
 
 DATAFLOWS = ("ws", "os", "rs")
-_IMPLEMENTED_DATAFLOWS = ("ws", "os")
+_IMPLEMENTED_DATAFLOWS = ("ws", "os", "rs")
+#: Most output positions one row-stationary pass computes (a power of two): a MATMUL's output
+#: rows are cut into segments of at most this many outputs, so a PE's ifmap row is at most
+#: ``(RS_SEGMENT - 1) * RS_MAX_STRIDE + max_taps`` wide (see ``hw/rs_matmul.py``).
+RS_SEGMENT = 64
+#: Entries of each PE row's activation FIFO between the act spad and a row-stationary array,
+#: beyond ``rows``: the psum chain lets PE row ``r`` lag the bottom row by up to ``rows - 1 - r``
+#: cycles, and the feeder pushes a position to every row at once.
+RS_FEED_DEPTH = 4
+#: Largest window stride a row-stationary PE walks (``m_stride / act_stride`` of a MATMUL).
+RS_MAX_STRIDE = 2
 #: Largest scratchpad depth the ISA address fields can name (see ``hw/isa.py``).
 _MAX_SPAD_DEPTH = 1 << 16
 #: Widest device memory bus, in bytes (an instruction is 128 bits).
@@ -57,7 +68,8 @@ _REQUANT_MUL_BITS = (1, 2, 4, 8, 16, 32)
 #: Fields added after the first release, with the defaults that keep the earlier hardware; a field
 #: at its default is left out of :attr:`AccelConfig.config_hash`, so earlier hashes stay valid.
 _HASH_OPTIONAL = {"requant_lanes": 0, "requant_mul_bits": 32, "check_mul_bits": 0,
-                  "counter_bits": COUNTER_WIDTH}
+                  "counter_bits": COUNTER_WIDTH, "rs_wt_depth": 224, "rs_ifmap_depth": 12,
+                  "rs_psum_depth": 24}
 _SPADS = ("act", "wt", "acc", "out", "param")
 #: Bits of the count that the range check multiplies (LOAD/STORE ``rows``; see hw/isa.py).
 CHECK_COUNT_WIDTH = 16
@@ -79,7 +91,8 @@ class AccelConfig:
     dataflow : str
         ``"ws"`` (weight-stationary systolic, ``hw/matmul.py``) or ``"os"`` (output-stationary
         systolic, ``hw/os_matmul.py``); both execute the same ISA bit-exactly, only the cycles
-        differ (``sw.isasim.matmul_cycles``). ``"rs"`` is reserved.
+        differ (``sw.isasim.matmul_cycles``). ``"rs"`` (row-stationary, ``hw/rs_matmul.py``)
+        runs the same MATMULs as 1-D convolutions on Eyeriss-style PEs.
     act_spad_depth, wt_spad_depth, acc_spad_depth, out_spad_depth, param_spad_depth : int
         Scratchpad depths in rows (see the module docstring for a row's contents).
     bus_bytes : int
@@ -90,7 +103,8 @@ class AccelConfig:
     zero_gate : bool
         Gate the multiplier and accumulator of a PE whose operand is zero (and count it).
     zero_skip : bool
-        Reserved for the sparse-skipping unit; must be False for now.
+        Skip zero activations (``dataflow="rs"`` only): the PEs get compressed rows and spend
+        no cycle on an activation equal to the zero point.
     requant_lanes : int
         Requantization lanes of PostProc: 0 (the default) for ``cols`` lanes (a row per cycle), or
         a divisor of ``cols``. With fewer lanes (or ``requant_mul_bits < 32``) PostProc
@@ -108,6 +122,9 @@ class AccelConfig:
         Width of each performance counter, ``16..COUNTER_WIDTH`` (48, the default); a counter
         wraps modulo ``2**counter_bits``. PERF slots and the bridge's CSRs stay 8 bytes
         (zero-extended).
+    rs_wt_depth, rs_ifmap_depth, rs_psum_depth : int
+        Filter, ifmap and psum scratchpad entries of each row-stationary PE (Eyeriss v1: 224,
+        12, 24); ignored by the other dataflows.
     name : str
         A label; not part of the configuration hash.
 
@@ -132,6 +149,9 @@ class AccelConfig:
     requant_mul_bits: int = 32
     check_mul_bits: int = 0
     counter_bits: int = COUNTER_WIDTH
+    rs_wt_depth: int = 224
+    rs_ifmap_depth: int = 12
+    rs_psum_depth: int = 24
     name: str = dataclasses.field(default="custom", compare=False)
 
     def __post_init__(self):
@@ -150,9 +170,21 @@ class AccelConfig:
         if self.dataflow not in _IMPLEMENTED_DATAFLOWS:
             raise ValueError(f"AccelConfig.dataflow {self.dataflow!r} is not implemented yet; "
                              f"implemented: {_IMPLEMENTED_DATAFLOWS}")
-        if self.zero_skip:
-            raise ValueError("AccelConfig.zero_skip must be False: the zero-skipping unit is "
-                             "not implemented yet")
+        if self.zero_skip and self.dataflow != "rs":
+            raise ValueError(f"AccelConfig.zero_skip needs dataflow 'rs' (its PEs walk the "
+                             f"activations one by one); the {self.dataflow!r} systolic array "
+                             f"cannot skip them")
+        for f in ("rs_wt_depth", "rs_ifmap_depth", "rs_psum_depth"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise TypeError(f"AccelConfig.{f} must be a positive integer, not {v!r}")
+        if self.rs_ifmap_depth <= RS_MAX_STRIDE:
+            raise ValueError(f"AccelConfig.rs_ifmap_depth must exceed the largest stride "
+                             f"({RS_MAX_STRIDE}), not {self.rs_ifmap_depth!r}")
+        if self.rs_wt_depth < 2 * self.rs_max_taps:
+            raise ValueError(f"AccelConfig.rs_wt_depth must hold two filter rows of "
+                             f"rs_ifmap_depth - {RS_MAX_STRIDE} = {self.rs_max_taps} taps "
+                             f"(>= {2 * self.rs_max_taps}), not {self.rs_wt_depth!r}")
         if self.rows > 64 or self.cols > 64:
             raise ValueError(f"PE array must be at most 64x64, not {self.rows}x{self.cols}")
         if not isinstance(self.bus_bytes, int) or isinstance(self.bus_bytes, bool):
@@ -285,6 +317,18 @@ class AccelConfig:
         self.spad_row_bytes(spad)   # validates the name
         return getattr(self, f"{spad}_spad_depth")
 
+    @property
+    def rs_max_taps(self) -> int:
+        """Longest filter row a row-stationary PE holds: its ifmap spad keeps a window and the
+        next window's new positions (``rs_ifmap_depth - RS_MAX_STRIDE``)."""
+        return self.rs_ifmap_depth - RS_MAX_STRIDE
+
+    @property
+    def rs_max_width(self) -> int:
+        """Widest ifmap row of one row-stationary pass:
+        ``(RS_SEGMENT - 1) * RS_MAX_STRIDE + rs_max_taps``."""
+        return (RS_SEGMENT - 1) * RS_MAX_STRIDE + self.rs_max_taps
+
     # -- identity -----------------------------------------------------------------------------
     def to_dict(self) -> dict:
         """Return the fields as a JSON-ready dict (``name`` included)."""
@@ -313,8 +357,9 @@ class AccelConfig:
 
     @classmethod
     def preset(cls, name: str) -> "AccelConfig":
-        """Return the named preset: ``"tiny"`` (4x2), ``"small"`` (8x8), ``"large"`` (16x16) or
-        ``"small-os"`` (``"small"`` with the output-stationary dataflow)."""
+        """Return the named preset: ``"tiny"`` (4x2), ``"small"`` (8x8), ``"large"`` (16x16),
+        ``"small-os"`` / ``"small-rs"`` (``"small"`` with the output-stationary / row-stationary
+        dataflow) or ``"small-rs-skip"`` (``"small-rs"`` skipping zero activations)."""
         if name not in PRESETS:
             raise ValueError(f"Preset must be one of {tuple(PRESETS)}, not {name!r}")
         return PRESETS[name]
@@ -337,4 +382,6 @@ PRESETS = {
     "large": AccelConfig(name="large", rows=16, cols=16, act_spad_depth=1024, wt_spad_depth=1024,
                          acc_spad_depth=512, out_spad_depth=512, param_spad_depth=96),
     "small-os": AccelConfig(name="small-os", dataflow="os"),
+    "small-rs": AccelConfig(name="small-rs", dataflow="rs"),
+    "small-rs-skip": AccelConfig(name="small-rs-skip", dataflow="rs", zero_skip=True),
 }

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from .isa import PERF_COUNTERS
 from .params import AccelConfig
 
-__all__ = ["perf_layout", "PerfCounters"]
+__all__ = ["perf_layout", "skipped_inc_shape", "PerfCounters"]
 
 
 def perf_layout(cfg: AccelConfig) -> data.StructLayout:
@@ -15,6 +15,12 @@ def perf_layout(cfg: AccelConfig) -> data.StructLayout:
     if not isinstance(cfg, AccelConfig):
         raise TypeError(f"perf_layout configuration must be an AccelConfig, not {cfg!r}")
     return data.StructLayout({name: cfg.counter_bits for name in PERF_COUNTERS})
+
+
+def skipped_inc_shape(cfg: AccelConfig) -> range:
+    """Return the shape of a per-cycle skipped-MAC increment under ``cfg``: every PE of the array
+    may skip a filter row of up to ``cfg.rs_max_taps`` taps in one cycle."""
+    return range(cfg.rows * cfg.cols * cfg.rs_max_taps + 1)
 
 
 class PerfCounters(wiring.Component):
@@ -32,6 +38,8 @@ class PerfCounters(wiring.Component):
     clear, active : ``In(1)``
     compute : ``In(1)``; the MatmulEngine is busy.
     macs_inc, gated_inc : ``In(range(rows*cols + 1))``; the array's MACs issued / gated this cycle.
+    skipped_inc : ``In(range(rows*cols*cfg.rs_max_taps + 1))``; MACs the array skipped this cycle
+        (zero activations of a ``zero_skip`` row-stationary array; 0 for the other arrays).
     dram_read, dram_write : ``In(1)``; a DMA read response / write request handshake (one word).
     stall : ``In(1)``; a memory request is valid but not ready.
     retired : ``In(1)``; an instruction retires.
@@ -46,6 +54,7 @@ class PerfCounters(wiring.Component):
         super().__init__({
             "clear": In(1), "active": In(1), "compute": In(1),
             "macs_inc": In(macs), "gated_inc": In(macs),
+            "skipped_inc": In(skipped_inc_shape(cfg)),
             "dram_read": In(1), "dram_write": In(1), "stall": In(1), "retired": In(1),
             "values": Out(perf_layout(cfg)),
         })
@@ -62,6 +71,7 @@ class PerfCounters(wiring.Component):
             "dram_write_bytes": Mux(self.dram_write, bytes_, 0),
             "stall_cycles": self.stall,
             "instructions": self.retired,
+            "skipped_macs": self.skipped_inc,
         }
         counters = {name: Signal(self._cfg.counter_bits, name=name) for name in PERF_COUNTERS}
         for name, ctr in counters.items():

@@ -6,8 +6,10 @@ one row command on every used PE, all started in the same cycle:
 
 * **Filters.** PE row ``i`` holds one filter row (``F`` interleaved filters of ``S`` taps) of
   one input channel. ``wt_write[i]`` writes the filter spads of row ``i``'s PEs whose bit is
-  set in ``cols``: one buffer read reaches every PE of the row (multicast), and column blocks
-  that run different filter sets (horizontal replication) get theirs through the mask.
+  set in ``cols``, column ``j`` with ``data[j]``: one buffer read reaches every PE of the row
+  (multicast: the same weight in every ``data[j]``), and column blocks that run different
+  filter sets (horizontal replication) get theirs through the mask. The device engine
+  (``hw/rs_matmul.py``) writes a different filter to every column.
 * **Ifmap rows.** ``i_acts[i][j]`` carries PE ``(i, j)``'s ifmap row, dense or compressed
   (``zero_skip``). The mapping gives PE ``(i, j)`` row ``out_row(j)*stride + ky(i)``, so one
   ifmap row goes to every PE of a diagonal; the global buffer that reads each row once and
@@ -36,8 +38,9 @@ i_acts : ``In(stream.Signature(cfg.act_layout)).array(rows, cols)``
 i_psums : ``In(stream.Signature(signed(ACC_WIDTH))).array(cols)``
 o_psums : ``Out(stream.Signature(signed(ACC_WIDTH))).array(cols)``
 wt_write : ``In(rs_wt_write_layout(cfg, cols)).array(rows)``; ``en``, ``cols`` (mask),
-    ``addr``, ``data``: written in the cycle ``en`` is high.
+    ``addr``, ``data[j]``: written in the cycle ``en`` is high.
 idle : ``Out(1)``; every PE is idle.
+watermark : ``In(range(cfg.max_width + 1))``; to every PE (:class:`~.rs_pe.RsWindow`; 0: unused).
 macs_inc, gated_inc, skipped_inc : the PEs' counters summed, this cycle.
 """
 from __future__ import annotations
@@ -61,9 +64,10 @@ def rs_array_cmd_layout(cfg: RsPEConfig, rows: int, cols: int) -> data.StructLay
 
 
 def rs_wt_write_layout(cfg: RsPEConfig, cols: int) -> data.StructLayout:
-    """Layout of a filter spad write to one PE row: the columns it reaches (``cols`` mask)."""
+    """Layout of a filter spad write to one PE row: the columns it reaches (``cols`` mask) and
+    the weight of each column (``data[j]``; a multicast repeats one weight)."""
     return data.StructLayout({"en": 1, "cols": cols, "addr": range(cfg.wt_depth),
-                              "data": signed(WT_WIDTH)})
+                              "data": data.ArrayLayout(signed(WT_WIDTH), cols)})
 
 
 class RsArray(wiring.Component):
@@ -89,7 +93,7 @@ class RsArray(wiring.Component):
             "i_psums": In(stream.Signature(signed(ACC_WIDTH))).array(cols),
             "o_psums": Out(stream.Signature(signed(ACC_WIDTH))).array(cols),
             "wt_write": In(rs_wt_write_layout(cfg, cols)).array(rows),
-            "idle": Out(1),
+            "idle": Out(1), "watermark": In(range(cfg.max_width + 1)),
             "macs_inc": Out(range(pes + 1)), "gated_inc": Out(range(pes + 1)),
             "skipped_inc": Out(range(pes * cfg.max_taps + 1)),
         })
@@ -124,7 +128,7 @@ class RsArray(wiring.Component):
                 wiring.connect(m, wiring.flipped(self.i_acts[i][j]), p.i_acts)
                 m.d.comb += [
                     p.wt_write.en.eq(wt.en & wt.cols[j]), p.wt_write.addr.eq(wt.addr),
-                    p.wt_write.data.eq(wt.data),
+                    p.wt_write.data.eq(wt.data[j]), p.watermark.eq(self.watermark),
                     # every PE is idle when a command is accepted, so all take it at once
                     p.i_cmd.valid.eq(cmd.valid & cmd.ready & (i < cmd.p.used_rows)
                                      & (j < cmd.p.used_cols)),

@@ -201,6 +201,9 @@ class RsWindow(wiring.Component):
     macs_inc, gated_inc : ``Out(1)``; skipped_inc : ``Out(range(cfg.max_taps + 1))``; for the op
         handed over this cycle (see the module docstring).
     busy : ``Out(1)``; a row command runs (a register: ``i_cmd.ready`` is its inverse).
+    watermark : ``In(range(cfg.max_width + 1))``; with ``zero_skip``, the positions below it
+        have all been put on ``i_acts`` (0 when unknown): when no beat is waiting, a window
+        ending before ``watermark - 1`` is complete without the beat beyond it.
     """
 
     def __init__(self, cfg: RsPEConfig, *, zero_gate: bool = True, zero_skip: bool = False):
@@ -214,6 +217,7 @@ class RsWindow(wiring.Component):
             "o_ops": Out(stream.Signature(cfg.op_layout)),
             "macs_inc": Out(1), "gated_inc": Out(1),
             "skipped_inc": Out(range(cfg.max_taps + 1)), "busy": Out(1),
+            "watermark": In(range(cfg.max_width + 1)),
         })
 
     @property
@@ -247,7 +251,10 @@ class RsWindow(wiring.Component):
         has = (k < cnt) & (spad_off[it] <= end)                     # the op has an activation
         last = ~has | ~((k + 1 < cnt) & (spad_off[nxt] <= end))     # ... the window's last one
         gated = has & (spad_act[it] == 0) if self._zero_gate else C(0)
-        issue = busy & (active | (acts.valid & (head_pos > end)))   # window complete: go
+        seen = acts.valid & (head_pos > end)                        # the beat beyond it
+        if self._zero_skip:                                         # or the walk passed it
+            seen |= ~acts.valid & (self.watermark > end + 1)
+        issue = busy & (active | seen)                              # window complete: go
         done = busy & ~active & acts.valid & acts.p.end & (head_pos <= end)
         load = busy & acts.valid & ~acts.p.end & (head_pos <= end + cmd.stride)
         keep = head_pos >= base + Mux(head_pos > end, cmd.stride, 0)  # not between windows
@@ -405,6 +412,7 @@ class RsPE(wiring.Component):
     macs_inc, gated_inc : ``Out(1)``; skipped_inc : ``Out(range(cfg.max_taps + 1))``
     idle : ``Out(1)``; no row command runs, no op is in the MAC and no psum waits on
         ``o_psums`` (from registers only).
+    watermark : ``In(range(cfg.max_width + 1))``; see :class:`RsWindow` (0: unused).
 
     Attributes
     ----------
@@ -427,7 +435,7 @@ class RsPE(wiring.Component):
                                                        shape=signed(WT_WIDTH))),
             "macs_inc": Out(1), "gated_inc": Out(1),
             "skipped_inc": Out(range(cfg.max_taps + 1)),
-            "idle": Out(1),
+            "idle": Out(1), "watermark": In(range(cfg.max_width + 1)),
         })
         self.wt_spad = memory.MemoryData(shape=signed(WT_WIDTH), depth=cfg.wt_depth, init=[])
 
@@ -450,6 +458,7 @@ class RsPE(wiring.Component):
         m.submodules.mac = mac = RsMac(self._cfg, self.wt_spad)
         wiring.connect(m, wiring.flipped(self.i_cmd), win.i_cmd)
         wiring.connect(m, wiring.flipped(self.i_acts), win.i_acts)
+        m.d.comb += win.watermark.eq(self.watermark)
         wiring.connect(m, win.o_ops, mac.i_ops)
         wiring.connect(m, wiring.flipped(self.i_psums), mac.i_psums)
         wiring.connect(m, mac.o_psums, wiring.flipped(self.o_psums))

@@ -11,13 +11,14 @@ from .os_matmul import OsMatmulEngine
 from .params import CONFIG_ID_WIDTH, AccelConfig
 from .perf import PerfCounters, perf_layout
 from .postproc import PostProc
+from .rs_matmul import RsMatmulEngine
 
 __all__ = ["Accelerator"]
 
 
 class Accelerator(wiring.Component):
     """One Stamen device without its memory: scratchpads, DMA, MatmulEngine (``OsMatmulEngine``
-    when ``cfg.dataflow == "os"``), PostProc, counters and controller, with one device-memory bus
+    when ``cfg.dataflow == "os"``, ``RsMatmulEngine`` when ``"rs"``), PostProc, counters and controller, with one device-memory bus
     port.
 
     The five scratchpads are ``lib.memory.Memory`` instances with one synchronous read port (data
@@ -69,7 +70,8 @@ class Accelerator(wiring.Component):
         m = Module()
         cfg = self._cfg
         m.submodules.dma = dma = DMA(cfg)
-        m.submodules.matmul = mm = (OsMatmulEngine if cfg.dataflow == "os" else MatmulEngine)(cfg)
+        engines = {"ws": MatmulEngine, "os": OsMatmulEngine, "rs": RsMatmulEngine}
+        m.submodules.matmul = mm = engines[cfg.dataflow](cfg)
         m.submodules.postproc = pp = PostProc(cfg)
         m.submodules.perf = perf = PerfCounters(cfg)
         m.submodules.ctrl = ctrl = Controller(cfg)
@@ -131,6 +133,7 @@ class Accelerator(wiring.Component):
             perf.clear.eq(ctrl.perf_clear), perf.active.eq(ctrl.perf_active),
             perf.compute.eq(mm.busy),
             perf.macs_inc.eq(mm.macs_inc), perf.gated_inc.eq(mm.gated_inc),
+            perf.skipped_inc.eq(mm.skipped_inc),
             perf.dram_read.eq(dma.busy & rsp.valid & rsp.ready),
             perf.dram_write.eq(dma.busy & req.valid & req.ready & req.p.we),
             perf.stall.eq(req.valid & ~req.ready),

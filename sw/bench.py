@@ -880,8 +880,10 @@ def run_sparsity_bench(out_dir: Path, log: _Log = print, quick: bool = False) ->
     for r in rows:
         if r["meets_target"] != "":
             at = {x["density"]: x["speedup"] for x in rows
-                  if x["set"] == "sweep" and x["layer"] == r["layer"]}
-            log(f"{r['layer']}: zero-skipping speedup {r['speedup']:.3f}x at density "
+                  if x["set"] == "sweep" and x["layer"] == r["layer"]
+                  and x["dataflow"] == r["dataflow"]}
+            log(f"{r['layer']} {r['dataflow']} {r['array']}: zero-skipping speedup "
+                f"{r['speedup']:.3f}x at density "
                 f"{r['density']} (target >= {SPARSITY_TARGET}x: "
                 f"{'met' if r['meets_target'] else 'NOT met'}), {at[min(at)]:.3f}x at density "
                 f"{min(at)}")
@@ -894,11 +896,13 @@ def _sweep_rows(layer: ConvLayer, densities, log: _Log) -> list[dict]:
     """Return the sweep rows of ``layer``: one seeded draw of activations (uniform over the int8
     values other than the zero point), each kept where a seeded uniform number is below the
     density, so a lower density zeroes a superset of the positions; the padding, if any, is
-    zero points."""
+    zero points. Per density: the device (``small-rs`` and ``small-rs-skip`` on isasim) and
+    the Eyeriss-mapping model on :data:`RS_ARRAY`."""
     from stamen.sw.rs_model import RsConvShape, map_conv
     seed = _seed(layer)
+    graph, _ = conv_layer_graph(layer, seed)
     rng = np.random.default_rng(seed)
-    zp = int(rng.integers(-128, 128))
+    zp = int(graph.ops[0].zp_in[0])
     v = rng.integers(-128, 127, (layer.cin, layer.h, layer.w))
     acts = (v + (v >= zp)).astype(np.int8)
     keep = rng.random(acts.shape)
@@ -913,17 +917,65 @@ def _sweep_rows(layer: ConvLayer, densities, log: _Log) -> list[dict]:
     for d in densities:
         x = np.pad(np.where(keep < d, acts, np.int8(zp)), ((0, 0), (p, p), (p, p)),
                    constant_values=zp)
-        figs, _ = _rs_skip(x[None], mapping, zp, (p, p))
-        row = {f: "" for f in SPARSITY_FIELDS} | figs | {
+        base = {f: "" for f in SPARSITY_FIELDS} | {
             "set": "sweep", "workload": "random", "layer": layer.name, "shape": str(layer),
             "seed": seed, "zp": zp, "density": d}
-        if d == SPARSITY_TARGET_DENSITY:
-            row["meets_target"] = row["speedup"] >= SPARSITY_TARGET
-        rows.append(row)
-        log(f"  density {d:.1f} (measured {row['measured_density']:.3f}): "
-            f"{row['cycles_dense']:,} -> {row['cycles_skip']:,} cycles, speedup "
-            f"{row['speedup']:.3f}x, energy x{row['energy_ratio']:.3f}")
+        inner = x[:, p:x.shape[1] - p, p:x.shape[2] - p]
+        device, _ = _device_skip(graph, np.ascontiguousarray(inner.transpose(1, 2, 0))[None],
+                                 [layer.name])
+        model, _ = _rs_skip(x[None], mapping, zp, (p, p))
+        for row in (base | device[layer.name], base | model):
+            if d == SPARSITY_TARGET_DENSITY:
+                row["meets_target"] = row["speedup"] >= SPARSITY_TARGET
+            rows.append(row)
+            log(f"  density {d:.1f} (measured {row['measured_density']:.3f}) "
+                f"{row['dataflow']} {row['array']}: {row['cycles_dense']:,} -> "
+                f"{row['cycles_skip']:,} cycles, speedup {row['speedup']:.3f}x, energy "
+                f"x{row['energy_ratio']:.3f}")
     return rows
+
+
+def _device_skip(graph, x: np.ndarray, layers: list[str]) -> tuple[dict, dict]:
+    """Compile ``graph`` for ``small-rs`` (zero gating) and ``small-rs-skip`` (zero skipping),
+    run the images ``x`` on isasim (its cycles are the RTL's, ``tests/test_hw_matmul.py``) and
+    return the sweep / lenet figures of each of ``layers`` (compute cycles: the MATMUL engine's
+    busy cycles) and the energy rows (``_dataflow_run`` style, by ``zero_skip``)."""
+    from stamen.sw.energy import estimate_energy
+    from stamen.sw.lower import compile_graph
+    from stamen.sw.runtime import Device
+    figs = {name: {"dataflow": "rs", "array": "", "images": len(x), "error": ""}
+            for name in layers}
+    reports = {}
+    for preset, tag in (("small-rs", "dense"), ("small-rs-skip", "skip")):
+        cfg = AccelConfig.preset(preset)
+        prog = compile_graph(graph, cfg, batch=len(x))
+        y, rep = Device(cfg, "isasim").run(prog, x)
+        exact = bool(np.array_equal(y, graph.reference(x)))
+        energy = estimate_energy(prog, rep)
+        reports[tag == "skip"] = (cfg, prog, rep, energy, exact)
+        by = {r.name: r for r in rep.layers}
+        eby = {r.name: r for r in energy.layers}
+        for name in layers:
+            lr, f = by[name], figs[name]
+            f.update({"array": f"{cfg.rows}x{cfg.cols}", f"cycles_{tag}": lr.compute_cycles,
+                      f"issued_macs_{tag}": lr.issued_macs, f"energy_{tag}": eby[name].total,
+                      "macs": lr.macs, "bit_exact": exact and f.get("bit_exact", True)})
+            if tag == "skip":
+                f["skipped_macs"] = lr.skipped_macs
+            else:
+                f["gated_macs_dense"] = lr.gated_macs
+            if not exact:
+                f["error"] = f"{preset}: output is not bit-exact against golden"
+    inputs = {op.name: (op, xin) for op, xin in _conv_inputs(graph, x)}
+    for name in layers:
+        f = figs[name]
+        op, xin = inputs[name]
+        f["measured_density"] = round(float(np.mean(xin != op.zp_in[0])), 4)
+        if f["issued_macs_dense"] != f["issued_macs_skip"] + f["skipped_macs"]:
+            f["error"] = "dense issued MACs are not the skipping ones plus the skipped ones"
+        cfg = reports[False][0]
+        _skip_ratios(f, cfg.rows * cfg.cols)
+    return figs, reports
 
 
 def _rs_skip(xs: np.ndarray, mapping, zp: int, pad: tuple[int, int]) -> tuple[dict, dict]:
@@ -935,7 +987,8 @@ def _rs_skip(xs: np.ndarray, mapping, zp: int, pad: tuple[int, int]) -> tuple[di
     from stamen.sw.rs_model import rs_conv_cycles
     shape = mapping.shape
     inner = xs[:, :, pad[0]:shape.in_h - pad[0], pad[1]:shape.in_w - pad[1]]
-    figs = {"array": f"{mapping.rows}x{mapping.cols}", "images": len(xs),
+    figs = {"dataflow": "rs-eyeriss", "array": f"{mapping.rows}x{mapping.cols}",
+            "images": len(xs),
             "measured_density": round(float(np.mean(inner != zp)), 4),
             "macs": shape.macs * len(xs)}
     energies, errors = {}, []
@@ -992,11 +1045,13 @@ def _lenet_rows(w: _Workload, log: _Log) -> list[dict]:
     convs = _conv_inputs(w.graph, w.x)
     pos = {op.name: i for i, (op, _) in enumerate(convs)}
     lenet, energy = [], []
-    for cfg in configs:
-        for r in _dataflow_run(w, cfg, f"[sparsity] {w.name} {cfg.dataflow}", log):
+    for cfg in [*configs, AccelConfig.preset("small-rs-skip")]:
+        tag = "rs+skip" if cfg.zero_skip else cfg.dataflow
+        for r in _dataflow_run(w, cfg, f"[sparsity] {w.name} {tag}", log):
             if r["layer"] in pos or r["error"]:
                 energy.append({f: r.get(f, "") for f in SPARSITY_FIELDS}
-                              | {"set": "energy", "images": r["batch"]})
+                              | {"set": "energy", "images": r["batch"], "dataflow": tag})
+    device, _ = _device_skip(w.graph, w.x, list(pos))
     for op, x in convs:
         zp, (ph, pw), (sy, sx) = op.zp_in[0], op.padding, op.stride
         if sy != sx:
@@ -1013,30 +1068,38 @@ def _lenet_rows(w: _Workload, log: _Log) -> list[dict]:
         for rows, cols in rs_arrays:
             figs, ers = _rs_skip(x, map_conv(shape, rows, cols), zp, (ph, pw))
             if (rows, cols) == RS_ARRAY:
-                lenet.append(base | figs | {"set": "lenet"})
-                log(f"[sparsity] {w.name} {op.name}: density {figs['measured_density']:.3f} "
-                    f"over {len(x)} images, {figs['cycles_dense']:,} -> "
-                    f"{figs['cycles_skip']:,} cycles, speedup {figs['speedup']:.3f}x")
+                for f in (device[op.name], figs):
+                    lenet.append(base | f | {"set": "lenet"})
+                    log(f"[sparsity] {w.name} {op.name} {f['dataflow']} {f['array']}: density "
+                        f"{f['measured_density']:.3f} over {len(x)} images, "
+                        f"{f['cycles_dense']:,} -> {f['cycles_skip']:,} cycles, speedup "
+                        f"{f['speedup']:.3f}x")
             for skip, er in ers.items():
                 energy.append(base | {
-                    "set": "energy", "dataflow": "rs+skip" if skip else "rs",
+                    "set": "energy", "dataflow": "rs-eyeriss+skip" if skip else "rs-eyeriss",
                     "array": figs["array"], "images": len(x), "macs": er.macs,
                     "compute_cycles": er.cycles, "issued_macs": er.issued_macs,
                     "gated_macs": er.gated_macs, "dram_bytes": er.dram, "energy": er.total,
                     "energy_per_mac": round(er.per_mac, 4), "error": figs["error"],
                     "note": "row-stationary models; DRAM: the layer's minimum"}
                     | {f"e_{lv}": getattr(er, f"e_{lv}") for lv in _ENERGY_LEVELS})
-    total = {f: "" for f in SPARSITY_FIELDS} | {
-        "set": "lenet", "workload": w.name, "layer": "total", "shape": f"{len(lenet)} layers",
-        "array": f"{RS_ARRAY[0]}x{RS_ARRAY[1]}", "images": len(w.x)}
-    total.update({k: sum(r[k] for r in lenet) for k in _SKIP_SUMS})
+    totals = []
+    for df in dict.fromkeys(r["dataflow"] for r in lenet):
+        mine = [r for r in lenet if r["dataflow"] == df]
+        rows, cols = map(int, mine[0]["array"].split("x"))
+        total = {f: "" for f in SPARSITY_FIELDS} | {
+            "set": "lenet", "workload": w.name, "layer": "total", "dataflow": df,
+            "shape": f"{len(mine)} layers", "array": mine[0]["array"], "images": len(w.x)}
+        total.update({k: sum(r[k] for r in mine) for k in _SKIP_SUMS})
+        totals.append(_skip_ratios(total, rows * cols))
     energy.sort(key=lambda r: pos.get(r["layer"], -1))     # stable: the dataflows in order
-    return lenet + [_skip_ratios(total, RS_ARRAY[0] * RS_ARRAY[1])] + energy
+    return lenet + totals + energy
 
 
 def _sparsity_tables(rows: list[dict]) -> str:
     def skip_view(r):
-        return {"layer": r["layer"], "density": r["density"], "measured": r["measured_density"],
+        return {"layer": r["layer"], "df": r["dataflow"], "array": r["array"],
+                "density": r["density"], "measured": r["measured_density"],
                 "cyc_dense": r["cycles_dense"], "cyc_skip": r["cycles_skip"],
                 "speedup": r["speedup"], "util_dense": r["utilization_dense"],
                 "util_skip": r["utilization_skip"], "skipped": r["skipped_share"],
@@ -1055,16 +1118,17 @@ def _sparsity_tables(rows: list[dict]) -> str:
                            "E/ws": r["energy_vs_ws"], "error": r["error"]})
     array = f"{RS_ARRAY[0]}x{RS_ARRAY[1]}"
     return "\n".join([
-        f"zero skipping on the row-stationary {array} array (sw/rs_model.py cycles, "
-        f"sw/energy.py energy): dense stream with zero gating vs compressed stream; seeded "
-        f"random activations; target speedup >= {SPARSITY_TARGET} at density "
+        f"zero skipping, dense stream with zero gating vs compressed stream, on seeded random "
+        f"activations: rs = the device (small-rs vs small-rs-skip on isasim, whose cycles are "
+        f"the RTL's; compute cycles), rs-eyeriss = the Eyeriss mapping on the {array} RsArray "
+        f"(sw/rs_model.py); target speedup >= {SPARSITY_TARGET} at density "
         f"{SPARSITY_TARGET_DENSITY}", _table(sweep, list(sweep[0]) if sweep else []),
         "the digits LeNet's real int8 conv inputs (held-out images, golden model, padded with "
         "the zero point)", _table(lenet, list(lenet[0]) if lenet else []),
-        "energy per LeNet layer and dataflow over the same images: ws / os compiled and run on "
-        "isasim (compute cycles; energy from the program and the run's counters), rs from the "
-        "row-stationary models (DRAM: the layer's minimum, where ws / os count the program's "
-        "traffic); energy in millions of MAC units; E/MAC per issued MAC (skipped MACs are not "
+        "energy per LeNet layer and dataflow over the same images: ws / os / rs / rs+skip "
+        "compiled and run on isasim (compute cycles; energy from the program and the run's "
+        "counters), rs-eyeriss from the row-stationary models (DRAM: the layer's minimum, where "
+        "the others count the program's traffic); energy in millions of MAC units; E/MAC per issued MAC (skipped MACs are not "
         "issued); cyc/ws = compute cycles / ws", _table(energy, list(energy[0]) if energy else [])])
 
 

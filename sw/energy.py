@@ -60,6 +60,19 @@ RF per tile         ``k*R*C`` (weight register       0
 RF per MAC          1 (stationary weight read)       2 (stationary psum read + write)
 ==================  ===============================  ===============================
 
+``rs`` (row-stationary, ``hw/rs_matmul.py``) depends on the LOOP state in effect, so the replay
+tracks it: a MATMUL runs as the passes of ``sw.rs_model.rs_engine_passes`` (group ``g`` of
+``taps`` tiles, ``width`` act rows per pass, ``outputs`` ACC rows per pass). Per MATMUL: buffer WT
+reads ``k*R*C`` (each group's filter rows once, whatever the output rows), buffer ACT reads
+``R * sum(width)`` (each position once per pass), ACC reads ``C`` per output of a pass that keeps
+the old value (``accumulate`` or a later group) and ACC writes ``C * sum(outputs)``; array: a
+weight one hop to its PE (``k*R*C``), each activation beat to the ``C`` PEs of its row
+(``R*C*sum(width)``), each psum one hop per PE up its column (``R*C*sum(outputs)``); RF fixed:
+the filter spad writes (``k*R*C``) and the ifmap spad writes (``R*C*sum(width)``); RF per MAC 4
+(filter, ifmap, psum read and write), 1 per gated MAC (the ifmap read that finds the zero), and
+skipped MACs are not issued. With ``zero_skip`` the activation hops and ifmap writes of the
+skipped zeros are still charged (an upper bound: the replay does not see the data).
+
 An ``acc_max`` MATMUL (max pooling) on ``os`` reduces each tile on its own (``hw/os_matmul.py``):
 its psums are drained and max-ed into the ACC once per tile, so its ACC reads, ACC writes and
 psum drains are those of ``ws`` (``(k - 1 + a)*m*C``, ``k*m*C``, ``k*m*C``).
@@ -94,10 +107,11 @@ Assumptions, stated plainly:
 * The normalized costs are Eyeriss's 65 nm figures (DRAM 200, global buffer 6, array 2, RF 1,
   relative to a 16-bit MAC); they rank dataflows, they do not predict Joules.
 
-Row-stationary conv layers
---------------------------
-``rs`` is not in the device yet, so there is no instruction stream to replay:
-:func:`rs_conv_energy` counts the accesses of one conv layer on the row-stationary array from
+Row-stationary conv layers in the Eyeriss mapping
+-------------------------------------------------
+The device's ``rs`` engine puts input channels on PE rows and output channels on columns (the
+act spad's NHWC rows decide). :func:`rs_conv_energy` counts the accesses of one conv layer in
+the Eyeriss mapping instead (kernel rows on PE rows, output rows on columns), from
 its mapping (:func:`stamen.sw.rs_model.map_conv`) and its int8 input, pass by pass, with the
 same costs. In a pass, ``H`` PE rows hold the items ``(c, ky)``, ``B`` column blocks (one
 filter set each) of ``E`` columns (output rows) run ``F`` interleaved filters per PE (a short
@@ -186,12 +200,16 @@ class MatmulAccesses:
 @dataclass(frozen=True)
 class DataflowModel:
     """The access model of one dataflow: ``matmul(m, k, R, C, a, mx)`` (``a`` = ``accumulate``,
-    ``mx`` = ``acc_max``) gives a MATMUL's :class:`MatmulAccesses` and ``rf_per_mac`` the PE
-    register accesses of each MAC that is not gated."""
+    ``mx`` = ``acc_max``) gives a MATMUL's :class:`MatmulAccesses`, ``rf_per_mac`` the PE
+    register accesses of each MAC that is not gated and ``rf_per_gated`` those of a gated one.
+    With ``loop_aware`` the call is ``matmul(cfg, args, loop)`` (the MATMUL's operands and the
+    LOOP state in effect)."""
     name: str
-    matmul: Callable[[int, int, int, int, int, int], MatmulAccesses]
+    matmul: Callable[..., MatmulAccesses]
     rf_per_mac: int
     doc: str
+    rf_per_gated: int = 0
+    loop_aware: bool = False
 
 
 def _ws(m: int, k: int, R: int, C: int, a: int, mx: int) -> MatmulAccesses:
@@ -211,12 +229,30 @@ def _os(m: int, k: int, R: int, C: int, a: int, mx: int) -> MatmulAccesses:
                           macs=n)
 
 
+def _rs(cfg: AccelConfig, args: dict, loop: dict) -> MatmulAccesses:
+    from .rs_model import rs_engine_passes
+    R, C = cfg.rows, cfg.cols
+    k = args["k_tiles"]
+    passes = rs_engine_passes(cfg, args, loop)
+    beats = sum(p.width for p in passes)                 # per PE row
+    outs = sum(p.outputs for p in passes)
+    kept = sum(p.outputs for p in passes if args["accumulate"] or p.kt)
+    return MatmulAccesses(wt_reads=k * R * C, act_reads=beats * R, acc_reads=kept * C,
+                          acc_writes=outs * C, array_wt=k * R * C, array_act=beats * R * C,
+                          array_psum=outs * C * R, rf_fixed=k * R * C + beats * R * C,
+                          macs=args["m"] * k * R * C)
+
+
 #: The MATMUL access formulas of each modelled dataflow (the module docstring's table).
 DATAFLOW_MODELS = {
     "ws": DataflowModel("ws", _ws, 1, "weight-stationary: weights shifted in once per tile, "
                         "activations and psums passed PE to PE each MAC"),
     "os": DataflowModel("os", _os, 2, "output-stationary: activations and weights passed PE to "
                         "PE each MAC, psums drained once per output"),
+    "rs": DataflowModel("rs", _rs, 4, "row-stationary: filter rows loaded once per group, "
+                        "ifmap rows read once per pass and multicast along the PE row, psums "
+                        "accumulated in the PE and up the column", rf_per_gated=1,
+                        loop_aware=True),
 }
 
 
@@ -298,6 +334,7 @@ def count_accesses(words, cfg: AccelConfig, dataflow: str | None = None) -> list
     R, C = cfg.rows, cfg.cols
     elems = {"act": R, "wt": C, "acc": C, "out": C, "param": C}
     spans = [Accesses()]
+    loop = dict(isa.LOOP_RESET)
     for i, word in enumerate(words):
         try:
             op, a = fields(int(word))
@@ -326,8 +363,11 @@ def count_accesses(words, cfg: AccelConfig, dataflow: str | None = None) -> list
             cur.reads["acc"] += a["rows"] * C
             cur.reads["param"] += 3 * C
             cur.writes["out"] += a["rows"] * C
+        elif op == isa.Opcode.LOOP:
+            loop = {n: a[n] for n in isa.LOOP_RESET}
         elif op == isa.Opcode.MATMUL:
-            mm = model.matmul(a["m"], a["k_tiles"], R, C, a["accumulate"], a["acc_max"])
+            mm = (model.matmul(cfg, a, loop) if model.loop_aware else
+                  model.matmul(a["m"], a["k_tiles"], R, C, a["accumulate"], a["acc_max"]))
             cur.reads["wt"] += mm.wt_reads
             cur.reads["act"] += mm.act_reads
             cur.reads["acc"] += mm.acc_reads
@@ -506,7 +546,7 @@ def estimate_energy(prog, report=None, dataflow: str | None = None,
             row.issued_macs, row.gated_macs = c.issued_macs, c.gated_macs
             row.dram, row.cycles = c.dram_bytes, c.cycles
         row.mac = row.issued_macs - row.gated_macs
-        row.rf = acc.rf_fixed + model.rf_per_mac * row.mac
+        row.rf = acc.rf_fixed + model.rf_per_mac * row.mac + model.rf_per_gated * row.gated_macs
         out.layers.append(_energize(row, costs))
     tot = EnergyRow("total")
     for name in ("macs", "issued_macs", "gated_macs", "cycles", *LEVELS):

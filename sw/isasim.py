@@ -12,7 +12,7 @@ checked in this order, before the instruction touches anything:
    -> ``BAD_ARG``;
 4. a scratchpad row range beyond the spad depth -> ``SPAD_RANGE`` (MATMUL's act rows: after the
    MATMUL's cycles and MACs are counted, as the device finds them while reading; its zero-gated
-   MACs are then not modelled);
+   and skipped MACs are then not modelled: all its MACs count as ``macs``);
 5. a device-memory word range beyond ``mem_words`` -> ``DRAM_RANGE``;
 6. REQUANT: a shift row entry outside ``0..REQUANT_MAX_SHIFT`` -> ``BAD_PARAM``.
 
@@ -38,6 +38,25 @@ every program of ``tests/cases.py``). The in-order controller runs one instructi
   retire cycle (:func:`perf_cycles`) is counted, after the snapshot;
 * ``compute_cycles`` counts the cycles the MatmulEngine is busy: ``matmul_cycles - RETIRE_CYCLES``
   per MATMUL.
+
+MAC counters
+------------
+A MATMUL has ``total = m * R * C * k_tiles`` MACs (``R = cfg.rows``, ``C = cfg.cols``); let ``Z``
+be the number of zero activations it reads (entries ``a - zp == 0`` over ``(kt, i, r)``), each
+of which meets the ``C`` weights of its array row.
+
+* ``macs`` counts the MACs performed, ``gated_macs`` those of them performed with a gated
+  multiplier, ``skipped_macs`` the MACs never performed because a zero activation was skipped;
+  ``macs + skipped_macs == total``.
+* ``ws`` / ``os`` (zero skipping is not available): ``macs += total``; with ``cfg.zero_gate`` a
+  MAC is gated when its activation or its weight is zero, ``gated_macs += Z * C +`` (the MACs of a
+  non-zero activation with a zero weight).
+* ``rs``: a row-stationary PE gates and skips on a zero activation only, never on a zero weight.
+  With ``cfg.zero_skip`` the zero activations of the tiles in windows of two taps or more are
+  skipped (``sw.rs_model.rs_skipped_tiles``; one-tap passes are fed dense): ``skipped_macs``
+  adds their ``Z_skip * C`` and ``macs += total - Z_skip * C``. The other zero activations
+  (all of them without ``zero_skip``) are performed, and gated with ``cfg.zero_gate``:
+  ``gated_macs += (Z - Z_skip) * C``.
 """
 from __future__ import annotations
 
@@ -51,6 +70,7 @@ from .asm import fields
 from .errors import DeviceError
 
 __all__ = ["IsaSim", "fetch_cycles", "load_cycles", "store_cycles", "matmul_cycles",
+           "matmul_cycles_of",
            "requant_cycles", "perf_cycles", "misc_cycles", "ISSUE_OVERHEAD", "RETIRE_CYCLES",
            "DMA_READ_LATENCY", "DMA_WRITE_LATENCY", "REQUANT_LATENCY", "REQUANT_SERIAL_LATENCY",
            "WT_READ_LATENCY", "ACT_READ_LATENCY", "ACC_WRITE_LATENCY", "MISC_CYCLES",
@@ -144,6 +164,9 @@ def matmul_cycles(cfg: AccelConfig, m: int, k_tiles: int) -> int:
     output-stationary form ``G*(K + R + C - 2) - 1`` (``K = k_tiles*R``) pays every group's fill
     and drain; here they overlap the next group's reduction and are paid once.
     """
+    if cfg.dataflow == "rs":
+        raise ValueError("A row-stationary MATMUL's cycles depend on the LOOP state: use "
+                         "matmul_cycles_of")
     if cfg.dataflow == "os":
         groups = -(-m // cfg.rows)
         steps = groups * k_tiles * cfg.rows
@@ -155,6 +178,18 @@ def matmul_cycles(cfg: AccelConfig, m: int, k_tiles: int) -> int:
     last_tile_first_read = r + max(k * s, (k // 2) * pair + (k % 2) * s)
     return (last_tile_first_read + m - 1 + ACT_READ_LATENCY + array_latency(cfg)
             + ACC_WRITE_LATENCY)
+
+
+def matmul_cycles_of(cfg: AccelConfig, args: dict, loop: dict,
+                     act: np.ndarray | None = None) -> int:
+    """Return the cycles of the MATMUL ``args`` under LOOP state ``loop``, like
+    :func:`matmul_cycles`: for ``dataflow="rs"`` ``sw.rs_model.rs_matmul_cycles`` (its passes
+    follow the LOOP state; with ``zero_skip`` they depend on the ACT spad contents ``act``, and
+    the figure is an upper bound), else :func:`matmul_cycles` of ``m`` and ``k_tiles``."""
+    if cfg.dataflow == "rs":
+        from .rs_model import rs_matmul_cycles
+        return rs_matmul_cycles(cfg, args, loop, act)
+    return matmul_cycles(cfg, args["m"], args["k_tiles"])
 
 
 def requant_cycles(cfg: AccelConfig, rows: int) -> int:
@@ -312,7 +347,7 @@ class IsaSim:
             self._dram_check(pc, a["dram_addr"], a["dram_addr"] + pw - 1)
             mask = (1 << cfg.counter_bits) - 1         # the counters wrap at counter_bits
             snap = b"".join((ctr[n] & mask).to_bytes(isa.PERF_SLOT_BYTES, "little")
-                            for n in isa.PERF_COUNTERS)
+                            for n in isa.PERF_COUNTERS).ljust(pw * cfg.mem_bus_bytes, b"\0")
             start = a["dram_addr"] * cfg.mem_bus_bytes
             mem[start:start + len(snap)] = np.frombuffer(snap, np.uint8)
             ctr["cycles"] += perf_cycles(cfg)           # the retire cycle, after the snapshot
@@ -383,7 +418,7 @@ class IsaSim:
         self._spad_check(pc, "wt", a["wt_addr"], wt_rows)
         self._spad_check(pc, "acc", a["acc_addr"], m)
         rows_idx = self.act_rows(a)
-        cyc = matmul_cycles(cfg, m, kt)
+        cyc = matmul_cycles_of(cfg, a, self.loop, self.spads["act"])
         act_last = int(rows_idx.max())
         if act_last >= cfg.act_spad_depth:             # found as the rows are read: at the end
             ctr["cycles"] += cyc
@@ -411,14 +446,35 @@ class IsaSim:
             if a["accumulate"]:
                 prod += acc[lo:hi]
         acc[lo:hi] = golden.wrap_int32(prod)
-        ctr["macs"] += m * R * C * kt
+        self._count_macs(acts, wts, ctr, a)
+        ctr["cycles"] += cyc
+        ctr["compute_cycles"] += cyc - RETIRE_CYCLES       # the MatmulEngine's busy cycles
+
+    def _count_macs(self, acts, wts, ctr, args):
+        """Add a MATMUL's MACs to ``macs``, ``gated_macs`` and ``skipped_macs`` (module
+        docstring, "MAC counters"); ``acts`` are ``a - zp`` (kt, m, R), ``wts`` (kt*R, C)."""
+        cfg = self.cfg
+        C = cfg.cols
+        kt, m, R = acts.shape
+        total = m * R * C * kt
+        za = acts == 0                                                      # (kt, m, R)
+        if cfg.dataflow == "rs":        # a row-stationary PE gates or skips on zero acts only
+            zeros = za.sum(axis=(1, 2)) * C                                 # per tile
+            skip = np.zeros(kt, bool)
+            if cfg.zero_skip:
+                from .rs_model import rs_skipped_tiles
+                skip = rs_skipped_tiles(cfg, args, self.loop)
+            skipped = int(zeros[skip].sum())
+            ctr["skipped_macs"] += skipped
+            ctr["macs"] += total - skipped
+            if cfg.zero_gate:
+                ctr["gated_macs"] += int(zeros[~skip].sum())
+            return
+        ctr["macs"] += total
         if cfg.zero_gate:
-            za = acts == 0                                                  # (kt, m, R)
             zw = (wts == 0).reshape(kt, R, C).sum(axis=2)                   # (kt, R)
             nza = m - za.sum(axis=1)                                        # (kt, R)
             ctr["gated_macs"] += int(za.sum()) * C + int((nza * zw).sum())
-        ctr["cycles"] += cyc
-        ctr["compute_cycles"] += cyc - RETIRE_CYCLES       # the MatmulEngine's busy cycles
 
     def _requant(self, a, pc, ctr):
         cfg = self.cfg

@@ -54,8 +54,8 @@ from stamen.hw.params import AccelConfig
 from . import golden
 from .errors import CompileError
 from .graph import QOp, QuantizedGraph
-from .isasim import (fetch_cycles, load_cycles, matmul_cycles, misc_cycles, perf_cycles,
-                     requant_cycles, store_cycles)
+from .isasim import (fetch_cycles, load_cycles, matmul_cycles, matmul_cycles_of, misc_cycles,
+                     perf_cycles, requant_cycles, store_cycles)
 from .program import LayerInfo, Program
 
 __all__ = ["compile_graph"]
@@ -477,7 +477,29 @@ def _slot(cache: dict, key, slots: int) -> int:
     return nxt
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _rs_matmul_cost(cfg: AccelConfig, ops: tuple, loop: tuple) -> int:
+    """Return the cycle-model cost of a row-stationary MATMUL under LOOP state ``loop`` (with a
+    dense stream: zero skipping only makes it faster)."""
+    return matmul_cycles_of(cfg.replace(zero_skip=False), dict(ops), dict(loop)) + fetch_cycles(cfg)
+
+
+def _instrs_cost(cfg: AccelConfig, instrs: list, loop: dict) -> int:
+    """Return the estimated cycles of ``instrs``, starting under LOOP state ``loop``."""
+    loop = tuple(loop.items())
+    cost = 0
+    for op, ops in instrs:
+        if op == _OP.LOOP:
+            loop = ops
+        if op == _OP.MATMUL and cfg.dataflow == "rs":
+            cost += _rs_matmul_cost(cfg, ops, loop)
+        else:
+            cost += _estimate(cfg, op, ops)
+    return cost
+
+
 def _estimate(cfg: AccelConfig, op, ops: tuple) -> int:
+    """Return the estimated cycles of one instruction (a MATMUL of a ws or os device)."""
     d = dict(ops)
     if op in (_OP.LOAD, _OP.STORE):
         return _cost(cfg, op, d["spad"], d["rows"], 0)
@@ -564,7 +586,7 @@ def _choose(op: _Op, cfg: AccelConfig, state: dict, small_code: bool) -> tuple[d
     for plan in _plans(op, cfg):
         st = _copy_state(state)
         instrs = list(_gen_op(op, cfg, plan, st))
-        cost = sum(_estimate(cfg, o, a) for o, a in instrs)
+        cost = _instrs_cost(cfg, instrs, state["loop"])
         key = (len(instrs), cost) if small_code else (cost, len(instrs))
         if best is None or key < best[0]:
             best = (key, plan, instrs, st, cost)

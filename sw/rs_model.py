@@ -12,7 +12,10 @@ import numpy as np
 
 __all__ = ["compress_row", "RsPeTiming", "rs_pe_timing", "rs_pe_cycles", "RS_PSUM_LATENCY",
            "RsConvShape", "linear_shape", "RsPass", "RsMapping", "map_conv", "chain_cycles",
-           "RsLayerCycles", "rs_conv_cycles", "window_activations"]
+           "RsLayerCycles", "rs_conv_cycles", "window_activations", "RsEnginePass",
+           "rs_engine_mode", "rs_engine_passes", "rs_engine_pass_rows", "rs_matmul_cycles",
+           "rs_fed_pe_timing", "rs_skipped_tiles",
+           "RS_FEED_DELAY", "RS_END_CYCLES"]
 
 #: Cycles from the op completing a psum to that psum being valid on the PE's ``o_psums``.
 RS_PSUM_LATENCY = 2
@@ -372,3 +375,179 @@ def rs_conv_cycles(x: np.ndarray, mapping: RsMapping, zp: int, zero_skip: bool =
     pes = mapping.rows * mapping.cols
     return RsLayerCycles(total, tuple(per_pass), shape.macs, issued, skipped,
                          issued / (pes * total) if total else 0.0)
+
+
+# -- the row-stationary device engine (hw/rs_matmul.py): a MATMUL's passes and cycles -----------
+
+#: Cycles from a pass's start to its first activation beat at the PEs beyond the ideal stream's
+#: one (the feeder's act spad read, its push into the row FIFO and the FIFO's output register).
+RS_FEED_DELAY = 2
+#: Cycles from the last pass's end (every PE idle) to the engine's ``busy`` falling.
+RS_END_CYCLES = 1
+
+
+@dataclass(frozen=True)
+class RsEnginePass:
+    """One pass of ``hw.rs_matmul.RsMatmulEngine`` (see its module docstring): the run of act
+    rows ``base + p*pstep`` for ``p < width``, ``outputs`` windows of ``taps`` taps and stride
+    ``stride``, filter ``group`` (its first tile ``kt``), ``first`` pass of its group; the
+    outputs go to ACC rows ``acc_row ..``."""
+    group: int
+    kt: int
+    base: int
+    pstep: int
+    width: int
+    outputs: int
+    taps: int
+    stride: int
+    acc_row: int
+    first: bool
+
+
+def rs_engine_mode(cfg, args: dict, loop: dict) -> tuple[bool, int, int, int]:
+    """Return ``(window, taps, stride, pstep)`` of a MATMUL on the row-stationary engine:
+    window mode when ``2 <= k_wrap0 <= cfg.rs_max_taps``, not ``acc_max`` and
+    ``m_stride == stride * act_stride`` for a stride of 1 or 2; else tap mode (one tap, stride
+    1, positions ``m_stride`` apart)."""
+    from stamen.hw.params import RS_MAX_STRIDE
+    s, a, ms = loop["k_wrap0"], args["act_stride"], loop["m_stride"]
+    strides = [u for u in range(1, RS_MAX_STRIDE + 1) if ms == u * a]
+    if 2 <= s <= cfg.rs_max_taps and not args["acc_max"] and strides:
+        return True, s, strides[0], a
+    return False, 1, 1, ms
+
+
+def rs_engine_passes(cfg, args: dict, loop: dict) -> list[RsEnginePass]:
+    """Return the passes of a MATMUL on the row-stationary engine, in the order it runs them
+    (group, then output row, then segment of at most ``RS_SEGMENT`` outputs)."""
+    from stamen.hw.params import RS_SEGMENT
+    window, taps, stride, pstep = rs_engine_mode(cfg, args, loop)
+    m, k_tiles = args["m"], args["k_tiles"]
+    row_outputs = loop["m_wrap"] or m
+
+    def level(n, wrap):
+        return (n % wrap, n // wrap) if wrap else (n, 0)
+    passes = []
+    for g, kt in enumerate(range(0, k_tiles, taps)):
+        t0, rest = level(kt, loop["k_wrap0"])
+        t1, t2 = level(rest, loop["k_wrap1"])
+        gbase = (args["act_addr"] + t0 * args["act_stride"] + t1 * loop["k_stride1"]
+                 + t2 * loop["k_stride2"])
+        for i1, i in enumerate(range(0, m, row_outputs)):
+            in_row = min(row_outputs, m - i)
+            for o0 in range(0, in_row, RS_SEGMENT):
+                n = min(RS_SEGMENT, in_row - o0)
+                tk = min(taps, k_tiles - kt)
+                passes.append(RsEnginePass(
+                    group=g, kt=kt, base=gbase + i1 * loop["m_stride1"] + o0 * stride * pstep,
+                    pstep=pstep, width=(n - 1) * stride + tk, outputs=n, taps=tk, stride=stride,
+                    acc_row=args["acc_addr"] + i + o0, first=i == 0 and o0 == 0))
+    return passes
+
+
+def rs_skipped_tiles(cfg, args: dict, loop: dict) -> np.ndarray:
+    """Return, per tile ``kt`` of a MATMUL, whether a ``zero_skip`` row-stationary engine skips
+    its zero activations: the tiles of groups of two taps or more (one-tap passes are fed
+    dense, ``hw/rs_matmul.py``)."""
+    _, taps, _, _ = rs_engine_mode(cfg, args, loop)
+    k_tiles = args["k_tiles"]
+    skip = np.zeros(k_tiles, bool)
+    if cfg.zero_skip:
+        for kt in range(0, k_tiles, taps):
+            skip[kt:kt + taps] = min(taps, k_tiles - kt) >= 2
+    return skip
+
+
+def rs_engine_pass_rows(act: np.ndarray, p: RsEnginePass) -> np.ndarray:
+    """Return the act spad rows of a pass's run, ``(width, R)`` (lane ``r``: PE row ``r``'s
+    ifmap row); a row beyond the spad (a faulting MATMUL) wraps around it."""
+    return act[(p.base + p.pstep * np.arange(p.width)) % len(act)]
+
+
+def rs_matmul_cycles(cfg, args: dict, loop: dict, act: "np.ndarray | None" = None) -> int:
+    """Return the cycles of ``hw.rs_matmul.RsMatmulEngine`` from accepting a MATMUL to ``busy``
+    falling.
+
+    Events: group ``g``'s filter loader reads ``taps*R`` WT rows from
+    ``max(end of group g-1's reads, start of group g-1's first pass + 1)`` (``g >= 2``; group 0
+    from cycle 1), and its filters count as loaded 1 cycle after the last read. A pass starts
+    when its filters are loaded and the previous pass is over; it takes
+    :func:`chain_cycles` of its PE rows (identical PEs along a row) plus ``RS_FEED_DELAY``.
+    ``busy`` falls ``RS_END_CYCLES`` after the last pass. Exact with a dense stream
+    (``zero_skip=False``; ``act`` is then not needed); with ``zero_skip`` the PE rows' timings
+    come from ``act`` (the ACT spad, ``(depth, R)`` int8) and the figure is an estimate: the
+    chain model is an upper bound, and the feeder walks every position at one per cycle.
+    """
+    R = cfg.rows
+    zp = args["zp"]
+    passes = rs_engine_passes(cfg, args, loop)
+    load_end = {}                  # group -> cycle after its last read
+    loaded = {}                    # group -> first cycle a pass may use it
+    first_start = {}
+    t = 0                          # the previous pass's end
+    for p in passes:
+        g = p.group
+        if g not in loaded:
+            begin = 1 if g == 0 else load_end[g - 1]
+            if g >= 2:
+                begin = max(begin, first_start[g - 1] + 1)
+            load_end[g] = begin + p.taps * R
+            loaded[g] = load_end[g] + 1
+        start = max(t, loaded[g])
+        if p.first:
+            first_start[g] = start
+        t = start + _pass_cycles(cfg, p, act, zp)
+    return t + RS_END_CYCLES
+
+
+def _pass_cycles(cfg, p: RsEnginePass, act, zp: int) -> int:
+    if cfg.zero_skip and p.taps >= 2:          # one-tap passes are fed dense (hw/rs_matmul.py)
+        if act is None:
+            raise ValueError("rs_matmul_cycles with zero_skip needs the ACT spad contents")
+        rows = rs_engine_pass_rows(act, p)
+        timings = [rs_fed_pe_timing(rows[:, r] != zp, p.taps, p.stride, watermark=True)
+                   for r in range(cfg.rows)]
+        return chain_cycles(timings) + RS_FEED_DELAY
+    dense = rs_fed_pe_timing(np.ones(p.width, bool), p.taps, p.stride)
+    return chain_cycles([dense] * cfg.rows) + RS_FEED_DELAY
+
+
+def rs_fed_pe_timing(present: np.ndarray, taps: int, stride: int,
+                     watermark: bool = False) -> RsPeTiming:
+    """Return a PE's timing on one row (one filter) when its beats come from a walk of the
+    row's positions, one per cycle: the beat of position ``p`` (and the end marker, position
+    ``width``) is presented no earlier than cycle ``1 + p``; ``present[p]`` says whether it has
+    a beat (all with a dense stream). Otherwise as :func:`rs_pe_timing` (identical for a dense
+    row): window ``x + 1``'s new beats load one per cycle from window ``x``'s start, and a
+    window starts when the previous one's ops are done, its beats are loaded and the beat
+    beyond it (or the end marker) is presented, or with ``watermark`` (``hw/rs_matmul.py``'s
+    feeder tells the PEs how far its walk has got) as soon as the walk has passed the position
+    beyond it (cycle ``2 + end``).
+    """
+    width = len(present)
+    pos = [int(q) for q in np.flatnonzero(present)] + [width]      # the end marker last
+    arrive = [1 + q for q in pos]
+    n_out = (width - taps) // stride + 1 if width >= taps else 0
+    prefix = np.concatenate([[0], np.cumsum(present)])
+    idx, last_load = 0, 0
+
+    def load(upto: int, begin: int) -> int:
+        nonlocal idx
+        t = begin - 1
+        while pos[idx] <= upto and idx < len(pos) - 1:
+            t = max(arrive[idx], t + 1)
+            idx += 1
+        return t
+    last_load = load(taps - 1, 1)
+    t = max(last_load + 1, min(arrive[idx], 1 + taps) if watermark else arrive[idx])
+    psum_cycles = []
+    for x in range(n_out):
+        lo, hi = x * stride, min(x * stride + taps - 1, width - 1)
+        ops = max(1, int(prefix[hi + 1] - prefix[lo]))
+        psum_cycles.append(t + ops - 1 + RS_PSUM_LATENCY)
+        last_load = load(x * stride + taps - 1 + stride, t)
+        seen = arrive[idx]
+        if watermark:       # the walk passing the window's end tells it is complete
+            seen = min(seen, 2 + x * stride + taps - 1 + stride)
+        t = max(t + ops, last_load + 1, seen)
+    return RsPeTiming(cycles=t + 1, psum_cycles=tuple(psum_cycles))

@@ -44,9 +44,13 @@ class LayerReport:
 
     ``macs`` counts useful multiply-accumulates (M*K*N; for a convolution output pixels x
     kernel taps x input channels per group x output channels; 0 for pooling and adds);
-    ``issued_macs`` counts PE-cycles the array spent on MACs, padding included; ``utilization``
-    is ``macs / (compute_cycles * rows * cols)``; ``dram_bytes`` is the device-memory traffic and
-    ``min_dram_bytes`` what it would be if every input, weight and output byte moved once.
+    ``issued_macs`` counts PE-cycles the array spent on MACs, padding included, ``gated_macs``
+    those of them with a gated multiplier and ``skipped_macs`` the MACs a ``zero_skip`` array
+    never issued because their activation was zero (the device counters ``macs``,
+    ``gated_macs``, ``skipped_macs``; ``issued_macs + skipped_macs`` is the MATMULs' total);
+    ``utilization`` is ``macs / (compute_cycles * rows * cols)``; ``dram_bytes`` is the
+    device-memory traffic and ``min_dram_bytes`` what it would be if every input, weight and
+    output byte moved once.
     """
     name: str
     kind: str = ""
@@ -158,6 +162,7 @@ def _fill(cfg: AccelConfig, r: LayerReport, c: dict) -> None:
     r.compute_cycles = c["compute_cycles"]
     r.issued_macs = c["macs"]
     r.gated_macs = c["gated_macs"]
+    r.skipped_macs = c["skipped_macs"]
     r.dram_bytes = c["dram_read_bytes"] + c["dram_write_bytes"]
     r.stall_cycles = c["stall_cycles"]
     pes = cfg.rows * cfg.cols

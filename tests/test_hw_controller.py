@@ -1,9 +1,12 @@
 # amaranth: UnusedElaboratable=no
-"""Controller: fetch, decode, range checks and faults, PERF, on a whole SimDevice."""
+"""Controller: fetch, decode, range checks and faults, PERF, on a whole SimDevice (and the
+PerfWriter / PerfCounters blocks alone)."""
 import numpy as np
 import pytest
 
 from stamen.hw import isa
+from stamen.hw.controller import PerfWriter
+from stamen.hw.perf import PerfCounters
 from stamen.hw.isa import ErrorCode, Opcode, Spad
 from stamen.hw.params import AccelConfig
 from stamen.hw.simdevice import SimDevice
@@ -16,6 +19,8 @@ CFG = AccelConfig(rows=2, cols=4, bus_bytes=2, act_spad_depth=32, wt_spad_depth=
                   acc_spad_depth=16, out_spad_depth=16, param_spad_depth=6, mem_bytes=2 * 1024)
 #: The same device with the shift-and-add range-check multiplier and a serial requantizer.
 SERIAL = CFG.replace(check_mul_bits=4, requant_lanes=1, requant_mul_bits=4)
+#: The same device, row-stationary with zero skipping.
+RS_SKIP = CFG.replace(name="rs-skip", dataflow="rs", zero_skip=True)
 IW = isa.instr_words(CFG)
 PROG = 0x300
 
@@ -119,6 +124,8 @@ def test_program_with_perf(latency, stall):
         assert written["dram_read_bytes"] == nbytes, written
         assert written["dram_write_bytes"] == nbytes, written
         assert written["macs"] == written["gated_macs"] == written["compute_cycles"] == 0
+        assert written["skipped_macs"] == 0, written
+        assert raw >> (64 * len(isa.PERF_COUNTERS)) == 0, "PERF padding must be zero"
         assert 3 * IW + 2 * 4 * words < written["cycles"] < cycles, (written, cycles)
         if stall == 0:
             assert written["stall_cycles"] == 0, written
@@ -270,10 +277,16 @@ def _words(cfg, mem):
             for i in range(0, mem.size, cfg.mem_bus_bytes)]
 
 
-@pytest.mark.parametrize("cfg,latency,stall", [(CFG, 0, 0), (CFG, 5, 3), (SERIAL, 0, 0)],
-                         ids=["comb-ideal", "comb-slow", "serial-ideal"])
+@pytest.mark.parametrize("cfg,latency,stall", [(CFG, 0, 0), (CFG, 5, 3), (SERIAL, 0, 0),
+                                               (RS_SKIP.replace(zero_skip=False), 0, 0),
+                                               (RS_SKIP, 0, 0), (RS_SKIP, 5, 3)],
+                         ids=["comb-ideal", "comb-slow", "serial-ideal", "rs-ideal",
+                              "rs-skip-ideal", "rs-skip-slow"])
 def test_loop_programs_match_isasim(cfg, latency, stall):
     """LOOP programs against IsaSim: memory images, and with an ideal memory every counter.
+    For ``dataflow="rs"`` 40 % of the activations equal the first MATMUL's zero point, so the
+    row-stationary array gates them (or, with ``zero_skip``, skips them: ``skipped_macs``;
+    isasim's cycles are then an upper bound, so they are not compared).
 
     The first program sets a LOOP (a window walk), runs MATMULs (sum, then max with
     ``wt_repeat``) and stores ACC; the second, started on the same device, runs a MATMUL
@@ -285,7 +298,10 @@ def test_loop_programs_match_isasim(cfg, latency, stall):
     rng = np.random.default_rng(seed)
     act_at, wt_at, acc_at, perf_at = 0x40, 0x80, 0x100, 0x180
     acc_words = cfg.spad_row_words("acc")
-    data = {act_at: rng.integers(-128, 128, (CFG.act_spad_depth, CFG.rows), np.int8).tobytes(),
+    acts = rng.integers(-128, 128, (CFG.act_spad_depth, CFG.rows), np.int8)
+    if cfg.dataflow == "rs":        # real zeros (of the first MATMUL's zp) to gate or skip
+        acts[rng.random(acts.shape) < 0.4] = 3
+    data = {act_at: acts.tobytes(),
             wt_at: rng.integers(-128, 128, (CFG.wt_spad_depth, CFG.cols), np.int8).tobytes()}
     window = loop(k_wrap0=3, k_wrap1=0, k_stride1=6, m_wrap=2, m_stride=2, m_stride1=6)
     progs = {
@@ -311,6 +327,8 @@ def test_loop_programs_match_isasim(cfg, latency, stall):
             ctr, err, pc = e.counters, e.code, e.pc
         assert err == code, f"isasim: {err}"
         expected.append((err, pc, ctr, _words(cfg, mem)))
+    if cfg.dataflow == "rs":            # the zeros are really skipped (or gated)
+        assert expected[0][2]["skipped_macs" if cfg.zero_skip else "gated_macs"] > 0
     dut = SimDevice(cfg, max_latency=8)
 
     async def testbench(ctx):
@@ -321,11 +339,14 @@ def test_loop_programs_match_isasim(cfg, latency, stall):
             msg = f"seed={seed} prog={addr:#x} latency={latency} stall={stall}"
             assert got[:2] == (err, pc), msg
             perf = perf_dict(ctx, dut)
-            if err != ErrorCode.NONE:
-                perf.pop("gated_macs")
-            exact = (latency, stall) == (0, 0)
+            if err != ErrorCode.NONE:   # a faulting MATMUL's gating and skipping: not modelled
+                for name in ("gated_macs", "macs", "skipped_macs")[:3 if cfg.zero_skip else 1]:
+                    perf.pop(name)
+            # isasim's cycles are exact for an ideal memory (an upper bound when skipping)
+            exact = (latency, stall) == (0, 0) and not cfg.zero_skip
+            timing = ("cycles", "stall_cycles") + (("compute_cycles",) if cfg.zero_skip else ())
             for name in perf:
-                if exact or name not in ("cycles", "stall_cycles"):
+                if exact or name not in timing:
                     assert perf[name] == ctr[name], f"{msg} {name}: {perf} != {ctr}"
             mem_now = [ctx.get(dut.mem_data[i]) for i in range(cfg.mem_words)]
             if not exact:       # the PERF image holds cycle counts
@@ -334,6 +355,58 @@ def test_loop_programs_match_isasim(cfg, latency, stall):
             np.testing.assert_array_equal(mem_now, words, err_msg=msg)
 
     simulate(dut, testbench, latency, stall)
+
+
+@pytest.mark.parametrize("bus_bytes", [1, 16])
+def test_perf_writer_image(bus_bytes):
+    """PerfWriter writes ``perf_words`` words: the slots in PERF_COUNTERS order, zero-extended
+    to 64 bits, then zero padding up to a whole word (9 slots on a 16-byte bus)."""
+    cfg = AccelConfig(rows=16, cols=16, bus_bytes=bus_bytes, counter_bits=40)
+    dut = PerfWriter(cfg)
+    values = {n: (0x1234_5678_9A + 0x1_0101 * k) & ((1 << 40) - 1)
+              for k, n in enumerate(isa.PERF_COUNTERS)}
+    n = isa.perf_words(cfg)
+    assert n * bus_bytes >= 8 * len(isa.PERF_COUNTERS)
+
+    async def testbench(ctx):
+        ctx.set(dut.values, values)
+        await amsim.put(ctx, dut.i_cmd, 0x20, timeout=5)
+        reqs = [await amsim.get(ctx, dut.o_mem_req, timeout=5) for _ in range(n)]
+        assert [r.addr for r in reqs] == list(range(0x20, 0x20 + n))
+        assert all(r.we for r in reqs)
+        raw = sum(r.wdata << (cfg.mem_bus_bits * i) for i, r in enumerate(reqs))
+        assert {name: (raw >> (64 * k)) & ((1 << 64) - 1)
+                for k, name in enumerate(isa.PERF_COUNTERS)} == values
+        assert raw >> (64 * len(isa.PERF_COUNTERS)) == 0
+        await ctx.tick()
+        assert not ctx.get(dut.busy)
+
+    amsim.run(dut, testbench)
+
+
+def test_perf_counters_count_skipped_macs():
+    """skipped_macs adds skipped_inc on active cycles (up to rows*cols*rs_max_taps a cycle),
+    holds otherwise and clears on clear."""
+    cfg = AccelConfig(dataflow="rs", zero_skip=True, rows=2, cols=4, bus_bytes=2,
+                      counter_bits=16)
+    dut = PerfCounters(cfg)
+    top = cfg.rows * cfg.cols * cfg.rs_max_taps
+    incs = [(1, 3), (0, 7), (1, top), (1, 0), (1, top)]
+
+    async def testbench(ctx):
+        want = 0
+        for active, inc in incs:
+            ctx.set(dut.active, active)
+            ctx.set(dut.skipped_inc, inc)
+            await ctx.tick()
+            want = (want + active * inc) & 0xFFFF
+            assert ctx.get(dut.values.skipped_macs) == want, (active, inc)
+            assert ctx.get(dut.values.macs) == 0
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        assert ctx.get(dut.values.skipped_macs) == 0
+
+    amsim.run(dut, testbench)
 
 
 def test_loop_retires_in_dispatch_cycle():

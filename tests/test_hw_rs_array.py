@@ -60,7 +60,7 @@ def _run(dut: RsArray, mapping, x, w, zp, zero_skip: bool, limit: int = 20000):
                         fi, s = divmod(k, shape.kw)
                         v = int(w[fs[fi], c - p.group * g_in, ky, s]) if fi < len(fs) else 0
                         ctx.set(dut.wt_write[i].addr, k)
-                        ctx.set(dut.wt_write[i].data, v)
+                        ctx.set(dut.wt_write[i].data, [v] * dut.shape[1])
                         await ctx.tick()
                 ctx.set(dut.wt_write[i].en, 0)
             acts = {(i, j): beats(x[c, y]) for i, j, c, y, ky, fs in p.pe_rows(shape)}

@@ -104,6 +104,7 @@ def test_gemm_requant_program(seed, latency, stall):
         gated = int(np.sum(((a - zp) == 0)[:, :, None] | (w == 0)[None, :, :]))
         if cfg.zero_gate:
             assert perf["gated_macs"] == gated, (msg, perf)
+        assert perf["skipped_macs"] == 0, (msg, perf)           # ws / os never skip
         assert perf["dram_read_bytes"] == a.size + w.size + params.nbytes, (msg, perf)
         assert perf["dram_write_bytes"] == M * C * 5, (msg, perf)
         assert 0 < perf["compute_cycles"] < perf["cycles"], (msg, perf)

@@ -53,8 +53,8 @@ def test_small_device_options():
     ({"rows": 0}, TypeError, "rows must be a positive integer"),
     ({"cols": 2.5}, TypeError, "cols must be a positive integer"),
     ({"dataflow": "xy"}, ValueError, "dataflow must be one of"),
-    ({"dataflow": "rs"}, ValueError, "not implemented yet"),
-    ({"zero_skip": True}, ValueError, "zero_skip must be False"),
+    ({"zero_skip": True}, ValueError, "zero_skip needs dataflow 'rs'"),
+    ({"dataflow": "os", "zero_skip": True}, ValueError, "zero_skip needs dataflow 'rs'"),
     ({"bus_bytes": 3}, ValueError, "power of two"),
     ({"mem_bytes": 1000}, ValueError, "multiple of 16"),
     ({"wt_spad_depth": 4}, ValueError, "two weight tiles"),
@@ -91,3 +91,18 @@ def test_encode_decode_round_trip_and_errors():
     with pytest.raises(ValueError, match="Illegal opcode 15"):
         isa.decode(0xF)
     assert isa.opcode_bits(0xF) == 15
+
+
+def test_perf_counter_layout():
+    # The first eight slots (and bridge CSRs) keep their offsets; new counters are appended.
+    assert isa.PERF_COUNTERS[:8] == ("cycles", "compute_cycles", "macs", "gated_macs",
+                                     "dram_read_bytes", "dram_write_bytes", "stall_cycles",
+                                     "instructions")
+    assert isa.PERF_COUNTERS[8:] == ("skipped_macs",)
+    assert len(set(isa.PERF_COUNTERS)) == len(isa.PERF_COUNTERS)
+    slots = len(isa.PERF_COUNTERS) * isa.PERF_SLOT_BYTES
+    for bus in (1, 2, 4, 8, 16):
+        cfg = AccelConfig(rows=16, cols=16, bus_bytes=bus)
+        words = isa.perf_words(cfg)
+        # whole words, rounded up: at most one word of padding after the last slot
+        assert words * bus >= slots > (words - 1) * bus, bus

@@ -114,12 +114,39 @@ def test_hand_built_program_matches_the_simulator_counters():
         assert span.macs == b["macs"] - a["macs"]
 
 
+def test_rs_matmul_accesses_hand_checked():
+    """A 1-D window walk on a 2x2 row-stationary array: one group of 3 taps, then a second
+    MATMUL of one-tap passes (tap mode), counted by hand from the rs row of the table."""
+    cfg = AccelConfig(name="energy-rs", rows=2, cols=2, dataflow="rs", act_spad_depth=64,
+                      wt_spad_depth=64, acc_spad_depth=16, out_spad_depth=16, param_spad_depth=3,
+                      mem_bytes=1 << 12)
+    words = [isa.encode(isa.Opcode.PERF, dram_addr=0),
+             isa.encode(isa.Opcode.LOOP, **(isa.LOOP_RESET | {"k_wrap0": 3, "m_wrap": 4})),
+             isa.encode(isa.Opcode.MATMUL, act_addr=0, wt_addr=0, acc_addr=0, m=4, k_tiles=3,
+                        act_stride=1, zp=0, accumulate=0, acc_max=0, wt_repeat=0),
+             isa.encode(isa.Opcode.LOOP, **isa.LOOP_RESET),
+             isa.encode(isa.Opcode.MATMUL, act_addr=0, wt_addr=0, acc_addr=0, m=5, k_tiles=2,
+                        act_stride=5, zp=0, accumulate=1, acc_max=0, wt_repeat=0),
+             isa.encode(isa.Opcode.HALT)]
+    span = count_accesses(words, cfg)[1]
+    # window MATMUL: 12 weights, one pass of 6 positions x 2 lanes, 4 outputs x 2 columns.
+    # tap MATMUL: 2 groups x 4 weights, 2 passes of 5 positions, 10 output rows of 2, all kept.
+    assert span.reads["wt"] == 12 + 8 and span.reads["act"] == 12 + 20
+    assert span.reads["acc"] == 0 + 20 and span.writes["acc"] == 8 + 20
+    assert span.array_wt == 12 + 8
+    assert span.array_act == 6 * 2 * 2 + 10 * 2 * 2        # each beat to the 2 PEs of its row
+    assert span.array_psum == 4 * 2 * 2 + 10 * 2 * 2        # one hop per PE per psum
+    assert span.rf_fixed == (12 + 24) + (8 + 40)             # filter and ifmap spad writes
+    assert span.macs == 4 * 3 * 4 + 5 * 2 * 4
+    assert DATAFLOW_MODELS["rs"].rf_per_mac == 4 and DATAFLOW_MODELS["rs"].rf_per_gated == 1
+
+
 def test_dataflow_table_and_refusals():
     assert set(DATAFLOW_MODELS) >= {"ws", "os"}
     assert DATAFLOW_MODELS["ws"].rf_per_mac == 1 and DATAFLOW_MODELS["os"].rf_per_mac == 2
     assert COSTS == {"dram": 200, "buffer": 6, "array": 2, "rf": 1, "mac": 1}
     with pytest.raises(ValueError, match="dataflow must be one of"):
-        count_accesses(asm.assemble(HAND), TINY, "rs")
+        count_accesses(asm.assemble(HAND), TINY, "xs")
     with pytest.raises(ValueError, match="Instruction 0"):
         count_accesses([0], TINY)
     with pytest.raises(TypeError, match="AccelConfig"):
@@ -191,7 +218,7 @@ def test_refusals():
     with pytest.raises(TypeError, match="Report"):
         estimate_energy(prog, {"cycles": 1})
     with pytest.raises(ValueError, match="dataflow must be one of"):
-        estimate_energy(prog, rep, dataflow="rs")
+        estimate_energy(prog, rep, dataflow="xs")
     with pytest.raises(ValueError, match="levels"):
         estimate_energy(prog, costs={"dram": 1})
     other = compile_gemm(np.ones((8, 8), np.int8), AccelConfig.preset("tiny"), 4)

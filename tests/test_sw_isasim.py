@@ -126,6 +126,118 @@ def test_counters(preset):
     assert ctr2["gated_macs"] == 0
 
 
+def _one_matmul(cfg, act, w, args, loop):
+    """Run LOAD act (ACT rows 0..), LOAD w (WT rows 0..), LOOP ``loop``, one MATMUL ``args``
+    (ACC rows 0..), STORE its ACC rows, PERF, HALT on the ISA simulator; return (the stored ACC
+    rows, the PERF snapshot, the final counters)."""
+    R, C, bb = cfg.rows, cfg.cols, cfg.mem_bus_bytes
+    m = args["m"]
+    aw, ww, cw = (cfg.spad_row_words(s) for s in ("act", "wt", "acc"))
+    act_at = 0x40
+    wt_at = act_at + len(act) * aw
+    acc_at = wt_at + len(w) * ww
+    perf_at = acc_at + m * cw
+    prog_addr = perf_at + isa.perf_words(cfg)
+    ops = " ".join(f"{k}={v}" for k, v in args.items())
+    lp = " ".join(f"{k}={v}" for k, v in loop.items())
+    text = f"""
+        LOAD spad=ACT spad_addr=0 rows={len(act)} dram_addr={act_at} dram_stride={aw}
+        LOAD spad=WT spad_addr=0 rows={len(w)} dram_addr={wt_at} dram_stride={ww}
+        LOOP {lp}
+        MATMUL act_addr=0 wt_addr=0 acc_addr=0 {ops} accumulate=0
+        STORE spad=ACC spad_addr=0 rows={m} dram_addr={acc_at} dram_stride={cw}
+        PERF dram_addr={perf_at}
+        HALT"""
+    mem = _image(cfg, text, prog_addr)
+    mem[act_at * bb:wt_at * bb] = act.astype(np.int8).view(np.uint8).ravel()
+    mem[wt_at * bb:acc_at * bb] = w.astype(np.int8).view(np.uint8).ravel()
+    ctr = IsaSim(cfg).run(mem, prog_addr)
+    acc = mem[acc_at * bb:perf_at * bb].view("<i4").reshape(m, C)
+    vals = mem[perf_at * bb:prog_addr * bb].view("<u8")
+    return acc, dict(zip(isa.PERF_COUNTERS, map(int, vals))), ctr
+
+
+# Window seeds: 13 stride 2, groups 4+4+1; 15 stride 2, 4+4+3; 18 stride 1, 3+3+3; 20 S=2, 2+2;
+# 28 stride 1, 4+4+1; 38 a single tap (k_tiles 1): nothing to skip.
+@pytest.mark.parametrize("seed,window", [(11, False), (12, False), (13, True), (15, True),
+                                         (18, True), (20, True), (28, True), (38, True)])
+def test_rs_zero_skip_counters(seed, window):
+    """rs gates or skips on zero activations only. Tap mode (a plain MATMUL) feeds every tile
+    dense; window mode (a 1-D convolution: LOOP ``k_wrap0 = S >= 2``, ``m_stride = stride *
+    act_stride``) skips the zero activations of each group of ``S`` tiles with two taps or more.
+    skipped = those zeros * C, macs + skipped = m*R*C*k_tiles, the results do not depend on
+    skipping, ws/os never skip."""
+    skip_cfg = AccelConfig(dataflow="rs", zero_skip=True)
+    dense_cfg = skip_cfg.replace(zero_skip=False)
+    R, C = skip_cfg.rows, skip_cfg.cols
+    rng = np.random.default_rng(seed)
+    zp = int(rng.integers(-128, 128))
+    loop = dict(isa.LOOP_RESET)
+    if window:      # nch channel chunks of a width-W row, S taps, stride u
+        S, u, nch = int(rng.integers(2, 5)), int(rng.integers(1, 3)), int(rng.integers(1, 4))
+        m = int(rng.integers(1, 10))
+        W = (m - 1) * u + S
+        kt = S * nch - int(rng.integers(0, S))        # a short last group: 1 tap is fed dense
+        loop.update(k_wrap0=S, k_stride1=W, m_stride=u)
+        args = dict(m=m, k_tiles=kt, act_stride=1, zp=zp)
+        n_act = W * nch
+        groups = [min(S, kt - g) for g in range(0, kt, S)]
+        skipped_tile = np.repeat([n >= 2 for n in groups], groups)
+    else:           # k-tile t of output i in act row t*m + i
+        m, kt = int(rng.integers(1, 13)), int(rng.integers(1, 4))
+        args = dict(m=m, k_tiles=kt, act_stride=m, zp=zp)
+        n_act = m * kt
+        skipped_tile = np.zeros(kt, bool)
+    act = rng.integers(-128, 128, (n_act, R)).astype(np.int8)
+    act[rng.random(act.shape) < rng.uniform(0.2, 0.8)] = zp           # real zeros
+    w = rng.integers(-128, 128, (kt * R, C)).astype(np.int8)
+    w[rng.random(w.shape) < 0.3] = 0                                  # rs must not gate on these
+    msg = f"seed={seed} window={window} args={args} loop={loop}"
+
+    # The activations each (k-tile, output) reads (hw/isa.py's act_row), as an (m, kt*R) GEMM.
+    t = np.arange(kt)[:, None]
+    i = np.arange(m)[None, :]
+    if window:
+        rows = (t % loop["k_wrap0"]) * args["act_stride"] + (t // loop["k_wrap0"]) * W \
+            + i * loop["m_stride"]
+    else:
+        rows = t * args["act_stride"] + i
+    x = act[rows].transpose(1, 0, 2).reshape(m, kt * R)                # x[i, t*R + r]
+    want = golden.gemm(x, w, zp)
+    zeros = (act[rows] == zp).sum(axis=(1, 2))                         # per k-tile
+    total = m * R * C * kt
+    skipped = int(zeros[skipped_tile].sum()) * C
+    assert zeros.sum() > 0, msg
+    if window and skipped_tile.all():
+        assert skipped == int(zeros.sum()) * C, msg
+
+    acc_s, snap_s, ctr_s = _one_matmul(skip_cfg, act, w, args, loop)
+    np.testing.assert_array_equal(acc_s, want, err_msg=msg)
+    assert ctr_s["skipped_macs"] == skipped, msg
+    assert ctr_s["macs"] + ctr_s["skipped_macs"] == total, msg
+    # the performed zero activations are gated (zero weights never are)
+    assert ctr_s["gated_macs"] == int(zeros[~skipped_tile].sum()) * C, msg
+    for name in ("macs", "gated_macs", "skipped_macs"):
+        assert snap_s[name] == ctr_s[name], f"{msg} PERF {name}"
+
+    acc_d, snap_d, ctr_d = _one_matmul(dense_cfg, act, w, args, loop)
+    np.testing.assert_array_equal(acc_d, acc_s, err_msg=msg)
+    assert (ctr_d["macs"], ctr_d["skipped_macs"]) == (total, 0), msg
+    assert ctr_d["gated_macs"] == int(zeros.sum()) * C, msg
+    assert snap_d["gated_macs"] == ctr_d["gated_macs"], msg
+    ungated = dense_cfg.replace(zero_gate=False)
+    assert _one_matmul(ungated, act, w, args, loop)[2]["gated_macs"] == 0, msg
+
+    for df in ("ws", "os"):                 # unchanged: gated on a zero activation or weight
+        cfg = AccelConfig(dataflow=df)
+        acc_w, snap_w, ctr_w = _one_matmul(cfg, act, w, args, loop)
+        np.testing.assert_array_equal(acc_w, want, err_msg=f"{msg} {df}")
+        gated = int(np.sum((x.reshape(m, kt, R, 1) == zp) | (w.reshape(1, kt, R, C) == 0)))
+        assert (ctr_w["macs"], ctr_w["gated_macs"], ctr_w["skipped_macs"]) == \
+            (total, gated, 0), f"{msg} {df}"
+        assert snap_w["skipped_macs"] == 0, f"{msg} {df}"
+
+
 # -- faults --------------------------------------------------------------------------------------
 def _image(cfg, text, prog_addr=16):
     mem = np.zeros(cfg.mem_bytes, np.uint8)
@@ -198,12 +310,19 @@ def test_fetch_range():
     assert e.value.counters["instructions"] == 1
 
 
-def test_perf_writes_counters_and_halts():
-    cfg = TINY
-    mem = _image(cfg, "SYNC\nPERF dram_addr=0\nHALT", 16)
-    ctr = IsaSim(cfg).run(mem, 16)
-    vals = mem[:isa.perf_words(cfg) * cfg.mem_bus_bytes].view("<u8")
+@pytest.mark.parametrize("preset", ["tiny", "large"])        # 2- and 16-byte memory words
+def test_perf_writes_counters_and_halts(preset):
+    cfg = AccelConfig.preset(preset)
+    pw = isa.perf_words(cfg)
+    mem = _image(cfg, "SYNC\nPERF dram_addr=0\nHALT", pw)
+    pbytes = pw * cfg.mem_bus_bytes
+    mem[:pbytes] = 0xFF
+    ctr = IsaSim(cfg).run(mem, pw)
+    vals = mem[:pbytes].view("<u8")
+    assert len(vals) >= len(isa.PERF_COUNTERS)
+    assert not vals[len(isa.PERF_COUNTERS):].any()        # the last word's padding is zero
     snap = dict(zip(isa.PERF_COUNTERS, map(int, vals)))
+    assert snap["skipped_macs"] == 0
     assert snap["instructions"] == 1 and ctr["instructions"] == 3
     # the snapshot holds SYNC and PERF's own fetch; PERF's retire cycle and HALT count afterwards
     fetch = fetch_cycles(cfg)

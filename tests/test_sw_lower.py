@@ -1,6 +1,6 @@
 """Tier 2: the graph compiler's programs on the ISA simulator, bit-exact against golden.
 
-Every case of ``tests/conv_cases.py`` is compiled for the presets (tiny 4x2, small 8x8 and small-os, large 16x16) and run
+Every case of ``tests/conv_cases.py`` is compiled for the presets (tiny 4x2, small 8x8 with each dataflow, large 16x16) and run
 on the ISA simulator; the output must equal ``QuantizedGraph.reference`` (``sw/golden.py``) element
 by element. Also: the compiler's cycle estimate equals the simulator's count, programs survive
 save / load, the DRAM traffic is reported against the minimum, and bad graphs get clear errors.
@@ -19,7 +19,7 @@ from stamen.sw.graph import QOp, QuantizedGraph
 from stamen.sw.lower import compile_graph
 from stamen.sw.runtime import Device
 
-PRESETS = ["tiny", "small", "large", "small-os"]
+PRESETS = ["tiny", "small", "large", "small-os", "small-rs", "small-rs-skip"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -32,12 +32,16 @@ def test_conv_cases_bit_exact_on_isasim(case, preset):
     want = graph.reference(x)
     assert y.dtype == np.int8 and y.shape == want.shape
     np.testing.assert_array_equal(y, want, err_msg=f"case {case} cfg={preset}")
-    assert rep.total.cycles == prog.est_cycles, f"case {case}: cycle estimate"
+    if cfg.zero_skip:       # the estimate assumes dense rows; the cycles depend on the data
+        assert 0.5 * prog.est_cycles <= rep.total.cycles <= 1.2 * prog.est_cycles, case
+    else:
+        assert rep.total.cycles == prog.est_cycles, f"case {case}: cycle estimate"
     assert [r.name for r in rep.layers] == [op.name for op in graph.ops]
     for r in rep.layers:
         assert r.dram_bytes >= r.min_dram_bytes > 0, f"case {case} {r.name}"
     conv_macs = sum(op.macs_per_image for op in graph.ops) * case.batch
     assert rep.total.macs == conv_macs
+    assert rep.total.issued_macs + rep.total.skipped_macs >= conv_macs
 
 
 def test_outputs_vary_with_the_input():

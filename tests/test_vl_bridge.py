@@ -33,7 +33,8 @@ TOP = "stamen_fpga"
 CLK_FREQ, BAUD = 1_600_000, 100_000
 TIMEOUT_S = 0.02                          # 32000 cycles
 CFG = AccelConfig.preset("tiny")
-EXACT_COUNTERS = ("macs", "gated_macs", "dram_read_bytes", "dram_write_bytes", "instructions")
+EXACT_COUNTERS = ("macs", "gated_macs", "dram_read_bytes", "dram_write_bytes", "instructions",
+                  "skipped_macs")
 
 
 @pytest.fixture(scope="module")

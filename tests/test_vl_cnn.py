@@ -23,7 +23,8 @@ def data():
 
 @pytest.mark.parametrize("net,preset,memory", [(DigitsLeNet, "small", (0, 0)),
                                                (DigitsResNet, "small", (5, 3)),
-                                               (DigitsLeNet, "tiny", (0, 0))])
+                                               (DigitsLeNet, "tiny", (0, 0)),
+                                               (DigitsLeNet, "small-rs-skip", (0, 0))])
 def test_digits_cnn_bit_exact_on_device(data, net, preset, memory):
     x_train, y_train, x_test, y_test = data
     x_test, y_test = x_test[:IMAGES], y_test[:IMAGES].numpy()
@@ -52,3 +53,5 @@ def test_digits_cnn_bit_exact_on_device(data, net, preset, memory):
     assert report.cycles > report.compute_cycles > 0
     if memory != (0, 0):
         assert report.stall_cycles > 0, label
+    if cfg.zero_skip:               # the post-ReLU zeros of the conv layers are skipped
+        assert report.skipped_macs > 0 and report.issued_macs + report.skipped_macs >= report.macs

@@ -25,9 +25,12 @@ from stamen.verif.device_job import Job, run_jobs
 
 pytestmark = pytest.mark.verilator
 
-PRESETS = ["tiny", "small", "small-os"]
+#: ``small-rs-skip`` stands for the row-stationary dataflow (its Verilator build is the slowest;
+#: the dense ``small-rs`` engine's exact cycles are checked in ``tests/test_hw_matmul.py``).
+PRESETS = ["tiny", "small", "small-os", "small-rs-skip"]
 MEMORIES = {"ideal-mem": (0, 0), "slow-mem": (5, 3)}
-EXACT_COUNTERS = ("macs", "gated_macs", "dram_read_bytes", "dram_write_bytes", "instructions")
+EXACT_COUNTERS = ("macs", "gated_macs", "dram_read_bytes", "dram_write_bytes", "instructions",
+                  "skipped_macs")
 
 
 def _programs(cfg: AccelConfig):
@@ -61,8 +64,8 @@ def test_cases_bit_exact(preset, memory):
     for label, want, (y, rep), (_, iref) in zip(labels, wants, got, ref):
         np.testing.assert_array_equal(y, want, err_msg=f"{label} cfg={preset} {memory}")
         for name, layer, ilayer in zip(("total",), [rep.total], [iref.total]):
-            assert (layer.issued_macs, layer.gated_macs, layer.dram_bytes) == \
-                (ilayer.issued_macs, ilayer.gated_macs, ilayer.dram_bytes), \
+            assert (layer.issued_macs, layer.gated_macs, layer.skipped_macs, layer.dram_bytes) == \
+                (ilayer.issued_macs, ilayer.gated_macs, ilayer.skipped_macs, ilayer.dram_bytes), \
                 f"{label} cfg={preset} {memory}: device counters differ from isasim's"
         assert rep.compute_cycles > 0 and rep.cycles >= rep.compute_cycles, label
         if memory == "ideal-mem":
@@ -70,9 +73,9 @@ def test_cases_bit_exact(preset, memory):
             # isasim's cycle model is exact for an ideal memory: totals and every PERF delta
             cyc = [(r.cycles, r.compute_cycles) for r in [rep.total, *rep.layers]]
             icyc = [(r.cycles, r.compute_cycles) for r in [iref.total, *iref.layers]]
-            assert cyc == icyc, \
+            assert cases.cycles_agree(cfg, cyc, icyc), \
                 f"{label} cfg={preset}: (cycles, compute_cycles) of total and layers differ " \
-                f"from isasim's"
+                f"from isasim's: {cyc} vs {icyc}"
     if memory == "slow-mem":
         assert sum(rep.stall_cycles for _, rep in got) > 0, "backpressure never stalled"
 
@@ -155,6 +158,12 @@ def test_loop_programs_match_isasim(preset, memory):
         for (addr, count), got in zip(prog.read_ranges, res.reads):
             np.testing.assert_array_equal(got, mem[addr * bb:(addr + count) * bb], err_msg=msg)
         names = [n for n in exact if err == isa.ErrorCode.NONE or n != "gated_macs"]
+        if cfg.zero_skip:          # see cases.cycles_agree; a fault leaves skipping unmodelled
+            timed = [n for n in names if n in ("cycles", "compute_cycles")]
+            assert cases.cycles_agree(cfg, [[res.perf[n] for n in timed]],
+                                 [[ctr[n] for n in timed]]), msg
+            names = [n for n in names if n not in timed and (
+                err == isa.ErrorCode.NONE or n not in ("macs", "skipped_macs"))]
         assert {n: res.perf[n] for n in names} == {n: ctr[n] for n in names}, msg
     if memory == "slow-mem":
         assert sum(r.perf["stall_cycles"] for r in results) > 0, "backpressure never stalled"

@@ -1,0 +1,504 @@
+"""The row-stationary MATMUL engine: the shared ISA's MATMULs as 1-D convolutions on an
+:class:`~.rs_array.RsArray` of Eyeriss-style PEs (``dataflow="rs"``).
+
+Mapping
+-------
+A MATMUL multiplies act rows (``R`` lanes: ``R`` input channels of one pixel) by ``R x C`` weight
+tiles. PE ``(r, j)`` of the ``R x C`` array takes lane ``r`` (one input channel) and weight column
+``j`` (one output channel): its filter spad holds filter row ``W[kt][r][j]`` for the taps ``kt``
+of a *group*, its ifmap spad slides along lane ``r`` of a run of act rows, the psums of a column
+add up the ``R`` channels on their way up, and the top PE of column ``j`` gives ACC column ``j``.
+So an ifmap row is read once from the act spad and multicast along its PE row, a filter row stays
+in its PE for every output row of the group, and psums accumulate in the PE (over the taps) and
+up the column (over the channels): the row-stationary reuse of Eyeriss, with the act spad's
+NHWC rows deciding which dimension goes where (the Eyeriss mapping that puts kernel rows on PE
+rows is modelled by ``sw.rs_model.map_conv``).
+
+Groups and passes
+-----------------
+With ``act_row`` of ``hw/isa.py``, write ``S = k_wrap0`` and ``OW = m_wrap`` (``m`` when 0). When
+``2 <= S <= cfg.rs_max_taps``, the MATMUL is not ``acc_max`` and ``m_stride = U * act_stride``
+with ``U`` in ``1..RS_MAX_STRIDE``, the tiles ``kt = g*S .. g*S + S - 1`` of *group* ``g`` read::
+
+    act_row(g*S + s, i1*OW + i0) = base(g, i1) + (i0*U + s) * act_stride
+
+a sliding window of ``S`` taps and stride ``U`` over the positions ``p`` of the run
+``base + p*act_stride`` (*window mode*: a convolution's kernel columns). Otherwise every tile is
+a group of one tap, and the run is ``base(kt, i1) + i0*m_stride`` with ``U = 1`` (*tap mode*:
+Linear layers, pooling, residual adds). Each group runs one *pass* per output row ``i1`` and
+segment of at most ``RS_SEGMENT`` outputs: every PE runs one row command on the segment's run
+(``(n-1)*U + taps`` positions for ``n`` outputs; a last group may have fewer taps), and the top
+PEs' psums are added (or, for the first group without ``accumulate``, written; with ``acc_max``
+max-ed) into ACC rows ``acc_addr + i1*OW + i0``. The results are those of ``hw/isa.py``.
+
+Units
+-----
+* :class:`RsPassSequencer` walks the passes (running sums, no multiplier) and holds the LOOP state.
+* :class:`RsFilterLoader` reads each group's ``taps*R`` WT rows, one per cycle, and writes row
+  ``r`` of the tile to PE row ``r`` (column ``j`` gets byte ``j``) into one of two filter spad
+  halves, so group ``g+1`` loads while group ``g`` runs; group ``g`` may load once group ``g-1``
+  has started (the array accepts a pass only when every PE is idle, so ``g-2`` is over).
+* :class:`RsFeeder` reads a pass's run from the act spad, one act row per cycle, and pushes lane
+  ``r`` into PE row ``r``'s FIFO (``R + RS_FEED_DEPTH`` beats: rows lag each other by up to
+  ``R - 1`` cycles along the psum chain), then the end marker; with
+  ``zero_skip`` and windows of two taps or more it pushes only the lanes that differ from the
+  zero point (the compressed row: value and position). A one-tap pass gains nothing from
+  skipping (the walk already costs a cycle per position, and an empty window could only end
+  when the next beat arrives), so its zeros go to the PEs and are gated. Every PE of a row sees the same beats and commands, so the PEs of a row
+  stay in step and PE ``(r, 0)``'s ``ready`` stands for the row.
+* :class:`RsAccumulator` read-modify-writes each psum row (all columns leave in the same cycle)
+  into its ACC row.
+
+A pass starts when the array is idle and its filters are loaded; so the engine's cycles are the
+passes' array cycles plus the first group's load and the pipeline latencies
+(``sw.isasim.rs_matmul_cycles``).
+"""
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from . import bus, isa
+from .matmul import AccumulatorBase, MatmulEngineBase, _field, _rd_port
+from .params import RS_FEED_DEPTH, RS_MAX_STRIDE, RS_SEGMENT, AccelConfig
+from .rs_array import RsArray, rs_wt_write_layout
+from .rs_pe import RsPEConfig
+
+__all__ = ["RsMatmulEngine", "RsPassSequencer", "RsFilterLoader", "RsFeeder", "RsAccumulator",
+           "rs_pe_config", "rs_pass_layout", "RS_WIDE_ADDR"]
+
+#: Bits of an exact act row sum (``act_addr`` plus five products of 16-bit fields < ``2**35``):
+#: the engine keeps untruncated addresses and compares them with the ACT depth.
+RS_WIDE_ADDR = isa.SPAD_ADDR_WIDTH + 19
+
+
+def _bits(name):
+    return Shape.cast(_field(name)).width
+
+
+def rs_pe_config(cfg: AccelConfig) -> RsPEConfig:
+    """Return the PE sizes of a row-stationary device."""
+    if not isinstance(cfg, AccelConfig):
+        raise TypeError(f"Configuration must be an AccelConfig, not {cfg!r}")
+    return RsPEConfig(wt_depth=cfg.rs_wt_depth, ifmap_depth=cfg.rs_ifmap_depth,
+                      psum_depth=cfg.rs_psum_depth, max_width=cfg.rs_max_width,
+                      max_stride=RS_MAX_STRIDE)
+
+
+def rs_pass_layout(cfg: AccelConfig) -> data.StructLayout:
+    """Layout of a pass: the run's first act row ``base`` (exact), position step ``pstep``,
+    ``width`` positions, ``outputs``, ``taps``, ``stride``; the filter spad ``half``; the
+    group index ``group``, ``first`` (the group's first pass); ACC ``acc_row`` of output 0,
+    ``keep`` (add to / max with the old ACC rows) and ``last`` (the MATMUL's last pass)."""
+    pe = rs_pe_config(cfg)
+    return data.StructLayout({
+        "base": RS_WIDE_ADDR, "pstep": 16, "width": range(pe.max_width + 1),
+        "outputs": range(RS_SEGMENT + 1), "taps": range(pe.max_taps + 1),
+        "stride": range(RS_MAX_STRIDE + 1), "half": 1, "group": _field("k_tiles"), "first": 1,
+        "acc_row": bus.spad_addr_width(cfg, "acc"), "keep": 1, "last": 1})
+
+
+class RsPassSequencer(wiring.Component):
+    """Walk a MATMUL's passes (module docstring) and hold the LOOP state.
+
+    ``loop_set`` loads ``loop``, ``clear`` resets it to ``isa.LOOP_RESET``. On ``start`` (with
+    ``args``) the passes follow on ``o_pass``, one per handshake, group outer, then output row,
+    then segment; ``o_pass.valid`` falls after the last. ``group_taps`` is the taps of a full
+    group of the running MATMUL (valid from the cycle after ``start``).
+
+    Members
+    -------
+    loop : ``In(isa.LoopArgs)``; loop_set, clear : ``In(1)``
+    start : ``In(1)``; args : ``In(isa.MatmulArgs)``
+    o_pass : ``Out(stream.Signature(rs_pass_layout(cfg)))``
+    group_taps : ``Out(range(cfg.rs_max_taps + 1))``
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        self._cfg = cfg
+        super().__init__({
+            "loop": In(isa.LoopArgs), "loop_set": In(1), "clear": In(1),
+            "start": In(1), "args": In(isa.MatmulArgs),
+            "o_pass": Out(stream.Signature(rs_pass_layout(cfg))),
+            "group_taps": Out(range(cfg.rs_max_taps + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        wide = unsigned(RS_WIDE_ADDR)
+        loop = Signal(isa.LoopArgs, init=isa.LOOP_RESET)
+        with m.If(self.clear):
+            m.d.sync += loop.eq(isa.LoopArgs.const(isa.LOOP_RESET))
+        with m.Elif(self.loop_set):
+            m.d.sync += loop.eq(self.loop)
+
+        args = Signal(isa.MatmulArgs)
+        window = Signal()
+        taps = self.group_taps                         # S
+        stride = Signal(range(RS_MAX_STRIDE + 1))      # U
+        pstep = Signal(16)
+        row_outputs = Signal(_field("m"))              # OW
+        seg_step = Signal(wide)                        # RS_SEGMENT * U * pstep
+        kt = Signal(_bits("k_tiles") + 1)
+        group = Signal(_field("k_tiles"))
+        t0, t1 = Signal(16), Signal(16)
+        k2, k1, k0, rbase, sbase = (Signal(wide, name=n) for n in ("k2", "k1", "k0", "rbase",
+                                                                   "sbase"))
+        i = Signal(_bits("m") + 1)              # first output of the row
+        o0 = Signal(16)                                # first output of the segment
+        p = self.o_pass
+
+        # The pass at the current position of the walk.
+        left = Signal(_bits("m") + 1)
+        in_row = Signal(_bits("m") + 1)
+        seg_left = Signal.like(in_row)
+        n = Signal(range(RS_SEGMENT + 1))
+        tk = Signal(range(cfg.rs_max_taps + 1))
+        m.d.comb += [
+            left.eq(args.m - i),
+            in_row.eq(Mux(row_outputs < left, row_outputs, left)),
+            seg_left.eq(in_row - o0),
+            n.eq(Mux(seg_left < RS_SEGMENT, seg_left, RS_SEGMENT)),
+            tk.eq(Mux(args.k_tiles - kt < taps, args.k_tiles - kt, taps)),
+        ]
+        next_seg = o0 + RS_SEGMENT < in_row
+        next_row = i + row_outputs < args.m
+        next_group = kt + taps < args.k_tiles
+        m.d.comb += [
+            p.p.base.eq(sbase), p.p.pstep.eq(pstep), p.p.outputs.eq(n), p.p.taps.eq(tk),
+            p.p.width.eq(Mux(stride == 2, (n - 1) << 1, n - 1) + tk), p.p.stride.eq(stride),
+            p.p.half.eq(group[0]), p.p.group.eq(group), p.p.first.eq((i == 0) & (o0 == 0)),
+            p.p.acc_row.eq(args.acc_addr + i + o0), p.p.keep.eq(args.accumulate | (kt != 0)),
+            p.p.last.eq(~next_seg & ~next_row & ~next_group),
+        ]
+
+        # The next group's base: step the kernel levels by S taps (window) or one (tap mode).
+        t0_wrap = t0 + 1 == loop.k_wrap0
+        step_t1 = window | t0_wrap
+        t1_wrap = t1 + 1 == loop.k_wrap1
+        k0_next = Signal(wide)
+        m.d.comb += k0_next.eq(Mux(step_t1, Mux(t1_wrap, k2 + loop.k_stride2, k1 + loop.k_stride1),
+                                   k0 + args.act_stride))
+
+        with m.If(p.valid & p.ready):
+            with m.If(next_seg):
+                m.d.sync += [o0.eq(o0 + RS_SEGMENT), sbase.eq(sbase + seg_step)]
+            with m.Elif(next_row):
+                m.d.sync += [i.eq(i + row_outputs), o0.eq(0), rbase.eq(rbase + loop.m_stride1),
+                             sbase.eq(rbase + loop.m_stride1)]
+            with m.Elif(next_group):
+                m.d.sync += [kt.eq(kt + taps), group.eq(group + 1), i.eq(0), o0.eq(0),
+                             k0.eq(k0_next), rbase.eq(k0_next), sbase.eq(k0_next)]
+                with m.If(step_t1):
+                    m.d.sync += t0.eq(0)
+                    with m.If(t1_wrap):
+                        m.d.sync += [t1.eq(0), k2.eq(k0_next), k1.eq(k0_next)]
+                    with m.Else():
+                        m.d.sync += [t1.eq(t1 + 1), k1.eq(k0_next)]
+                with m.Else():
+                    m.d.sync += t0.eq(t0 + 1)
+            with m.Else():
+                m.d.sync += p.valid.eq(0)
+
+        with m.If(self.start):
+            a, lp = self.args, loop
+            is_window = ((lp.k_wrap0 >= 2) & (lp.k_wrap0 <= cfg.rs_max_taps) & ~a.acc_max
+                         & ((lp.m_stride == a.act_stride) | (lp.m_stride == 2 * a.act_stride)))
+            u = Mux(is_window & (lp.m_stride != a.act_stride), 2, 1)
+            step = Mux(is_window, a.act_stride, lp.m_stride)
+            log_seg = exact_log2(RS_SEGMENT)
+            m.d.sync += [
+                args.eq(a), window.eq(is_window), taps.eq(Mux(is_window, lp.k_wrap0, 1)),
+                stride.eq(u), pstep.eq(step),
+                seg_step.eq(Mux(u == 2, step << (log_seg + 1), step << log_seg)),
+                row_outputs.eq(Mux(lp.m_wrap == 0, a.m, lp.m_wrap)),
+                kt.eq(0), group.eq(0), t0.eq(0), t1.eq(0), i.eq(0), o0.eq(0),
+                *(r.eq(a.act_addr) for r in (k2, k1, k0, rbase, sbase)),
+                p.valid.eq(1),
+            ]
+        return m
+
+
+class RsFilterLoader(wiring.Component):
+    """Read each group's filter rows from the WT spad into the array's filter spads.
+
+    On ``start`` (with ``args``; ``group_taps`` valid from the next cycle) it walks the groups:
+    group ``g`` (taps ``kt = g*S ..``, fewer in a last partial group) reads WT rows
+    ``w0(kt) + r`` (``w0 = wt_addr + kt*R``, or ``wt_addr`` with ``wt_repeat``), tap outer,
+    ``r`` inner, one per cycle, and writes row ``r``'s ``C`` weights to PE row ``r``, column
+    ``j`` getting byte ``j``, at filter address ``half*rs_max_taps + tap`` (``half = g % 2``)
+    one cycle later. Group ``g`` starts only when ``g <= max(1, started)`` (``started``: groups
+    whose first pass the array accepted). ``loaded`` counts the groups whose writes are done.
+
+    Members
+    -------
+    start : ``In(1)``; args : ``In(isa.MatmulArgs)``; group_taps : ``In(range(rs_max_taps+1))``
+    started : ``In(k_tiles shape)``; loaded : ``Out(k_tiles shape)``
+    wt_rd : ``In(memory.ReadPort.Signature(...))`` of the WT spad
+    wt_write : ``Out(rs_wt_write_layout(pe, cols)).array(rows)``
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        self._cfg = cfg
+        pe = rs_pe_config(cfg)
+        super().__init__({
+            "start": In(1), "args": In(isa.MatmulArgs),
+            "group_taps": In(range(cfg.rs_max_taps + 1)),
+            "started": In(_field("k_tiles")), "loaded": Out(_field("k_tiles")),
+            "wt_rd": _rd_port(cfg, "wt"),
+            "wt_write": Out(rs_wt_write_layout(pe, cfg.cols)).array(cfg.rows),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        rows = cfg.rows
+        active = Signal()
+        args = Signal(isa.MatmulArgs)
+        kt = Signal(_bits("k_tiles") + 1)       # the group's first tile
+        group = Signal(_field("k_tiles"))
+        tap = Signal(range(cfg.rs_max_taps))
+        r = Signal(range(rows))
+        addr = Signal(_bits("wt_addr") + _bits("k_tiles"))
+        group_taps = Signal(range(cfg.rs_max_taps + 1))
+        m.d.comb += group_taps.eq(Mux(args.k_tiles - kt < self.group_taps, args.k_tiles - kt,
+                                      self.group_taps))
+
+        allowed = (group <= 1) | (group <= self.started)
+        issue = active & allowed
+        row_last = r == rows - 1
+        tap_last = tap + 1 == group_taps
+        m.d.comb += [self.wt_rd.addr.eq(addr), self.wt_rd.en.eq(issue)]
+        with m.If(issue):
+            m.d.sync += [r.eq(Mux(row_last, 0, r + 1)),
+                         addr.eq(Mux(args.wt_repeat & row_last, args.wt_addr, addr + 1))]
+            with m.If(row_last):
+                m.d.sync += tap.eq(Mux(tap_last, 0, tap + 1))
+                with m.If(tap_last):
+                    m.d.sync += [group.eq(group + 1), kt.eq(kt + group_taps)]
+                    with m.If(kt + group_taps >= args.k_tiles):
+                        m.d.sync += active.eq(0)
+        with m.If(self.start):
+            m.d.sync += [args.eq(self.args), active.eq(1), kt.eq(0), group.eq(0), tap.eq(0),
+                         r.eq(0), addr.eq(self.args.wt_addr), self.loaded.eq(0)]
+
+        # Write stage: the row read last cycle goes to its PE row.
+        s1_valid, s1_r, s1_last = Signal(), Signal.like(r), Signal()
+        s1_addr = Signal(range(2 * cfg.rs_max_taps))
+        m.d.sync += [s1_valid.eq(issue), s1_r.eq(r), s1_last.eq(issue & row_last & tap_last),
+                     s1_addr.eq(Mux(group[0], cfg.rs_max_taps, 0) + tap)]
+        with m.If(s1_last & ~self.start):
+            m.d.sync += self.loaded.eq(self.loaded + 1)
+        for row in range(rows):
+            wr = self.wt_write[row]
+            m.d.comb += [wr.en.eq(s1_valid & (s1_r == row)), wr.cols.eq(-1), wr.addr.eq(s1_addr),
+                         *(wr.data[j].eq(self.wt_rd.data[j]) for j in range(cfg.cols))]
+        return m
+
+
+class RsFeeder(wiring.Component):
+    """Stream a pass's run of act rows into the PE rows' FIFOs.
+
+    On ``start`` (with ``pass_``, ``zp``; only while idle) it reads act rows
+    ``base + p*pstep`` for ``p < width``, one per cycle while every FIFO has room, and one
+    cycle later pushes lane ``r`` (value, offset ``p``) into ``o_acts[r]`` (with ``zero_skip``
+    and ``taps >= 2`` only when it differs from ``zp``); then the end marker (offset ``width``) into every FIFO.
+    ``watermark`` is the positions pushed so far (each counted from the cycle its beats can be
+    read), so a PE whose FIFO is empty knows the positions below it are zeros.
+    A row at or beyond the ACT depth is read at its truncated address and sets ``fault`` until
+    ``clear``.
+
+    Members
+    -------
+    start : ``In(1)``; pass_ : ``In(rs_pass_layout(cfg))``; zp : ``In(signed(8))``
+    clear : ``In(1)``; fault : ``Out(1)``
+    act_rd : ``In(memory.ReadPort.Signature(...))`` of the ACT spad
+    o_acts : ``Out(stream.Signature(pe.act_layout)).array(rows)``
+    watermark : ``Out(range(pe.max_width + 1))``
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        self._cfg = cfg
+        self._pe = rs_pe_config(cfg)
+        super().__init__({
+            "start": In(1), "pass_": In(rs_pass_layout(cfg)), "zp": In(_field("zp")),
+            "clear": In(1), "fault": Out(1),
+            "act_rd": _rd_port(cfg, "act"),
+            "o_acts": Out(stream.Signature(self._pe.act_layout)).array(cfg.rows),
+            "watermark": Out(range(self._pe.max_width + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, pe = self._cfg, self._pe
+        aw = bus.spad_addr_width(cfg, "act")
+        beat = pe.act_layout
+        active = Signal()
+        addr = Signal(RS_WIDE_ADDR)
+        pstep = Signal(16)
+        pos = Signal(range(pe.max_width + 1))
+        width = Signal.like(pos)
+        zp = Signal(_field("zp"))
+        compress = Signal()                    # zero_skip, and windows of two taps or more
+
+        fifos = []
+        depth = cfg.rows + RS_FEED_DEPTH
+        for r in range(cfg.rows):
+            fifo = SyncFIFO(width=beat.size, depth=depth)
+            m.submodules[f"fifo{r}"] = fifo
+            fifos.append(fifo)
+            o = self.o_acts[r]
+            m.d.comb += [o.valid.eq(fifo.r_rdy), o.payload.eq(fifo.r_data),
+                         fifo.r_en.eq(o.ready)]
+
+        s1_valid, s1_end = Signal(), Signal()
+        s1_pos = Signal.like(pos)
+        room = Cat(f.w_level + s1_valid < depth for f in fifos).all()
+        issue = active & room
+        end = pos == width
+        m.d.comb += [self.act_rd.addr.eq(addr[:aw]), self.act_rd.en.eq(issue & ~end)]
+        m.d.sync += [s1_valid.eq(issue), s1_end.eq(end), s1_pos.eq(pos)]
+        with m.If(issue):
+            m.d.sync += [pos.eq(pos + 1), addr.eq(addr + pstep)]
+            with m.If(end):
+                m.d.sync += active.eq(0)
+            with m.Elif(addr >= cfg.act_spad_depth):
+                m.d.sync += self.fault.eq(1)
+        with m.If(self.clear):
+            m.d.sync += self.fault.eq(0)
+        with m.If(s1_valid & ~s1_end):
+            m.d.sync += self.watermark.eq(s1_pos + 1)    # visible with the beat
+        with m.If(self.start):
+            m.d.sync += [active.eq(1), addr.eq(self.pass_.base), pstep.eq(self.pass_.pstep),
+                         self.watermark.eq(0),
+                         pos.eq(0), width.eq(self.pass_.width), zp.eq(self.zp),
+                         compress.eq(self.pass_.taps >= 2)]
+
+        for r, fifo in enumerate(fifos):
+            value = self.act_rd.data[r]
+            b = Signal(beat, name=f"beat{r}")
+            m.d.comb += [b.value.eq(value), b.offset.eq(s1_pos), b.end.eq(s1_end),
+                         fifo.w_data.eq(b)]
+            present = s1_end | ((value != zp) | ~compress if cfg.zero_skip else C(1))
+            m.d.comb += fifo.w_en.eq(s1_valid & present)
+        return m
+
+
+class RsAccumulator(AccumulatorBase):
+    """Add (or max) the array's psum rows into ACC, pass by pass.
+
+    Each pass is queued on ``i_pass`` when it starts; its ``outputs`` psum rows go to ACC rows
+    ``acc_row + x`` (``keep``: add to the old row, or max with it when ``acc_max``; else
+    overwrite), with the write stage of :class:`~.matmul.AccumulatorBase`; ``done`` marks the
+    last write of a ``last`` pass.
+
+    Members: those of :class:`~.matmul.AccumulatorBase`, and
+    ``i_pass`` : ``In(stream.Signature(rs_pass_layout(cfg)))``.
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        super().__init__(cfg, {"i_pass": In(stream.Signature(rs_pass_layout(cfg)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        layout = rs_pass_layout(self.cfg)
+        m.submodules.queue = queue = SyncFIFO(width=layout.size, depth=2)
+        m.d.comb += [queue.w_en.eq(self.i_pass.valid), queue.w_data.eq(self.i_pass.payload),
+                     self.i_pass.ready.eq(queue.w_rdy)]
+        cur = Signal(layout)
+        m.d.comb += cur.eq(queue.r_data)
+        acc_max = Signal()
+        with m.If(self.start):
+            m.d.sync += acc_max.eq(self.args.acc_max)
+        x = Signal(range(RS_SEGMENT))
+        addr = Signal.like(self.acc_rd.addr)
+        psums = self.i_psums
+        out_last = x + 1 == cur.outputs
+        m.d.comb += [addr.eq(cur.acc_row + x), self.acc_rd.addr.eq(addr),
+                     self.acc_rd.en.eq(psums.valid), queue.r_en.eq(psums.valid & out_last)]
+        with m.If(psums.valid):
+            m.d.sync += x.eq(Mux(out_last, 0, x + 1))
+        self.write_stage(m, addr, cur.keep, acc_max, cur.last & out_last)
+        return m
+
+
+class RsMatmulEngine(MatmulEngineBase):
+    """Execute MATMUL instructions (``hw/isa.py``) on a row-stationary array; see the module
+    docstring. The unit command protocol is that of :class:`~.matmul.MatmulEngine`; the cycles
+    are ``sw.isasim.rs_matmul_cycles``.
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+        ``dataflow="rs"``; ``zero_gate`` and ``zero_skip`` pass to the PEs.
+
+    Members: those of :class:`~.matmul.MatmulEngineBase`.
+    """
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        pe = rs_pe_config(cfg)
+        R, Cc = cfg.rows, cfg.cols
+        m.submodules.array = array = RsArray(pe, R, Cc, zero_gate=cfg.zero_gate,
+                                             zero_skip=cfg.zero_skip)
+        m.submodules.seq = seq = RsPassSequencer(cfg)
+        m.submodules.loader = loader = RsFilterLoader(cfg)
+        m.submodules.feeder = feeder = RsFeeder(cfg)
+        m.submodules.accum = accum = RsAccumulator(cfg)
+
+        start = self.i_cmd.valid & ~self.busy
+        m.d.comb += [self.i_cmd.ready.eq(~self.busy), self.i_loop.ready.eq(~self.busy)]
+        for unit in (seq, loader, accum):
+            m.d.comb += [unit.start.eq(start), unit.args.eq(self.i_cmd.p)]
+        m.d.comb += [seq.loop.eq(self.i_loop.p), seq.loop_set.eq(self.i_loop.valid & ~self.busy),
+                     seq.clear.eq(self.loop_clear), loader.group_taps.eq(seq.group_taps),
+                     feeder.clear.eq(start), self.fault.eq(feeder.fault)]
+        zp = Signal(_field("zp"))
+        started = Signal(_field("k_tiles"))          # groups whose first pass has started
+        with m.If(start):
+            m.d.sync += [self.busy.eq(1), zp.eq(self.i_cmd.p.zp), started.eq(0)]
+        with m.If(accum.done):
+            m.d.sync += self.busy.eq(0)
+
+        # A pass starts when the array is idle, its group's filters are loaded and the
+        # accumulator can queue it.
+        ps = seq.o_pass
+        cmd = array.i_cmd
+        ready_to_go = ps.valid & (loader.loaded > ps.p.group) & accum.i_pass.ready
+        fire = ready_to_go & cmd.ready
+        m.d.comb += [
+            cmd.valid.eq(ready_to_go),
+            cmd.p.wt_base.eq(Mux(ps.p.half, cfg.rs_max_taps, 0)), cmd.p.taps.eq(ps.p.taps),
+            cmd.p.stride.eq(ps.p.stride), cmd.p.filters.eq(1), cmd.p.zp.eq(zp), cmd.p.acc.eq(0),
+            cmd.p.used_rows.eq(R), cmd.p.used_cols.eq(Cc),
+            ps.ready.eq(fire),
+            feeder.start.eq(fire), feeder.pass_.eq(ps.p), feeder.zp.eq(zp),
+            accum.i_pass.valid.eq(fire), accum.i_pass.payload.eq(ps.p),
+            loader.started.eq(started),
+        ]
+        with m.If(fire & ps.p.first):
+            m.d.sync += started.eq(started + 1)
+
+        wiring.connect(m, wiring.flipped(self.wt_rd), loader.wt_rd)
+        wiring.connect(m, wiring.flipped(self.act_rd), feeder.act_rd)
+        wiring.connect(m, wiring.flipped(self.acc_rd), accum.acc_rd)
+        wiring.connect(m, wiring.flipped(self.acc_wr), accum.acc_wr)
+        m.d.comb += array.watermark.eq(feeder.watermark)
+        for r in range(R):
+            m.d.comb += array.wt_write[r].eq(loader.wt_write[r])
+            o = feeder.o_acts[r]
+            # The PEs of a row take the same beats in the same cycles (module docstring).
+            m.d.comb += o.ready.eq(array.i_acts[r][0].ready)
+            for j in range(Cc):
+                m.d.comb += [array.i_acts[r][j].valid.eq(o.valid),
+                             array.i_acts[r][j].payload.eq(o.payload)]
+        for j in range(Cc):
+            m.d.comb += [array.o_psums[j].ready.eq(1), array.i_psums[j].valid.eq(0),
+                         accum.i_psums.p[j].eq(array.o_psums[j].p)]
+        m.d.comb += [accum.i_psums.valid.eq(array.o_psums[0].valid),
+                     self.macs_inc.eq(array.macs_inc), self.gated_inc.eq(array.gated_inc),
+                     self.skipped_inc.eq(array.skipped_inc)]
+        return m
