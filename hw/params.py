@@ -51,9 +51,9 @@ _IMPLEMENTED_DATAFLOWS = ("ws", "os", "rs")
 #: rows are cut into segments of at most this many outputs, so a PE's ifmap row is at most
 #: ``(RS_SEGMENT - 1) * RS_MAX_STRIDE + max_taps`` wide (see ``hw/rs_matmul.py``).
 RS_SEGMENT = 64
-#: Entries of each PE row's activation FIFO between the act spad and a row-stationary array,
-#: beyond ``rows``: the psum chain lets PE row ``r`` lag the bottom row by up to ``rows - 1 - r``
-#: cycles, and the feeder pushes a position to every row at once.
+#: Slack entries of the row-stationary engine's queues beyond what a pass needs (each PE row's
+#: activation FIFO holds a whole pass's run plus this, each PE's psum FIFO a pass's outputs
+#: and the column adder's stages plus this, the accumulator's pass queue this many passes).
 RS_FEED_DEPTH = 4
 #: Largest window stride a row-stationary PE walks (``m_stride / act_stride`` of a MATMUL).
 RS_MAX_STRIDE = 2

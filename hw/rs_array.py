@@ -21,7 +21,15 @@ one row command on every used PE, all started in the same cycle:
   filter inner.
 
 A command is accepted (``i_cmd.ready``) only when every PE is ``idle``, so a pass's psums have
-all left before the next pass changes ``used_rows``. With ideal streams the cycles from the
+all left before the next pass changes ``used_rows``.
+
+With ``psum_fifo_depth = D > 0`` the psums do not climb through the PEs: every PE computes its
+own psums (``acc`` is ignored and ``i_psums`` unused), puts them into a ``D``-deep FIFO beside
+it, and a column of adder stages sums the FIFO heads, bottom to top, one psum per cycle, onto
+``o_psums[j]`` (``rows + 1`` cycles after the slowest PE's psum). A PE then never waits for the
+PE below, so the rows of a pass run at their own pace (the device engine, ``hw/rs_matmul.py``,
+uses this; every pass must use all rows). ``idle`` covers the PEs only: the adders may still
+hold the last pass's psums when the next pass starts. With ideal streams the cycles from the
 command handshake to ``idle`` are ``sw.rs_model.chain_cycles`` of the slowest used column.
 
 Parameters
@@ -30,6 +38,9 @@ cfg : RsPEConfig
 rows, cols : int
 zero_gate, zero_skip : bool
     As for :class:`~.rs_pe.RsPE`.
+psum_fifo_depth : int
+    0: psums climb through the PEs' MAC stages; ``D > 0``: FIFOs beside the PEs and a column
+    adder (above).
 
 Members
 -------
@@ -47,6 +58,7 @@ from __future__ import annotations
 
 from amaranth import *
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .params import ACC_WIDTH, WT_WIDTH
@@ -74,7 +86,7 @@ class RsArray(wiring.Component):
     """The row-stationary PE array; see the module docstring."""
 
     def __init__(self, cfg: RsPEConfig, rows: int, cols: int, *, zero_gate: bool = True,
-                 zero_skip: bool = False):
+                 zero_skip: bool = False, psum_fifo_depth: int = 0):
         if not isinstance(cfg, RsPEConfig):
             raise TypeError(f"Row-stationary array PE configuration must be an RsPEConfig, "
                             f"not {cfg!r}")
@@ -84,6 +96,10 @@ class RsArray(wiring.Component):
                                  f"not {v!r}")
         _check_bool("zero_gate", zero_gate)
         _check_bool("zero_skip", zero_skip)
+        if not isinstance(psum_fifo_depth, int) or psum_fifo_depth < 0:
+            raise ValueError(f"Row-stationary array psum_fifo_depth must be a non-negative "
+                             f"integer, not {psum_fifo_depth!r}")
+        self._fifo_depth = psum_fifo_depth
         self._cfg, self._rows, self._cols = cfg, rows, cols
         self._zero_gate, self._zero_skip = zero_gate, zero_skip
         pes = rows * cols
@@ -136,9 +152,59 @@ class RsArray(wiring.Component):
                 for name in cmd.p.shape().members:
                     if name in p.i_cmd.p.shape().members and name != "acc":
                         m.d.comb += getattr(p.i_cmd.p, name).eq(getattr(cmd.p, name))
-                m.d.comb += p.i_cmd.p.acc.eq(Mux(i == cmd.p.used_rows - 1, cmd.p.acc, 1))
+                chained = Mux(i == cmd.p.used_rows - 1, cmd.p.acc, 1)
+                m.d.comb += p.i_cmd.p.acc.eq(0 if self._fifo_depth else chained)
 
-        # psums: up each column; the bottom used PE takes i_psums[j]
+        if self._fifo_depth:
+            self._reduce_columns(m, pe)
+        else:
+            self._chain_columns(m, pe, used_rows)
+
+        flat = [p for r in pe for p in r]
+        m.d.comb += [self.macs_inc.eq(sum(p.macs_inc for p in flat)),
+                     self.gated_inc.eq(sum(p.gated_inc for p in flat)),
+                     self.skipped_inc.eq(sum(p.skipped_inc for p in flat))]
+        return m
+
+    def _reduce_columns(self, m, pe):
+        """``psum_fifo_depth > 0``: each PE's psums go into a FIFO beside it; adder stage ``i``
+        of column ``j`` adds the head of PE ``(i, j)``'s FIFO to stage ``i + 1``'s sum (0 below
+        the bottom row) into its register, when both are there and the register is free or
+        taken; stage 0's register is ``o_psums[j]``."""
+        rows, cols = self._rows, self._cols
+        for j in range(cols):
+            taken = self.o_psums[j].ready
+            below_valid, below = [None] * rows, [None] * rows
+            stages = []
+            for i in range(rows):
+                fifo = SyncFIFO(width=ACC_WIDTH, depth=self._fifo_depth)
+                m.submodules[f"psum_fifo_{i}_{j}"] = fifo
+                o = pe[i][j].o_psums
+                m.d.comb += [fifo.w_en.eq(o.valid), fifo.w_data.eq(o.p), o.ready.eq(fifo.w_rdy),
+                             pe[i][j].i_psums.valid.eq(0)]
+                sv = Signal(name=f"sum_valid_{i}_{j}")
+                sd = Signal(signed(ACC_WIDTH), name=f"sum_{i}_{j}")
+                stages.append((fifo, sv, sd))
+            for i in range(rows):                        # top first: taken flows down
+                fifo, sv, sd = stages[i]
+                if i + 1 < rows:
+                    _, bv, bd = stages[i + 1]
+                else:
+                    bv, bd = C(1), C(0)
+                fire = Signal(name=f"sum_fire_{i}_{j}")
+                m.d.comb += [fire.eq(fifo.r_rdy & bv & (~sv | taken)), fifo.r_en.eq(fire)]
+                with m.If(fire):
+                    m.d.sync += [sv.eq(1), sd.eq(fifo.r_data.as_signed() + bd)]
+                with m.Elif(taken):
+                    m.d.sync += sv.eq(0)
+                taken = fire
+            m.d.comb += [self.o_psums[j].valid.eq(stages[0][1]),
+                         self.o_psums[j].p.eq(stages[0][2]), self.i_psums[j].ready.eq(0)]
+
+    def _chain_columns(self, m, pe, used_rows):
+        """``psum_fifo_depth == 0``: psums climb each column through the PEs' MAC stages; the
+        bottom used PE takes ``i_psums[j]``."""
+        rows, cols = self._rows, self._cols
         for j in range(cols):
             ext = self.i_psums[j]
             ext_ready = []
@@ -154,9 +220,3 @@ class RsArray(wiring.Component):
                 ext_ready.append(bottom & p.i_psums.ready)
             m.d.comb += ext.ready.eq(Cat(ext_ready).any())
             wiring.connect(m, pe[0][j].o_psums, wiring.flipped(self.o_psums[j]))
-
-        flat = [p for r in pe for p in r]
-        m.d.comb += [self.macs_inc.eq(sum(p.macs_inc for p in flat)),
-                     self.gated_inc.eq(sum(p.gated_inc for p in flat)),
-                     self.skipped_inc.eq(sum(p.skipped_inc for p in flat))]
-        return m

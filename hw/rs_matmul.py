@@ -6,8 +6,8 @@ Mapping
 A MATMUL multiplies act rows (``R`` lanes: ``R`` input channels of one pixel) by ``R x C`` weight
 tiles. PE ``(r, j)`` of the ``R x C`` array takes lane ``r`` (one input channel) and weight column
 ``j`` (one output channel): its filter spad holds filter row ``W[kt][r][j]`` for the taps ``kt``
-of a *group*, its ifmap spad slides along lane ``r`` of a run of act rows, the psums of a column
-add up the ``R`` channels on their way up, and the top PE of column ``j`` gives ACC column ``j``.
+of a *group*, its ifmap spad slides along lane ``r`` of a run of act rows, and the psums of a
+column are added up the column (the ``R`` channels) into ACC column ``j``.
 So an ifmap row is read once from the act spad and multicast along its PE row, a filter row stays
 in its PE for every output row of the group, and psums accumulate in the PE (over the taps) and
 up the column (over the channels): the row-stationary reuse of Eyeriss, with the act spad's
@@ -39,19 +39,25 @@ Units
   halves, so group ``g+1`` loads while group ``g`` runs; group ``g`` may load once group ``g-1``
   has started (the array accepts a pass only when every PE is idle, so ``g-2`` is over).
 * :class:`RsFeeder` reads a pass's run from the act spad, one act row per cycle, and pushes lane
-  ``r`` into PE row ``r``'s FIFO (``R + RS_FEED_DEPTH`` beats: rows lag each other by up to
-  ``R - 1`` cycles along the psum chain), then the end marker; with
-  ``zero_skip`` and windows of two taps or more it pushes only the lanes that differ from the
-  zero point (the compressed row: value and position). A one-tap pass gains nothing from
-  skipping (the walk already costs a cycle per position, and an empty window could only end
-  when the next beat arrives), so its zeros go to the PEs and are gated. Every PE of a row sees the same beats and commands, so the PEs of a row
+  ``r`` into PE row ``r``'s FIFO (a whole pass's run plus ``RS_FEED_DEPTH`` beats, so a slow row
+  never holds the walk back from the others), then the end marker; with ``zero_skip`` and
+  windows of two taps or more it pushes only the lanes that differ from the zero point (the
+  compressed row: value and position), and tells the PEs how far its walk has got, so a PE
+  whose FIFO is empty ends a window without waiting for the next non-zero. A one-tap pass gains
+  nothing from skipping (the walk already costs a cycle per position), so its zeros go to the
+  PEs and are gated. Every PE of a row sees the same beats and commands, so the PEs of a row
   stay in step and PE ``(r, 0)``'s ``ready`` stands for the row.
+* The array runs with psum FIFOs beside its PEs and a column adder
+  (``RsArray(psum_fifo_depth=rs_psum_fifo_depth(cfg))``): no PE waits for the PE below, so with
+  zero skipping each PE row runs a pass at the pace of its own non-zeros, and a pass lasts as
+  long as its busiest row (not, window by window, the busiest row of each window).
 * :class:`RsAccumulator` read-modify-writes each psum row (all columns leave in the same cycle)
-  into its ACC row.
+  into its ACC row; it queues up to ``RS_FEED_DEPTH`` passes (the adder may still hold a pass's
+  psums when the next one starts).
 
-A pass starts when the array is idle and its filters are loaded; so the engine's cycles are the
-passes' array cycles plus the first group's load and the pipeline latencies
-(``sw.isasim.rs_matmul_cycles``).
+A pass starts when every PE has finished the previous one and its filters are loaded; so the
+engine's cycles are the passes' busiest rows plus the first group's load and the pipeline
+latencies (``sw.rs_model.rs_matmul_cycles``).
 """
 from amaranth import *
 from amaranth.lib import data, stream, wiring
@@ -66,7 +72,7 @@ from .rs_array import RsArray, rs_wt_write_layout
 from .rs_pe import RsPEConfig
 
 __all__ = ["RsMatmulEngine", "RsPassSequencer", "RsFilterLoader", "RsFeeder", "RsAccumulator",
-           "rs_pe_config", "rs_pass_layout", "RS_WIDE_ADDR"]
+           "rs_pe_config", "rs_pass_layout", "rs_psum_fifo_depth", "RS_WIDE_ADDR"]
 
 #: Bits of an exact act row sum (``act_addr`` plus five products of 16-bit fields < ``2**35``):
 #: the engine keeps untruncated addresses and compares them with the ACT depth.
@@ -84,6 +90,12 @@ def rs_pe_config(cfg: AccelConfig) -> RsPEConfig:
     return RsPEConfig(wt_depth=cfg.rs_wt_depth, ifmap_depth=cfg.rs_ifmap_depth,
                       psum_depth=cfg.rs_psum_depth, max_width=cfg.rs_max_width,
                       max_stride=RS_MAX_STRIDE)
+
+
+def rs_psum_fifo_depth(cfg: AccelConfig) -> int:
+    """Depth of the psum FIFO beside each PE (``RsArray(psum_fifo_depth=)``): a pass's outputs
+    and the column adder's stages, so a PE that runs ahead of the others never waits."""
+    return RS_SEGMENT + cfg.rows + RS_FEED_DEPTH
 
 
 def rs_pass_layout(cfg: AccelConfig) -> data.StructLayout:
@@ -344,7 +356,7 @@ class RsFeeder(wiring.Component):
         compress = Signal()                    # zero_skip, and windows of two taps or more
 
         fifos = []
-        depth = cfg.rows + RS_FEED_DEPTH
+        depth = pe.max_width + RS_FEED_DEPTH
         for r in range(cfg.rows):
             fifo = SyncFIFO(width=beat.size, depth=depth)
             m.submodules[f"fifo{r}"] = fifo
@@ -404,7 +416,7 @@ class RsAccumulator(AccumulatorBase):
     def elaborate(self, platform):
         m = Module()
         layout = rs_pass_layout(self.cfg)
-        m.submodules.queue = queue = SyncFIFO(width=layout.size, depth=2)
+        m.submodules.queue = queue = SyncFIFO(width=layout.size, depth=RS_FEED_DEPTH)
         m.d.comb += [queue.w_en.eq(self.i_pass.valid), queue.w_data.eq(self.i_pass.payload),
                      self.i_pass.ready.eq(queue.w_rdy)]
         cur = Signal(layout)
@@ -443,7 +455,8 @@ class RsMatmulEngine(MatmulEngineBase):
         pe = rs_pe_config(cfg)
         R, Cc = cfg.rows, cfg.cols
         m.submodules.array = array = RsArray(pe, R, Cc, zero_gate=cfg.zero_gate,
-                                             zero_skip=cfg.zero_skip)
+                                             zero_skip=cfg.zero_skip,
+                                             psum_fifo_depth=rs_psum_fifo_depth(cfg))
         m.submodules.seq = seq = RsPassSequencer(cfg)
         m.submodules.loader = loader = RsFilterLoader(cfg)
         m.submodules.feeder = feeder = RsFeeder(cfg)

@@ -1,8 +1,9 @@
 """Benchmarks: measured cycles against SCALE-Sim's closed forms, and the dataflows compared.
 
 Four suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (8x8) and large
-(16x16) weight-stationary presets, ``dataflow`` on each implemented dataflow of the 8x8 array,
-``sparsity`` on the row-stationary models of ``sw/rs_model.py`` and ``sw/energy.py``:
+(16x16) weight-stationary presets, ``dataflow`` on each dataflow of the 8x8 array,
+``sparsity`` on the row-stationary device and the models of ``sw/rs_model.py`` and
+``sw/energy.py``:
 
 ``gemm``
     For each GEMM ``M x K x N`` the device runs ``(x - zp) @ w`` as one program on the chosen
@@ -23,12 +24,12 @@ Four suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (8
 ``dataflow``
     The Eyeriss paper's comparison of dataflows on the same layers, with Stamen's own numbers:
     for each dataflow of :data:`~stamen.hw.params.DATAFLOWS` that :class:`AccelConfig` accepts
-    (:func:`dataflow_configs`: ``ws`` = ``small``, ``os`` = ``small-os``; ``rs`` joins when its
-    hardware exists), the conv suite's layers (:data:`CONV_LAYERS`, one seeded random image
+    (:func:`dataflow_configs`: ``ws`` = ``small``, ``os`` = ``small-os``, ``rs`` =
+    ``small-rs``), the conv suite's layers (:data:`CONV_LAYERS`, one seeded random image
     each, :data:`BIG_MEM_BYTES` of device memory) and the digits LeNet and ResNet of
     :mod:`~stamen.sw.models` (trained with a fixed seed, quantized by ``stamen.quantize``, run on
     :data:`DATAFLOW_BATCH` held-out images in the preset's own memory) are compiled and run on
-    the ISA simulator, whose cycle model equals the RTL counters for both dataflows (ideal
+    the ISA simulator, whose cycle model equals the RTL counters for every dataflow (ideal
     memory; ``tests/test_vl_conv.py``). Per layer: compute and total cycles, SCALE-Sim's closed
     form of that dataflow (:data:`SCALESIM_FORMS`) and the ratio, utilization, DRAM bytes and
     the energy estimate of :func:`~stamen.sw.energy.estimate_energy` (access counts from the
@@ -36,11 +37,13 @@ Four suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (8
     dram / buffer / array / rf / mac split, energy per issued MAC), and cycles and energy
     relative to ``ws`` (``dataflow.csv``, ``dataflow.json``, ``dataflow.png``).
 ``sparsity``
-    Zero skipping on the row-stationary array (Eyeriss v1's 12 x 14 PEs, :data:`RS_ARRAY`),
-    which is not in the device yet: its cycles are :func:`~stamen.sw.rs_model.rs_conv_cycles`
-    (the array model, each PE's timing exact against ``hw/rs_pe.py``) and its energy
-    :func:`~stamen.sw.energy.rs_conv_energy`, each with the dense (zero-gated) and the
-    compressed (zero-skipping) activation stream. ``sweep`` rows: the layers
+    Zero skipping, each with the dense (zero-gated) and the compressed (zero-skipping)
+    activation stream, on two row-stationary arrays: the device (``dataflow`` ``rs``:
+    ``small-rs`` and ``small-rs-skip`` compiled and run on the ISA simulator, whose cycle model
+    is the RTL's; compute cycles) and the Eyeriss mapping of Eyeriss v1's 12 x 14 PEs
+    (``rs-eyeriss``, :data:`RS_ARRAY`: :func:`~stamen.sw.rs_model.rs_conv_cycles`, each PE's
+    timing exact against ``hw/rs_pe.py``, and :func:`~stamen.sw.energy.rs_conv_energy`).
+    ``sweep`` rows: the layers
     :data:`SPARSITY_LAYERS` on seeded random activations at each density of
     :data:`SPARSITY_DENSITIES` (an activation equals the zero point with probability
     ``1 - density``, the padding is zero points); speedup = dense / skipping cycles, beside the
@@ -48,10 +51,10 @@ Four suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (8
     a failure). ``lenet`` rows: the same on the real int8 input of each conv layer of the
     trained, quantized digits LeNet (the golden model's tensors, op by op, padded with the zero
     point) over :data:`SPARSITY_IMAGES` held-out images, with the measured density. ``energy``
-    rows: for those layers, the compute cycles and energy of ``ws`` and ``os`` (the dataflow
-    suite's isasim runs and :func:`~stamen.sw.energy.estimate_energy`) beside ``rs`` and
-    ``rs+skip`` on :data:`RS_ARRAY` and on the same 8x8 array (``sparsity.csv``,
-    ``sparsity.json``, ``sparsity.png``).
+    rows: for those layers, the compute cycles and energy of ``ws``, ``os``, ``rs`` and
+    ``rs+skip`` (isasim runs and :func:`~stamen.sw.energy.estimate_energy`) beside
+    ``rs-eyeriss`` and ``rs-eyeriss+skip`` on :data:`RS_ARRAY` and on the same 8x8 array
+    (``sparsity.csv``, ``sparsity.json``, ``sparsity.png``).
 
 SCALE-Sim 3.0's weight-stationary compute cycles are ``ceil(K/R)*ceil(N/C)*(2R+C+T-2) - 1`` with
 ``T = M`` rows streamed; its output-stationary ones ``ceil(T/R)*ceil(N/C)*(K+R+C-2) - 1``. Every
@@ -837,14 +840,16 @@ QUICK_SPARSITY_IMAGES = 4
 #: (a layer at one ``density`` of random activations, one image; ``seed`` and ``zp`` of its
 #: draw), ``"lenet"`` (a digits LeNet conv layer over ``images`` held-out images, and a
 #: ``total`` row over its layers) or ``"energy"`` (one dataflow on one LeNet layer).
-#: Sweep and lenet rows are on :data:`RS_ARRAY`, with the dense stream (zero gating) and the
-#: compressed one (zero skipping): ``*_dense`` / ``*_skip`` cycles, utilization (layer MACs /
-#: (PEs x cycles), ``rs_conv_cycles``' definition), issued MACs and energy; ``speedup =
+#: Sweep and lenet rows come in pairs, ``dataflow`` ``rs`` (the device, 8x8, compute cycles of
+#: ``small-rs`` / ``small-rs-skip`` on isasim) and ``rs-eyeriss`` (:data:`RS_ARRAY`, the
+#: models), with the dense stream (zero gating) and the compressed one (zero skipping):
+#: ``*_dense`` / ``*_skip`` cycles, utilization (layer MACs / (PEs x cycles), above 1 when
+#: skipping beats one MAC slot per PE-cycle), issued MACs and energy; ``speedup =
 #: cycles_dense / cycles_skip``, ``skipped_share`` the skipped MACs over all the PEs' MAC slots,
 #: ``energy_ratio = energy_skip / energy_dense``, ``meets_target`` (at the target density
 #: only), ``measured_density`` the share of the unpadded input that is not the zero point.
-#: Energy rows: ``compute_cycles`` (array cycles: the isasim run for ws / os, the rs model for
-#: rs), ``total_cycles`` (ws / os only, with the DMA), the energy model's ``dram_bytes`` and
+#: Energy rows: ``compute_cycles`` (array cycles: the isasim run for ws / os / rs / rs+skip, the
+#: model for rs-eyeriss), ``total_cycles`` (isasim runs only, with the DMA), ``dram_bytes`` and
 #: ``e_*`` split, and ``*_vs_ws`` relative to the ws row of the same layer.
 SPARSITY_FIELDS = (
     "set", "workload", "layer", "shape", "dataflow", "array", "images", "seed", "zp", "density",

@@ -18,9 +18,12 @@ _EPILOG = """examples:
   stamen demo --backend isasim         the same on the fast ISA simulator
   stamen verilog --preset tiny         write build/tiny/ (Verilog + config.json)
   stamen disasm build/demo/mlp.prog    print a compiled program as text
-  stamen bench                         GEMMs and CNN conv layers vs SCALE-Sim, the ws / os
+  stamen bench                         GEMMs and CNN conv layers vs SCALE-Sim, the ws / os / rs
                                        dataflows compared (cycles, energy), zero skipping on
-                                       the rs model: CSV + PNG under build/bench/ (--help)
+                                       the rs device: CSV + PNG under build/bench/ (--help)
+  stamen demo --model lenet --preset small-rs-skip --backend isasim
+                                       the digits LeNet on the row-stationary device, skipping
+                                       zero activations
   stamen bitstream --board icebreaker  iCE40UP5K bitstream + resource/Fmax report (YoWASP tools)
 """
 
@@ -31,7 +34,10 @@ def _log(msg: str) -> None:
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="small", choices=sorted(PRESETS),
-                   help="configuration preset (default: small, an 8x8 array)")
+                   help="configuration preset (default: small, an 8x8 weight-stationary array; "
+                   "small-os / small-rs: output- / row-stationary; small-rs-skip: row-"
+                   "stationary skipping zero activations; tiny: 4x2 for the iCE40; large: "
+                   "16x16)")
     p.add_argument("--rows", type=int, help="override the PE array rows")
     p.add_argument("--cols", type=int, help="override the PE array columns")
     p.add_argument("--no-zero-gate", action="store_true", help="disable zero gating")
@@ -112,22 +118,25 @@ conv      AlexNet conv2-conv5, a 3x3 32->32 conv on 16x16, ResNet-18's 3x3 layer
           scaled-down layers run on both Verilator and isasim: the "model_check" rows record
           whether their counters agree.
 dataflow  The Eyeriss comparison of dataflows with Stamen's own numbers: every implemented
-          dataflow of the 8x8 array (ws = preset small, os = small-os; rs joins when its
-          hardware exists) on the same layers, the conv suite's layers (16 MiB) and the
+          dataflow of the 8x8 array (ws = preset small, os = small-os, rs = small-rs) on
+          the same layers, the conv suite's layers (16 MiB) and the
           digits LeNet and ResNet (trained, quantized, 16 held-out images), always on the ISA
-          simulator (its cycle model equals the RTL counters for both dataflows; --backend
+          simulator (its cycle model equals the RTL counters for every dataflow; --backend
           does not apply). Per layer: compute and total cycles, SCALE-Sim's closed form of
-          that dataflow (os: ceil(T/R)*ceil(N/C)*(K+R+C-2)-1) and the ratio, utilization,
+          that dataflow (os: ceil(T/R)*ceil(N/C)*(K+R+C-2)-1; none for rs) and the ratio,
+          utilization,
           DRAM bytes, and the energy model of sw/energy.py (access counts x Eyeriss costs
           DRAM 200, buffer 6, array 2, RF 1, MAC 1: total, split, per MAC), cycles and
           energy relative to ws: OUT/dataflow.csv, dataflow.json, dataflow.png.
-sparsity  Zero skipping on the row-stationary 12x14 array (Eyeriss v1; its cycle and energy
-          models in sw/rs_model.py and sw/energy.py, not in the device yet), dense stream
-          (zero gating) vs compressed stream: cycles, speedup, utilization, skipped MACs and
-          energy against activation density 0.1..1.0 on seeded random layers (the target
-          1.7x at density 0.4 is reported, never a failure), on the digits LeNet's real conv
-          inputs (20 held-out images, measured density), and per LeNet layer the energy of
-          ws and os (isasim runs) beside rs: OUT/sparsity.csv, sparsity.json, sparsity.png.
+sparsity  Zero skipping, dense stream (zero gating) vs compressed stream, on the row-
+          stationary device (rs: small-rs vs small-rs-skip on the ISA simulator, whose cycle
+          model is the RTL's) and on the Eyeriss mapping of the 12x14 array (rs-eyeriss:
+          the models of sw/rs_model.py and sw/energy.py): cycles, speedup, utilization,
+          skipped MACs and energy against activation density 0.1..1.0 on seeded random
+          layers (the target 1.7x at density 0.4 is reported, never a failure), on the
+          digits LeNet's real conv inputs (20 held-out images, measured density), and per
+          LeNet layer the energy of ws, os, rs and rs+skip (isasim runs) beside rs-eyeriss:
+          OUT/sparsity.csv, sparsity.json, sparsity.png.
 
 all (the default) runs the four. --quick runs the smallest GEMM and one small conv layer
 (conv and dataflow suites; for sparsity one small layer at three densities and 4 images).

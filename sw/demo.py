@@ -196,8 +196,12 @@ def run_cnn_demo(cfg: AccelConfig, model_name: str = "lenet", backend: str = "ve
             ("DRAM bytes / minimum", f"{report.dram_bytes / report.min_dram_bytes:.2f}"
              if report.cycles else "n/a"),
             ("zero-gated MACs", f"{report.gated_macs / report.issued_macs:.1%} of issued"
-             if report.cycles else "n/a"),
-            ("sim cycles / wall s", f"{report.sim_cycles_per_s:,.0f}" if report.sim_wall_s
+             if report.cycles else "n/a")]
+    if cfg.zero_skip:
+        total = report.issued_macs + report.skipped_macs
+        rows.append(("skipped MACs (zero activations)",
+                     f"{report.skipped_macs / total:.1%} of all" if report.cycles else "n/a"))
+    rows += [("sim cycles / wall s", f"{report.sim_cycles_per_s:,.0f}" if report.sim_wall_s
              else "n/a")]
     _summary(f"Stamen digits CNN demo: {cfg.name} {cfg.rows}x{cfg.cols} {cfg.dataflow}, backend "
              f"{backend}", rows)

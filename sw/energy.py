@@ -68,7 +68,8 @@ reads ``k*R*C`` (each group's filter rows once, whatever the output rows), buffe
 the old value (``accumulate`` or a later group) and ACC writes ``C * sum(outputs)``; array: a
 weight one hop to its PE (``k*R*C``), each activation beat to the ``C`` PEs of its row
 (``R*C*sum(width)``), each psum one hop per PE up its column (``R*C*sum(outputs)``); RF fixed:
-the filter spad writes (``k*R*C``) and the ifmap spad writes (``R*C*sum(width)``); RF per MAC 4
+the filter spad writes (``k*R*C``), the ifmap spad writes (``R*C*sum(width)``) and each PE's psum
+FIFO, a write and a read per psum (``2*R*C*sum(outputs)``); RF per MAC 4
 (filter, ifmap, psum read and write), 1 per gated MAC (the ifmap read that finds the zero), and
 skipped MACs are not issued. With ``zero_skip`` the activation hops and ifmap writes of the
 skipped zeros are still charged (an upper bound: the replay does not see the data).
@@ -239,7 +240,8 @@ def _rs(cfg: AccelConfig, args: dict, loop: dict) -> MatmulAccesses:
     kept = sum(p.outputs for p in passes if args["accumulate"] or p.kt)
     return MatmulAccesses(wt_reads=k * R * C, act_reads=beats * R, acc_reads=kept * C,
                           acc_writes=outs * C, array_wt=k * R * C, array_act=beats * R * C,
-                          array_psum=outs * C * R, rf_fixed=k * R * C + beats * R * C,
+                          array_psum=outs * C * R,
+                          rf_fixed=k * R * C + beats * R * C + 2 * outs * C * R,
                           macs=args["m"] * k * R * C)
 
 

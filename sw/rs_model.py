@@ -382,8 +382,9 @@ def rs_conv_cycles(x: np.ndarray, mapping: RsMapping, zp: int, zero_skip: bool =
 #: Cycles from a pass's start to its first activation beat at the PEs beyond the ideal stream's
 #: one (the feeder's act spad read, its push into the row FIFO and the FIFO's output register).
 RS_FEED_DELAY = 2
-#: Cycles from the last pass's end (every PE idle) to the engine's ``busy`` falling.
-RS_END_CYCLES = 1
+#: Cycles from the column adder's top stage taking the last psum to the engine's ``busy``
+#: falling (the stage's register, the ACC write stage, ``busy``).
+RS_END_CYCLES = 3
 
 
 @dataclass(frozen=True)
@@ -471,12 +472,14 @@ def rs_matmul_cycles(cfg, args: dict, loop: dict, act: "np.ndarray | None" = Non
     Events: group ``g``'s filter loader reads ``taps*R`` WT rows from
     ``max(end of group g-1's reads, start of group g-1's first pass + 1)`` (``g >= 2``; group 0
     from cycle 1), and its filters count as loaded 1 cycle after the last read. A pass starts
-    when its filters are loaded and the previous pass is over; it takes
-    :func:`chain_cycles` of its PE rows (identical PEs along a row) plus ``RS_FEED_DELAY``.
-    ``busy`` falls ``RS_END_CYCLES`` after the last pass. Exact with a dense stream
+    when its filters are loaded and every PE has finished the previous pass. Each PE row runs
+    at its own pace (:func:`rs_fed_pe_timing`, ``RS_FEED_DELAY`` cycles behind the pass's
+    start: the feeder's read and FIFO), since its psums wait in the FIFO beside it; the column
+    adder takes psum ``k`` of stage ``i`` (bottom to top) once it is in that FIFO, the stage
+    below has it and stage ``i`` took psum ``k - 1``, one stage per cycle. ``busy`` falls
+    ``RS_END_CYCLES`` after the top stage took the last psum. Exact with a dense stream
     (``zero_skip=False``; ``act`` is then not needed); with ``zero_skip`` the PE rows' timings
-    come from ``act`` (the ACT spad, ``(depth, R)`` int8) and the figure is an estimate: the
-    chain model is an upper bound, and the feeder walks every position at one per cycle.
+    come from ``act`` (the ACT spad, ``(depth, R)`` int8).
     """
     R = cfg.rows
     zp = args["zp"]
@@ -484,7 +487,8 @@ def rs_matmul_cycles(cfg, args: dict, loop: dict, act: "np.ndarray | None" = Non
     load_end = {}                  # group -> cycle after its last read
     loaded = {}                    # group -> first cycle a pass may use it
     first_start = {}
-    t = 0                          # the previous pass's end
+    t = 0                          # every PE done with the previous pass
+    fired = [-1] * R               # the last cycle each adder stage took a psum (0 = top)
     for p in passes:
         g = p.group
         if g not in loaded:
@@ -496,20 +500,31 @@ def rs_matmul_cycles(cfg, args: dict, loop: dict, act: "np.ndarray | None" = Non
         start = max(t, loaded[g])
         if p.first:
             first_start[g] = start
-        t = start + _pass_cycles(cfg, p, act, zp)
-    return t + RS_END_CYCLES
+        timings = _pass_timings(cfg, p, act, zp)
+        base = start + RS_FEED_DELAY
+        # a PE is idle once its end marker is in and its last psum has left (into the FIFO)
+        t = base + max(max(tm.cycles, tm.psum_cycles[-1] + 1) if tm.psum_cycles else tm.cycles
+                       for tm in timings)
+        for k in range(p.outputs):
+            below = None
+            for i in reversed(range(R)):
+                # in the FIFO the cycle after the PE's output register has it
+                f = max(base + timings[i].psum_cycles[k] + 1, fired[i] + 1)
+                if below is not None:
+                    f = max(f, below + 1)
+                fired[i] = below = f
+    return fired[0] + RS_END_CYCLES
 
 
-def _pass_cycles(cfg, p: RsEnginePass, act, zp: int) -> int:
+def _pass_timings(cfg, p: RsEnginePass, act, zp: int) -> list[RsPeTiming]:
+    """Each PE row's timing on a pass (the PEs of a row are alike)."""
     if cfg.zero_skip and p.taps >= 2:          # one-tap passes are fed dense (hw/rs_matmul.py)
         if act is None:
             raise ValueError("rs_matmul_cycles with zero_skip needs the ACT spad contents")
         rows = rs_engine_pass_rows(act, p)
-        timings = [rs_fed_pe_timing(rows[:, r] != zp, p.taps, p.stride, watermark=True)
-                   for r in range(cfg.rows)]
-        return chain_cycles(timings) + RS_FEED_DELAY
-    dense = rs_fed_pe_timing(np.ones(p.width, bool), p.taps, p.stride)
-    return chain_cycles([dense] * cfg.rows) + RS_FEED_DELAY
+        return [rs_fed_pe_timing(rows[:, r] != zp, p.taps, p.stride, watermark=True)
+                for r in range(cfg.rows)]
+    return [rs_fed_pe_timing(np.ones(p.width, bool), p.taps, p.stride)] * cfg.rows
 
 
 def rs_fed_pe_timing(present: np.ndarray, taps: int, stride: int,

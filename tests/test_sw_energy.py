@@ -136,7 +136,8 @@ def test_rs_matmul_accesses_hand_checked():
     assert span.array_wt == 12 + 8
     assert span.array_act == 6 * 2 * 2 + 10 * 2 * 2        # each beat to the 2 PEs of its row
     assert span.array_psum == 4 * 2 * 2 + 10 * 2 * 2        # one hop per PE per psum
-    assert span.rf_fixed == (12 + 24) + (8 + 40)             # filter and ifmap spad writes
+    # filter and ifmap spad writes, and a psum FIFO write and read per PE per psum
+    assert span.rf_fixed == (12 + 24 + 2 * 16) + (8 + 40 + 2 * 40)
     assert span.macs == 4 * 3 * 4 + 5 * 2 * 4
     assert DATAFLOW_MODELS["rs"].rf_per_mac == 4 and DATAFLOW_MODELS["rs"].rf_per_gated == 1
 
