@@ -47,6 +47,13 @@ def test_small_device_options():
     assert tiny.check_count_bits == 9 and tiny.check_cycles == -(-9 // tiny.check_mul_bits)
     assert small.replace(requant_lanes=8).requant_serial is False   # lanes == cols
     assert small.counter_bits == 48 and tiny.counter_bits == 32
+    # the row-stationary spads: Eyeriss v1's by default, out of the hash at their defaults
+    for f, v in (("rs_wt_depth", 40), ("rs_ifmap_depth", 8), ("rs_psum_depth", 4)):
+        assert small.replace(**{f: v}).config_hash != small.config_hash, f
+    rs = AccelConfig.preset("small-rs")
+    assert (rs.rs_wt_depth, rs.rs_ifmap_depth, rs.rs_psum_depth) == (224, 12, 24)
+    assert rs.rs_max_taps == 10 and rs.rs_max_width == 63 * 2 + 10
+    assert AccelConfig.preset("small-rs-skip").zero_skip and not rs.zero_skip
 
 
 @pytest.mark.parametrize("changes,error,match", [
@@ -55,6 +62,10 @@ def test_small_device_options():
     ({"dataflow": "xy"}, ValueError, "dataflow must be one of"),
     ({"zero_skip": True}, ValueError, "zero_skip needs dataflow 'rs'"),
     ({"dataflow": "os", "zero_skip": True}, ValueError, "zero_skip needs dataflow 'rs'"),
+    ({"dataflow": "rs", "rs_ifmap_depth": 2}, ValueError, "rs_ifmap_depth must exceed"),
+    ({"dataflow": "rs", "rs_wt_depth": 19}, ValueError, "rs_wt_depth must hold two filter rows"),
+    ({"dataflow": "rs", "rs_psum_depth": 0}, TypeError, "rs_psum_depth must be a positive"),
+    ({"rs_wt_depth": True}, TypeError, "rs_wt_depth must be a positive integer"),
     ({"bus_bytes": 3}, ValueError, "power of two"),
     ({"mem_bytes": 1000}, ValueError, "multiple of 16"),
     ({"wt_spad_depth": 4}, ValueError, "two weight tiles"),
