@@ -74,6 +74,9 @@ from .rs_pe import RsPEConfig
 __all__ = ["RsMatmulEngine", "RsPassSequencer", "RsFilterLoader", "RsFeeder", "RsAccumulator",
            "rs_pe_config", "rs_pass_layout", "rs_psum_fifo_depth", "RS_WIDE_ADDR"]
 
+# The window test, the run width and the segment step below handle strides 1 and 2 (shifts).
+assert RS_MAX_STRIDE == 2, "hw/rs_matmul.py handles window strides of 1 and 2 only"
+
 #: Bits of an exact act row sum (``act_addr`` plus five products of 16-bit fields < ``2**35``):
 #: the engine keeps untruncated addresses and compares them with the ACT depth.
 RS_WIDE_ADDR = isa.SPAD_ADDR_WIDTH + 19
@@ -158,7 +161,7 @@ class RsPassSequencer(wiring.Component):
         t0, t1 = Signal(16), Signal(16)
         k2, k1, k0, rbase, sbase = (Signal(wide, name=n) for n in ("k2", "k1", "k0", "rbase",
                                                                    "sbase"))
-        i = Signal(_bits("m") + 1)              # first output of the row
+        i = Signal(_bits("m") + 1)                     # first output of the row
         o0 = Signal(16)                                # first output of the segment
         p = self.o_pass
 

@@ -422,7 +422,7 @@ def rs_engine_passes(cfg, args: dict, loop: dict) -> list[RsEnginePass]:
     """Return the passes of a MATMUL on the row-stationary engine, in the order it runs them
     (group, then output row, then segment of at most ``RS_SEGMENT`` outputs)."""
     from stamen.hw.params import RS_SEGMENT
-    window, taps, stride, pstep = rs_engine_mode(cfg, args, loop)
+    _, taps, stride, pstep = rs_engine_mode(cfg, args, loop)
     m, k_tiles = args["m"], args["k_tiles"]
     row_outputs = loop["m_wrap"] or m
 
