@@ -22,7 +22,9 @@ Cycle model
 -----------
 ``cycles`` and ``compute_cycles`` equal the RTL's performance counters exactly for an ideal memory
 (``SimDevice`` with ``mem_latency=0``, ``mem_stall=0``; ``tests/test_vl_device.py`` checks this for
-every program of ``tests/cases.py``). The in-order controller runs one instruction at a time:
+every program of ``tests/cases.py``), except a zero-skipping row-stationary MATMUL
+(``dataflow="rs"``, ``zero_skip``), whose data-dependent figure is an upper bound
+(:func:`matmul_cycles_of`). The in-order controller runs one instruction at a time:
 
 * every instruction costs :func:`fetch_cycles` (``instr_words + ISSUE_OVERHEAD``: the pc handshake,
   one read per instruction word, the memory's response latency, the instruction register and the
