@@ -86,6 +86,14 @@ def _bits(name):
     return Shape.cast(_field(name)).width
 
 
+def _loop_bits(name):
+    return Shape.cast(isa.LoopArgs.as_shape()[name].shape).width
+
+
+#: Bits of a run's position step (``act_stride`` in window mode, ``m_stride`` in tap mode).
+_PSTEP_BITS = max(_bits("act_stride"), _loop_bits("m_stride"))
+
+
 def rs_pe_config(cfg: AccelConfig) -> RsPEConfig:
     """Return the PE sizes of a row-stationary device."""
     if not isinstance(cfg, AccelConfig):
@@ -108,7 +116,7 @@ def rs_pass_layout(cfg: AccelConfig) -> data.StructLayout:
     ``keep`` (add to / max with the old ACC rows) and ``last`` (the MATMUL's last pass)."""
     pe = rs_pe_config(cfg)
     return data.StructLayout({
-        "base": RS_WIDE_ADDR, "pstep": 16, "width": range(pe.max_width + 1),
+        "base": RS_WIDE_ADDR, "pstep": _PSTEP_BITS, "width": range(pe.max_width + 1),
         "outputs": range(RS_SEGMENT + 1), "taps": range(pe.max_taps + 1),
         "stride": range(RS_MAX_STRIDE + 1), "half": 1, "group": _field("k_tiles"), "first": 1,
         "acc_row": bus.spad_addr_width(cfg, "acc"), "keep": 1, "last": 1})
@@ -153,16 +161,16 @@ class RsPassSequencer(wiring.Component):
         window = Signal()
         taps = self.group_taps                         # S
         stride = Signal(range(RS_MAX_STRIDE + 1))      # U
-        pstep = Signal(16)
+        pstep = Signal(_PSTEP_BITS)
         row_outputs = Signal(_field("m"))              # OW
         seg_step = Signal(wide)                        # RS_SEGMENT * U * pstep
         kt = Signal(_bits("k_tiles") + 1)
         group = Signal(_field("k_tiles"))
-        t0, t1 = Signal(16), Signal(16)
+        t0, t1 = Signal(_loop_bits("k_wrap0")), Signal(_loop_bits("k_wrap1"))
         k2, k1, k0, rbase, sbase = (Signal(wide, name=n) for n in ("k2", "k1", "k0", "rbase",
                                                                    "sbase"))
         i = Signal(_bits("m") + 1)                     # first output of the row
-        o0 = Signal(16)                                # first output of the segment
+        o0 = Signal(_bits("m"))                        # first output of the segment
         p = self.o_pass
 
         # The pass at the current position of the walk.
@@ -352,7 +360,7 @@ class RsFeeder(wiring.Component):
         beat = pe.act_layout
         active = Signal()
         addr = Signal(RS_WIDE_ADDR)
-        pstep = Signal(16)
+        pstep = Signal(_PSTEP_BITS)
         pos = Signal(range(pe.max_width + 1))
         width = Signal.like(pos)
         zp = Signal(_field("zp"))
