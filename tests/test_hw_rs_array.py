@@ -221,6 +221,8 @@ def test_rs_mapping_errors_and_shape():
         RsArray(PE, 0, 2)
     with pytest.raises(TypeError, match="must be an RsPEConfig"):
         RsArray(None, 2, 2)
+    with pytest.raises(ValueError, match="psum_fifo_depth must be a non-negative integer"):
+        RsArray(PE, 2, 2, psum_fifo_depth=-1)
     # every (channel, filter row, output row, filter) is covered exactly once
     shape = RsConvShape(3, 9, 9, 7, 3, 3, stride=2)
     m = map_conv(shape, 4, 5, PE)
