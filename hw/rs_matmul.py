@@ -324,7 +324,8 @@ class RsFilterLoader(wiring.Component):
 class RsFeeder(wiring.Component):
     """Stream a pass's run of act rows into the PE rows' FIFOs.
 
-    On ``start`` (with ``pass_``, ``zp``; only while idle) it reads act rows
+    On ``start`` (with ``pass_``; only while idle; ``zp`` steady through the MATMUL) it reads
+    act rows
     ``base + p*pstep`` for ``p < width``, one per cycle while every FIFO has room, and one
     cycle later pushes lane ``r`` (value, offset ``p``) into ``o_acts[r]`` (with ``zero_skip``
     and ``taps >= 2`` only when it differs from ``zp``); then the end marker (offset ``width``) into every FIFO.
@@ -363,7 +364,6 @@ class RsFeeder(wiring.Component):
         pstep = Signal(_PSTEP_BITS)
         pos = Signal(range(pe.max_width + 1))
         width = Signal.like(pos)
-        zp = Signal(_field("zp"))
         compress = Signal()                    # zero_skip, and windows of two taps or more
 
         fifos = []
@@ -396,7 +396,7 @@ class RsFeeder(wiring.Component):
         with m.If(self.start):
             m.d.sync += [active.eq(1), addr.eq(self.pass_.base), pstep.eq(self.pass_.pstep),
                          self.watermark.eq(0),
-                         pos.eq(0), width.eq(self.pass_.width), zp.eq(self.zp),
+                         pos.eq(0), width.eq(self.pass_.width),
                          compress.eq(self.pass_.taps >= 2)]
 
         for r, fifo in enumerate(fifos):
@@ -404,7 +404,7 @@ class RsFeeder(wiring.Component):
             b = Signal(beat, name=f"beat{r}")
             m.d.comb += [b.value.eq(value), b.offset.eq(s1_pos), b.end.eq(s1_end),
                          fifo.w_data.eq(b)]
-            present = s1_end | ((value != zp) | ~compress if cfg.zero_skip else C(1))
+            present = s1_end | ((value != self.zp) | ~compress if cfg.zero_skip else C(1))
             m.d.comb += fifo.w_en.eq(s1_valid & present)
         return m
 

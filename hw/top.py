@@ -13,13 +13,16 @@ from .perf import PerfCounters, perf_layout
 from .postproc import PostProc
 from .rs_matmul import RsMatmulEngine
 
-__all__ = ["Accelerator"]
+__all__ = ["Accelerator", "MATMUL_ENGINES"]
+
+#: The MATMUL engine of each dataflow; all have the members of ``matmul.MatmulEngineBase``.
+MATMUL_ENGINES = {"ws": MatmulEngine, "os": OsMatmulEngine, "rs": RsMatmulEngine}
 
 
 class Accelerator(wiring.Component):
-    """One Stamen device without its memory: scratchpads, DMA, MatmulEngine (``OsMatmulEngine``
-    when ``cfg.dataflow == "os"``, ``RsMatmulEngine`` when ``"rs"``), PostProc, counters and controller, with one device-memory bus
-    port.
+    """One Stamen device without its memory: scratchpads, DMA, the MATMUL engine of
+    ``cfg.dataflow`` (:data:`MATMUL_ENGINES`), PostProc, counters and controller, with one
+    device-memory bus port.
 
     The five scratchpads are ``lib.memory.Memory`` instances with one synchronous read port (data
     the cycle after the address) and one write port each, both muxed by which unit is busy (the
@@ -70,8 +73,7 @@ class Accelerator(wiring.Component):
         m = Module()
         cfg = self._cfg
         m.submodules.dma = dma = DMA(cfg)
-        engines = {"ws": MatmulEngine, "os": OsMatmulEngine, "rs": RsMatmulEngine}
-        m.submodules.matmul = mm = engines[cfg.dataflow](cfg)
+        m.submodules.matmul = mm = MATMUL_ENGINES[cfg.dataflow](cfg)
         m.submodules.postproc = pp = PostProc(cfg)
         m.submodules.perf = perf = PerfCounters(cfg)
         m.submodules.ctrl = ctrl = Controller(cfg)

@@ -926,8 +926,8 @@ def _sweep_rows(layer: ConvLayer, densities, log: _Log) -> list[dict]:
             "set": "sweep", "workload": "random", "layer": layer.name, "shape": str(layer),
             "seed": seed, "zp": zp, "density": d}
         inner = x[:, p:x.shape[1] - p, p:x.shape[2] - p]
-        device, _ = _device_skip(graph, np.ascontiguousarray(inner.transpose(1, 2, 0))[None],
-                                 [layer.name])
+        device = _device_skip(graph, np.ascontiguousarray(inner.transpose(1, 2, 0))[None],
+                              [layer.name])
         model, _ = _rs_skip(x[None], mapping, zp, (p, p))
         for row in (base | device[layer.name], base | model):
             if d == SPARSITY_TARGET_DENSITY:
@@ -940,24 +940,22 @@ def _sweep_rows(layer: ConvLayer, densities, log: _Log) -> list[dict]:
     return rows
 
 
-def _device_skip(graph, x: np.ndarray, layers: list[str]) -> tuple[dict, dict]:
+def _device_skip(graph, x: np.ndarray, layers: list[str]) -> dict:
     """Compile ``graph`` for ``small-rs`` (zero gating) and ``small-rs-skip`` (zero skipping),
     run the images ``x`` on isasim (its cycles are the RTL's, ``tests/test_hw_matmul.py``) and
-    return the sweep / lenet figures of each of ``layers`` (compute cycles: the MATMUL engine's
-    busy cycles) and the energy rows (``_dataflow_run`` style, by ``zero_skip``)."""
+    return the sweep / lenet figures of each of ``layers`` by name (compute cycles: the MATMUL
+    engine's busy cycles; energy from :func:`~stamen.sw.energy.estimate_energy`)."""
     from stamen.sw.energy import estimate_energy
     from stamen.sw.lower import compile_graph
     from stamen.sw.runtime import Device
     figs = {name: {"dataflow": "rs", "array": "", "images": len(x), "error": ""}
             for name in layers}
-    reports = {}
     for preset, tag in (("small-rs", "dense"), ("small-rs-skip", "skip")):
         cfg = AccelConfig.preset(preset)
         prog = compile_graph(graph, cfg, batch=len(x))
         y, rep = Device(cfg, "isasim").run(prog, x)
         exact = bool(np.array_equal(y, graph.reference(x)))
         energy = estimate_energy(prog, rep)
-        reports[tag == "skip"] = (cfg, prog, rep, energy, exact)
         by = {r.name: r for r in rep.layers}
         eby = {r.name: r for r in energy.layers}
         for name in layers:
@@ -978,9 +976,8 @@ def _device_skip(graph, x: np.ndarray, layers: list[str]) -> tuple[dict, dict]:
         f["measured_density"] = round(float(np.mean(xin != op.zp_in[0])), 4)
         if f["issued_macs_dense"] != f["issued_macs_skip"] + f["skipped_macs"]:
             f["error"] = "dense issued MACs are not the skipping ones plus the skipped ones"
-        cfg = reports[False][0]
-        _skip_ratios(f, cfg.rows * cfg.cols)
-    return figs, reports
+        _skip_ratios(f, cfg.rows * cfg.cols)           # both presets are 8x8
+    return figs
 
 
 def _rs_skip(xs: np.ndarray, mapping, zp: int, pad: tuple[int, int]) -> tuple[dict, dict]:
@@ -1056,7 +1053,7 @@ def _lenet_rows(w: _Workload, log: _Log) -> list[dict]:
             if r["layer"] in pos or r["error"]:
                 energy.append({f: r.get(f, "") for f in SPARSITY_FIELDS}
                               | {"set": "energy", "images": r["batch"], "dataflow": tag})
-    device, _ = _device_skip(w.graph, w.x, list(pos))
+    device = _device_skip(w.graph, w.x, list(pos))
     for op, x in convs:
         zp, (ph, pw), (sy, sx) = op.zp_in[0], op.padding, op.stride
         if sy != sx:

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from stamen.hw import bus, isa
 from stamen.hw.matmul import ActAddressGenerator, MatmulEngine, acc_read_transparent
 from stamen.hw.os_matmul import OsMatmulEngine
-from stamen.hw.rs_matmul import RsMatmulEngine
+from stamen.hw.top import MATMUL_ENGINES
 from stamen.hw.params import AccelConfig
 from stamen.sw import golden
 from stamen.sw.asm import to_bytes
@@ -53,9 +53,6 @@ def _rs(cfg: AccelConfig, **changes) -> AccelConfig:
     return cfg.replace(name=f"{cfg.name}-rs", dataflow="rs", **changes)
 
 
-ENGINES = {"ws": MatmulEngine, "os": OsMatmulEngine, "rs": RsMatmulEngine}
-
-
 #: Row-stationary with sizes that are not powers of two and a small filter spad (two rows of the
 #: longest filter), so the loader's halves are back to back.
 CFG_3x5_RS = CFG_3x5_OS.replace(name="t3x5-rs", dataflow="rs", rs_wt_depth=12, rs_ifmap_depth=8)
@@ -82,7 +79,7 @@ class _Harness(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        engine_cls = ENGINES[self.cfg.dataflow]
+        engine_cls = MATMUL_ENGINES[self.cfg.dataflow]
         m.submodules.engine = engine = engine_cls(self.cfg)
         mems = {}
         for name, mem_data in self.mems.items():
