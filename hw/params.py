@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 __all__ = ["AccelConfig", "DATAFLOWS", "PRESETS", "ACT_WIDTH", "WT_WIDTH", "ACC_WIDTH",
            "OPERAND_WIDTH", "COUNTER_WIDTH", "CONFIG_ID_WIDTH", "CHECK_COUNT_WIDTH", "RS_SEGMENT",
-           "RS_MAX_STRIDE", "RS_FEED_DEPTH"]
+           "RS_MAX_STRIDE", "RS_FEED_DEPTH", "RS_PASS_QUEUE"]
 
 #: Width of an activation element in memory (int8, asymmetric with a zero point).
 ACT_WIDTH = 8
@@ -51,9 +51,13 @@ _IMPLEMENTED_DATAFLOWS = ("ws", "os", "rs")
 #: rows are cut into segments of at most this many outputs, so a PE's ifmap row is at most
 #: ``(RS_SEGMENT - 1) * RS_MAX_STRIDE + max_taps`` wide (see ``hw/rs_matmul.py``).
 RS_SEGMENT = 64
-#: Slack entries of the row-stationary engine's queues beyond what a pass needs (each PE row's
-#: activation FIFO holds a whole pass's run plus this, each PE's psum FIFO a pass's outputs
-#: and the column adder's stages plus this, the accumulator's pass queue this many passes).
+#: Passes the row-stationary engine has in flight: issued to the PE rows and not yet written to
+#: ACC. Each PE row starts its next pass on its own, so a fast row may run this many passes
+#: ahead of the slowest one (``hw/rs_matmul.py``).
+RS_PASS_QUEUE = 2
+#: Slack entries of the row-stationary engine's FIFOs beyond what ``RS_PASS_QUEUE`` passes need
+#: (each PE row's activation FIFO holds their runs plus this, each PE's psum FIFO their outputs
+#: and the column adder's stages plus this).
 RS_FEED_DEPTH = 4
 #: Largest window stride a row-stationary PE walks (``m_stride / act_stride`` of a MATMUL).
 RS_MAX_STRIDE = 2

@@ -23,14 +23,16 @@ one row command on every used PE, all started in the same cycle:
 A command is accepted (``i_cmd.ready``) only when every PE is ``idle``, so a pass's psums have
 all left before the next pass changes ``used_rows``.
 
-With ``psum_fifo_depth = D > 0`` the psums do not climb through the PEs: every PE computes its
-own psums (``acc`` is ignored and ``i_psums`` unused), puts them into a ``D``-deep FIFO beside
-it, and a column of adder stages sums the FIFO heads, bottom to top, one psum per cycle, onto
+With ``psum_fifo_depth = D > 0`` the psums do not climb through the PEs and the rows run
+apart: every PE computes its own psums, puts them into a ``D``-deep FIFO beside it, and a
+column of adder stages sums the FIFO heads, bottom to top, one psum per cycle, onto
 ``o_psums[j]`` (``rows + 1`` cycles after the slowest PE's psum). A PE then never waits for the
-PE below, so the rows of a pass run at their own pace (the device engine, ``hw/rs_matmul.py``,
-uses this; every pass must use all rows). ``idle`` covers the PEs only: the adders may still
-hold the last pass's psums when the next pass starts. With ideal streams the cycles from the
-command handshake to ``idle`` are ``sw.rs_model.chain_cycles`` of the slowest used column.
+PE below, and each PE row takes its own row commands: ``i_row_cmds[i]`` (a PE row command,
+``acc`` ignored) is accepted when the PEs of row ``i`` are idle and goes to all of them
+(``i_cmd`` and ``i_psums`` are absent). So a row starts its next pass as soon as it has
+finished its last one, and the psums of a pass meet in the adder however far apart the rows
+ran; the user keeps every FIFO from filling up (or the PE waits for room), and every pass
+must use all rows and columns. The device engine (``hw/rs_matmul.py``) uses this.
 
 Parameters
 ----------
@@ -39,14 +41,15 @@ rows, cols : int
 zero_gate, zero_skip : bool
     As for :class:`~.rs_pe.RsPE`.
 psum_fifo_depth : int
-    0: psums climb through the PEs' MAC stages; ``D > 0``: FIFOs beside the PEs and a column
-    adder (above).
+    0: psums climb through the PEs' MAC stages, one command for the array; ``D > 0``: FIFOs
+    beside the PEs, a column adder and a command stream per PE row (above).
 
 Members
 -------
-i_cmd : ``In(stream.Signature(rs_array_cmd_layout(cfg, rows, cols)))``
+i_cmd : ``In(stream.Signature(rs_array_cmd_layout(cfg, rows, cols)))``; without psum FIFOs.
+i_row_cmds : ``In(stream.Signature(cfg.cmd_layout)).array(rows)``; with psum FIFOs.
 i_acts : ``In(stream.Signature(cfg.act_layout)).array(rows, cols)``
-i_psums : ``In(stream.Signature(signed(ACC_WIDTH))).array(cols)``
+i_psums : ``In(stream.Signature(signed(ACC_WIDTH))).array(cols)``; without psum FIFOs.
 o_psums : ``Out(stream.Signature(signed(ACC_WIDTH))).array(cols)``
 wt_write : ``In(rs_wt_write_layout(cfg, cols)).array(rows)``; ``en``, ``cols`` (mask),
     ``addr``, ``data[j]``: written in the cycle ``en`` is high.
@@ -103,10 +106,14 @@ class RsArray(wiring.Component):
         self._cfg, self._rows, self._cols = cfg, rows, cols
         self._zero_gate, self._zero_skip = zero_gate, zero_skip
         pes = rows * cols
+        if psum_fifo_depth:
+            cmds = {"i_row_cmds": In(stream.Signature(cfg.cmd_layout)).array(rows)}
+        else:
+            cmds = {"i_cmd": In(stream.Signature(rs_array_cmd_layout(cfg, rows, cols))),
+                    "i_psums": In(stream.Signature(signed(ACC_WIDTH))).array(cols)}
         super().__init__({
-            "i_cmd": In(stream.Signature(rs_array_cmd_layout(cfg, rows, cols))),
+            **cmds,
             "i_acts": In(stream.Signature(cfg.act_layout)).array(rows, cols),
-            "i_psums": In(stream.Signature(signed(ACC_WIDTH))).array(cols),
             "o_psums": Out(stream.Signature(signed(ACC_WIDTH))).array(cols),
             "wt_write": In(rs_wt_write_layout(cfg, cols)).array(rows),
             "idle": Out(1), "watermark": In(range(cfg.max_width + 1)),
@@ -130,13 +137,7 @@ class RsArray(wiring.Component):
         for i in range(rows):
             for j in range(cols):
                 m.submodules[f"pe_{i}_{j}"] = pe[i][j]
-        cmd = self.i_cmd
-        used_rows = Signal(range(1, rows + 1), init=1)      # of the running pass
-        m.d.comb += [self.idle.eq(Cat(p.idle for r in pe for p in r).all()),
-                     cmd.ready.eq(self.idle)]
-        with m.If(cmd.valid & cmd.ready):
-            m.d.sync += used_rows.eq(cmd.p.used_rows)
-
+        m.d.comb += self.idle.eq(Cat(p.idle for r in pe for p in r).all())
         for i in range(rows):
             wt = self.wt_write[i]
             for j in range(cols):
@@ -145,26 +146,48 @@ class RsArray(wiring.Component):
                 m.d.comb += [
                     p.wt_write.en.eq(wt.en & wt.cols[j]), p.wt_write.addr.eq(wt.addr),
                     p.wt_write.data.eq(wt.data[j]), p.watermark.eq(self.watermark),
-                    # every PE is idle when a command is accepted, so all take it at once
-                    p.i_cmd.valid.eq(cmd.valid & cmd.ready & (i < cmd.p.used_rows)
-                                     & (j < cmd.p.used_cols)),
                 ]
-                for name in cmd.p.shape().members:
-                    if name in p.i_cmd.p.shape().members and name != "acc":
-                        m.d.comb += getattr(p.i_cmd.p, name).eq(getattr(cmd.p, name))
-                chained = Mux(i == cmd.p.used_rows - 1, cmd.p.acc, 1)
-                m.d.comb += p.i_cmd.p.acc.eq(0 if self._fifo_depth else chained)
-
         if self._fifo_depth:
+            self._row_commands(m, pe)
             self._reduce_columns(m, pe)
         else:
-            self._chain_columns(m, pe, used_rows)
+            self._chain_columns(m, pe, self._array_command(m, pe))
 
         flat = [p for r in pe for p in r]
         m.d.comb += [self.macs_inc.eq(sum(p.macs_inc for p in flat)),
                      self.gated_inc.eq(sum(p.gated_inc for p in flat)),
                      self.skipped_inc.eq(sum(p.skipped_inc for p in flat))]
         return m
+
+    def _array_command(self, m, pe):
+        """Without psum FIFOs: one command for the array, accepted when every PE is idle (so
+        a pass's psums have all left before the next pass changes ``used_rows``), to the used
+        PEs; the bottom used PE takes the command's ``acc``, the PEs above add the psums from
+        below. Returns the running pass's used rows."""
+        cmd = self.i_cmd
+        used_rows = Signal(range(1, self._rows + 1), init=1)
+        m.d.comb += cmd.ready.eq(self.idle)
+        with m.If(cmd.valid & cmd.ready):
+            m.d.sync += used_rows.eq(cmd.p.used_rows)
+        for i, row in enumerate(pe):
+            for j, p in enumerate(row):
+                m.d.comb += p.i_cmd.valid.eq(cmd.valid & cmd.ready & (i < cmd.p.used_rows)
+                                             & (j < cmd.p.used_cols))
+                for name in p.i_cmd.p.shape().members:
+                    if name != "acc":
+                        m.d.comb += getattr(p.i_cmd.p, name).eq(getattr(cmd.p, name))
+                m.d.comb += p.i_cmd.p.acc.eq(Mux(i == cmd.p.used_rows - 1, cmd.p.acc, 1))
+        return used_rows
+
+    def _row_commands(self, m, pe):
+        """With psum FIFOs: row ``i``'s command is accepted when its PEs are idle and goes to
+        all of them, without ``acc``."""
+        for i, row in enumerate(pe):
+            cmd = self.i_row_cmds[i]
+            m.d.comb += cmd.ready.eq(Cat(p.idle for p in row).all())
+            for p in row:
+                m.d.comb += [p.i_cmd.valid.eq(cmd.valid & cmd.ready), p.i_cmd.p.eq(cmd.p),
+                             p.i_cmd.p.acc.eq(0)]
 
     def _reduce_columns(self, m, pe):
         """``psum_fifo_depth > 0``: each PE's psums go into a FIFO beside it; adder stage ``i``
@@ -199,7 +222,7 @@ class RsArray(wiring.Component):
                     m.d.sync += sv.eq(0)
                 taken = fire
             m.d.comb += [self.o_psums[j].valid.eq(stages[0][1]),
-                         self.o_psums[j].p.eq(stages[0][2]), self.i_psums[j].ready.eq(0)]
+                         self.o_psums[j].p.eq(stages[0][2])]
 
     def _chain_columns(self, m, pe, used_rows):
         """``psum_fifo_depth == 0``: psums climb each column through the PEs' MAC stages; the

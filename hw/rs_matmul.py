@@ -36,28 +36,35 @@ Units
 * :class:`RsPassSequencer` walks the passes (running sums, no multiplier) and holds the LOOP state.
 * :class:`RsFilterLoader` reads each group's ``taps*R`` WT rows, one per cycle, and writes row
   ``r`` of the tile to PE row ``r`` (column ``j`` gets byte ``j``) into one of two filter spad
-  halves, so group ``g+1`` loads while group ``g`` runs; group ``g`` may load once group ``g-1``
-  has started (the array accepts a pass only when every PE is idle, so ``g-2`` is over).
-* :class:`RsFeeder` reads a pass's run from the act spad, one act row per cycle, and pushes lane
-  ``r`` into PE row ``r``'s FIFO (a whole pass's run plus ``RS_FEED_DEPTH`` beats, so a slow row
-  never holds the walk back from the others), then the end marker; with ``zero_skip`` and
-  windows of two taps or more it pushes only the lanes that differ from the zero point (the
-  compressed row: value and position), and tells the PEs how far its walk has got, so a PE
-  whose FIFO is empty ends a window without waiting for the next non-zero. A one-tap pass gains
-  nothing from skipping (the walk already costs a cycle per position), so its zeros go to the
-  PEs and are gated. Every PE of a row sees the same beats and commands, so the PEs of a row
-  stay in step and PE ``(r, 0)``'s ``ready`` stands for the row.
-* The array runs with psum FIFOs beside its PEs and a column adder
-  (``RsArray(psum_fifo_depth=rs_psum_fifo_depth(cfg))``): no PE waits for the PE below, so with
-  zero skipping each PE row runs a pass at the pace of its own non-zeros, and a pass lasts as
-  long as its busiest row (not, window by window, the busiest row of each window).
+  halves, so group ``g+1`` loads while group ``g`` runs; group ``g`` may load once every PE
+  row has started group ``g-1`` (so it is done with ``g-2``, whose half ``g`` overwrites).
+* A pass is *issued* to three queues at once: :class:`RsRowDispatcher` (one queue per PE
+  row), :class:`RsFeeder` and :class:`RsAccumulator`, when the accumulator has room: at most
+  ``RS_PASS_QUEUE`` passes are in flight (issued and not yet written to ACC).
+* :class:`RsRowDispatcher` gives each PE row its next pass as soon as the row has finished its
+  last one and the pass's filters are loaded: the rows run apart (a fast row up to
+  ``RS_PASS_QUEUE`` passes ahead), so with zero skipping a row's work averages over its
+  passes instead of every pass lasting as long as its busiest row.
+* :class:`RsFeeder` walks the issued passes' runs one after another, one act row per cycle,
+  and pushes lane ``r`` into PE row ``r``'s FIFO (``RS_PASS_QUEUE`` runs plus
+  ``RS_FEED_DEPTH`` beats, so the walk never waits for a slow row), then the end marker; with
+  ``zero_skip`` and windows of two taps or more it pushes only the lanes that differ from the
+  zero point (the compressed row: value and position), and tells the PEs how far its walk of
+  the current pass has got, so a PE whose FIFO is empty ends a window without waiting for the
+  next non-zero. A one-tap pass gains nothing from skipping (the walk already costs a cycle
+  per position), so its zeros go to the PEs and are gated. Every PE of a row sees the same
+  beats and commands, so the PEs of a row stay in step and PE ``(r, 0)``'s ``ready`` stands
+  for the row. The walk runs ahead of the rows, so a pass's beats wait in the FIFOs when a
+  row starts it.
+* The array runs with psum FIFOs beside its PEs, a column adder and a command stream per PE
+  row (``RsArray(psum_fifo_depth=rs_psum_fifo_depth(cfg))``, deep enough for the psums of
+  ``RS_PASS_QUEUE`` passes): no PE waits for the PE below, and the psums of a pass meet in
+  the adder however far apart the rows ran.
 * :class:`RsAccumulator` read-modify-writes each psum row (all columns leave in the same cycle)
-  into its ACC row; it queues up to ``RS_FEED_DEPTH`` passes (the adder may still hold a pass's
-  psums when the next one starts).
+  into its ACC row, pass by pass.
 
-A pass starts when every PE has finished the previous one and its filters are loaded; so the
-engine's cycles are the passes' busiest rows plus the first group's load and the pipeline
-latencies (``sw.rs_model.rs_matmul_cycles``).
+The engine's cycles are therefore the rows' own paces, bounded by the passes in flight, plus
+the first group's load and the pipeline latencies (``sw.rs_model.rs_matmul_cycles``).
 """
 from amaranth import *
 from amaranth.lib import data, stream, wiring
@@ -67,12 +74,13 @@ from amaranth.utils import exact_log2
 
 from . import bus, isa
 from .matmul import AccumulatorBase, MatmulEngineBase, _field, _rd_port
-from .params import RS_FEED_DEPTH, RS_MAX_STRIDE, RS_SEGMENT, AccelConfig
+from .params import RS_FEED_DEPTH, RS_MAX_STRIDE, RS_PASS_QUEUE, RS_SEGMENT, AccelConfig
 from .rs_array import RsArray, rs_wt_write_layout
 from .rs_pe import RsPEConfig
 
-__all__ = ["RsMatmulEngine", "RsPassSequencer", "RsFilterLoader", "RsFeeder", "RsAccumulator",
-           "rs_pe_config", "rs_pass_layout", "rs_psum_fifo_depth", "RS_WIDE_ADDR"]
+__all__ = ["RsMatmulEngine", "RsPassSequencer", "RsFilterLoader", "RsFeeder", "RsRowDispatcher",
+           "RsAccumulator", "rs_pe_config", "rs_pass_layout", "rs_psum_fifo_depth",
+           "rs_act_fifo_depth", "RS_WIDE_ADDR"]
 
 # The window test, the run width and the segment step below handle strides 1 and 2 (shifts).
 assert RS_MAX_STRIDE == 2, "hw/rs_matmul.py handles window strides of 1 and 2 only"
@@ -104,9 +112,16 @@ def rs_pe_config(cfg: AccelConfig) -> RsPEConfig:
 
 
 def rs_psum_fifo_depth(cfg: AccelConfig) -> int:
-    """Depth of the psum FIFO beside each PE (``RsArray(psum_fifo_depth=)``): a pass's outputs
-    and the column adder's stages, so a PE that runs ahead of the others never waits."""
-    return RS_SEGMENT + cfg.rows + RS_FEED_DEPTH
+    """Depth of the psum FIFO beside each PE (``RsArray(psum_fifo_depth=)``): the outputs of
+    the ``RS_PASS_QUEUE`` passes in flight and the column adder's stages, so a PE that runs
+    ahead of the others never waits."""
+    return RS_PASS_QUEUE * RS_SEGMENT + cfg.rows + RS_FEED_DEPTH
+
+
+def rs_act_fifo_depth(cfg: AccelConfig) -> int:
+    """Depth of each PE row's activation FIFO (:class:`RsFeeder`): the runs of the
+    ``RS_PASS_QUEUE`` passes in flight, each with its end marker."""
+    return RS_PASS_QUEUE * (cfg.rs_max_width + 1) + RS_FEED_DEPTH
 
 
 def rs_pass_layout(cfg: AccelConfig) -> data.StructLayout:
@@ -253,7 +268,8 @@ class RsFilterLoader(wiring.Component):
     ``r`` inner, one per cycle, and writes row ``r``'s ``C`` weights to PE row ``r``, column
     ``j`` getting byte ``j``, at filter address ``half*rs_max_taps + tap`` (``half = g % 2``)
     one cycle later. Group ``g`` starts only when ``g <= max(1, started)`` (``started``: groups
-    whose first pass the array accepted). ``loaded`` counts the groups whose writes are done.
+    whose first pass every PE row has accepted). ``loaded`` counts the groups whose writes are
+    done.
 
     Members
     -------
@@ -322,21 +338,26 @@ class RsFilterLoader(wiring.Component):
 
 
 class RsFeeder(wiring.Component):
-    """Stream a pass's run of act rows into the PE rows' FIFOs.
+    """Stream the passes' runs of act rows into the PE rows' FIFOs, pass after pass.
 
-    On ``start`` (with ``pass_``; only while idle; ``zp`` steady through the MATMUL) it reads
-    act rows
-    ``base + p*pstep`` for ``p < width``, one per cycle while every FIFO has room, and one
-    cycle later pushes lane ``r`` (value, offset ``p``) into ``o_acts[r]`` (with ``zero_skip``
-    and ``taps >= 2`` only when it differs from ``zp``); then the end marker (offset ``width``) into every FIFO.
-    ``watermark`` is the positions pushed so far (each counted from the cycle its beats can be
-    read), so a PE whose FIFO is empty knows the positions below it are zeros.
+    Passes queue on ``i_pass`` (up to ``RS_PASS_QUEUE``; ``zp`` steady through the MATMUL).
+    For each in turn it reads act rows ``base + p*pstep`` for ``p < width``, one per cycle, and
+    one cycle later pushes lane ``r`` (value, offset ``p``) into ``o_acts[r]`` (with
+    ``zero_skip`` and ``taps >= 2`` only when it differs from ``zp``); then the end marker
+    (offset ``width``) into every FIFO, and it reads the next pass's first row in the next
+    cycle. Each FIFO holds ``RS_PASS_QUEUE`` whole runs plus ``RS_FEED_DEPTH`` beats, so, as
+    long as a pass is issued only when the rows have finished the pass ``RS_PASS_QUEUE``
+    before it, the walk never waits for a slow row and no row waits for a fast one.
+    ``watermark`` is the positions of the walked pass pushed so far (each counted from the
+    cycle its beats can be read; 0 from its end marker on), so a PE whose FIFO is empty knows
+    the positions below it are zeros: such a PE is always in the pass being walked, since the
+    pass's end marker is not in its FIFO yet.
     A row at or beyond the ACT depth is read at its truncated address and sets ``fault`` until
     ``clear``.
 
     Members
     -------
-    start : ``In(1)``; pass_ : ``In(rs_pass_layout(cfg))``; zp : ``In(signed(8))``
+    i_pass : ``In(stream.Signature(rs_pass_layout(cfg)))``; zp : ``In(signed(8))``
     clear : ``In(1)``; fault : ``Out(1)``
     act_rd : ``In(memory.ReadPort.Signature(...))`` of the ACT spad
     o_acts : ``Out(stream.Signature(pe.act_layout)).array(rows)``
@@ -347,7 +368,7 @@ class RsFeeder(wiring.Component):
         self._cfg = cfg
         self._pe = rs_pe_config(cfg)
         super().__init__({
-            "start": In(1), "pass_": In(rs_pass_layout(cfg)), "zp": In(_field("zp")),
+            "i_pass": In(stream.Signature(rs_pass_layout(cfg))), "zp": In(_field("zp")),
             "clear": In(1), "fault": Out(1),
             "act_rd": _rd_port(cfg, "act"),
             "o_acts": Out(stream.Signature(self._pe.act_layout)).array(cfg.rows),
@@ -359,6 +380,12 @@ class RsFeeder(wiring.Component):
         cfg, pe = self._cfg, self._pe
         aw = bus.spad_addr_width(cfg, "act")
         beat = pe.act_layout
+        layout = rs_pass_layout(cfg)
+        m.submodules.queue = queue = SyncFIFO(width=layout.size, depth=RS_PASS_QUEUE)
+        m.d.comb += [queue.w_en.eq(self.i_pass.valid), queue.w_data.eq(self.i_pass.payload),
+                     self.i_pass.ready.eq(queue.w_rdy)]
+        nxt = Signal(layout)
+        m.d.comb += nxt.eq(queue.r_data)
         active = Signal()
         addr = Signal(RS_WIDE_ADDR)
         pstep = Signal(_PSTEP_BITS)
@@ -367,7 +394,7 @@ class RsFeeder(wiring.Component):
         compress = Signal()                    # zero_skip, and windows of two taps or more
 
         fifos = []
-        depth = pe.max_width + RS_FEED_DEPTH
+        depth = rs_act_fifo_depth(cfg)
         for r in range(cfg.rows):
             fifo = SyncFIFO(width=beat.size, depth=depth)
             m.submodules[f"fifo{r}"] = fifo
@@ -381,7 +408,9 @@ class RsFeeder(wiring.Component):
         room = Cat(f.w_level + s1_valid < depth for f in fifos).all()
         issue = active & room
         end = pos == width
-        m.d.comb += [self.act_rd.addr.eq(addr[:aw]), self.act_rd.en.eq(issue & ~end)]
+        begin = queue.r_rdy & (~active | (issue & end))      # the next pass's walk
+        m.d.comb += [self.act_rd.addr.eq(addr[:aw]), self.act_rd.en.eq(issue & ~end),
+                     queue.r_en.eq(begin)]
         m.d.sync += [s1_valid.eq(issue), s1_end.eq(end), s1_pos.eq(pos)]
         with m.If(issue):
             m.d.sync += [pos.eq(pos + 1), addr.eq(addr + pstep)]
@@ -391,13 +420,11 @@ class RsFeeder(wiring.Component):
                 m.d.sync += self.fault.eq(1)
         with m.If(self.clear):
             m.d.sync += self.fault.eq(0)
-        with m.If(s1_valid & ~s1_end):
-            m.d.sync += self.watermark.eq(s1_pos + 1)    # visible with the beat
-        with m.If(self.start):
-            m.d.sync += [active.eq(1), addr.eq(self.pass_.base), pstep.eq(self.pass_.pstep),
-                         self.watermark.eq(0),
-                         pos.eq(0), width.eq(self.pass_.width),
-                         compress.eq(self.pass_.taps >= 2)]
+        with m.If(s1_valid):                                 # visible with the beat
+            m.d.sync += self.watermark.eq(Mux(s1_end, 0, s1_pos + 1))
+        with m.If(begin):
+            m.d.sync += [active.eq(1), addr.eq(nxt.base), pstep.eq(nxt.pstep), pos.eq(0),
+                         width.eq(nxt.width), compress.eq(nxt.taps >= 2)]
 
         for r, fifo in enumerate(fifos):
             value = self.act_rd.data[r]
@@ -409,11 +436,79 @@ class RsFeeder(wiring.Component):
         return m
 
 
+class RsRowDispatcher(wiring.Component):
+    """Queue the passes' row commands for each PE row, so every row starts its next pass on
+    its own.
+
+    Passes queue on ``i_pass`` (one ``RS_PASS_QUEUE``-deep queue per PE row, all written in
+    the same handshake). Row ``r``'s next command goes out on ``o_cmds[r]`` once its group's
+    filters are loaded (``loaded > group``): the filter spad half's taps, ``taps``,
+    ``stride``, one filter and the zero point ``zp``. ``started`` is the fewest groups any row
+    has started (a group starts with its ``first`` pass), so the loader may overwrite the
+    filter spad half of group ``g - 2`` once ``started >= g``. ``start`` resets it.
+
+    Members
+    -------
+    start : ``In(1)``; i_pass : ``In(stream.Signature(rs_pass_layout(cfg)))``
+    zp : ``In(signed(8))``; loaded : ``In(k_tiles shape)``; started : ``Out(k_tiles shape)``
+    o_cmds : ``Out(stream.Signature(pe.cmd_layout)).array(rows)``
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        self._cfg = cfg
+        self._pe = rs_pe_config(cfg)
+        super().__init__({
+            "start": In(1), "i_pass": In(stream.Signature(rs_pass_layout(cfg))),
+            "zp": In(_field("zp")), "loaded": In(_field("k_tiles")),
+            "started": Out(_field("k_tiles")),
+            "o_cmds": Out(stream.Signature(self._pe.cmd_layout)).array(cfg.rows),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        layout = rs_pass_layout(cfg)
+        started = []
+        ready = []
+        for r in range(cfg.rows):
+            queue = SyncFIFO(width=layout.size, depth=RS_PASS_QUEUE)
+            m.submodules[f"queue{r}"] = queue
+            ready.append(queue.w_rdy)
+            m.d.comb += [queue.w_en.eq(self.i_pass.valid & self.i_pass.ready),
+                         queue.w_data.eq(self.i_pass.payload)]
+            head = Signal(layout, name=f"head{r}")
+            n = Signal(_field("k_tiles"), name=f"started{r}")
+            started.append(n)
+            o = self.o_cmds[r]
+            m.d.comb += [
+                head.eq(queue.r_data),
+                o.valid.eq(queue.r_rdy & (self.loaded > head.group)), queue.r_en.eq(o.valid
+                                                                                     & o.ready),
+                o.p.wt_base.eq(Mux(head.half, cfg.rs_max_taps, 0)), o.p.taps.eq(head.taps),
+                o.p.stride.eq(head.stride), o.p.filters.eq(1), o.p.zp.eq(self.zp),
+                o.p.acc.eq(0),
+            ]
+            with m.If(self.start):
+                m.d.sync += n.eq(0)
+            with m.Elif(o.valid & o.ready & head.first):
+                m.d.sync += n.eq(n + 1)
+        m.d.comb += [self.i_pass.ready.eq(Cat(ready).all()), self.started.eq(_minimum(started))]
+        return m
+
+
+def _minimum(values):
+    """The smallest of ``values`` (unsigned), as a tree of comparisons."""
+    while len(values) > 1:
+        pairs = [Mux(a < b, a, b) for a, b in zip(values[::2], values[1::2])]
+        values = pairs + values[len(values) - len(values) % 2:]
+    return values[0]
+
+
 class RsAccumulator(AccumulatorBase):
     """Add (or max) the array's psum rows into ACC, pass by pass.
 
-    Each pass is queued on ``i_pass`` when it starts; its ``outputs`` psum rows go to ACC rows
-    ``acc_row + x`` (``keep``: add to the old row, or max with it when ``acc_max``; else
+    Each pass is queued on ``i_pass`` when it is issued (up to ``RS_PASS_QUEUE``); its
+    ``outputs`` psum rows go to ACC rows ``acc_row + x`` (``keep``: add to the old row, or max with it when ``acc_max``; else
     overwrite), with the write stage of :class:`~.matmul.AccumulatorBase`; ``done`` marks the
     last write of a ``last`` pass.
 
@@ -427,7 +522,7 @@ class RsAccumulator(AccumulatorBase):
     def elaborate(self, platform):
         m = Module()
         layout = rs_pass_layout(self.cfg)
-        m.submodules.queue = queue = SyncFIFO(width=layout.size, depth=RS_FEED_DEPTH)
+        m.submodules.queue = queue = SyncFIFO(width=layout.size, depth=RS_PASS_QUEUE)
         m.d.comb += [queue.w_en.eq(self.i_pass.valid), queue.w_data.eq(self.i_pass.payload),
                      self.i_pass.ready.eq(queue.w_rdy)]
         cur = Signal(layout)
@@ -471,6 +566,7 @@ class RsMatmulEngine(MatmulEngineBase):
         m.submodules.seq = seq = RsPassSequencer(cfg)
         m.submodules.loader = loader = RsFilterLoader(cfg)
         m.submodules.feeder = feeder = RsFeeder(cfg)
+        m.submodules.dispatch = dispatch = RsRowDispatcher(cfg)
         m.submodules.accum = accum = RsAccumulator(cfg)
 
         start = self.i_cmd.valid & ~self.busy
@@ -479,32 +575,25 @@ class RsMatmulEngine(MatmulEngineBase):
             m.d.comb += [unit.start.eq(start), unit.args.eq(self.i_cmd.p)]
         m.d.comb += [seq.loop.eq(self.i_loop.p), seq.loop_set.eq(self.i_loop.valid & ~self.busy),
                      seq.clear.eq(self.loop_clear), loader.group_taps.eq(seq.group_taps),
-                     feeder.clear.eq(start), self.fault.eq(feeder.fault)]
+                     feeder.clear.eq(start), self.fault.eq(feeder.fault),
+                     dispatch.start.eq(start)]
         zp = Signal(_field("zp"))
-        started = Signal(_field("k_tiles"))          # groups whose first pass has started
         with m.If(start):
-            m.d.sync += [self.busy.eq(1), zp.eq(self.i_cmd.p.zp), started.eq(0)]
+            m.d.sync += [self.busy.eq(1), zp.eq(self.i_cmd.p.zp)]
         with m.If(accum.done):
             m.d.sync += self.busy.eq(0)
 
-        # A pass starts when the array is idle, its group's filters are loaded and the
-        # accumulator can queue it.
+        # A pass is issued to the PE rows, the feeder and the accumulator at once, when the
+        # accumulator has room (it frees a slot once a pass's psums are all written, and then
+        # every row and the feeder are done with that pass, so their queues have room too).
         ps = seq.o_pass
-        cmd = array.i_cmd
-        ready_to_go = ps.valid & (loader.loaded > ps.p.group) & accum.i_pass.ready
-        fire = ready_to_go & cmd.ready
-        m.d.comb += [
-            cmd.valid.eq(ready_to_go),
-            cmd.p.wt_base.eq(Mux(ps.p.half, cfg.rs_max_taps, 0)), cmd.p.taps.eq(ps.p.taps),
-            cmd.p.stride.eq(ps.p.stride), cmd.p.filters.eq(1), cmd.p.zp.eq(zp), cmd.p.acc.eq(0),
-            cmd.p.used_rows.eq(R), cmd.p.used_cols.eq(Cc),
-            ps.ready.eq(fire),
-            feeder.start.eq(fire), feeder.pass_.eq(ps.p), feeder.zp.eq(zp),
-            accum.i_pass.valid.eq(fire), accum.i_pass.payload.eq(ps.p),
-            loader.started.eq(started),
-        ]
-        with m.If(fire & ps.p.first):
-            m.d.sync += started.eq(started + 1)
+        fire = ps.valid & dispatch.i_pass.ready & feeder.i_pass.ready & accum.i_pass.ready
+        m.d.comb += [ps.ready.eq(fire), feeder.zp.eq(zp), dispatch.zp.eq(zp),
+                     dispatch.loaded.eq(loader.loaded), loader.started.eq(dispatch.started)]
+        for unit in (dispatch, feeder, accum):
+            m.d.comb += [unit.i_pass.valid.eq(fire), unit.i_pass.payload.eq(ps.p)]
+        for r in range(R):
+            wiring.connect(m, dispatch.o_cmds[r], array.i_row_cmds[r])
 
         wiring.connect(m, wiring.flipped(self.wt_rd), loader.wt_rd)
         wiring.connect(m, wiring.flipped(self.act_rd), feeder.act_rd)
@@ -520,8 +609,7 @@ class RsMatmulEngine(MatmulEngineBase):
                 m.d.comb += [array.i_acts[r][j].valid.eq(o.valid),
                              array.i_acts[r][j].payload.eq(o.payload)]
         for j in range(Cc):
-            m.d.comb += [array.o_psums[j].ready.eq(1), array.i_psums[j].valid.eq(0),
-                         accum.i_psums.p[j].eq(array.o_psums[j].p)]
+            m.d.comb += [array.o_psums[j].ready.eq(1), accum.i_psums.p[j].eq(array.o_psums[j].p)]
         m.d.comb += [accum.i_psums.valid.eq(array.o_psums[0].valid),
                      self.macs_inc.eq(array.macs_inc), self.gated_inc.eq(array.gated_inc),
                      self.skipped_inc.eq(array.skipped_inc)]

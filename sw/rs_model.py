@@ -15,7 +15,7 @@ __all__ = ["compress_row", "RsPeTiming", "rs_pe_timing", "rs_pe_cycles", "RS_PSU
            "RsLayerCycles", "rs_conv_cycles", "window_activations", "RsEnginePass",
            "rs_engine_mode", "rs_engine_passes", "rs_engine_pass_rows", "rs_matmul_cycles",
            "rs_fed_pe_timing", "rs_skipped_tiles",
-           "RS_FEED_DELAY", "RS_END_CYCLES"]
+           "RS_FEED_START", "RS_FEED_LATENCY", "RS_QUEUE_FREE", "RS_END_CYCLES"]
 
 #: Cycles from the op completing a psum to that psum being valid on the PE's ``o_psums``.
 RS_PSUM_LATENCY = 2
@@ -379,9 +379,16 @@ def rs_conv_cycles(x: np.ndarray, mapping: RsMapping, zp: int, zero_skip: bool =
 
 # -- the row-stationary device engine (hw/rs_matmul.py): a MATMUL's passes and cycles -----------
 
-#: Cycles from a pass's start to its first activation beat at the PEs beyond the ideal stream's
-#: one (the feeder's act spad read, its push into the row FIFO and the FIFO's output register).
-RS_FEED_DELAY = 2
+#: Cycles from a pass's issue (``hw/rs_matmul.py``: the handshake that queues it for the PE
+#: rows, the feeder and the accumulator) to the feeder's first act spad read of its run, when
+#: the feeder is idle (its pass queue, then its registers).
+RS_FEED_START = 2
+#: Cycles from the feeder's act spad read of a position to its beat (and the watermark) at the
+#: PEs (the read, then the push into the row FIFO).
+RS_FEED_LATENCY = 2
+#: Cycles from the column adder's top stage taking the last psum of a pass to the accumulator's
+#: pass queue taking the next pass (the stage's register, the queue's level).
+RS_QUEUE_FREE = 2
 #: Cycles from the column adder's top stage taking the last psum to the engine's ``busy``
 #: falling (the stage's register, the ACC write stage, ``busy``).
 RS_END_CYCLES = 3
@@ -469,100 +476,133 @@ def rs_matmul_cycles(cfg, args: dict, loop: dict, act: "np.ndarray | None" = Non
     """Return the cycles of ``hw.rs_matmul.RsMatmulEngine`` from accepting a MATMUL to ``busy``
     falling.
 
-    Events: group ``g``'s filter loader reads ``taps*R`` WT rows from
-    ``max(end of group g-1's reads, start of group g-1's first pass + 1)`` (``g >= 2``; group 0
-    from cycle 1), and its filters count as loaded 1 cycle after the last read. A pass starts
-    when its filters are loaded and every PE has finished the previous pass. Each PE row runs
-    at its own pace (:func:`rs_fed_pe_timing`, ``RS_FEED_DELAY`` cycles behind the pass's
-    start: the feeder's read and FIFO), since its psums wait in the FIFO beside it; the column
-    adder takes psum ``k`` of stage ``i`` (bottom to top) once it is in that FIFO, the stage
-    below has it and stage ``i`` took psum ``k - 1``, one stage per cycle. ``busy`` falls
-    ``RS_END_CYCLES`` after the top stage took the last psum. Exact with a dense stream
-    (``zero_skip=False``; ``act`` is then not needed); with ``zero_skip`` the PE rows' timings
-    come from ``act`` (the ACT spad, ``(depth, R)`` int8).
+    Events (cycle 0 accepts the MATMUL; ``K = RS_PASS_QUEUE``):
+
+    * **Issue.** Pass ``n`` is issued (queued for every PE row, the feeder and the accumulator)
+      at ``I_n = max(I_{n-1} + 1, done_{n-K} + RS_QUEUE_FREE)``, ``I_0 = 1``: the accumulator
+      holds ``K`` passes, and ``done_n`` is the cycle the column adder's top stage takes pass
+      ``n``'s last psum.
+    * **Filters.** Group ``g``'s loader reads ``taps*R`` WT rows from the end of group
+      ``g-1``'s reads (group 0 from cycle 1), for ``g >= 2`` no earlier than the cycle after
+      the last PE row started group ``g-1``; its filters count as loaded 1 cycle after the
+      last read.
+    * **Feeder.** It walks pass ``n``'s positions (and the end marker), one per cycle, from
+      ``max(I_n + RS_FEED_START, end of the walk of pass n-1 + 1)``; a position's beat (with
+      ``zero_skip`` only if it is not the zero point, in passes of two taps or more) and the
+      watermark reach the PEs ``RS_FEED_LATENCY`` cycles after its read. The FIFOs hold ``K``
+      passes, so the walk never waits for room.
+    * **PE rows.** Row ``r`` starts pass ``n`` at ``max(I_n + 1, its end of pass n-1, loaded)``
+      and runs it at its own pace (:func:`rs_fed_pe_timing` on the beats' arrival); it ends
+      once its end marker is in and its last psum has left into the FIFO beside it (which
+      holds ``K`` passes' psums, so a PE never waits for it).
+    * **Adder.** Stage ``i`` (bottom to top) takes psum ``k`` once it is in its FIFO, the stage
+      below has it and stage ``i`` took psum ``k - 1``, one stage per cycle. ``busy`` falls
+      ``RS_END_CYCLES`` after the top stage took the MATMUL's last psum.
+
+    Exact with a dense stream (``zero_skip=False``; ``act`` is then not needed); with
+    ``zero_skip`` the PE rows' beats come from ``act`` (the ACT spad, ``(depth, R)`` int8).
     """
+    from stamen.hw.params import RS_PASS_QUEUE
     R = cfg.rows
     zp = args["zp"]
     passes = rs_engine_passes(cfg, args, loop)
-    load_end = {}                  # group -> cycle after its last read
-    loaded = {}                    # group -> first cycle a pass may use it
-    first_start = {}
-    t = 0                          # every PE done with the previous pass
+    load_end, loaded, all_started = {}, {}, {}   # by group
+    row_end = [0] * R              # the cycle each PE row may start its next pass
+    issue, walk_end = 0, 0
+    done = []                      # per pass: the cycle the top stage took its last psum
     fired = [-1] * R               # the last cycle each adder stage took a psum (0 = top)
-    for p in passes:
+    for n, p in enumerate(passes):
         g = p.group
+        issue = max(issue + 1, done[n - RS_PASS_QUEUE] + RS_QUEUE_FREE
+                    if n >= RS_PASS_QUEUE else 0)
         if g not in loaded:
             begin = 1 if g == 0 else load_end[g - 1]
             if g >= 2:
-                begin = max(begin, first_start[g - 1] + 1)
+                begin = max(begin, all_started[g - 1] + 1)
             load_end[g] = begin + p.taps * R
             loaded[g] = load_end[g] + 1
-        start = max(t, loaded[g])
+        walk = max(issue + RS_FEED_START, walk_end + 1)
+        walk_end = walk + p.width
+        arrive = walk + RS_FEED_LATENCY + np.arange(p.width + 1)
+        starts, timings = [], []
+        for r, present in enumerate(_pass_presence(cfg, p, act, zp)):
+            start = max(issue + 1, row_end[r], loaded[g])
+            tm = rs_fed_pe_timing(present, p.taps, p.stride, watermark=cfg.zero_skip,
+                                  arrive=arrive - start)
+            row_end[r] = start + (max(tm.cycles, tm.psum_cycles[-1] + 1) if tm.psum_cycles
+                                  else tm.cycles)
+            starts.append(start)
+            timings.append(tm)
         if p.first:
-            first_start[g] = start
-        timings = _pass_timings(cfg, p, act, zp)
-        base = start + RS_FEED_DELAY
-        # a PE is idle once its end marker is in and its last psum has left (into the FIFO)
-        t = base + max(max(tm.cycles, tm.psum_cycles[-1] + 1) if tm.psum_cycles else tm.cycles
-                       for tm in timings)
+            all_started[g] = max(starts)
         for k in range(p.outputs):
             below = None
             for i in reversed(range(R)):
                 # in the FIFO the cycle after the PE's output register has it
-                f = max(base + timings[i].psum_cycles[k] + 1, fired[i] + 1)
+                f = max(starts[i] + timings[i].psum_cycles[k] + 1, fired[i] + 1)
                 if below is not None:
                     f = max(f, below + 1)
                 fired[i] = below = f
-    return fired[0] + RS_END_CYCLES
+        done.append(fired[0])
+    return int(fired[0] + RS_END_CYCLES)
 
 
-def _pass_timings(cfg, p: RsEnginePass, act, zp: int) -> list[RsPeTiming]:
-    """Each PE row's timing on a pass (the PEs of a row are alike)."""
-    if cfg.zero_skip and p.taps >= 2:          # one-tap passes are fed dense (hw/rs_matmul.py)
+def _pass_presence(cfg, p: RsEnginePass, act, zp: int) -> list[np.ndarray]:
+    """Each PE row's beats of a pass (``present[q]``: position ``q`` has a beat): every
+    position, or with ``zero_skip`` in passes of two taps or more (one-tap passes are fed
+    dense, ``hw/rs_matmul.py``) those that are not the zero point."""
+    if cfg.zero_skip and p.taps >= 2:
         if act is None:
             raise ValueError("rs_matmul_cycles with zero_skip needs the ACT spad contents")
         rows = rs_engine_pass_rows(act, p)
-        return [rs_fed_pe_timing(rows[:, r] != zp, p.taps, p.stride, watermark=True)
-                for r in range(cfg.rows)]
-    return [rs_fed_pe_timing(np.ones(p.width, bool), p.taps, p.stride)] * cfg.rows
+        return [rows[:, r] != zp for r in range(cfg.rows)]
+    return [np.ones(p.width, bool)] * cfg.rows
 
 
-def rs_fed_pe_timing(present: np.ndarray, taps: int, stride: int,
-                     watermark: bool = False) -> RsPeTiming:
+def rs_fed_pe_timing(present: np.ndarray, taps: int, stride: int, watermark: bool = False,
+                     arrive: "np.ndarray | None" = None) -> RsPeTiming:
     """Return a PE's timing on one row (one filter) when its beats come from a walk of the
-    row's positions, one per cycle: the beat of position ``p`` (and the end marker, position
-    ``width``) is presented no earlier than cycle ``1 + p``; ``present[p]`` says whether it has
-    a beat (all with a dense stream). Otherwise as :func:`rs_pe_timing` (identical for a dense
-    row): window ``x + 1``'s new beats load one per cycle from window ``x``'s start, and a
-    window starts when the previous one's ops are done, its beats are loaded and the beat
-    beyond it (or the end marker) is presented, or with ``watermark`` (``hw/rs_matmul.py``'s
-    feeder tells the PEs how far its walk has got) as soon as the walk has passed the position
-    beyond it (cycle ``2 + end``).
+    row's positions: the beat of position ``p`` (and the end marker, position ``width``) is
+    presented no earlier than cycle ``arrive[p]`` after the command handshake (default
+    ``1 + p``: a walk that starts with the command) and no earlier than cycle 1;
+    ``present[p]`` says whether it has a beat (all with a dense stream). Otherwise as
+    :func:`rs_pe_timing` (identical for a dense row with the default ``arrive``): window
+    ``x + 1``'s new beats load one per cycle from window ``x``'s start, and a window starts
+    when the previous one's ops are done, its beats are loaded and the beat beyond it (or the
+    end marker) is presented, or with ``watermark`` (``hw/rs_matmul.py``'s feeder tells the
+    PEs how far its walk has got, from the cycle a position's beat would arrive) as soon as
+    the walk has passed the position beyond it.
     """
     width = len(present)
+    if arrive is None:
+        arrive = 1 + np.arange(width + 1)
     pos = [int(q) for q in np.flatnonzero(present)] + [width]      # the end marker last
-    arrive = [1 + q for q in pos]
+    beat_at = [int(arrive[q]) for q in pos]
     n_out = (width - taps) // stride + 1 if width >= taps else 0
     prefix = np.concatenate([[0], np.cumsum(present)])
-    idx, last_load = 0, 0
+    idx = 0
 
     def load(upto: int, begin: int) -> int:
         nonlocal idx
         t = begin - 1
         while pos[idx] <= upto and idx < len(pos) - 1:
-            t = max(arrive[idx], t + 1)
+            t = max(beat_at[idx], t + 1)
             idx += 1
         return t
+
+    def seen(end: int) -> int:
+        """When the window ending at ``end`` knows it is complete."""
+        t = beat_at[idx]
+        if watermark:       # the walk passing the position beyond it
+            t = min(t, int(arrive[min(end + 1, width)]))
+        return t
     last_load = load(taps - 1, 1)
-    t = max(last_load + 1, min(arrive[idx], 1 + taps) if watermark else arrive[idx])
+    t = max(last_load + 1, seen(taps - 1), 1)
     psum_cycles = []
     for x in range(n_out):
         lo, hi = x * stride, min(x * stride + taps - 1, width - 1)
         ops = max(1, int(prefix[hi + 1] - prefix[lo]))
         psum_cycles.append(t + ops - 1 + RS_PSUM_LATENCY)
         last_load = load(x * stride + taps - 1 + stride, t)
-        seen = arrive[idx]
-        if watermark:       # the walk passing the window's end tells it is complete
-            seen = min(seen, 2 + x * stride + taps - 1 + stride)
-        t = max(t + ops, last_load + 1, seen)
+        t = max(t + ops, last_load + 1, seen(x * stride + taps - 1 + stride))
     return RsPeTiming(cycles=t + 1, psum_cycles=tuple(psum_cycles))
