@@ -52,8 +52,9 @@ Semantics (``R = cfg.rows``, ``C = cfg.cols``; spads and row contents as in ``hw
     last word beyond the last counter are written as zero). Of the MAC counters, ``macs`` counts
     the MACs the array performed, ``gated_macs`` those of them performed with a gated multiplier
     (a zero operand, ``cfg.zero_gate``), and ``skipped_macs`` the MACs never performed because a
-    zero activation was skipped (``cfg.zero_skip``; always 0 for the ``ws`` and ``os`` dataflows),
-    so ``macs + skipped_macs`` is the MATMULs' total ``m * R * C * k_tiles``. The ``ws`` and
+    zero activation was skipped (``cfg.zero_skip``: the ``rs`` array skips zero activations, the
+    ``ws`` engine all-zero act rows, ``R * C`` MACs each; always 0 for ``os``), so
+    ``macs + skipped_macs`` is the MATMULs' total ``m * R * C * k_tiles``. The ``ws`` and
     ``os`` arrays gate on a zero activation or a zero weight; the ``rs`` array gates (or skips)
     only on a zero activation ``a - zp == 0``, never on a zero weight.
 ``SYNC``: waits until all previous instructions have finished (a no-op for the in-order controller).

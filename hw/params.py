@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 __all__ = ["AccelConfig", "DATAFLOWS", "PRESETS", "ACT_WIDTH", "WT_WIDTH", "ACC_WIDTH",
            "OPERAND_WIDTH", "COUNTER_WIDTH", "CONFIG_ID_WIDTH", "CHECK_COUNT_WIDTH", "RS_SEGMENT",
-           "RS_MAX_STRIDE", "RS_FEED_DEPTH", "RS_PASS_QUEUE"]
+           "RS_MAX_STRIDE", "RS_FEED_DEPTH", "RS_PASS_QUEUE", "WS_SKIP_ROWS"]
 
 #: Width of an activation element in memory (int8, asymmetric with a zero point).
 ACT_WIDTH = 8
@@ -77,6 +77,9 @@ _HASH_OPTIONAL = {"requant_lanes": 0, "requant_mul_bits": 32, "check_mul_bits": 
 _SPADS = ("act", "wt", "acc", "out", "param")
 #: Bits of the count that the range check multiplies (LOAD/STORE ``rows``; see hw/isa.py).
 CHECK_COUNT_WIDTH = 16
+#: Act rows the zero-skipping weight-stationary engine reads per cycle (``dataflow="ws"``,
+#: ``zero_skip``): a pair, through a second ACT read port (``hw/matmul.py``).
+WS_SKIP_ROWS = 2
 
 
 def _is_pow2(x: int) -> bool:
@@ -107,8 +110,10 @@ class AccelConfig:
     zero_gate : bool
         Gate the multiplier and accumulator of a PE whose operand is zero (and count it).
     zero_skip : bool
-        Skip zero activations (``dataflow="rs"`` only): the PEs get compressed rows and spend
-        no cycle on an activation equal to the zero point.
+        Skip zero activations (not with ``dataflow="os"``). ``"rs"``: the PEs get compressed
+        rows and spend no cycle on an activation equal to the zero point. ``"ws"``: the engine
+        reads :data:`WS_SKIP_ROWS` act rows per cycle (a second ACT read port, a copy of the ACT
+        spad's BRAMs) and spends no array cycle on a row whose every lane is the zero point.
     requant_lanes : int
         Requantization lanes of PostProc: 0 (the default) for ``cols`` lanes (a row per cycle), or
         a divisor of ``cols``. With fewer lanes (or ``requant_mul_bits < 32``) PostProc
@@ -174,10 +179,11 @@ class AccelConfig:
         if self.dataflow not in _IMPLEMENTED_DATAFLOWS:
             raise ValueError(f"AccelConfig.dataflow {self.dataflow!r} is not implemented yet; "
                              f"implemented: {_IMPLEMENTED_DATAFLOWS}")
-        if self.zero_skip and self.dataflow != "rs":
+        if self.zero_skip and self.dataflow == "os":
             raise ValueError(f"AccelConfig.zero_skip needs dataflow 'rs' (its PEs walk the "
-                             f"activations one by one); the {self.dataflow!r} systolic array "
-                             f"cannot skip them")
+                             f"activations one by one) or 'ws' (it drops all-zero act rows); "
+                             f"the {self.dataflow!r} array reduces each act row over several "
+                             f"cycles and cannot skip it")
         for f in ("rs_wt_depth", "rs_ifmap_depth", "rs_psum_depth"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -363,7 +369,8 @@ class AccelConfig:
     def preset(cls, name: str) -> "AccelConfig":
         """Return the named preset: ``"tiny"`` (4x2), ``"small"`` (8x8), ``"large"`` (16x16),
         ``"small-os"`` / ``"small-rs"`` (``"small"`` with the output-stationary / row-stationary
-        dataflow) or ``"small-rs-skip"`` (``"small-rs"`` skipping zero activations)."""
+        dataflow), ``"small-skip"`` (``"small"`` skipping all-zero act rows) or
+        ``"small-rs-skip"`` (``"small-rs"`` skipping zero activations)."""
         if name not in PRESETS:
             raise ValueError(f"Preset must be one of {tuple(PRESETS)}, not {name!r}")
         return PRESETS[name]
@@ -387,5 +394,6 @@ PRESETS = {
                          acc_spad_depth=512, out_spad_depth=512, param_spad_depth=96),
     "small-os": AccelConfig(name="small-os", dataflow="os"),
     "small-rs": AccelConfig(name="small-rs", dataflow="rs"),
+    "small-skip": AccelConfig(name="small-skip", zero_skip=True),
     "small-rs-skip": AccelConfig(name="small-rs-skip", dataflow="rs", zero_skip=True),
 }

@@ -4,7 +4,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .isa import PERF_COUNTERS
-from .params import AccelConfig
+from .params import WS_SKIP_ROWS, AccelConfig
 
 __all__ = ["perf_layout", "skipped_inc_shape", "PerfCounters"]
 
@@ -19,8 +19,9 @@ def perf_layout(cfg: AccelConfig) -> data.StructLayout:
 
 def skipped_inc_shape(cfg: AccelConfig) -> range:
     """Return the shape of a per-cycle skipped-MAC increment under ``cfg``: every PE of the array
-    may skip a filter row of up to ``cfg.rs_max_taps`` taps in one cycle."""
-    return range(cfg.rows * cfg.cols * cfg.rs_max_taps + 1)
+    may skip a filter row of up to ``cfg.rs_max_taps`` taps in one cycle (``rs``), or the
+    zero-skipping ``ws`` engine drop ``WS_SKIP_ROWS`` act rows of ``rows * cols`` MACs."""
+    return range(cfg.rows * cfg.cols * max(cfg.rs_max_taps, WS_SKIP_ROWS) + 1)
 
 
 class PerfCounters(wiring.Component):
@@ -38,8 +39,9 @@ class PerfCounters(wiring.Component):
     clear, active : ``In(1)``
     compute : ``In(1)``; the MatmulEngine is busy.
     macs_inc, gated_inc : ``In(range(rows*cols + 1))``; the array's MACs issued / gated this cycle.
-    skipped_inc : ``In(range(rows*cols*cfg.rs_max_taps + 1))``; MACs the array skipped this cycle
-        (zero activations of a ``zero_skip`` row-stationary array; 0 for the other arrays).
+    skipped_inc : ``In(skipped_inc_shape(cfg))``; MACs the array skipped this cycle (zero
+        activations of a ``zero_skip`` row-stationary array, all-zero act rows of a
+        ``zero_skip`` weight-stationary one; 0 for the other arrays).
     dram_read, dram_write : ``In(1)``; a DMA read response / write request handshake (one word).
     stall : ``In(1)``; a memory request is valid but not ready.
     retired : ``In(1)``; an instruction retires.

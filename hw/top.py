@@ -26,8 +26,9 @@ class Accelerator(wiring.Component):
 
     The five scratchpads are ``lib.memory.Memory`` instances with one synchronous read port (data
     the cycle after the address) and one write port each, both muxed by which unit is busy (the
-    DMA when none is); every reading unit sees the read port's data. The memory bus
-    goes to the DMA while it is busy, else to the controller.
+    DMA when none is); every reading unit sees the read port's data. A zero-skipping ``ws``
+    engine (``cfg.zero_skip``) also has the ACT spad's second read port (``act_rd1``). The
+    memory bus goes to the DMA while it is busy, else to the controller.
 
     Parameters
     ----------
@@ -107,6 +108,12 @@ class Accelerator(wiring.Component):
                 m.d.comb += rd.en.eq(rd_en & ~(wr[s].en & (wr[s].addr == rd.addr)))
             else:
                 m.d.comb += rd.en.eq(rd_en & ~wr[s].en)
+        if "act_rd1" in mm.signature.members:
+            # The zero-skipping ws engine reads act rows in pairs: a second ACT read port (a copy
+            # of the ACT BRAMs), its own, masked like the first.
+            rd1 = mems["act"].read_port()
+            m.d.comb += [rd1.addr.eq(mm.act_rd1.addr), rd1.en.eq(mm.act_rd1.en & ~wr["act"].en),
+                         mm.act_rd1.data.eq(rd1.data)]
 
         # Write ports: the busy unit drives; the DMA otherwise.
         writers = {"acc": [(mm.busy, mm.acc_wr)], "out": [(pp.busy, pp.out_wr)]}

@@ -12,7 +12,9 @@ checked in this order, before the instruction touches anything:
    -> ``BAD_ARG``;
 4. a scratchpad row range beyond the spad depth -> ``SPAD_RANGE`` (MATMUL's act rows: after the
    MATMUL's cycles and MACs are counted, as the device finds them while reading; its zero-gated
-   and skipped MACs are then not modelled: all its MACs count as ``macs``);
+   MACs are then not modelled, nor are an ``rs`` array's skipped MACs: all its MACs count as
+   ``macs``; a zero-skipping ``ws`` engine's skipped rows are, as it never skips a row beyond
+   the depth);
 5. a device-memory word range beyond ``mem_words`` -> ``DRAM_RANGE``;
 6. REQUANT: a shift row entry outside ``0..REQUANT_MAX_SHIFT`` -> ``BAD_PARAM``.
 
@@ -24,7 +26,8 @@ Cycle model
 (``SimDevice`` with ``mem_latency=0``, ``mem_stall=0``; ``tests/test_vl_device.py`` checks this for
 every program of ``tests/cases.py``), except a zero-skipping row-stationary MATMUL
 (``dataflow="rs"``, ``zero_skip``), whose data-dependent figure is an upper bound
-(:func:`matmul_cycles_of`). The in-order controller runs one instruction at a time:
+(:func:`matmul_cycles_of`; a zero-skipping ``ws`` MATMUL's data-dependent figure is exact).
+The in-order controller runs one instruction at a time:
 
 * every instruction costs :func:`fetch_cycles` (``instr_words + ISSUE_OVERHEAD``: the pc handshake,
   one read per instruction word, the memory's response latency, the instruction register and the
@@ -50,9 +53,14 @@ of which meets the ``C`` weights of its array row.
 * ``macs`` counts the MACs performed, ``gated_macs`` those of them performed with a gated
   multiplier, ``skipped_macs`` the MACs never performed because a zero activation was skipped;
   ``macs + skipped_macs == total``.
-* ``ws`` / ``os`` (zero skipping is not available): ``macs += total``; with ``cfg.zero_gate`` a
-  MAC is gated when its activation or its weight is zero, ``gated_macs += Z * C +`` (the MACs of a
-  non-zero activation with a zero weight).
+* ``ws`` / ``os``: ``macs += total``; with ``cfg.zero_gate`` a MAC is gated when its activation
+  or its weight is zero, ``gated_macs += Z * C +`` (the MACs of a non-zero activation with a zero
+  weight).
+* ``ws`` with ``cfg.zero_skip`` skips whole act rows (:func:`ws_skipped_rows`: all ``R`` lanes
+  zero, a tile after the first or ``accumulate``, not ``acc_max``, not the MATMUL's final row,
+  inside the ACT depth); each skipped row's ``R * C`` MACs (those the array would have
+  performed for it) count as ``skipped_macs`` and not as ``macs``; the fed rows are counted as
+  above (``gated_macs`` loses the skipped rows' ``R * C`` each).
 * ``rs``: a row-stationary PE gates and skips on a zero activation only, never on a zero weight.
   With ``cfg.zero_skip`` the zero activations of the tiles in windows of two taps or more are
   skipped (``sw.rs_model.rs_skipped_tiles``; one-tap passes are fed dense): ``skipped_macs``
@@ -74,6 +82,7 @@ from .errors import DeviceError
 __all__ = ["IsaSim", "fetch_cycles", "load_cycles", "store_cycles", "matmul_cycles",
            "matmul_cycles_of",
            "requant_cycles", "perf_cycles", "misc_cycles", "ISSUE_OVERHEAD", "RETIRE_CYCLES",
+           "act_rows", "ws_skipped_rows", "ws_skip_cycles",
            "DMA_READ_LATENCY", "DMA_WRITE_LATENCY", "REQUANT_LATENCY", "REQUANT_SERIAL_LATENCY",
            "WT_READ_LATENCY", "ACT_READ_LATENCY", "ACC_WRITE_LATENCY", "MISC_CYCLES",
            "array_latency", "bank_release_delay"]
@@ -154,6 +163,9 @@ def matmul_cycles(cfg: AccelConfig, m: int, k_tiles: int) -> int:
     paced by a bank release). Its last row is read ``m - 1`` cycles later, enters the array
     ``ACT_READ_LATENCY`` later, leaves it :func:`array_latency` later, and ``busy`` is low
     ``ACC_WRITE_LATENCY`` after that. With ``m >= 2R + C - 3`` this is ``k_tiles*m + 2R + C + 3``.
+    With ``cfg.zero_skip`` this is the figure of a MATMUL that skips no row, an upper bound
+    (the exact, data-dependent figure is :func:`ws_skip_cycles`, through
+    :func:`matmul_cycles_of`).
 
     Output-stationary (``cfg.dataflow == "os"``, ``hw/os_matmul.py``): the ``m`` rows go in
     ``G = ceil(m / R)`` groups of ``R``; each group streams its whole reduction, ``k_tiles * R``
@@ -187,11 +199,80 @@ def matmul_cycles_of(cfg: AccelConfig, args: dict, loop: dict,
     """Return the cycles of the MATMUL ``args`` under LOOP state ``loop``, like
     :func:`matmul_cycles`: for ``dataflow="rs"`` ``sw.rs_model.rs_matmul_cycles`` (its passes
     follow the LOOP state; with ``zero_skip`` they depend on the ACT spad contents ``act``, and
-    the figure is an upper bound), else :func:`matmul_cycles` of ``m`` and ``k_tiles``."""
+    the figure is an upper bound); for ``"ws"`` with ``zero_skip`` :func:`ws_skip_cycles` of
+    :func:`ws_skipped_rows` (exact; it needs ``act``), else :func:`matmul_cycles` of ``m`` and
+    ``k_tiles``."""
     if cfg.dataflow == "rs":
         from .rs_model import rs_matmul_cycles
         return rs_matmul_cycles(cfg, args, loop, act)
+    if cfg.dataflow == "ws" and cfg.zero_skip:
+        if act is None:
+            raise ValueError("A zero-skipping ws MATMUL's cycles depend on the ACT spad "
+                             "contents: pass act")
+        return ws_skip_cycles(cfg, ws_skipped_rows(cfg, args, loop, act))
     return matmul_cycles(cfg, args["m"], args["k_tiles"])
+
+
+def act_rows(args: dict, loop: dict) -> np.ndarray:
+    """Return the ``(k_tiles, m)`` act-spad rows (exact, however far beyond the depth) that the
+    MATMUL ``args`` reads under LOOP state ``loop`` (``hw/isa.py``'s ``act_row``)."""
+    kt = np.arange(args["k_tiles"], dtype=np.int64)
+    i = np.arange(args["m"], dtype=np.int64)
+    w0, w1, mw = loop["k_wrap0"], loop["k_wrap1"], loop["m_wrap"]
+    t0, rest = (kt % w0, kt // w0) if w0 else (kt, 0 * kt)
+    t1, t2 = (rest % w1, rest // w1) if w1 else (rest, 0 * kt)
+    i0, i1 = (i % mw, i // mw) if mw else (i, 0 * i)
+    tile = (args["act_addr"] + t0 * args["act_stride"] + t1 * loop["k_stride1"]
+            + t2 * loop["k_stride2"])
+    return tile[:, None] + (i0 * loop["m_stride"] + i1 * loop["m_stride1"])[None, :]
+
+
+def ws_skipped_rows(cfg: AccelConfig, args: dict, loop: dict, act: np.ndarray) -> np.ndarray:
+    """Return which act rows ``(kt, i)`` of the MATMUL ``args`` a zero-skipping ``ws`` engine
+    skips (``hw/matmul.py``'s ``SkipActStreamer``), a ``(k_tiles, m)`` bool array: a row whose
+    ``R`` lanes all equal ``zp`` in the ACT spad contents ``act`` (``(depth, R)`` int8), inside
+    the ACT depth, whose zero product changes nothing (``accumulate`` or ``kt > 0``, and not
+    ``acc_max``), and that is not the MATMUL's final row ``(k_tiles - 1, m - 1)``."""
+    rows = act_rows(args, loop)
+    inside = rows < cfg.act_spad_depth
+    zero = (act[np.where(inside, rows, 0)] == args["zp"]).all(axis=2) & inside
+    if args["acc_max"]:
+        return np.zeros_like(zero)
+    if not args["accumulate"]:
+        zero[0] = False
+    zero[-1, -1] = False
+    return zero
+
+
+def ws_skip_cycles(cfg: AccelConfig, skipped: np.ndarray) -> int:
+    """Return the cycles of a zero-skipping ``ws`` MATMUL (like :func:`matmul_cycles`) whose
+    skipped rows are ``skipped`` (``(k_tiles, m)`` bool, :func:`ws_skipped_rows`).
+
+    The engine reads tile ``t``'s rows in pairs ``(i, i + 1)``, ``i`` even, one pair per cycle,
+    and a pair that feeds both its rows to the array takes a second cycle: tile ``t`` costs
+    ``T_t = sum(max(1, fed rows of the pair))``. Weights as in :func:`matmul_cycles`: tile
+    ``t``'s ``R`` weight reads start after tile ``t - 1``'s last (``L_{t-1} + 1``, ``L_{-1} =
+    0``) and, for ``t >= 2``, not before tile ``t - 2``'s bank release ``E_{t-2} +
+    bank_release_delay - 1``; they end at ``L_t``. Tile ``t``'s pairs start at ``S_t = max(L_t,
+    E_{t-1})`` and its last pair is taken at ``E_t = S_t + T_t``. The final row is on the array
+    ``ACT_READ_LATENCY - 1`` cycles later, leaves it :func:`array_latency` later and ``busy``
+    is low ``ACC_WRITE_LATENCY`` after that. With no skipped row this is :func:`matmul_cycles`.
+    """
+    k_tiles, m = skipped.shape
+    fed = ~skipped
+    if m % 2:
+        fed = np.concatenate([fed, np.zeros((k_tiles, 1), bool)], axis=1)
+    cost = np.maximum(1, fed[:, 0::2].astype(np.int64) + fed[:, 1::2]).sum(axis=1).tolist()
+    r = cfg.rows
+    release = bank_release_delay(cfg) - 1
+    last_wt, end = 0, 0
+    ends = []
+    for t in range(k_tiles):
+        first_wt = last_wt + 1 if t < 2 else max(last_wt + 1, ends[t - 2] + release)
+        last_wt = first_wt + r - 1
+        end = max(last_wt, end) + cost[t]
+        ends.append(end)
+    return end + ACT_READ_LATENCY - 1 + array_latency(cfg) + ACC_WRITE_LATENCY
 
 
 def requant_cycles(cfg: AccelConfig, rows: int) -> int:
@@ -398,16 +479,8 @@ class IsaSim:
 
     def act_rows(self, a) -> np.ndarray:
         """Return the ``(k_tiles, m)`` act-spad rows a MATMUL with operands ``a`` reads under the
-        current LOOP state (``hw/isa.py``'s ``act_row``)."""
-        lp = self.loop
-        kt = np.arange(a["k_tiles"], dtype=np.int64)
-        i = np.arange(a["m"], dtype=np.int64)
-        w0, w1, mw = lp["k_wrap0"], lp["k_wrap1"], lp["m_wrap"]
-        t0, rest = (kt % w0, kt // w0) if w0 else (kt, 0 * kt)
-        t1, t2 = (rest % w1, rest // w1) if w1 else (rest, 0 * kt)
-        i0, i1 = (i % mw, i // mw) if mw else (i, 0 * i)
-        tile = a["act_addr"] + t0 * a["act_stride"] + t1 * lp["k_stride1"] + t2 * lp["k_stride2"]
-        return tile[:, None] + (i0 * lp["m_stride"] + i1 * lp["m_stride1"])[None, :]
+        current LOOP state (:func:`act_rows`)."""
+        return act_rows(a, self.loop)
 
     def _matmul(self, a, pc, ctr):
         cfg = self.cfg
@@ -420,12 +493,19 @@ class IsaSim:
         self._spad_check(pc, "wt", a["wt_addr"], wt_rows)
         self._spad_check(pc, "acc", a["acc_addr"], m)
         rows_idx = self.act_rows(a)
-        cyc = matmul_cycles_of(cfg, a, self.loop, self.spads["act"])
+        skipped = None
+        if cfg.dataflow == "ws" and cfg.zero_skip:
+            skipped = ws_skipped_rows(cfg, a, self.loop, self.spads["act"])
+            cyc = ws_skip_cycles(cfg, skipped)
+        else:
+            cyc = matmul_cycles_of(cfg, a, self.loop, self.spads["act"])
         act_last = int(rows_idx.max())
         if act_last >= cfg.act_spad_depth:             # found as the rows are read: at the end
             ctr["cycles"] += cyc
             ctr["compute_cycles"] += cyc - RETIRE_CYCLES
-            ctr["macs"] += m * R * C * kt
+            skip_macs = 0 if skipped is None else int(skipped.sum()) * R * C
+            ctr["macs"] += m * R * C * kt - skip_macs
+            ctr["skipped_macs"] += skip_macs
             raise DeviceError(isa.ErrorCode.SPAD_RANGE, pc=pc,
                               detail=f"act row {act_last} beyond depth {cfg.act_spad_depth}")
         acts = self.spads["act"][rows_idx].astype(np.int64) - a["zp"]      # (kt, m, R)
@@ -448,13 +528,14 @@ class IsaSim:
             if a["accumulate"]:
                 prod += acc[lo:hi]
         acc[lo:hi] = golden.wrap_int32(prod)
-        self._count_macs(acts, wts, ctr, a)
+        self._count_macs(acts, wts, ctr, a, skipped)
         ctr["cycles"] += cyc
         ctr["compute_cycles"] += cyc - RETIRE_CYCLES       # the MatmulEngine's busy cycles
 
-    def _count_macs(self, acts, wts, ctr, args):
+    def _count_macs(self, acts, wts, ctr, args, skipped=None):
         """Add a MATMUL's MACs to ``macs``, ``gated_macs`` and ``skipped_macs`` (module
-        docstring, "MAC counters"); ``acts`` are ``a - zp`` (kt, m, R), ``wts`` (kt*R, C)."""
+        docstring, "MAC counters"); ``acts`` are ``a - zp`` (kt, m, R), ``wts`` (kt*R, C),
+        ``skipped`` the rows a zero-skipping ``ws`` engine skips (:func:`ws_skipped_rows`)."""
         cfg = self.cfg
         C = cfg.cols
         kt, m, R = acts.shape
@@ -472,11 +553,14 @@ class IsaSim:
             if cfg.zero_gate:
                 ctr["gated_macs"] += int(zeros[~skip].sum())
             return
-        ctr["macs"] += total
+        skip_rows = 0 if skipped is None else int(skipped.sum())   # all R lanes zero
+        ctr["skipped_macs"] += skip_rows * R * C
+        ctr["macs"] += total - skip_rows * R * C
         if cfg.zero_gate:
             zw = (wts == 0).reshape(kt, R, C).sum(axis=2)                   # (kt, R)
             nza = m - za.sum(axis=1)                                        # (kt, R)
-            ctr["gated_macs"] += int(za.sum()) * C + int((nza * zw).sum())
+            ctr["gated_macs"] += ((int(za.sum()) - skip_rows * R) * C
+                                  + int((nza * zw).sum()))
 
     def _requant(self, a, pc, ctr):
         cfg = self.cfg

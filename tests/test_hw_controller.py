@@ -21,6 +21,8 @@ CFG = AccelConfig(rows=2, cols=4, bus_bytes=2, act_spad_depth=32, wt_spad_depth=
 SERIAL = CFG.replace(check_mul_bits=4, requant_lanes=1, requant_mul_bits=4)
 #: The same device, row-stationary with zero skipping.
 RS_SKIP = CFG.replace(name="rs-skip", dataflow="rs", zero_skip=True)
+#: The same device, weight-stationary skipping all-zero act rows (a second ACT read port).
+WS_SKIP = CFG.replace(name="ws-skip", zero_skip=True)
 IW = isa.instr_words(CFG)
 PROG = 0x300
 
@@ -279,13 +281,15 @@ def _words(cfg, mem):
 
 @pytest.mark.parametrize("cfg,latency,stall", [(CFG, 0, 0), (CFG, 5, 3), (SERIAL, 0, 0),
                                                (RS_SKIP.replace(zero_skip=False), 0, 0),
-                                               (RS_SKIP, 0, 0), (RS_SKIP, 5, 3)],
+                                               (RS_SKIP, 0, 0), (RS_SKIP, 5, 3),
+                                               (WS_SKIP, 0, 0)],
                          ids=["comb-ideal", "comb-slow", "serial-ideal", "rs-ideal",
-                              "rs-skip-ideal", "rs-skip-slow"])
+                              "rs-skip-ideal", "rs-skip-slow", "ws-skip-ideal"])
 def test_loop_programs_match_isasim(cfg, latency, stall):
     """LOOP programs against IsaSim: memory images, and with an ideal memory every counter.
     For ``dataflow="rs"`` 40 % of the activations equal the first MATMUL's zero point, so the
-    row-stationary array gates them (or, with ``zero_skip``, skips them: ``skipped_macs``).
+    row-stationary array gates them (or, with ``zero_skip``, skips them: ``skipped_macs``); for
+    the zero-skipping ``ws`` engine half the act rows are that zero point in every lane.
 
     The first program sets a LOOP (a window walk), runs MATMULs (sum, then max with
     ``wt_repeat``) and stores ACC; the second, started on the same device, runs a MATMUL
@@ -300,6 +304,9 @@ def test_loop_programs_match_isasim(cfg, latency, stall):
     acts = rng.integers(-128, 128, (CFG.act_spad_depth, CFG.rows), np.int8)
     if cfg.dataflow == "rs":        # real zeros (of the first MATMUL's zp) to gate or skip
         acts[rng.random(acts.shape) < 0.4] = 3
+    elif cfg.zero_skip:             # ws: all-zero rows (of the first and second programs' zp)
+        pick = rng.random(len(acts)) < 0.5
+        acts[pick] = rng.choice([1, 3], size=(int(pick.sum()), 1))
     data = {act_at: acts.tobytes(),
             wt_at: rng.integers(-128, 128, (CFG.wt_spad_depth, CFG.cols), np.int8).tobytes()}
     window = loop(k_wrap0=3, k_wrap1=0, k_stride1=6, m_wrap=2, m_stride=2, m_stride1=6)
@@ -326,7 +333,7 @@ def test_loop_programs_match_isasim(cfg, latency, stall):
             ctr, err, pc = e.counters, e.code, e.pc
         assert err == code, f"isasim: {err}"
         expected.append((err, pc, ctr, _words(cfg, mem)))
-    if cfg.dataflow == "rs":            # the zeros are really skipped (or gated)
+    if cfg.dataflow == "rs" or cfg.zero_skip:   # the zeros are really skipped (or gated)
         assert expected[0][2]["skipped_macs" if cfg.zero_skip else "gated_macs"] > 0
     dut = SimDevice(cfg, max_latency=8)
 
@@ -338,8 +345,9 @@ def test_loop_programs_match_isasim(cfg, latency, stall):
             msg = f"seed={seed} prog={addr:#x} latency={latency} stall={stall}"
             assert got[:2] == (err, pc), msg
             perf = perf_dict(ctx, dut)
-            if err != ErrorCode.NONE:   # a faulting MATMUL's gating and skipping: not modelled
-                for name in ("gated_macs", "macs", "skipped_macs")[:3 if cfg.zero_skip else 1]:
+            if err != ErrorCode.NONE:   # a faulting MATMUL's gating and rs skipping: not modelled
+                rs_skip = cfg.zero_skip and cfg.dataflow == "rs"
+                for name in ("gated_macs", "macs", "skipped_macs")[:3 if rs_skip else 1]:
                     perf.pop(name)
             # isasim's cycles are exact for an ideal memory
             exact = (latency, stall) == (0, 0)

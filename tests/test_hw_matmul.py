@@ -14,10 +14,11 @@ from stamen.hw.matmul import ActAddressGenerator, MatmulEngine, acc_read_transpa
 from stamen.hw.os_matmul import OsMatmulEngine
 from stamen.hw.top import MATMUL_ENGINES
 from stamen.hw.params import AccelConfig
+from stamen.hw.perf import skipped_inc_shape
 from stamen.sw import golden
 from stamen.sw.asm import to_bytes
 from stamen.sw.errors import DeviceError
-from stamen.sw.isasim import IsaSim, matmul_cycles
+from stamen.sw.isasim import IsaSim, matmul_cycles, matmul_cycles_of, ws_skipped_rows
 from stamen.sw.rs_model import rs_matmul_cycles
 from stamen.verif import amsim
 
@@ -48,6 +49,11 @@ CFG_3x5_OS = AccelConfig(name="t3x5-os", rows=3, cols=5, dataflow="os", act_spad
                          wt_spad_depth=48, acc_spad_depth=40, bus_bytes=1, mem_bytes=1 << 12)
 
 
+def _skip(cfg: AccelConfig, **changes) -> AccelConfig:
+    """Return the weight-stationary ``cfg`` skipping all-zero act rows (and ``changes``)."""
+    return cfg.replace(name=f"{cfg.name}-ws", zero_skip=True, **changes)
+
+
 def _rs(cfg: AccelConfig, **changes) -> AccelConfig:
     """Return ``cfg`` with the row-stationary dataflow (and ``changes``)."""
     return cfg.replace(name=f"{cfg.name}-rs", dataflow="rs", **changes)
@@ -71,7 +77,7 @@ class _Harness(wiring.Component):
             "busy": Out(1), "fault": Out(1),
             "macs_inc": Out(range(pe_count + 1)),
             "gated_inc": Out(range(pe_count + 1)),
-            "skipped_inc": Out(range(pe_count * cfg.rs_max_taps + 1)),
+            "skipped_inc": Out(skipped_inc_shape(cfg)),
         })
         self.mems = {name: memory.MemoryData(shape=bus.spad_row_layout(cfg, name),
                                              depth=cfg.spad_depth(name), init=[])
@@ -86,6 +92,8 @@ class _Harness(wiring.Component):
             m.submodules[f"{name}_mem"] = mems[name] = memory.Memory(data=mem_data)
         acc_wr = mems["acc"].write_port()
         wiring.connect(m, mems["act"].read_port(), engine.act_rd)
+        if "act_rd1" in engine.signature.members:          # zero-skipping ws: a second port
+            wiring.connect(m, mems["act"].read_port(), engine.act_rd1)
         wiring.connect(m, mems["wt"].read_port(), engine.wt_rd)
         # As hw/top.py: transparent only when needed, else the read enable masked by a write
         # to the same address (which must never happen: the results would be wrong).
@@ -111,6 +119,15 @@ def _int8(rng, shape, zeros=0.2):
     pick = rng.random(shape)
     x = np.where(pick < 0.1, INT8_MIN, np.where(pick < 0.2, INT8_MAX, x))
     return np.where(rng.random(shape) < zeros, 0, x).astype(np.int8)
+
+
+def _zero_rows(rng, act, zps, share=0.5):
+    """Return ``act`` with each row, with probability ``share``, set to one zero point drawn
+    from ``zps`` in every lane (an all-zero act row of the MATMULs with that ``zp``)."""
+    act = act.copy()
+    pick = rng.random(len(act)) < share
+    act[pick] = rng.choice(sorted(zps), size=(int(pick.sum()), 1))
+    return act
 
 
 def _isasim(cfg, act, wt, acc, cmd, loop):
@@ -144,11 +161,17 @@ def _run(cfg, cmds, seed, act=None):
     rows are undefined, does not spoil the next ones): ACC bit-exact, MACs and gated MACs, the
     cycles from acceptance to ``busy`` low (``matmul_cycles``) and ``fault`` against IsaSim's
     ``SPAD_RANGE``. Returns the measured cycles of each command.
+
+    A zero-skipping ``ws`` configuration gets random ACT contents (unless ``act`` is given) of
+    which half the rows hold one of the commands' zero points in every lane; its skipped MACs
+    are checked also for a faulting command (it never skips a row beyond the ACT depth).
     """
     rng = np.random.default_rng(seed)
     msg = f"seed={seed} cfg={cfg}"
     if act is None:
         act = _int8(rng, (cfg.act_spad_depth, cfg.rows))
+        if _ws_skip(cfg):
+            act = _zero_rows(rng, act, {cmd["zp"] for cmd in cmds})
     wt = _int8(rng, (cfg.wt_spad_depth, cfg.cols))
     acc0 = rng.integers(golden.INT32_MIN, golden.INT32_MAX + 1,
                         size=(cfg.acc_spad_depth, cfg.cols), dtype=np.int64).astype(np.int32)
@@ -203,7 +226,8 @@ def _run(cfg, cmds, seed, act=None):
         where = f"{msg} cmd={cmd} loop={loop}"
         want_n = _want_cycles(cfg, args, loop, act)
         assert n == want_n, f"{where} cycles={n} model={want_n}"
-        if err is None or not cfg.zero_skip:    # a fault leaves skipping unmodelled
+        if err is None or not cfg.zero_skip or _ws_skip(cfg):   # rs: a fault leaves skipping
+            # unmodelled
             assert cnt["macs"] == ctr["macs"], where
             assert cnt["skipped"] == ctr["skipped_macs"], where
         assert fault == (err == isa.ErrorCode.SPAD_RANGE), f"{where} fault={fault} err={err}"
@@ -219,10 +243,17 @@ def _run(cfg, cmds, seed, act=None):
     return [n for _, _, n, _, _ in results]
 
 
+def _ws_skip(cfg):
+    return cfg.dataflow == "ws" and cfg.zero_skip
+
+
 def _want_cycles(cfg, args, loop, act):
-    """The cycle model's MATMUL cycles (isasim's; rs: with the ACT spad contents)."""
+    """The cycle model's MATMUL cycles (isasim's; rs and zero-skipping ws: with the ACT spad
+    contents)."""
     if cfg.dataflow == "rs":
         return rs_matmul_cycles(cfg, args, loop, act)
+    if _ws_skip(cfg):
+        return matmul_cycles_of(cfg, args, loop, act)
     return matmul_cycles(cfg, args["m"], args["k_tiles"])
 
 
@@ -250,7 +281,10 @@ def _cfg_id(x):
                                       (_os(CFG_8x8), 19), (CFG_4x2_OS, 20), (CFG_3x5_OS, 22),
                                       (_rs(CFG_1x2), 23), (_rs(CFG_2x4), 24), (_rs(CFG_4x4), 25),
                                       (_rs(CFG_4x4, zero_gate=False), 26),
-                                      (_rs(CFG_4x4, zero_skip=True), 27), (CFG_3x5_RS, 28)],
+                                      (_rs(CFG_4x4, zero_skip=True), 27), (CFG_3x5_RS, 28),
+                                      (_skip(CFG_1x2), 80), (_skip(CFG_2x4), 81),
+                                      (_skip(CFG_4x4), 82), (_skip(CFG_4x4, zero_gate=False), 83),
+                                      (_skip(CFG_8x8), 84)],
                          ids=_cfg_id)
 def test_matmul_matches_isasim(cfg, seed):
     R = cfg.rows
@@ -274,7 +308,7 @@ def test_matmul_matches_isasim(cfg, seed):
 
 
 @pytest.mark.parametrize("cfg", [CFG_2x4, _os(CFG_2x4), _rs(CFG_2x4),
-                                 _rs(CFG_2x4, zero_skip=True)], ids=_cfg_id)
+                                 _rs(CFG_2x4, zero_skip=True), _skip(CFG_2x4)], ids=_cfg_id)
 def test_matmul_all_zero_activations(cfg):
     seed = 21
     act = np.full((cfg.act_spad_depth, cfg.rows), -5, dtype=np.int8)      # a - zp == 0
@@ -358,7 +392,8 @@ def _random_cmd(rng, cfg, fault: bool):
                                       (_os(CFG_ODD), 46), (_os(CFG_4x4), 47), (CFG_4x2_OS, 48),
                                       (CFG_3x5_OS, 49), (_rs(CFG_2x4), 50), (_rs(CFG_ODD), 51),
                                       (_rs(CFG_1x2), 52), (_rs(CFG_4x4, zero_skip=True), 53),
-                                      (CFG_3x5_RS, 54)], ids=_cfg_id)
+                                      (CFG_3x5_RS, 54), (_skip(CFG_2x4), 85), (_skip(CFG_1x2), 86),
+                                      (_skip(CFG_ODD), 87), (_skip(CFG_4x4), 88)], ids=_cfg_id)
 def test_matmul_random_loops(cfg, seed):
     """Random MATMULs under random LOOP settings (wraps 0, 1, k_tiles, strides 0, acc_max,
     wt_repeat), some with act rows beyond the ACT depth (the fault), against IsaSim."""
@@ -370,7 +405,7 @@ def test_matmul_random_loops(cfg, seed):
 
 
 @pytest.mark.parametrize("cfg", [CFG_ODD, _os(CFG_ODD), _rs(CFG_ODD),
-                                 _rs(CFG_ODD, zero_skip=True)], ids=_cfg_id)
+                                 _rs(CFG_ODD, zero_skip=True), _skip(CFG_ODD)], ids=_cfg_id)
 def test_matmul_loop_edges(cfg):
     """Hand-picked address-generator edges, checked against IsaSim (see ``_run``)."""
     seed = 50
@@ -405,6 +440,44 @@ def test_matmul_loop_edges(cfg):
         _cmd(act_addr=STRIDE_MAX, m=1, k_tiles=2, act_stride=1),
     ]
     _run(cfg, cmds, seed)
+
+
+@pytest.mark.parametrize("cfg,seed,share", [(_skip(CFG_2x4), 90, 0.5), (_skip(CFG_2x4), 91, 0.9),
+                                            (_skip(CFG_2x4), 92, 0.0), (_skip(CFG_ODD), 93, 0.5),
+                                            (_skip(CFG_1x2), 94, 0.5), (_skip(CFG_4x4), 95, 0.7),
+                                            (_skip(CFG_4x4, zero_gate=False), 96, 0.5)],
+                         ids=_cfg_id)
+def test_ws_zero_skip(cfg, seed, share):
+    """Zero skipping on the weight-stationary engine: random MATMULs under random LOOPs (some
+    faulting) with one zero point, on ACT contents whose rows are all that zero point with
+    probability ``share``; ACC bit-exact, cycles, MACs, gated and skipped MACs against IsaSim
+    (``_run``). A MATMUL never takes longer than on the dense engine, exactly as long when it
+    skips no row, and the whole list is faster when rows are skipped. Also the case where the
+    same ACC row of two tiles arrives in
+    consecutive cycles (``m = 2``, a pair fed whole, then its first row skipped), which needs
+    the transparent ACC read port."""
+    rng = np.random.default_rng(seed)
+    zp = int(rng.choice([0, -7, INT8_MIN, INT8_MAX]))
+    act = _zero_rows(rng, _int8(rng, (cfg.act_spad_depth, cfg.rows)), {zp}, share)
+    cmds = [_random_cmd(rng, cfg, fault=rng.random() < 0.2) | {"zp": zp} for _ in range(30)]
+    # rows 2t, 2t + 1 of tile t: fed, fed; skipped, fed; fed, fed; ...
+    pattern = np.arange(16) % 4 != 2
+    act[200 % cfg.act_spad_depth:][:16][~pattern] = zp
+    act[200 % cfg.act_spad_depth:][:16][pattern, 0] = zp ^ 1
+    cmds.append(_cmd(act_addr=200 % cfg.act_spad_depth, m=2, k_tiles=8, act_stride=2, zp=zp,
+                     accumulate=1, clear=True))
+    cycles = _run(cfg, cmds, seed, act=act)
+    dense = cfg.replace(zero_skip=False)
+    loop = dict(isa.LOOP_RESET)
+    skipped = []
+    for cmd in cmds:
+        loop = dict(isa.LOOP_RESET) if cmd.get("clear") else cmd.get("loop", loop)
+        skipped.append(int(ws_skipped_rows(cfg, cmd, loop, act).sum()))
+    dense_cycles = [matmul_cycles(dense, cmd["m"], cmd["k_tiles"]) for cmd in cmds]
+    msg = f"seed={seed} cfg={cfg} cycles={cycles} dense={dense_cycles} skipped={skipped}"
+    assert all(n <= d for n, d in zip(cycles, dense_cycles)), msg
+    assert all(n == d for n, d, k in zip(cycles, dense_cycles, skipped) if not k), msg
+    assert sum(cycles) < sum(dense_cycles), msg
 
 
 @pytest.mark.parametrize("cfg,seed", [(CFG_2x4, 60), (CFG_ODD, 61)], ids=_cfg_id)

@@ -54,14 +54,20 @@ def test_small_device_options():
     assert (rs.rs_wt_depth, rs.rs_ifmap_depth, rs.rs_psum_depth) == (224, 12, 24)
     assert rs.rs_max_taps == 10 and rs.rs_max_width == 63 * 2 + 10
     assert AccelConfig.preset("small-rs-skip").zero_skip and not rs.zero_skip
+    # zero skipping: rs (zero activations) and ws (all-zero act rows), never os
+    skip = AccelConfig.preset("small-skip")
+    assert skip.zero_skip and skip.dataflow == "ws" and not small.zero_skip
+    assert skip == small.replace(zero_skip=True) and skip.config_hash != small.config_hash
+    assert AccelConfig(dataflow="ws", zero_skip=True).zero_skip
 
 
 @pytest.mark.parametrize("changes,error,match", [
     ({"rows": 0}, TypeError, "rows must be a positive integer"),
     ({"cols": 2.5}, TypeError, "cols must be a positive integer"),
     ({"dataflow": "xy"}, ValueError, "dataflow must be one of"),
-    ({"zero_skip": True}, ValueError, "zero_skip needs dataflow 'rs'"),
-    ({"dataflow": "os", "zero_skip": True}, ValueError, "zero_skip needs dataflow 'rs'"),
+    ({"dataflow": "os", "zero_skip": True}, ValueError,
+     "zero_skip needs dataflow 'rs' .* or 'ws' .*; the 'os' array .* cannot skip"),
+    ({"zero_skip": 1}, TypeError, "zero_skip must be a bool"),
     ({"dataflow": "rs", "rs_ifmap_depth": 2}, ValueError, "rs_ifmap_depth must exceed"),
     ({"dataflow": "rs", "rs_wt_depth": 19}, ValueError, "rs_wt_depth must hold two filter rows"),
     ({"dataflow": "rs", "rs_psum_depth": 0}, TypeError, "rs_psum_depth must be a positive"),

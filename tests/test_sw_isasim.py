@@ -9,7 +9,8 @@ from stamen.sw import asm, golden
 from stamen.sw.compiler import Program, compile_gemm, compile_linear
 from stamen.sw.errors import CompileError, DeviceError
 from stamen.sw.isasim import (IsaSim, bank_release_delay, fetch_cycles, matmul_cycles,
-                              misc_cycles, perf_cycles)
+                              matmul_cycles_of, misc_cycles, perf_cycles, ws_skip_cycles,
+                              ws_skipped_rows)
 
 PRESETS = ("tiny", "small", "small-os")
 
@@ -239,6 +240,81 @@ def test_rs_zero_skip_counters(seed, window):
 
 
 # -- faults --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed,share", [(60, 0.5), (61, 0.9), (62, 0.0), (63, 0.5), (64, 0.3)])
+def test_ws_zero_skip_counters(seed, share):
+    """ws with zero_skip skips whole act rows: a row whose R lanes are all zp, in a tile after
+    the first (the template's MATMUL does not accumulate), not the final row. skipped = its
+    R*C MACs, macs + skipped = m*R*C*k_tiles, the fed rows are gated as on the dense ws engine,
+    the results do not depend on skipping, and the cycles are those of ``ws_skip_cycles`` (no
+    more than the dense engine's). acc_max never skips."""
+    cfg = AccelConfig.preset("small-skip")
+    dense_cfg = cfg.replace(zero_skip=False)
+    R, C = cfg.rows, cfg.cols
+    rng = np.random.default_rng(seed)
+    zp = int(rng.integers(-128, 128))
+    m, kt = int(rng.integers(1, 40)), int(rng.integers(1, 6))
+    args = dict(m=m, k_tiles=kt, act_stride=m, zp=zp)             # tile t: act rows t*m + i
+    act = rng.integers(-128, 128, (m * kt, R)).astype(np.int8)
+    act[rng.random(act.shape) < 0.3] = zp                            # scattered zeros: fed
+    act[rng.random(m * kt) < share] = zp                              # all-zero rows
+    w = rng.integers(-128, 128, (kt * R, C)).astype(np.int8)
+    w[rng.random(w.shape) < 0.3] = 0
+    loop = dict(isa.LOOP_RESET)
+    msg = f"seed={seed} share={share} m={m} k_tiles={kt} zp={zp}"
+
+    a = act.reshape(kt, m, R)                                         # a[t, i] = act row t*m + i
+    skipped = (a == zp).all(axis=2)
+    skipped[0] = False                                                # first tile: overwritten
+    skipped[-1, -1] = False                                           # the final row
+    fed = ~skipped
+    total = m * R * C * kt
+    gated = int(np.sum(((a[..., None] == zp) | (w.reshape(kt, 1, R, C) == 0))
+                       & fed[..., None, None]))
+    want = golden.gemm(a.transpose(1, 0, 2).reshape(m, kt * R), w, zp)
+
+    full = dict(args, act_addr=0, wt_addr=0, acc_addr=0, accumulate=0, acc_max=0, wt_repeat=0)
+    assert (ws_skipped_rows(cfg, full, loop, act) == skipped).all(), msg
+    acc_s, snap_s, ctr_s = _one_matmul(cfg, act, w, args, loop)
+    np.testing.assert_array_equal(acc_s, want, err_msg=msg)
+    assert ctr_s["skipped_macs"] == int(skipped.sum()) * R * C, msg
+    assert ctr_s["macs"] + ctr_s["skipped_macs"] == total, msg
+    assert ctr_s["gated_macs"] == gated, msg
+    for name in ("macs", "gated_macs", "skipped_macs"):
+        assert snap_s[name] == ctr_s[name], f"{msg} PERF {name}"
+
+    acc_d, _, ctr_d = _one_matmul(dense_cfg, act, w, args, loop)
+    np.testing.assert_array_equal(acc_d, acc_s, err_msg=msg)
+    assert (ctr_d["macs"], ctr_d["skipped_macs"]) == (total, 0), msg
+    skip_cyc, dense_cyc = ws_skip_cycles(cfg, skipped), matmul_cycles(cfg, m, kt)
+    assert matmul_cycles_of(cfg, full, loop, np.resize(act, (cfg.act_spad_depth, R))) == skip_cyc
+    assert ctr_d["cycles"] - ctr_s["cycles"] == dense_cyc - skip_cyc >= 0, msg
+    assert ctr_d["compute_cycles"] - ctr_s["compute_cycles"] == dense_cyc - skip_cyc, msg
+    if not skipped.any():
+        assert skip_cyc == dense_cyc, msg
+    # acc_max (max pooling) never skips: a zero product may raise a negative maximum
+    mx = dict(full, acc_max=1, accumulate=1)
+    assert not ws_skipped_rows(cfg, mx, loop, act).any()
+    with pytest.raises(ValueError, match="ACT spad contents"):
+        matmul_cycles_of(cfg, full, loop)
+
+
+def test_ws_zero_skip_cycles():
+    """ws_skip_cycles: no skipped row gives the dense figure; a tile whose rows are all
+    skipped costs ceil(m/2) cycles (a pair per cycle); pairs feeding one row cost one cycle."""
+    cfg = AccelConfig.preset("small-skip")
+    R, C = cfg.rows, cfg.cols
+    for m, kt in [(1, 1), (2, 3), (5, 4), (21, 3), (64, 8), (100, 2)]:
+        none = np.zeros((kt, m), bool)
+        assert ws_skip_cycles(cfg, none) == matmul_cycles(cfg, m, kt), (m, kt)
+    m, kt = 64, 8                   # long tiles: no bubbles, the pairs set the pace
+    skip = np.ones((kt, m), bool)
+    skip[0] = False
+    skip[-1, -1] = False
+    assert ws_skip_cycles(cfg, skip) == m + (kt - 1) * (m // 2) + 2 * R + C + 3
+    skip[1:, 1::2] = False          # one fed row per pair: the same cycles
+    assert ws_skip_cycles(cfg, skip) == m + (kt - 1) * (m // 2) + 2 * R + C + 3
+
+
 def _image(cfg, text, prog_addr=16):
     mem = np.zeros(cfg.mem_bytes, np.uint8)
     code = np.frombuffer(asm.to_bytes(asm.assemble(text), cfg), np.uint8)
