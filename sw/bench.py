@@ -37,10 +37,11 @@ Four suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (8
     dram / buffer / array / rf / mac split, energy per issued MAC), and cycles and energy
     relative to ``ws`` (``dataflow.csv``, ``dataflow.json``, ``dataflow.png``).
 ``sparsity``
-    Zero skipping, each with the dense (zero-gated) and the compressed (zero-skipping)
-    activation stream, on two row-stationary arrays: the device (``dataflow`` ``rs``:
-    ``small-rs`` and ``small-rs-skip`` compiled and run on the ISA simulator, whose cycle model
-    is the RTL's; compute cycles) and the Eyeriss mapping of Eyeriss v1's 12 x 14 PEs
+    Zero skipping, each with zero gating and with zero skipping, on the devices
+    (:data:`SKIP_DEVICES`, compiled and run on the ISA simulator, whose cycle model is the
+    RTL's; compute cycles): ``rs`` (``small-rs`` / ``small-rs-skip``, which skips every zero
+    activation in convolution windows) and ``ws`` (``small`` / ``small-skip``, which skips act
+    rows whose every lane is zero), and on the Eyeriss mapping of Eyeriss v1's 12 x 14 PEs
     (``rs-eyeriss``, :data:`RS_ARRAY`: :func:`~stamen.sw.rs_model.rs_conv_cycles`, each PE's
     timing exact against ``hw/rs_pe.py``, and :func:`~stamen.sw.energy.rs_conv_energy`).
     ``sweep`` rows: the layers
@@ -51,8 +52,8 @@ Four suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (8
     a failure). ``lenet`` rows: the same on the real int8 input of each conv layer of the
     trained, quantized digits LeNet (the golden model's tensors, op by op, padded with the zero
     point) over :data:`SPARSITY_IMAGES` held-out images, with the measured density. ``energy``
-    rows: for those layers, the compute cycles and energy of ``ws``, ``os``, ``rs`` and
-    ``rs+skip`` (isasim runs and :func:`~stamen.sw.energy.estimate_energy`) beside
+    rows: for those layers, the compute cycles and energy of ``ws``, ``os``, ``rs``,
+    ``ws+skip`` and ``rs+skip`` (isasim runs and :func:`~stamen.sw.energy.estimate_energy`) beside
     ``rs-eyeriss`` and ``rs-eyeriss+skip`` on :data:`RS_ARRAY` and on the same 8x8 array
     (``sparsity.csv``, ``sparsity.json``, ``sparsity.png``).
 
@@ -836,19 +837,23 @@ _CNVLUTIN_SPEEDUP = 1.37
 #: Held-out digits images whose real activations the ``lenet`` and ``energy`` rows run.
 SPARSITY_IMAGES = 20
 QUICK_SPARSITY_IMAGES = 4
+#: The zero-skipping devices of the sparsity suite: dataflow -> (zero-gating preset,
+#: zero-skipping preset).
+SKIP_DEVICES = {"rs": ("small-rs", "small-rs-skip"), "ws": ("small", "small-skip")}
 #: Columns of ``sparsity.csv`` (``sparsity.json`` holds the same rows). ``set`` is ``"sweep"``
 #: (a layer at one ``density`` of random activations, one image; ``seed`` and ``zp`` of its
 #: draw), ``"lenet"`` (a digits LeNet conv layer over ``images`` held-out images, and a
 #: ``total`` row over its layers) or ``"energy"`` (one dataflow on one LeNet layer).
-#: Sweep and lenet rows come in pairs, ``dataflow`` ``rs`` (the device, 8x8, compute cycles of
-#: ``small-rs`` / ``small-rs-skip`` on isasim) and ``rs-eyeriss`` (:data:`RS_ARRAY`, the
-#: models), with the dense stream (zero gating) and the compressed one (zero skipping):
+#: Sweep and lenet rows come in threes, ``dataflow`` ``rs`` and ``ws`` (the devices of
+#: :data:`SKIP_DEVICES`, 8x8, compute cycles on isasim) and ``rs-eyeriss`` (:data:`RS_ARRAY`,
+#: the models), with zero gating (``*_dense``) and with zero skipping (``*_skip``):
 #: ``*_dense`` / ``*_skip`` cycles, utilization (layer MACs / (PEs x cycles), above 1 when
 #: skipping beats one MAC slot per PE-cycle), issued MACs and energy; ``speedup =
 #: cycles_dense / cycles_skip``, ``skipped_share`` the skipped MACs over all the PEs' MAC slots,
 #: ``energy_ratio = energy_skip / energy_dense``, ``meets_target`` (at the target density
 #: only), ``measured_density`` the share of the unpadded input that is not the zero point.
-#: Energy rows: ``compute_cycles`` (array cycles: the isasim run for ws / os / rs / rs+skip, the
+#: Energy rows: ``compute_cycles`` (array cycles: the isasim runs of ws / os / rs and of the
+#: skipping presets, ws+skip / rs+skip; the
 #: model for rs-eyeriss), ``total_cycles`` (isasim runs only, with the DMA), ``dram_bytes`` and
 #: ``e_*`` split, and ``*_vs_ws`` relative to the ws row of the same layer.
 SPARSITY_FIELDS = (
@@ -901,8 +906,8 @@ def _sweep_rows(layer: ConvLayer, densities, log: _Log) -> list[dict]:
     """Return the sweep rows of ``layer``: one seeded draw of activations (uniform over the int8
     values other than the zero point), each kept where a seeded uniform number is below the
     density, so a lower density zeroes a superset of the positions; the padding, if any, is
-    zero points. Per density: the device (``small-rs`` and ``small-rs-skip`` on isasim) and
-    the Eyeriss-mapping model on :data:`RS_ARRAY`."""
+    zero points. Per density: the devices (:data:`SKIP_DEVICES` on isasim) and the
+    Eyeriss-mapping model on :data:`RS_ARRAY`."""
     from stamen.sw.rs_model import RsConvShape, map_conv
     seed = _seed(layer)
     graph, _ = conv_layer_graph(layer, seed)
@@ -926,10 +931,10 @@ def _sweep_rows(layer: ConvLayer, densities, log: _Log) -> list[dict]:
             "set": "sweep", "workload": "random", "layer": layer.name, "shape": str(layer),
             "seed": seed, "zp": zp, "density": d}
         inner = x[:, p:x.shape[1] - p, p:x.shape[2] - p]
-        device = _device_skip(graph, np.ascontiguousarray(inner.transpose(1, 2, 0))[None],
-                              [layer.name])
+        nhwc = np.ascontiguousarray(inner.transpose(1, 2, 0))[None]
+        devices = [_device_skip(graph, nhwc, [layer.name], df)[layer.name] for df in SKIP_DEVICES]
         model, _ = _rs_skip(x[None], mapping, zp, (p, p))
-        for row in (base | device[layer.name], base | model):
+        for row in (*(base | f for f in devices), base | model):
             if d == SPARSITY_TARGET_DENSITY:
                 row["meets_target"] = row["speedup"] >= SPARSITY_TARGET
             rows.append(row)
@@ -940,17 +945,17 @@ def _sweep_rows(layer: ConvLayer, densities, log: _Log) -> list[dict]:
     return rows
 
 
-def _device_skip(graph, x: np.ndarray, layers: list[str]) -> dict:
-    """Compile ``graph`` for ``small-rs`` (zero gating) and ``small-rs-skip`` (zero skipping),
-    run the images ``x`` on isasim (its cycles are the RTL's, ``tests/test_hw_matmul.py``) and
+def _device_skip(graph, x: np.ndarray, layers: list[str], dataflow: str) -> dict:
+    """Compile ``graph`` for the zero-gating and the zero-skipping preset of ``dataflow``
+    (:data:`SKIP_DEVICES`), run the images ``x`` on isasim (its cycles are the RTL's, ``tests/test_hw_matmul.py``) and
     return the sweep / lenet figures of each of ``layers`` by name (compute cycles: the MATMUL
     engine's busy cycles; energy from :func:`~stamen.sw.energy.estimate_energy`)."""
     from stamen.sw.energy import estimate_energy
     from stamen.sw.lower import compile_graph
     from stamen.sw.runtime import Device
-    figs = {name: {"dataflow": "rs", "array": "", "images": len(x), "error": ""}
+    figs = {name: {"dataflow": dataflow, "array": "", "images": len(x), "error": ""}
             for name in layers}
-    for preset, tag in (("small-rs", "dense"), ("small-rs-skip", "skip")):
+    for preset, tag in zip(SKIP_DEVICES[dataflow], ("dense", "skip")):
         cfg = AccelConfig.preset(preset)
         prog = compile_graph(graph, cfg, batch=len(x))
         y, rep = Device(cfg, "isasim").run(prog, x)
@@ -1039,7 +1044,8 @@ def _conv_inputs(graph, x: np.ndarray) -> list[tuple[object, np.ndarray]]:
 
 def _lenet_rows(w: _Workload, log: _Log) -> list[dict]:
     """Return the lenet rows (each conv layer on :data:`RS_ARRAY`, and their total) and the
-    energy rows (ws and os run on isasim on the dataflow suite's 8x8 array, rs and rs+skip on
+    energy rows (ws, os, rs and the skipping presets run on isasim on the dataflow suite's
+    8x8 array, rs-eyeriss and rs-eyeriss+skip on
     :data:`RS_ARRAY` and on that array) of the workload ``w``."""
     from stamen.sw.rs_model import RsConvShape, map_conv
     configs = dataflow_configs()
@@ -1047,13 +1053,14 @@ def _lenet_rows(w: _Workload, log: _Log) -> list[dict]:
     convs = _conv_inputs(w.graph, w.x)
     pos = {op.name: i for i, (op, _) in enumerate(convs)}
     lenet, energy = [], []
-    for cfg in [*configs, AccelConfig.preset("small-rs-skip")]:
-        tag = "rs+skip" if cfg.zero_skip else cfg.dataflow
+    skipping = [AccelConfig.preset(skip) for _, skip in SKIP_DEVICES.values()]
+    for cfg in [*configs, *sorted(skipping, key=lambda c: c.dataflow != "ws")]:
+        tag = f"{cfg.dataflow}+skip" if cfg.zero_skip else cfg.dataflow
         for r in _dataflow_run(w, cfg, f"[sparsity] {w.name} {tag}", log):
             if r["layer"] in pos or r["error"]:
                 energy.append({f: r.get(f, "") for f in SPARSITY_FIELDS}
                               | {"set": "energy", "images": r["batch"], "dataflow": tag})
-    device = _device_skip(w.graph, w.x, list(pos))
+    devices = [_device_skip(w.graph, w.x, list(pos), df) for df in SKIP_DEVICES]
     for op, x in convs:
         zp, (ph, pw), (sy, sx) = op.zp_in[0], op.padding, op.stride
         if sy != sx:
@@ -1070,7 +1077,7 @@ def _lenet_rows(w: _Workload, log: _Log) -> list[dict]:
         for rows, cols in rs_arrays:
             figs, ers = _rs_skip(x, map_conv(shape, rows, cols), zp, (ph, pw))
             if (rows, cols) == RS_ARRAY:
-                for f in (device[op.name], figs):
+                for f in (*(d[op.name] for d in devices), figs):
                     lenet.append(base | f | {"set": "lenet"})
                     log(f"[sparsity] {w.name} {op.name} {f['dataflow']} {f['array']}: density "
                         f"{f['measured_density']:.3f} over {len(x)} images, "
@@ -1121,13 +1128,14 @@ def _sparsity_tables(rows: list[dict]) -> str:
     array = f"{RS_ARRAY[0]}x{RS_ARRAY[1]}"
     return "\n".join([
         f"zero skipping, dense stream with zero gating vs compressed stream, on seeded random "
-        f"activations: rs = the device (small-rs vs small-rs-skip on isasim, whose cycles are "
-        f"the RTL's; compute cycles), rs-eyeriss = the Eyeriss mapping on the {array} RsArray "
+        f"activations: rs, ws = the devices (small-rs vs small-rs-skip, small vs small-skip on "
+        f"isasim, whose cycles are the RTL's; compute cycles), rs-eyeriss = the Eyeriss mapping on the {array} RsArray "
         f"(sw/rs_model.py); target speedup >= {SPARSITY_TARGET} at density "
         f"{SPARSITY_TARGET_DENSITY}", _table(sweep, list(sweep[0]) if sweep else []),
         "the digits LeNet's real int8 conv inputs (held-out images, golden model, padded with "
         "the zero point)", _table(lenet, list(lenet[0]) if lenet else []),
-        "energy per LeNet layer and dataflow over the same images: ws / os / rs / rs+skip "
+        "energy per LeNet layer and dataflow over the same images: ws / os / rs / ws+skip / "
+        "rs+skip "
         "compiled and run on isasim (compute cycles; energy from the program and the run's "
         "counters), rs-eyeriss from the row-stationary models (DRAM: the layer's minimum, where "
         "the others count the program's traffic); energy in millions of MAC units; E/MAC per issued MAC (skipped MACs are not "
@@ -1140,16 +1148,25 @@ def _plot_sparsity(rows: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (ax, bx) = plt.subplots(2, 1, figsize=(8, 9))
-    for name in dict.fromkeys(r["layer"] for r in rows if r["set"] == "sweep"):
-        pts = [r for r in rows if r["set"] == "sweep" and r["layer"] == name]
-        ax.plot([r["density"] for r in pts], [r["speedup"] for r in pts], "o-", label=name)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(8, 10))
+    sweep = [r for r in rows if r["set"] == "sweep"]
+    styles = {"rs": ("-", "o"), "ws": (":", "^"), "rs-eyeriss": ("--", "s")}
+    colors = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(r["layer"] for r in sweep))}
+    for name, df in dict.fromkeys((r["layer"], r["dataflow"]) for r in sweep):
+        pts = [r for r in sweep if r["layer"] == name and r["dataflow"] == df]
+        line, mark = styles.get(df, ("-.", "x"))
+        ax.plot([r["density"] for r in pts], [r["speedup"] for r in pts], line + mark,
+                color=colors[name], ms=4, label=f"{name} {df} {pts[0]['array']}")
     lenet = [r for r in rows if r["set"] == "lenet" and r["layer"] != "total"]
-    ax.plot([r["measured_density"] for r in lenet], [r["speedup"] for r in lenet], "ks",
-            label="digits LeNet layers (real activations)")
-    for r in lenet:
-        ax.annotate(r["layer"], (r["measured_density"], r["speedup"]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+    for df in dict.fromkeys(r["dataflow"] for r in lenet):
+        pts = [r for r in lenet if r["dataflow"] == df]
+        ax.plot([r["measured_density"] for r in pts], [r["speedup"] for r in pts],
+                styles.get(df, ("", "x"))[1], color="k", mfc="none" if df != "rs" else "k",
+                label=f"digits LeNet layers {df} (real activations)")
+        if df == "rs":
+            for r in pts:
+                ax.annotate(r["layer"], (r["measured_density"], r["speedup"]), fontsize=7,
+                            xytext=(4, 4), textcoords="offset points")
     ax.axhline(1.0, color="k", lw=0.8)
     ax.axhline(_CNVLUTIN_SPEEDUP, color="gray", lw=0.8, ls=":",
                label=f"Cnvlutin {_CNVLUTIN_SPEEDUP}x (real networks)")
@@ -1159,9 +1176,10 @@ def _plot_sparsity(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("cycles dense / zero skipping")
     ax.set_xlim(0, 1.05)
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=7)
-    ax.set_title(f"Zero skipping on the row-stationary {RS_ARRAY[0]}x{RS_ARRAY[1]} array "
-                 "(sw/rs_model.py)", fontsize=9, loc="left")
+    ax.legend(fontsize=6, ncol=2)
+    ax.set_title("Zero skipping: the devices (rs, ws; isasim) and the Eyeriss mapping "
+                 f"(rs-eyeriss {RS_ARRAY[0]}x{RS_ARRAY[1]}, sw/rs_model.py)", fontsize=9,
+                 loc="left")
     good = [r for r in rows if r["set"] == "energy" and r["energy_vs_ws"] != ""]
     layers = list(dict.fromkeys(r["layer"] for r in good))
     kinds = list(dict.fromkeys((r["dataflow"], r["array"]) for r in good))
@@ -1174,8 +1192,8 @@ def _plot_sparsity(rows: list[dict], path: Path) -> None:
     bx.axhline(1.0, color="k", lw=0.8)
     bx.set_xticks(xs, layers)
     bx.set_ylabel("energy / ws")
-    bx.set_ylim(0, 1.3)
-    bx.legend(fontsize=7, ncol=len(kinds), loc="upper center")
+    bx.set_ylim(0, 1.5)
+    bx.legend(fontsize=7, ncol=4, loc="upper center")
     bx.set_title("digits LeNet energy per layer (Eyeriss normalized access costs)", fontsize=9,
                  loc="left")
     fig.tight_layout()

@@ -129,15 +129,16 @@ dataflow  The Eyeriss comparison of dataflows with Stamen's own numbers: every i
           DRAM bytes, and the energy model of sw/energy.py (access counts x Eyeriss costs
           DRAM 200, buffer 6, array 2, RF 1, MAC 1: total, split, per MAC), cycles and
           energy relative to ws: OUT/dataflow.csv, dataflow.json, dataflow.png.
-sparsity  Zero skipping, dense stream (zero gating) vs compressed stream, on the row-
-          stationary device (rs: small-rs vs small-rs-skip on the ISA simulator, whose cycle
-          model is the RTL's) and on the Eyeriss mapping of the 12x14 array (rs-eyeriss:
+sparsity  Zero gating vs zero skipping on the devices (ISA simulator, whose cycle model is
+          the RTL's): rs (small-rs vs small-rs-skip: every zero activation of a convolution
+          window) and ws (small vs small-skip: act rows whose every lane is zero), and on
+          the Eyeriss mapping of the 12x14 array (rs-eyeriss:
           the models of sw/rs_model.py and sw/energy.py): cycles, speedup, utilization,
           skipped MACs and energy against activation density 0.1..1.0 on seeded random
           layers (the target 1.7x at density 0.4 is reported, never a failure), on the
           digits LeNet's real conv inputs (20 held-out images, measured density), and per
-          LeNet layer the energy of ws, os, rs and rs+skip (isasim runs) beside rs-eyeriss:
-          OUT/sparsity.csv, sparsity.json, sparsity.png.
+          LeNet layer the energy of ws, os, rs, ws+skip and rs+skip (isasim runs) beside
+          rs-eyeriss: OUT/sparsity.csv, sparsity.json, sparsity.png.
 
 all (the default) runs the four. --quick runs the smallest GEMM and one small conv layer
 (conv and dataflow suites; for sparsity one small layer at three densities and 4 images).

@@ -72,7 +72,10 @@ the filter spad writes (``k*R*C``), the ifmap spad writes (``R*C*sum(width)``) a
 FIFO, a write and a read per psum (``2*R*C*sum(outputs)``); RF per MAC 4
 (filter, ifmap, psum read and write), 1 per gated MAC (the ifmap read that finds the zero), and
 skipped MACs are not issued. With ``zero_skip`` the activation hops and ifmap writes of the
-skipped zeros are still charged (an upper bound: the replay does not see the data).
+skipped zeros are still charged (an upper bound: the replay does not see the data). So are, on
+``ws`` with ``zero_skip``, the array hops and ACC accesses of the all-zero act rows it skips
+(their ACT reads are real: the engine reads every row to find the zero ones); only the MAC
+and RF terms follow the run's counters.
 
 An ``acc_max`` MATMUL (max pooling) on ``os`` reduces each tile on its own (``hw/os_matmul.py``):
 its psums are drained and max-ed into the ACC once per tile, so its ACC reads, ACC writes and

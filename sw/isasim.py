@@ -24,10 +24,8 @@ Cycle model
 -----------
 ``cycles`` and ``compute_cycles`` equal the RTL's performance counters exactly for an ideal memory
 (``SimDevice`` with ``mem_latency=0``, ``mem_stall=0``; ``tests/test_vl_device.py`` checks this for
-every program of ``tests/cases.py``), except a zero-skipping row-stationary MATMUL
-(``dataflow="rs"``, ``zero_skip``), whose data-dependent figure is an upper bound
-(:func:`matmul_cycles_of`; a zero-skipping ``ws`` MATMUL's data-dependent figure is exact).
-The in-order controller runs one instruction at a time:
+every program of ``tests/cases.py``), zero-skipping MATMULs included: their cycles depend on the
+ACT spad contents (:func:`matmul_cycles_of`). The in-order controller runs one instruction at a time:
 
 * every instruction costs :func:`fetch_cycles` (``instr_words + ISSUE_OVERHEAD``: the pc handshake,
   one read per instruction word, the memory's response latency, the instruction register and the
@@ -198,9 +196,9 @@ def matmul_cycles_of(cfg: AccelConfig, args: dict, loop: dict,
                      act: np.ndarray | None = None) -> int:
     """Return the cycles of the MATMUL ``args`` under LOOP state ``loop``, like
     :func:`matmul_cycles`: for ``dataflow="rs"`` ``sw.rs_model.rs_matmul_cycles`` (its passes
-    follow the LOOP state; with ``zero_skip`` they depend on the ACT spad contents ``act``, and
-    the figure is an upper bound); for ``"ws"`` with ``zero_skip`` :func:`ws_skip_cycles` of
-    :func:`ws_skipped_rows` (exact; it needs ``act``), else :func:`matmul_cycles` of ``m`` and
+    follow the LOOP state; with ``zero_skip`` they depend on the ACT spad contents ``act``);
+    for ``"ws"`` with ``zero_skip`` :func:`ws_skip_cycles` of :func:`ws_skipped_rows` (it
+    needs ``act``), else :func:`matmul_cycles` of ``m`` and
     ``k_tiles``."""
     if cfg.dataflow == "rs":
         from .rs_model import rs_matmul_cycles
