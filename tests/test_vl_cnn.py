@@ -24,6 +24,7 @@ def data():
 @pytest.mark.parametrize("net,preset,memory", [(DigitsLeNet, "small", (0, 0)),
                                                (DigitsResNet, "small", (5, 3)),
                                                (DigitsLeNet, "tiny", (0, 0)),
+                                               (DigitsLeNet, "small-skip", (0, 0)),
                                                (DigitsLeNet, "small-rs-skip", (0, 0))])
 def test_digits_cnn_bit_exact_on_device(data, net, preset, memory):
     x_train, y_train, x_test, y_test = data

@@ -17,7 +17,7 @@ from stamen.sw.runtime import Device
 
 pytestmark = pytest.mark.verilator
 
-PRESETS = ["tiny", "small", "small-os", "small-rs-skip"]
+PRESETS = ["tiny", "small", "small-skip", "small-os", "small-rs-skip"]
 MEMORIES = {"ideal-mem": (0, 0), "slow-mem": (5, 3)}
 
 

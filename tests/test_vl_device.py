@@ -26,8 +26,9 @@ from stamen.verif.device_job import Job, run_jobs
 pytestmark = pytest.mark.verilator
 
 #: ``small-rs-skip`` stands for the row-stationary dataflow (its Verilator build is the slowest;
-#: the dense ``small-rs`` engine's exact cycles are checked in ``tests/test_hw_matmul.py``).
-PRESETS = ["tiny", "small", "small-os", "small-rs-skip"]
+#: the dense ``small-rs`` engine's exact cycles are checked in ``tests/test_hw_matmul.py``);
+#: ``small-skip`` is the weight-stationary engine that skips all-zero act rows.
+PRESETS = ["tiny", "small", "small-skip", "small-os", "small-rs-skip"]
 MEMORIES = {"ideal-mem": (0, 0), "slow-mem": (5, 3)}
 EXACT_COUNTERS = ("macs", "gated_macs", "dram_read_bytes", "dram_write_bytes", "instructions",
                   "skipped_macs")
