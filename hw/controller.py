@@ -2,6 +2,7 @@
 from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
 from . import bus, isa
 from .dma import DmaCmd
@@ -86,9 +87,11 @@ class Checker(wiring.Component):
     """Check one decoded instruction (combinational).
 
     In priority order: an unknown opcode gives ``ILLEGAL_OPCODE``; a zero ``rows`` / ``m`` /
-    ``k_tiles`` or a LOAD/STORE spad selector outside :class:`isa.Spad` gives ``BAD_ARG``; a
-    scratchpad row range beyond ``cfg.spad_depth`` gives ``SPAD_RANGE``; a device memory range
-    beyond ``cfg.mem_words`` gives ``DRAM_RANGE``; otherwise ``NONE``. MATMUL's activation rows
+    ``k_tiles``, a LOAD/STORE spad selector outside :class:`isa.Spad` or a ``compress=1`` that
+    the configuration does not allow (``hw/isa.py``) gives ``BAD_ARG``; a scratchpad row range
+    beyond ``cfg.spad_depth`` gives ``SPAD_RANGE``; a device memory range beyond
+    ``cfg.zero_dir_base`` (``cfg.mem_words`` without ``cfg.compress_acts``) gives
+    ``DRAM_RANGE``; otherwise ``NONE``. MATMUL's activation rows
     are not checked here (the MatmulEngine flags them as it reads them), its weight rows
     (``R``, or ``k_tiles*R`` without ``wt_repeat``) and ACC rows are.
 
@@ -139,10 +142,10 @@ class Checker(wiring.Component):
                     with m.Default():
                         m.d.comb += bad_spad.eq(1)
                 span = self.span if cfg.check_mul_bits else (d.rows - 1) * d.dram_stride
-                check(bad_spad | (d.rows == 0),
+                check(bad_spad | (d.rows == 0) | self._bad_compress(d),
                       _over(depth, d.spad_addr, d.rows,
                             limit_max=max(cfg.spad_depth(s) for s in bus.SPADS)),
-                      _over(cfg.mem_words, d.dram_addr, span, words))
+                      _over(cfg.zero_dir_base, d.dram_addr, span, words))
             with m.Case(Opcode.MATMUL):
                 a = args.matmul
                 wt_rows = Mux(a.wt_repeat, cfg.rows, a.k_tiles * cfg.rows)
@@ -156,12 +159,24 @@ class Checker(wiring.Component):
                              _over(cfg.spad_depth("param"), r.param_addr, 3))
                 check(r.rows == 0, spad_over, 0)
             with m.Case(Opcode.PERF):
-                check(0, 0, _over(cfg.mem_words, args.perf.dram_addr, isa.perf_words(cfg)))
+                check(0, 0, _over(cfg.zero_dir_base, args.perf.dram_addr, isa.perf_words(cfg)))
             with m.Case(Opcode.SYNC, Opcode.HALT, Opcode.LOOP):
                 pass
             with m.Default():
                 m.d.comb += err.eq(ErrorCode.ILLEGAL_OPCODE)
         return m
+
+    def _bad_compress(self, d):
+        """Return whether the LOAD/STORE operands ``d`` ask for a compression the configuration
+        does not allow: any ``compress=1`` without ``cfg.compress_acts``; else a LOAD not into
+        ACT, a STORE not from OUT, or a row slot not aligned to ``cfg.zero_row_words``."""
+        cfg = self._cfg
+        if not cfg.compress_acts:
+            return d.compress
+        low = exact_log2(cfg.zero_row_words)
+        wrong_spad = Mux(self.instr.opcode == Opcode.STORE, d.spad != isa.Spad.OUT,
+                         d.spad != isa.Spad.ACT)
+        return d.compress & (wrong_spad | d.dram_addr[:low].any() | d.dram_stride[:low].any())
 
 
 class SpanMultiplier(wiring.Component):

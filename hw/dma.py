@@ -2,11 +2,12 @@
 from amaranth import *
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
 from . import bus, isa
 from .params import AccelConfig
 
-__all__ = ["DmaCmd", "DMA"]
+__all__ = ["DmaCmd", "DMA", "ZeroRowDMA"]
 
 #: Command of the DMA: ``store=0`` executes LOAD, ``store=1`` STORE.
 DmaCmd = data.StructLayout({"store": 1, "args": isa.DmaArgs})
@@ -33,6 +34,10 @@ class DMA(wiring.Component):
     backpressure ``busy`` lasts ``rows * row_words`` cycles plus the read latency (LOAD; 1 for a
     memory that answers in the next cycle) or plus 2 (STORE).
 
+    With ``cfg.compress_acts`` a command with ``compress=1`` goes to a :class:`ZeroRowDMA`
+    instead (which then drives the bus, the ACT write port and the OUT read port); the others
+    run as above. Without it the DMA is exactly the row engine above.
+
     Parameters
     ----------
     cfg : AccelConfig
@@ -55,7 +60,7 @@ class DMA(wiring.Component):
         if not isinstance(cfg, AccelConfig):
             raise TypeError(f"DMA configuration must be an AccelConfig, not {cfg!r}")
         self._cfg = cfg
-        members = {
+        self._members = members = {
             "i_cmd": In(stream.Signature(DmaCmd)),
             "busy": Out(1),
             "o_mem_req": Out(stream.Signature(bus.mem_req_layout(cfg))),
@@ -71,100 +76,299 @@ class DMA(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self._cfg
-        width = cfg.mem_bus_bits
-        words = {s: cfg.spad_row_words(s) for s in bus.SPADS}
-        max_words = max(words.values())
-        depth = max(cfg.spad_depth(s) for s in bus.SPADS)
+        if not self._cfg.compress_acts:
+            _row_engine(m, self._cfg, self)
+            return m
+        # The row engine drives an inner copy of the ports; the zero-row engine takes the
+        # commands with compress=1; the busy one owns the bus and the spad ports they share.
+        row = wiring.Signature(self._members).create(path=("row",))
+        _row_engine(m, self._cfg, row)
+        m.submodules.zero_dir = zd = ZeroRowDMA(self._cfg)
+        cmd, req, rsp = self.i_cmd, self.o_mem_req, self.i_mem_rsp
+        compress = cmd.payload.args.compress
+        m.d.comb += [
+            row.i_cmd.payload.eq(cmd.payload), zd.i_cmd.payload.eq(cmd.payload),
+            row.i_cmd.valid.eq(cmd.valid & ~compress), zd.i_cmd.valid.eq(cmd.valid & compress),
+            cmd.ready.eq(row.i_cmd.ready & zd.i_cmd.ready),
+            self.busy.eq(row.busy | zd.busy),
+            row.i_mem_rsp.payload.eq(rsp.payload), zd.i_mem_rsp.payload.eq(rsp.payload),
+            row.i_mem_rsp.valid.eq(rsp.valid), zd.i_mem_rsp.valid.eq(rsp.valid),
+            rsp.ready.eq(row.i_mem_rsp.ready | zd.i_mem_rsp.ready),   # only the busy one's
+        ]
+        for src, cond in ((zd.o_mem_req, zd.busy), (row.o_mem_req, ~zd.busy)):
+            with m.If(cond):
+                m.d.comb += [req.valid.eq(src.valid), req.payload.eq(src.payload),
+                             src.ready.eq(req.ready)]
+        for s in bus.SPADS:
+            for port, fields in ((f"{s}_rd", ("addr", "en")), (f"{s}_wr", ("addr", "data", "en"))):
+                outer, inner = getattr(self, port), getattr(row, port)
+                shared = getattr(zd, port, None)        # act_wr and out_rd
+                for f in fields:
+                    src = getattr(inner, f)
+                    if shared is not None:
+                        src = Mux(zd.busy, getattr(shared, f), src)
+                    m.d.comb += getattr(outer, f).eq(src)
+            m.d.comb += getattr(row, f"{s}_rd").data.eq(getattr(self, f"{s}_rd").data)
+        m.d.comb += zd.out_rd.data.eq(self.out_rd.data)
+        return m
 
-        # Command state: only what the transfer needs (the controller has range-checked it, so
-        # rows <= depth and every spad row and memory word is in range).
+
+def _row_engine(m: Module, cfg: AccelConfig, dma):
+    """Build the row engine of :class:`DMA` (LOAD / STORE without the directory) in ``m``,
+    driving the DMA ports of the interface ``dma``."""
+    width = cfg.mem_bus_bits
+    words = {s: cfg.spad_row_words(s) for s in bus.SPADS}
+    max_words = max(words.values())
+    depth = max(cfg.spad_depth(s) for s in bus.SPADS)
+
+    # Command state: only what the transfer needs (the controller has range-checked it, so
+    # rows <= depth and every spad row and memory word is in range).
+    store = Signal()
+    sel = {s: Signal(name=f"sel_{s}") for s in bus.SPADS}       # the spad, one-hot
+    n_words = Signal(range(max_words + 1))
+    stride = Signal(cfg.mem_addr_width)
+    # Rows still to request (req_left) and to write (LOAD) or to read (STORE) (spad_left);
+    # spad_ptr: the scratchpad row being written (LOAD) or the next to read (STORE).
+    req_left, spad_left = (Signal(range(depth + 1), name=n) for n in ("req_left", "spad_left"))
+    spad_ptr = Signal(max(bus.spad_addr_width(cfg, s) for s in bus.SPADS))
+    req_word, rsp_word = Signal(range(max_words)), Signal(range(max_words))
+    row_base = Signal(cfg.mem_addr_width)
+
+    m.d.comb += dma.i_cmd.ready.eq(~dma.busy)
+    with m.If(dma.i_cmd.valid & dma.i_cmd.ready):
+        p = dma.i_cmd.payload
+        m.d.sync += [store.eq(p.store), dma.busy.eq(1), row_base.eq(p.args.dram_addr),
+                     stride.eq(p.args.dram_stride), req_left.eq(p.args.rows),
+                     spad_left.eq(p.args.rows), spad_ptr.eq(p.args.spad_addr),
+                     req_word.eq(0), rsp_word.eq(0)]
+        for i, s in enumerate(bus.SPADS):
+            m.d.sync += sel[s].eq(p.args.spad == isa.Spad(i))
+        with m.Switch(p.args.spad):
+            for i, s in enumerate(bus.SPADS):
+                with m.Case(isa.Spad(i)):
+                    m.d.sync += n_words.eq(words[s])
+
+    # Request side: one word address per accepted request, row by row.
+    req = dma.o_mem_req
+    rd_live = Signal()                          # STORE: the read port holds the row to write
+    wdata = Signal(width)
+    m.d.comb += [
+        req.valid.eq(dma.busy & (req_left != 0) & (~store | rd_live)),
+        req.p.addr.eq(row_base + req_word),
+        req.p.we.eq(store),
+        req.p.wdata.eq(wdata),
+    ]
+    accept = req.valid & req.ready
+    row_sent = accept & (req_word == n_words - 1)
+    with m.If(accept):
+        with m.If(row_sent):
+            m.d.sync += [req_word.eq(0), req_left.eq(req_left - 1),
+                         row_base.eq(row_base + stride)]
+        with m.Else():
+            m.d.sync += req_word.eq(req_word + 1)
+
+    # LOAD response side: shift words in at the top; a row of n words ends in the top n words.
+    rsp = dma.i_mem_rsp
+    m.d.comb += rsp.ready.eq(dma.busy & ~store)
+    lbuf = Signal(max_words * width)
+    lbuf_next = Cat(lbuf[width:], rsp.p.rdata)
+    got = rsp.valid & rsp.ready
+    row_done = got & (rsp_word == n_words - 1)
+    with m.If(got):
+        m.d.sync += lbuf.eq(lbuf_next)
+        with m.If(row_done):
+            m.d.sync += [rsp_word.eq(0), spad_ptr.eq(spad_ptr + 1),
+                         spad_left.eq(spad_left - 1)]
+        with m.Else():
+            m.d.sync += rsp_word.eq(rsp_word + 1)
+    for s in bus.SPADS:
+        wr = getattr(dma, f"{s}_wr")
+        m.d.comb += [wr.addr.eq(spad_ptr),
+                     wr.data.eq(lbuf_next[(max_words - words[s]) * width:]),
+                     wr.en.eq(row_done & sel[s])]
+
+    # STORE read side: a read port holds its data while en=0, so it is the row buffer; the
+    # next row is read as the last word of a row is accepted (the first one cycle after the
+    # command, so that the first request comes 2 cycles after it, as with a row buffer).
+    primed = Signal()
+    m.d.sync += primed.eq(dma.busy & store)
+    issue_rd = (dma.busy & store & (spad_left != 0) & ((primed & ~rd_live) | row_sent))
+    for s in bus.SPADS:
+        rd = getattr(dma, f"{s}_rd")
+        m.d.comb += [rd.addr.eq(spad_ptr), rd.en.eq(issue_rd & sel[s])]
+    for s in bus.SPADS:
+        with m.If(sel[s]):
+            data_ = getattr(dma, f"{s}_rd").data.as_value()
+            if words[s] == 1:
+                m.d.comb += wdata.eq(data_)
+            else:
+                m.d.comb += wdata.eq(data_.word_select(
+                    req_word[:(words[s] - 1).bit_length()], width))
+    with m.If(issue_rd):
+        m.d.sync += [spad_ptr.eq(spad_ptr + 1), spad_left.eq(spad_left - 1)]
+    m.d.sync += rd_live.eq(issue_rd | (rd_live & ~row_sent))
+
+    # Finish with the last memory write accepted (STORE) or the last row written (LOAD).
+    with m.If(Mux(store, row_sent & (req_left == 1), row_done & (spad_left == 1))):
+        m.d.sync += dma.busy.eq(0)
+
+
+class ZeroRowDMA(wiring.Component):
+    """Execute LOAD / STORE with ``compress=1`` through the zero-row directory (``hw/isa.py``).
+
+    Only with ``cfg.compress_acts``; the controller has checked the command (LOAD into ACT,
+    STORE from OUT, row slots aligned to ``row_words = cfg.zero_row_words``, rows below
+    ``cfg.zero_dir_base``). One directory word is held at a time: a run of consecutive rows
+    whose bits lie in it reads it once (LOAD, STORE) and writes it back once (STORE).
+
+    LOAD: a request side walks the rows: it reads the directory word of a row that needs a new
+    one (after every earlier row has been written), skips a row whose bit is set in one cycle
+    and issues a row's ``row_words`` reads back to back otherwise. A response side, one row
+    behind, writes an all-``zp`` row for a set bit, else each row as its last word arrives.
+    STORE: reads OUT rows one ahead (the read port holds the row); a row whose bytes all equal
+    ``zp`` sets its bit in one cycle, another clears it after its ``row_words`` writes. A
+    changed directory word is written back before the next is read, the last one at the end.
+
+    Without backpressure ``busy`` lasts ``S + 2*D + 1`` cycles (LOAD with a memory that
+    answers in the next cycle) or ``S + 3*D`` (STORE), ``S = Z + (rows - Z) * row_words`` for
+    ``Z`` all-zp rows, ``D`` runs of rows in one directory word (``sw.isasim.zero_dir_cycles``).
+
+    Members
+    -------
+    i_cmd : ``In(stream.Signature(DmaCmd))``; ``ready`` is ``~busy``.
+    busy : ``Out(1)``
+        From the cycle after a command is accepted until the last ACT row is written (LOAD) or
+        the last directory write is accepted (STORE).
+    o_mem_req : ``Out(stream.Signature(bus.mem_req_layout(cfg)))``
+    i_mem_rsp : ``In(stream.Signature(bus.mem_rsp_layout(cfg)))``; ``ready`` only while busy.
+    act_wr : ``In(memory.WritePort.Signature(...))``
+    out_rd : ``In(memory.ReadPort.Signature(...))``
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"ZeroRowDMA configuration must be an AccelConfig, not {cfg!r}")
+        if not cfg.compress_acts:
+            raise ValueError("ZeroRowDMA needs a configuration with compress_acts")
+        self._cfg = cfg
+        ports = {**_spad_ports(cfg, "act"), **_spad_ports(cfg, "out")}
+        super().__init__({
+            "i_cmd": In(stream.Signature(DmaCmd)),
+            "busy": Out(1),
+            "o_mem_req": Out(stream.Signature(bus.mem_req_layout(cfg))),
+            "i_mem_rsp": In(stream.Signature(bus.mem_rsp_layout(cfg))),
+            "act_wr": ports["act_wr"], "out_rd": ports["out_rd"],
+        })
+
+    @property
+    def cfg(self) -> AccelConfig:
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        width, rw = cfg.mem_bus_bits, cfg.zero_row_words
+        slot_shift = exact_log2(rw)                     # word address -> row slot
+        word_shift = slot_shift + exact_log2(width)     # word address -> directory word
+        aw = cfg.mem_addr_width
+        depth = max(cfg.spad_depth("act"), cfg.spad_depth("out"))
+
         store = Signal()
-        sel = {s: Signal(name=f"sel_{s}") for s in bus.SPADS}       # the spad, one-hot
-        n_words = Signal(range(max_words + 1))
-        stride = Signal(cfg.mem_addr_width)
-        # Rows still to request (req_left) and to write (LOAD) or to read (STORE) (spad_left);
-        # spad_ptr: the scratchpad row being written (LOAD) or the next to read (STORE).
+        zp = Signal(isa.DmaArgs.as_shape()["zp"].shape)
+        stride = Signal(aw)
+        # Rows the request side has still to pass (req_left) and the rows still to write to the
+        # ACT spad (LOAD) or to read from the OUT spad (STORE) (spad_left); the request side's
+        # row address and the response side's (LOAD); spad_ptr as in the row engine.
         req_left, spad_left = (Signal(range(depth + 1), name=n) for n in ("req_left", "spad_left"))
-        spad_ptr = Signal(max(bus.spad_addr_width(cfg, s) for s in bus.SPADS))
-        req_word, rsp_word = Signal(range(max_words)), Signal(range(max_words))
-        row_base = Signal(cfg.mem_addr_width)
+        req_addr, rsp_addr = Signal(aw), Signal(aw)
+        req_word, rsp_word = Signal(range(rw)), Signal(range(rw))
+        spad_ptr = Signal(max(bus.spad_addr_width(cfg, s) for s in ("act", "out")))
+        # The directory word held (dir_data, its index held_idx; valid while have) and a
+        # directory read in flight (pending).
+        dir_data = Signal(width)
+        held_idx = Signal(max(1, aw - word_shift))
+        have, pending = Signal(), Signal()
 
         m.d.comb += self.i_cmd.ready.eq(~self.busy)
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             p = self.i_cmd.payload
-            m.d.sync += [store.eq(p.store), self.busy.eq(1), row_base.eq(p.args.dram_addr),
+            m.d.sync += [store.eq(p.store), zp.eq(p.args.zp), self.busy.eq(1),
                          stride.eq(p.args.dram_stride), req_left.eq(p.args.rows),
-                         spad_left.eq(p.args.rows), spad_ptr.eq(p.args.spad_addr),
-                         req_word.eq(0), rsp_word.eq(0)]
-            for i, s in enumerate(bus.SPADS):
-                m.d.sync += sel[s].eq(p.args.spad == isa.Spad(i))
-            with m.Switch(p.args.spad):
-                for i, s in enumerate(bus.SPADS):
-                    with m.Case(isa.Spad(i)):
-                        m.d.sync += n_words.eq(words[s])
+                         spad_left.eq(p.args.rows), req_addr.eq(p.args.dram_addr),
+                         rsp_addr.eq(p.args.dram_addr), spad_ptr.eq(p.args.spad_addr),
+                         req_word.eq(0), rsp_word.eq(0), have.eq(0), pending.eq(0)]
 
-        # Request side: one word address per accepted request, row by row.
+        def dir_bit(addr):
+            return dir_data.bit_select(addr[slot_shift:word_shift], 1)
+
+        # Request side. A row needs the directory word of its slot; STORE writes the held word
+        # back before it reads another one and after its last row.
+        row = self.out_rd.data
+        rd_live = Signal()                          # STORE: out_rd holds the request side's row
+        idx = req_addr[word_shift:]
+        at_row = self.busy & (req_left != 0)
+        need_dir = at_row & (~have | (idx != held_idx))
+        dir_wr = self.busy & store & have & (need_dir | (req_left == 0))
+        dir_rd = need_dir & ~pending & ~dir_wr
+        step = at_row & ~need_dir & (~store | rd_live)
+        all_zp = Mux(store, Cat(*(row[j] == zp for j in range(cfg.cols))).all(), dir_bit(req_addr))
+        zero_row = step & all_zp
+        data_row = step & ~all_zp
         req = self.o_mem_req
-        rd_live = Signal()                          # STORE: the read port holds the row to write
-        wdata = Signal(width)
+        row_word = row.as_value() if rw == 1 else row.as_value().word_select(req_word, width)
         m.d.comb += [
-            req.valid.eq(self.busy & (req_left != 0) & (~store | rd_live)),
-            req.p.addr.eq(row_base + req_word),
-            req.p.we.eq(store),
-            req.p.wdata.eq(wdata),
+            req.valid.eq(dir_wr | dir_rd | data_row),
+            req.p.addr.eq(Mux(data_row, req_addr + req_word,
+                              cfg.zero_dir_base + Mux(dir_wr, held_idx, idx))),
+            req.p.we.eq(dir_wr | (data_row & store)),
+            req.p.wdata.eq(Mux(dir_wr, dir_data, row_word)),
         ]
         accept = req.valid & req.ready
-        row_sent = accept & (req_word == n_words - 1)
-        with m.If(accept):
-            with m.If(row_sent):
-                m.d.sync += [req_word.eq(0), req_left.eq(req_left - 1),
-                             row_base.eq(row_base + stride)]
-            with m.Else():
-                m.d.sync += req_word.eq(req_word + 1)
+        row_sent = data_row & accept & (req_word == rw - 1)
+        passed = zero_row | row_sent
+        with m.If(data_row & accept):
+            m.d.sync += req_word.eq(Mux(row_sent, 0, req_word + 1))
+        with m.If(passed):
+            m.d.sync += [req_left.eq(req_left - 1), req_addr.eq(req_addr + stride)]
+            with m.If(store):
+                m.d.sync += dir_bit(req_addr).eq(zero_row)
+        with m.If(dir_wr & accept):
+            m.d.sync += have.eq(0)
+            with m.If(req_left == 0):
+                m.d.sync += self.busy.eq(0)         # STORE done
+        with m.If(dir_rd & accept):
+            m.d.sync += pending.eq(1)
 
-        # LOAD response side: shift words in at the top; a row of n words ends in the top n words.
-        rsp = self.i_mem_rsp
-        m.d.comb += rsp.ready.eq(self.busy & ~store)
-        lbuf = Signal(max_words * width)
-        lbuf_next = Cat(lbuf[width:], rsp.p.rdata)
-        got = rsp.valid & rsp.ready
-        row_done = got & (rsp_word == n_words - 1)
-        with m.If(got):
-            m.d.sync += lbuf.eq(lbuf_next)
-            with m.If(row_done):
-                m.d.sync += [rsp_word.eq(0), spad_ptr.eq(spad_ptr + 1),
-                             spad_left.eq(spad_left - 1)]
-            with m.Else():
-                m.d.sync += rsp_word.eq(rsp_word + 1)
-        for s in bus.SPADS:
-            wr = getattr(self, f"{s}_wr")
-            m.d.comb += [wr.addr.eq(spad_ptr),
-                         wr.data.eq(lbuf_next[(max_words - words[s]) * width:]),
-                         wr.en.eq(row_done & sel[s])]
-
-        # STORE read side: a read port holds its data while en=0, so it is the row buffer; the
-        # next row is read as the last word of a row is accepted (the first one cycle after the
-        # command, so that the first request comes 2 cycles after it, as with a row buffer).
-        primed = Signal()
-        m.d.sync += primed.eq(self.busy & store)
-        issue_rd = (self.busy & store & (spad_left != 0) & ((primed & ~rd_live) | row_sent))
-        for s in bus.SPADS:
-            rd = getattr(self, f"{s}_rd")
-            m.d.comb += [rd.addr.eq(spad_ptr), rd.en.eq(issue_rd & sel[s])]
-        for s in bus.SPADS:
-            with m.If(sel[s]):
-                data_ = getattr(self, f"{s}_rd").data.as_value()
-                if words[s] == 1:
-                    m.d.comb += wdata.eq(data_)
-                else:
-                    m.d.comb += wdata.eq(data_.word_select(
-                        req_word[:(words[s] - 1).bit_length()], width))
+        # STORE: read the next OUT row as the current one is passed (the first right away).
+        issue_rd = self.busy & store & (spad_left != 0) & (~rd_live | passed)
+        m.d.comb += [self.out_rd.addr.eq(spad_ptr), self.out_rd.en.eq(issue_rd)]
         with m.If(issue_rd):
             m.d.sync += [spad_ptr.eq(spad_ptr + 1), spad_left.eq(spad_left - 1)]
-        m.d.sync += rd_live.eq(issue_rd | (rd_live & ~row_sent))
+        m.d.sync += rd_live.eq(issue_rd | (rd_live & ~passed))
 
-        # Finish with the last memory write accepted (STORE) or the last row written (LOAD).
-        with m.If(Mux(store, row_sent & (req_left == 1), row_done & (spad_left == 1))):
-            m.d.sync += self.busy.eq(0)
+        # Response side: the directory word once every earlier row is written (LOAD) or at
+        # once (STORE); LOAD rows in order behind the request side.
+        rsp = self.i_mem_rsp
+        behind = ~store & (spad_left != req_left)
+        dir_turn = pending & ~behind
+        rsp_zero = dir_bit(rsp_addr)
+        m.d.comb += rsp.ready.eq(self.busy & (dir_turn | (~store & ~rsp_zero)))
+        got = rsp.valid & rsp.ready
+        with m.If(got & dir_turn):
+            m.d.sync += [dir_data.eq(rsp.p.rdata), held_idx.eq(idx), have.eq(1), pending.eq(0)]
+        data_got = got & ~dir_turn
+        lbuf = Signal(rw * width)
+        lbuf_next = Cat(lbuf[width:], rsp.p.rdata)
+        row_done = data_got & (rsp_word == rw - 1)
+        zero_done = self.busy & behind & rsp_zero
+        with m.If(data_got):
+            m.d.sync += [lbuf.eq(lbuf_next), rsp_word.eq(Mux(row_done, 0, rsp_word + 1))]
+        written = row_done | zero_done
+        m.d.comb += [self.act_wr.addr.eq(spad_ptr), self.act_wr.en.eq(written),
+                     self.act_wr.data.eq(Mux(zero_done, Cat(*([zp] * cfg.rows)), lbuf_next))]
+        with m.If(written):
+            m.d.sync += [spad_ptr.eq(spad_ptr + 1), spad_left.eq(spad_left - 1),
+                         rsp_addr.eq(rsp_addr + stride)]
+            with m.If(spad_left == 1):
+                m.d.sync += self.busy.eq(0)         # LOAD done
         return m

@@ -11,6 +11,36 @@ Semantics (``R = cfg.rows``, ``C = cfg.cols``; spads and row contents as in ``hw
     ``for i in range(rows): spad[spad_addr + i] = mem[dram_addr + i*dram_stride : +row_words]``
 ``STORE`` (:class:`DmaArgs`)
     ``for i in range(rows): mem[dram_addr + i*dram_stride : +row_words] = spad[spad_addr + i]``
+
+    With ``compress=0`` (the default) LOAD and STORE are the plain copies above. With
+    ``cfg.compress_acts`` the top ``cfg.zero_dir_words`` words of memory, from
+    ``cfg.zero_dir_base``, are the *zero-row directory*: bit ``n`` (bit ``n % mem_bus_bits``
+    of word ``zero_dir_base + n // mem_bus_bits``) describes the row slot at word address
+    ``n * row_words`` (``row_words = cfg.zero_row_words``, an ACT or OUT row): 1 means the slot
+    holds a row whose every byte equals the zero point, 0 means read the slot (so a zeroed
+    directory, the power-on state, is always correct). Every LOAD / STORE (and PERF) must end
+    below ``zero_dir_base``, else it halts with ``DRAM_RANGE``, so programs cannot corrupt
+    the directory. ``compress=1`` (only with ``cfg.compress_acts``, LOAD only into ``ACT``,
+    STORE only from ``OUT``, ``dram_addr`` and ``dram_stride`` multiples of ``row_words``;
+    otherwise ``BAD_ARG``)::
+
+        # STORE compress=1, zp: skip the data words of all-zp rows, record them in the directory
+        for i in range(rows):
+            a = dram_addr + i*dram_stride
+            if all(spad[spad_addr + i] == zp):
+                dir_bit[a // row_words] = 1                          # no data words written
+            else:
+                mem[a : a + row_words] = spad[spad_addr + i]
+                dir_bit[a // row_words] = 0
+        # LOAD compress=1, zp: an all-zp row costs no data reads
+        for i in range(rows):
+            a = dram_addr + i*dram_stride
+            spad[spad_addr + i] = zp if dir_bit[a // row_words] else mem[a : a + row_words]
+
+    The directory words are accessed once per run of consecutive rows that fall in the same
+    word: a LOAD reads the word, a STORE reads it, updates the bits of its rows and writes it
+    back. An uncompressed STORE leaves the directory alone: a program must not LOAD with
+    ``compress=1`` a slot it wrote uncompressed after a compressed STORE set its bit.
 ``MATMUL`` (:class:`MatmulArgs`), ``k_tiles`` weight tiles of ``R`` rows each::
 
     for kt in range(k_tiles):
@@ -125,12 +155,15 @@ class Deps(data.Struct):
 
 
 class DmaArgs(data.Struct):
-    """Operands of LOAD and STORE. ``dram_addr`` and ``dram_stride`` count memory words."""
+    """Operands of LOAD and STORE. ``dram_addr`` and ``dram_stride`` count memory words;
+    ``compress`` uses the zero-row directory with zero point ``zp`` (module docstring)."""
     spad: Spad
     spad_addr: SPAD_ADDR_WIDTH
     rows: 16
     dram_addr: 32
     dram_stride: 24
+    compress: 1
+    zp: signed(8)
 
 
 class MatmulArgs(data.Struct):
@@ -222,7 +255,8 @@ def _field_range(layout, name):
 
 #: Legal (min, max) of every integer operand field, by operand struct name.
 ARG_RANGES = {
-    "dma": {f: _field_range(DmaArgs, f) for f in ("spad_addr", "rows", "dram_addr", "dram_stride")},
+    "dma": {f: _field_range(DmaArgs, f) for f in ("spad_addr", "rows", "dram_addr", "dram_stride",
+                                                  "compress", "zp")},
     "matmul": {f: _field_range(MatmulArgs, f) for f in
                ("act_addr", "wt_addr", "acc_addr", "m", "k_tiles", "act_stride", "zp",
                 "accumulate", "acc_max", "wt_repeat")},
@@ -234,7 +268,7 @@ ARG_RANGES = {
 }
 
 #: Operands that :func:`encode` may omit, with the value it then uses.
-ARG_DEFAULTS = {"matmul": {"acc_max": 0, "wt_repeat": 0}}
+ARG_DEFAULTS = {"matmul": {"acc_max": 0, "wt_repeat": 0}, "dma": {"compress": 0, "zp": 0}}
 
 #: LOOP operands after ``start``: ``act_row(kt, i) = act_addr + kt*act_stride + i``.
 LOOP_RESET = {"k_wrap0": 0, "k_wrap1": 0, "k_stride1": 0, "k_stride2": 0, "m_wrap": 0,

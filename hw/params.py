@@ -73,7 +73,7 @@ _REQUANT_MUL_BITS = (1, 2, 4, 8, 16, 32)
 #: at its default is left out of :attr:`AccelConfig.config_hash`, so earlier hashes stay valid.
 _HASH_OPTIONAL = {"requant_lanes": 0, "requant_mul_bits": 32, "check_mul_bits": 0,
                   "counter_bits": COUNTER_WIDTH, "rs_wt_depth": 224, "rs_ifmap_depth": 12,
-                  "rs_psum_depth": 24}
+                  "rs_psum_depth": 24, "compress_acts": False}
 _SPADS = ("act", "wt", "acc", "out", "param")
 #: Bits of the count that the range check multiplies (LOAD/STORE ``rows``; see hw/isa.py).
 CHECK_COUNT_WIDTH = 16
@@ -134,6 +134,12 @@ class AccelConfig:
     rs_wt_depth, rs_ifmap_depth, rs_psum_depth : int
         Filter, ifmap and psum scratchpad entries of each row-stationary PE (Eyeriss v1: 224,
         12, 24); ignored by the other dataflows.
+    compress_acts : bool
+        Reserve the top :attr:`zero_dir_words` words of device memory for the zero-row
+        directory and let LOAD / STORE with ``compress=1`` skip the memory traffic of act rows
+        whose every byte is the zero point (``hw/isa.py``, ``docs/internals.md``). Needs
+        ``rows == cols`` (ACT and OUT rows of the same size) and a power-of-two number of words
+        per row. False (the default) builds the hardware without it.
     name : str
         A label; not part of the configuration hash.
 
@@ -161,6 +167,7 @@ class AccelConfig:
     rs_wt_depth: int = 224
     rs_ifmap_depth: int = 12
     rs_psum_depth: int = 24
+    compress_acts: bool = False
     name: str = dataclasses.field(default="custom", compare=False)
 
     def __post_init__(self):
@@ -170,7 +177,7 @@ class AccelConfig:
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise TypeError(f"AccelConfig.{f} must be a positive integer, not {v!r}")
-        for f in ("zero_gate", "zero_skip"):
+        for f in ("zero_gate", "zero_skip", "compress_acts"):
             if not isinstance(getattr(self, f), bool):
                 raise TypeError(f"AccelConfig.{f} must be a bool, not {getattr(self, f)!r}")
         if self.dataflow not in DATAFLOWS:
@@ -239,6 +246,17 @@ class AccelConfig:
         if self.mem_words > _MAX_MEM_WORDS:
             raise ValueError(f"AccelConfig.mem_bytes must be at most {_MAX_MEM_WORDS} bus words, "
                              f"not {self.mem_bytes!r} bytes")
+        if self.compress_acts:
+            if self.rows != self.cols:
+                raise ValueError(f"AccelConfig.compress_acts needs ACT and OUT rows of one size "
+                                 f"(rows == cols), not {self.rows}x{self.cols}")
+            if not _is_pow2(self.zero_row_words):
+                raise ValueError(f"AccelConfig.compress_acts needs a power-of-two number of "
+                                 f"memory words per act row, not {self.zero_row_words}")
+            if 2 * self.zero_dir_words > self.mem_words:
+                raise ValueError(f"AccelConfig.compress_acts: the zero-row directory "
+                                 f"({self.zero_dir_words} words) must fit in half of "
+                                 f"memory ({self.mem_words} words)")
 
     # -- derived sizes ------------------------------------------------------------------------
     @property
@@ -277,6 +295,31 @@ class AccelConfig:
     def spad_row_words(self, spad: str) -> int:
         """Return the device memory words that one row of scratchpad ``spad`` spans."""
         return self.spad_row_bytes(spad) // self.mem_bus_bytes
+
+    @property
+    def zero_row_words(self) -> int:
+        """Words of one row slot of the zero-row directory: an ACT (= OUT) row,
+        ``spad_row_words("act")``."""
+        return self.spad_row_words("act")
+
+    @property
+    def zero_dir_words(self) -> int:
+        """Words of the zero-row directory (0 without ``compress_acts``): one bit per row slot
+        of memory, ``ceil(ceil(mem_words / zero_row_words) / mem_bus_bits)``. Bit ``n`` (bit
+        ``n % mem_bus_bits`` of word ``zero_dir_base + n // mem_bus_bits``) describes the slot
+        at word address ``n * zero_row_words``: 1 when that slot holds a row whose every byte
+        is the zero point, 0 when it must be read (a zeroed directory is always correct)."""
+        if not self.compress_acts:
+            return 0
+        slots = -(-self.mem_words // self.zero_row_words)
+        return -(-slots // self.mem_bus_bits)
+
+    @property
+    def zero_dir_base(self) -> int:
+        """First word of the zero-row directory, ``mem_words - zero_dir_words`` (the top of
+        memory); LOAD / STORE rows must end below it (``mem_words`` without
+        ``compress_acts``)."""
+        return self.mem_words - self.zero_dir_words
 
     @property
     def requant_lane_count(self) -> int:
@@ -354,7 +397,7 @@ class AccelConfig:
         """A 32-bit hash of every field but ``name``; the device reports it in its ID CSR.
 
         Fields added later (``requant_lanes``, ``requant_mul_bits``, ``check_mul_bits``,
-        ``counter_bits``) enter the
+        ``counter_bits``, ``compress_acts``, ...: ``_HASH_OPTIONAL``) enter the
         hash only when they differ from their defaults, so a configuration that does not use
         them keeps its hash."""
         d = self.to_dict()

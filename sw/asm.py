@@ -25,7 +25,7 @@ __all__ = ["disassemble", "disassemble_word", "assemble", "to_bytes", "from_byte
 
 _INSTR_BYTES = isa.INSTR_BITS // 8
 _KIND_FIELDS = {
-    "dma": ("spad", "spad_addr", "rows", "dram_addr", "dram_stride"),
+    "dma": ("spad", "spad_addr", "rows", "dram_addr", "dram_stride", "compress", "zp"),
     "matmul": ("act_addr", "wt_addr", "acc_addr", "m", "k_tiles", "act_stride", "zp", "accumulate",
                "acc_max", "wt_repeat"),
     "loop": ("k_wrap0", "k_wrap1", "k_stride1", "k_stride2", "m_wrap", "m_stride", "m_stride1"),

@@ -9,13 +9,17 @@ checked in this order, before the instruction touches anything:
 1. fetch: ``pc + instr_words > mem_words`` -> ``FETCH_RANGE``;
 2. an opcode not in :class:`~hw.isa.Opcode` -> ``ILLEGAL_OPCODE``;
 3. a zero count (``rows``, ``m``, ``k_tiles``) or a ``spad`` selector outside :class:`~hw.isa.Spad`
-   -> ``BAD_ARG``;
+   -> ``BAD_ARG``; so is a LOAD / STORE with ``compress=1`` without ``cfg.compress_acts``, from
+   or to another spad than ``ACT`` (LOAD) / ``OUT`` (STORE), or with a ``dram_addr`` or
+   ``dram_stride`` that is not a multiple of ``cfg.zero_row_words``;
 4. a scratchpad row range beyond the spad depth -> ``SPAD_RANGE`` (MATMUL's act rows: after the
    MATMUL's cycles and MACs are counted, as the device finds them while reading; its zero-gated
    MACs are then not modelled, nor are an ``rs`` array's skipped MACs: all its MACs count as
    ``macs``; a zero-skipping ``ws`` engine's skipped rows are, as it never skips a row beyond
    the depth);
-5. a device-memory word range beyond ``mem_words`` -> ``DRAM_RANGE``;
+5. a device-memory word range beyond ``mem_words`` (``cfg.zero_dir_base`` with
+   ``cfg.compress_acts``: LOAD, STORE and PERF never reach the zero-row directory) ->
+   ``DRAM_RANGE``;
 6. REQUANT: a shift row entry outside ``0..REQUANT_MAX_SHIFT`` -> ``BAD_PARAM``.
 
 The raised error carries ``counters`` (the counters at the fault).
@@ -32,7 +36,8 @@ ACT spad contents (:func:`matmul_cycles_of`). The in-order controller runs one i
   cycle that checks it and dispatches it to its unit; plus ``cfg.check_cycles`` with a
   shift-and-add range-check multiplier);
 * a LOAD, STORE, MATMUL or REQUANT then keeps its unit busy and retires in the cycle after ``busy``
-  falls: :func:`load_cycles`, :func:`store_cycles`, :func:`matmul_cycles`, :func:`requant_cycles`
+  falls: :func:`load_cycles`, :func:`store_cycles` (:func:`zero_dir_cycles` with ``compress=1``;
+  they depend on the data), :func:`matmul_cycles`, :func:`requant_cycles`
   (each is the unit's busy cycles plus ``RETIRE_CYCLES``; REQUANT follows ``cfg.requant_lanes``
   and ``cfg.requant_mul_bits``);
 * SYNC and HALT retire in their dispatch cycle (:func:`misc_cycles` is 0);
@@ -77,7 +82,8 @@ from . import golden
 from .asm import fields
 from .errors import DeviceError
 
-__all__ = ["IsaSim", "fetch_cycles", "load_cycles", "store_cycles", "matmul_cycles",
+__all__ = ["IsaSim", "fetch_cycles", "load_cycles", "store_cycles", "zero_dir_cycles",
+           "zero_dir_runs", "ZERO_DIR_LOAD_CYCLES", "ZERO_DIR_STORE_CYCLES", "matmul_cycles",
            "matmul_cycles_of",
            "requant_cycles", "perf_cycles", "misc_cycles", "ISSUE_OVERHEAD", "RETIRE_CYCLES",
            "act_rows", "ws_skipped_rows", "ws_skip_cycles",
@@ -96,6 +102,11 @@ RETIRE_CYCLES = 1
 DMA_READ_LATENCY = 1
 #: STORE: DMA busy cycles beyond one per memory word (spad read, then the one-row buffer).
 DMA_WRITE_LATENCY = 2
+#: LOAD ``compress=1``: DMA busy cycles per directory word it reads (request, response).
+ZERO_DIR_LOAD_CYCLES = 2
+#: STORE ``compress=1``: DMA busy cycles per directory word it updates (read request,
+#: response, write-back).
+ZERO_DIR_STORE_CYCLES = 3
 #: REQUANT: PostProc busy cycles beyond one per row (4 param-row cycles, the ACC read and the
 #: requantizer's two pipeline stages).
 REQUANT_LATENCY = 7
@@ -133,6 +144,29 @@ def store_cycles(cfg: AccelConfig, spad: str, rows: int) -> int:
     """Return the cycles of a STORE after dispatch:
     ``rows * row_words + DMA_WRITE_LATENCY + RETIRE_CYCLES``."""
     return rows * cfg.spad_row_words(spad) + DMA_WRITE_LATENCY + RETIRE_CYCLES
+
+
+def zero_dir_runs(cfg: AccelConfig, dram_addr: int, rows: int, dram_stride: int) -> int:
+    """Return how many directory words a LOAD / STORE with ``compress=1`` accesses: the runs of
+    consecutive rows whose slots' bits lie in the same directory word."""
+    per_word = cfg.zero_row_words * cfg.mem_bus_bits          # memory words one dir word covers
+    words = (dram_addr + np.arange(rows, dtype=np.int64) * dram_stride) // per_word
+    return 1 + int(np.count_nonzero(np.diff(words)))
+
+
+def zero_dir_cycles(cfg: AccelConfig, store: bool, rows: int, zero_rows: int,
+                    dir_words: int) -> int:
+    """Return the cycles after dispatch of a LOAD / STORE with ``compress=1`` of ``rows`` rows,
+    ``zero_rows`` of them all-zp (their directory bit set: LOAD; all bytes ``zp``: STORE), whose
+    bits lie in ``dir_words`` runs of one directory word (:func:`zero_dir_runs`), for an ideal
+    memory: ``S + dir_words * ZERO_DIR_LOAD_CYCLES + DMA_READ_LATENCY + RETIRE_CYCLES`` (LOAD)
+    or ``S + dir_words * ZERO_DIR_STORE_CYCLES + RETIRE_CYCLES`` (STORE), with
+    ``S = zero_rows + (rows - zero_rows) * row_words`` (a row of data moves one word per
+    cycle, an all-zp row takes one cycle)."""
+    s = zero_rows + (rows - zero_rows) * cfg.zero_row_words
+    if store:
+        return s + dir_words * ZERO_DIR_STORE_CYCLES + RETIRE_CYCLES
+    return s + dir_words * ZERO_DIR_LOAD_CYCLES + DMA_READ_LATENCY + RETIRE_CYCLES
 
 
 def array_latency(cfg: AccelConfig) -> int:
@@ -409,10 +443,12 @@ class IsaSim:
                               detail=f"{spad} rows {addr}..{addr + rows - 1} beyond depth {depth}")
 
     def _dram_check(self, pc, first, last):
-        if last >= self.cfg.mem_words:
+        limit = self.cfg.zero_dir_base                  # mem_words without compress_acts
+        if last >= limit:
             raise DeviceError(isa.ErrorCode.DRAM_RANGE, pc=pc,
                               detail=f"memory words {first:#x}..{last:#x} beyond "
-                                     f"{self.cfg.mem_words} words")
+                                     f"{limit} words" + (" (the zero-row directory)"
+                                                         if self.cfg.compress_acts else ""))
 
     # -- execute --------------------------------------------------------------------------------
     def _execute(self, op, a, mem, pc, ctr):
@@ -446,10 +482,16 @@ class IsaSim:
         rows, saddr, daddr, stride = a["rows"], a["spad_addr"], a["dram_addr"], a["dram_stride"]
         if rows == 0:
             raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc, detail="DMA rows must be non-zero")
+        compress = a.get("compress", 0)
+        if compress:
+            self._compress_check(pc, store, spad, daddr, stride)
         self._spad_check(pc, spad, saddr, rows)
         rw = cfg.spad_row_words(spad)
         last = daddr + (rows - 1) * stride + rw - 1
         self._dram_check(pc, daddr, last)
+        if compress:
+            self._zero_dir_dma(store, spad, saddr, rows, daddr, stride, a["zp"], mem, ctr)
+            return
         bb = cfg.mem_bus_bytes
         rb = rw * bb
         arr = self.spads[spad]
@@ -474,6 +516,66 @@ class IsaSim:
         nbytes = rows * rb
         ctr["dram_write_bytes" if store else "dram_read_bytes"] += nbytes
         ctr["cycles"] += (store_cycles if store else load_cycles)(cfg, spad, rows)
+
+    def _compress_check(self, pc, store, spad, daddr, stride):
+        cfg = self.cfg
+        op = "STORE" if store else "LOAD"
+        if not cfg.compress_acts:
+            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc,
+                              detail=f"{op} compress=1 needs a configuration with compress_acts")
+        want = "out" if store else "act"
+        if spad != want:
+            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc,
+                              detail=f"{op} compress=1 must use the {want} spad, not {spad}")
+        rw = cfg.zero_row_words
+        if daddr % rw or stride % rw:
+            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc,
+                              detail=f"{op} compress=1 needs dram_addr ({daddr}) and "
+                                     f"dram_stride ({stride}) to be multiples of {rw}")
+
+    def zero_dir_bytes(self, mem: np.ndarray) -> np.ndarray:
+        """Return the zero-row directory of the memory image ``mem`` as a writable uint8 view
+        of its bytes (bit ``n`` of the directory: bit ``n % 8`` of byte ``n // 8``)."""
+        bb = self.cfg.mem_bus_bytes
+        return mem[self.cfg.zero_dir_base * bb:]
+
+    def _zero_dir_dma(self, store, spad, saddr, rows, daddr, stride, zp, mem, ctr):
+        """Execute a LOAD / STORE with ``compress=1`` (``hw/isa.py``), checked already."""
+        cfg = self.cfg
+        bb, rw = cfg.mem_bus_bytes, cfg.zero_row_words
+        rb = rw * bb
+        arr = self.spads[spad]
+        addrs = daddr + np.arange(rows, dtype=np.int64) * stride
+        slots = addrs // rw
+        dir_bytes = self.zero_dir_bytes(mem)
+        idx = (addrs * bb)[:, None] + np.arange(rb, dtype=np.int64)[None, :]
+        if store:
+            src = arr[saddr:saddr + rows]
+            zero = (src == zp).all(axis=1)
+            data = src.view(np.uint8).reshape(rows, rb)
+            written, last = np.flatnonzero(~zero), np.arange(rows)
+            if stride == 0:             # one slot: the last row written and the last row's bit
+                written, last = written[-1:], last[-1:]
+            mem[idx[written]] = data[written]
+            byte, bit = slots[last] // 8, (slots[last] % 8).astype(np.uint8)
+            set_, clr = zero[last], ~zero[last]
+            np.bitwise_or.at(dir_bytes, byte[set_], (1 << bit[set_]).astype(np.uint8))
+            np.bitwise_and.at(dir_bytes, byte[clr], (~(1 << bit[clr])).astype(np.uint8))
+            n_zero = int(zero.sum())
+        else:
+            zero = ((dir_bytes[slots // 8] >> (slots % 8).astype(np.uint8)) & 1).astype(bool)
+            loaded = mem[idx].view(np.int8).copy()
+            loaded[zero] = zp
+            arr[saddr:saddr + rows] = loaded
+            n_zero = int(zero.sum())
+        d = zero_dir_runs(cfg, daddr, rows, stride)
+        data_bytes = (rows - n_zero) * rb
+        if store:
+            ctr["dram_write_bytes"] += data_bytes + d * bb
+            ctr["dram_read_bytes"] += d * bb
+        else:
+            ctr["dram_read_bytes"] += data_bytes + d * bb
+        ctr["cycles"] += zero_dir_cycles(cfg, store, rows, n_zero, d)
 
     def act_rows(self, a) -> np.ndarray:
         """Return the ``(k_tiles, m)`` act-spad rows a MATMUL with operands ``a`` reads under the

@@ -430,3 +430,102 @@ def test_loop_retires_in_dispatch_cycle():
         assert perf_dict(ctx, dut) == sync
 
     simulate(dut, testbench)
+
+
+# -- zero-row directory (compress=1) ------------------------------------------------------------
+#: CFG's memory with ACT and OUT rows of one size (2 words) and the zero-row directory.
+ZCFG = AccelConfig(rows=4, cols=4, bus_bytes=2, act_spad_depth=32, wt_spad_depth=16,
+                   acc_spad_depth=16, out_spad_depth=16, param_spad_depth=6, mem_bytes=2 * 1024,
+                   compress_acts=True)
+
+
+def zdma(op, spad, rows, dram_addr, dram_stride, compress=1, zp=0, spad_addr=0):
+    return isa.encode(op, spad=spad, spad_addr=spad_addr, rows=rows, dram_addr=dram_addr,
+                      dram_stride=dram_stride, compress=compress, zp=zp)
+
+
+ZFAULTS = {
+    "dense_cfg_load": (CFG, zdma(Opcode.LOAD, Spad.ACT, 1, 0, 1), ErrorCode.BAD_ARG),
+    "dense_cfg_store": (CFG, zdma(Opcode.STORE, Spad.OUT, 1, 0, 2), ErrorCode.BAD_ARG),
+    "load_into_out": (ZCFG, zdma(Opcode.LOAD, Spad.OUT, 1, 0, 2), ErrorCode.BAD_ARG),
+    "store_from_act": (ZCFG, zdma(Opcode.STORE, Spad.ACT, 1, 0, 2), ErrorCode.BAD_ARG),
+    "load_addr_unaligned": (ZCFG, zdma(Opcode.LOAD, Spad.ACT, 2, 3, 2), ErrorCode.BAD_ARG),
+    "store_stride_unaligned": (ZCFG, zdma(Opcode.STORE, Spad.OUT, 2, 4, 3), ErrorCode.BAD_ARG),
+    "store_into_dir": (ZCFG, zdma(Opcode.STORE, Spad.OUT, 2, ZCFG.zero_dir_base - 2, 2),
+                       ErrorCode.DRAM_RANGE),
+    "plain_load_into_dir": (ZCFG, zdma(Opcode.LOAD, Spad.WT, 1, ZCFG.zero_dir_base - 1, 0,
+                                       compress=0), ErrorCode.DRAM_RANGE),
+    "plain_store_into_dir": (ZCFG, zdma(Opcode.STORE, Spad.ACC, 1, ZCFG.zero_dir_base, 0,
+                                        compress=0), ErrorCode.DRAM_RANGE),
+    "perf_into_dir": (ZCFG, isa.encode(Opcode.PERF, dram_addr=ZCFG.zero_dir_base - 1),
+                      ErrorCode.DRAM_RANGE),
+}
+
+
+@pytest.mark.parametrize("name", ZFAULTS)
+def test_zero_dir_faults(name):
+    """compress=1 where it is not allowed halts with BAD_ARG; a LOAD, STORE or PERF reaching
+    into the directory with DRAM_RANGE; IsaSim agrees; the directory is left alone."""
+    cfg, word, code = ZFAULTS[name]
+    iw = isa.instr_words(cfg)
+    mem = _image(cfg, {PROG: to_bytes([SYNC, word, HALT], cfg)})
+    with pytest.raises(DeviceError) as e:
+        IsaSim(cfg).run(mem.copy(), PROG)
+    assert (e.value.code, e.value.pc) == (code, PROG + iw), name
+    dut = SimDevice(cfg, max_latency=4)
+    pattern = [0xA5A5 ^ i for i in range(cfg.mem_words - cfg.zero_dir_base)] or [0]
+
+    async def testbench(ctx):
+        write_words(ctx, dut, 0, _words(cfg, mem))
+        write_words(ctx, dut, cfg.zero_dir_base, pattern[:cfg.mem_words - cfg.zero_dir_base])
+        err, pc, _ = await run_program(ctx, dut)
+        assert (err, pc) == (code, PROG + iw), name
+        got = [ctx.get(dut.mem_data[cfg.zero_dir_base + i])
+               for i in range(cfg.mem_words - cfg.zero_dir_base)]
+        assert got == pattern[:len(got)], name
+
+    simulate(dut, testbench)
+
+
+@pytest.mark.parametrize("latency,stall", [(0, 0), (5, 3)])
+def test_zero_dir_program_matches_isasim(latency, stall):
+    """A program that stores OUT rows compressed (a third of them all-zp), loads them back
+    compressed into ACT and stores ACT plainly, against IsaSim: memory (data and directory
+    words) and, with an ideal memory, every counter (the DRAM bytes count directory words)."""
+    cfg = ZCFG
+    seed = 71
+    rng = np.random.default_rng(seed)
+    rw, zp = cfg.zero_row_words, -5
+    out = rng.integers(-128, 128, (cfg.out_spad_depth, cfg.cols), np.int8)
+    out[rng.random(len(out)) < 1 / 3] = zp
+    src, dst, back, perf_at = 0x20, 0x100, 0x200, 0x2C0
+    prog = [zdma(Opcode.LOAD, Spad.OUT, 16, src, rw, compress=0),
+            zdma(Opcode.STORE, Spad.OUT, 16, dst, 3 * rw, zp=zp),       # 16 rows, 3 dir words
+            zdma(Opcode.STORE, Spad.OUT, 4, dst + 64 * rw, 0, zp=zp, spad_addr=3),
+            zdma(Opcode.LOAD, Spad.ACT, 16, dst, 3 * rw, zp=zp, spad_addr=5),
+            zdma(Opcode.STORE, Spad.ACT, 20, back, rw, compress=0, spad_addr=5),
+            isa.encode(Opcode.PERF, dram_addr=perf_at), HALT]
+    mem = _image(cfg, {src: out.tobytes(), PROG: to_bytes(prog, cfg)})
+    image = mem.copy()
+    ctr = IsaSim(cfg).run(mem, PROG)
+    words = _words(cfg, mem)
+    assert any(words[cfg.zero_dir_base:]), "some rows are recorded as all-zp"
+    dut = SimDevice(cfg, max_latency=8)
+
+    async def testbench(ctx):
+        write_words(ctx, dut, 0, _words(cfg, image))
+        err, pc, _ = await run_program(ctx, dut, timeout=20000)
+        msg = f"seed={seed} latency={latency} stall={stall}"
+        assert (err, pc) == (ErrorCode.NONE, 0), msg
+        perf = perf_dict(ctx, dut)
+        exact = (latency, stall) == (0, 0)
+        for name in perf:
+            if exact or name not in ("cycles", "stall_cycles"):
+                assert perf[name] == ctr[name], f"{msg} {name}: {perf} != {ctr}"
+        mem_now = [ctx.get(dut.mem_data[i]) for i in range(cfg.mem_words)]
+        if not exact:
+            for i in range(isa.perf_words(cfg)):
+                mem_now[perf_at + i] = words[perf_at + i]
+        np.testing.assert_array_equal(mem_now, words, err_msg=msg)
+
+    simulate(dut, testbench, latency, stall)

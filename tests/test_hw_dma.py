@@ -10,7 +10,7 @@ from amaranth.lib import memory
 from stamen.hw import bus, isa
 from stamen.hw.dma import DMA
 from stamen.hw.params import AccelConfig
-from stamen.sw import isasim
+from stamen.sw import asm, isasim
 from stamen.verif import amsim
 
 CONFIGS = {
@@ -171,3 +171,142 @@ def test_load_throughput():
         words = 16 * cfg.spad_row_words(spad)
         assert result[spad, 0] == words + isasim.DMA_READ_LATENCY, (spad, result)   # LOAD: busy
         assert result[spad, 1] == words + isasim.DMA_WRITE_LATENCY, (spad, result)  # STORE
+
+
+# -- zero-row directory (compress=1) --------------------------------------------------------------
+ZCONFIGS = {
+    # 1 word per row, 32 row slots per directory word.
+    "z4": AccelConfig(rows=4, cols=4, bus_bytes=4, act_spad_depth=32, wt_spad_depth=32,
+                      acc_spad_depth=32, out_spad_depth=32, param_spad_depth=16, mem_bytes=4 * 512,
+                      compress_acts=True),
+    # 2 words per row, 16 row slots (32 words) per directory word.
+    "z2": AccelConfig(rows=4, cols=4, bus_bytes=2, act_spad_depth=32, wt_spad_depth=32,
+                      acc_spad_depth=32, out_spad_depth=32, param_spad_depth=16, mem_bytes=2 * 512,
+                      compress_acts=True),
+}
+#: Words kept for the two-instruction program isasim runs (just below the directory).
+_PROG_WORDS = 16
+
+
+def _bytes_of(cfg, words):
+    return np.frombuffer(b"".join(int(w).to_bytes(cfg.mem_bus_bytes, "little") for w in words),
+                         np.uint8).copy()
+
+
+def _words_of(cfg, image):
+    b = cfg.mem_bus_bytes
+    return [int.from_bytes(image[i:i + b].tobytes(), "little") for i in range(0, image.size, b)]
+
+
+def isasim_dma(cfg, sim, image, store, args):
+    """Run ``args`` as one LOAD / STORE (then HALT) on ``sim`` with the byte image ``image``;
+    return the DMA's busy cycles (without fetch and retire) and the counters."""
+    prog_addr = cfg.zero_dir_base - _PROG_WORDS
+    op = isa.Opcode.STORE if store else isa.Opcode.LOAD
+    words = [isa.encode(op, **args), isa.encode(isa.Opcode.HALT)]
+    code = np.frombuffer(asm.to_bytes(words, cfg), np.uint8)
+    bb = cfg.mem_bus_bytes
+    image[prog_addr * bb:prog_addr * bb + code.size] = code
+    ctr = sim.run(image, prog_addr)
+    busy = ctr["cycles"] - 2 * isasim.fetch_cycles(cfg) - isasim.RETIRE_CYCLES
+    return busy, ctr
+
+
+def zero_block(cfg, rng, stride_rows):
+    """Return DMA args (without spad) for a random aligned block below the program words."""
+    rw = cfg.zero_row_words
+    rows = int(rng.integers(1, 25))
+    stride = stride_rows * rw
+    span = (rows - 1) * stride + rw
+    top = cfg.zero_dir_base - _PROG_WORDS
+    return {"spad_addr": int(rng.integers(0, 32 - rows + 1)), "rows": rows,
+            "dram_addr": int(rng.integers(0, (top - span) // rw + 1)) * rw,
+            "dram_stride": stride}
+
+
+def _set_dir_bits(cfg, mem, rng, share):
+    """Set a random ``share`` of the directory bits of ``mem`` (a list of words)."""
+    n = cfg.zero_dir_words * cfg.mem_bus_bits
+    bits = rng.random(n) < share
+    for w in range(cfg.zero_dir_words):
+        chunk = bits[w * cfg.mem_bus_bits:(w + 1) * cfg.mem_bus_bits]
+        mem[cfg.zero_dir_base + w] = int(sum(1 << i for i, b in enumerate(chunk) if b))
+
+
+def _spad_rows(ctx, h, spad, first, n):
+    return [[int(v) for v in ctx.get(h.data[spad][first + i])] for i in range(n)]
+
+
+@pytest.mark.parametrize("latency,p_stall", [(0, 0.0), (6, 0.3), (20, 0.6)])
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("cfg_name", ZCONFIGS)
+def test_zero_dir_matches_isasim(cfg_name, share, latency, p_stall):
+    """Compressed STORE, LOAD and round trips with a ``share`` of all-zp rows, against
+    sw.isasim: memory image (data and directory words), spad rows, words moved, and with an
+    ideal memory the busy cycles; uncompressed transfers in between."""
+    seed = 1000 + 100 * list(ZCONFIGS).index(cfg_name) + int(10 * share) + latency
+    rng = np.random.default_rng(seed)
+    cfg = ZCONFIGS[cfg_name]
+    h = Harness(cfg)
+    sim = isasim.IsaSim(cfg)
+    mem = [int(v) for v in rng.integers(0, 1 << cfg.mem_bus_bits, cfg.mem_words, dtype=np.uint64)]
+    _set_dir_bits(cfg, mem, rng, share)
+    stats = {"reads": 0, "writes": 0}
+    ideal = latency == 0 and p_stall == 0.0
+    bb = cfg.mem_bus_bytes
+
+    async def check(ctx, store, args, msg):
+        image = _bytes_of(cfg, mem)
+        busy, ctr = isasim_dma(cfg, sim, image, store, args)
+        before = dict(stats)
+        got_busy = await run_cmd(ctx, h.dma, int(store), args, timeout=20000)
+        prog = slice(cfg.zero_dir_base - _PROG_WORDS, cfg.zero_dir_base)
+        expected = _words_of(cfg, image)
+        expected[prog] = mem[prog]                      # the program isasim ran from
+        np.testing.assert_array_equal(mem, expected, err_msg=f"{msg} memory")
+        for s in ("act", "out"):
+            got = _spad_rows(ctx, h, s, 0, cfg.spad_depth(s))
+            np.testing.assert_array_equal(got, sim.spads[s], err_msg=f"{msg} {s} spad")
+        assert (stats["reads"] - before["reads"]) * bb == ctr["dram_read_bytes"], msg
+        assert (stats["writes"] - before["writes"]) * bb == ctr["dram_write_bytes"], msg
+        if ideal:
+            assert got_busy == busy, f"{msg}: busy {got_busy} cycles, isasim {busy}"
+
+    async def testbench(ctx):
+        for s in ("act", "out"):                        # both models start from the same spads
+            for i in range(cfg.spad_depth(s)):
+                ctx.set(h.data[s][i], [int(v) for v in sim.spads[s][i]])
+        for it in range(8):
+            stride_rows = [1, 1, 2, 3, 0, 5, 1, 2][it]
+            zp = int(rng.integers(-128, 128))
+            msg = f"seed={seed} cfg={cfg_name} share={share} it={it}"
+            # STORE compressed: OUT rows with a share of all-zp rows.
+            args = {"spad": isa.Spad.OUT, **zero_block(cfg, rng, stride_rows),
+                    "compress": 1, "zp": zp}
+            for i in range(args["rows"]):
+                row = [zp] * cfg.cols if rng.random() < share else random_row(cfg, "out", rng)
+                sim.spads["out"][args["spad_addr"] + i] = row
+                ctx.set(h.data["out"][args["spad_addr"] + i], row)
+            await check(ctx, True, args, f"{msg} STORE {args}")
+            # LOAD it back compressed: the round trip.
+            load = {**args, "spad": isa.Spad.ACT,
+                    "spad_addr": int(rng.integers(0, 32 - args["rows"] + 1))}
+            await check(ctx, False, load, f"{msg} LOAD back {load}")
+            last = {}
+            for i in range(args["rows"]):             # later rows win in a slot (stride 0)
+                last[args["dram_addr"] + i * args["dram_stride"]] = i
+            for i in range(args["rows"]):
+                src = last[args["dram_addr"] + i * args["dram_stride"]]
+                np.testing.assert_array_equal(sim.spads["act"][load["spad_addr"] + i],
+                                              sim.spads["out"][args["spad_addr"] + src],
+                                              err_msg=f"{msg} round trip row {i}")
+            # LOAD compressed from a random block (random directory bits, stale data words).
+            args = {"spad": isa.Spad.ACT, **zero_block(cfg, rng, stride_rows),
+                    "compress": 1, "zp": zp}
+            await check(ctx, False, args, f"{msg} LOAD {args}")
+            # An uncompressed LOAD / STORE in between runs as before.
+            args = {"spad": isa.Spad.OUT, **zero_block(cfg, rng, stride_rows)}
+            await check(ctx, it % 2 == 0, args, f"{msg} plain {args}")
+
+    amsim.run(h, testbench,
+              background=[memory_model(h.dma, mem, rng, latency, p_stall, stats)])

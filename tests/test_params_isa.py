@@ -86,10 +86,58 @@ def test_small_device_options():
     ({"counter_bits": 15}, ValueError, "counter_bits must be in 16..48"),
     ({"counter_bits": 64}, ValueError, "counter_bits must be in 16..48"),
     ({"counter_bits": 32.0}, TypeError, "counter_bits must be an integer"),
+    ({"compress_acts": 1}, TypeError, "compress_acts must be a bool"),
+    ({"compress_acts": True, "cols": 16}, ValueError,
+     "compress_acts needs ACT and OUT rows of one size \\(rows == cols\\), not 8x16"),
+    ({"compress_acts": True, "rows": 24, "cols": 24}, ValueError,
+     "compress_acts needs a power-of-two number of memory words per act row, not 3"),
+    ({"compress_acts": True, "mem_bytes": 16, "rows": 16, "cols": 16}, ValueError,
+     "the zero-row directory \\(1 words\\) must fit in half of memory"),
 ])
 def test_bad_configs(changes, error, match):
     with pytest.raises(error, match=match):
         dataclasses.replace(AccelConfig.preset("small"), **changes)
+
+
+def test_zero_dir_config():
+    small = AccelConfig.preset("small")
+    # Off by default, out of the hash then: every earlier hash stays valid.
+    assert small.compress_acts is False
+    assert small.replace(compress_acts=False).config_hash == small.config_hash == 0x320c03de
+    assert (small.zero_dir_words, small.zero_dir_base) == (0, small.mem_words)
+    z = small.replace(compress_acts=True)
+    assert z.config_hash != small.config_hash
+    assert AccelConfig.from_dict(z.to_dict()) == z
+    # 8x8, 8-byte words: 1 word per row slot, 64 slots per directory word.
+    assert z.zero_row_words == 1 and z.zero_dir_words == z.mem_words // 64
+    assert z.zero_dir_base == z.mem_words - z.zero_dir_words
+    # 16x16 with 4-byte words: 4 words per slot, 32 slots (128 words) per directory word.
+    big = AccelConfig(rows=16, cols=16, bus_bytes=4, compress_acts=True)
+    assert big.zero_row_words == 4
+    assert big.zero_dir_words == -(-big.mem_words // 4 // 32)
+
+
+def test_encode_decode_dma_compress_fields():
+    plain = dict(spad=isa.Spad.OUT, spad_addr=3, rows=7, dram_addr=0x1234, dram_stride=9)
+    # The new fields default to 0 and leave the earlier encodings unchanged.
+    word = isa.encode(isa.Opcode.STORE, **plain)
+    assert word == isa.encode(isa.Opcode.STORE, **plain, compress=0, zp=0)
+    assert isa.Args.as_shape().size == 112 and isa.Instr.as_shape().size == isa.INSTR_BITS
+    assert isa.DmaArgs.as_shape().size <= isa.Args.as_shape().size
+    for compress, zp in ((1, -128), (1, 127), (0, -1), (1, 0)):
+        word = isa.encode(isa.Opcode.STORE, **plain, compress=compress, zp=zp)
+        d = isa.decode(word).args.dma
+        assert (d.compress, d.zp, d.rows, d.dram_addr, d.dram_stride) == (
+            compress, zp, 7, 0x1234, 9)
+        # the earlier fields sit where they did: clearing the new bits gives the plain word
+        base = isa.Instr.as_shape()["args"].offset + isa.Args.as_shape()["dma"].offset
+        dma = isa.DmaArgs.as_shape()
+        mask = sum(((1 << dma[f].width) - 1) << (base + dma[f].offset) for f in ("compress", "zp"))
+        assert word & ~mask == isa.encode(isa.Opcode.STORE, **plain)
+    with pytest.raises(ValueError, match="compress must be an integer in \\[0, 1\\]"):
+        isa.encode(isa.Opcode.LOAD, **plain, compress=2)
+    with pytest.raises(ValueError, match="zp must be an integer in \\[-128, 127\\]"):
+        isa.encode(isa.Opcode.LOAD, **plain, zp=128)
 
 
 def test_encode_decode_round_trip_and_errors():

@@ -8,9 +8,9 @@ from stamen.hw.params import AccelConfig
 from stamen.sw import asm, golden
 from stamen.sw.compiler import Program, compile_gemm, compile_linear
 from stamen.sw.errors import CompileError, DeviceError
-from stamen.sw.isasim import (IsaSim, bank_release_delay, fetch_cycles, matmul_cycles,
-                              matmul_cycles_of, misc_cycles, perf_cycles, ws_skip_cycles,
-                              ws_skipped_rows)
+from stamen.sw.isasim import (IsaSim, bank_release_delay, fetch_cycles, load_cycles,
+                              matmul_cycles, matmul_cycles_of, misc_cycles, perf_cycles,
+                              store_cycles, ws_skip_cycles, ws_skipped_rows, zero_dir_cycles)
 
 PRESETS = ("tiny", "small", "small-os")
 
@@ -546,3 +546,154 @@ def test_model_chain_with_padding(preset):
     layers[1].zp_in += 1
     with pytest.raises(CompileError, match="fc1: input zero point"):
         compile_model(SimpleNamespace(layers=layers), cfg, batch=9)
+
+
+# -- zero-row directory (compress=1) --------------------------------------------------------------
+ZSMALL = AccelConfig.preset("small").replace(name="small-zdir", compress_acts=True)
+
+
+def _zdir_bits(cfg, mem):
+    """Return the directory bits of ``mem`` (bit n: row slot at word n * zero_row_words)."""
+    return np.unpackbits(mem[cfg.zero_dir_base * cfg.mem_bus_bytes:], bitorder="little")
+
+
+@pytest.mark.parametrize("stride_rows", [1, 3])
+def test_zero_dir_store_load_semantics(stride_rows):
+    """A compressed STORE writes only the rows that are not all zp and records the others in
+    the directory (clearing the bits of the rows it writes); a compressed LOAD gives back the
+    rows, zp rows without reading their (stale) slots."""
+    cfg = ZSMALL
+    seed = 80 + stride_rows
+    rng = np.random.default_rng(seed)
+    rows, zp, dst, rw = 100, 7, 0x1000 + 3, cfg.zero_row_words   # crosses directory words
+    stride = stride_rows * rw
+    text = (f"STORE spad=OUT spad_addr=4 rows={rows} dram_addr={dst} dram_stride={stride} "
+            f"compress=1 zp={zp}\n"
+            f"LOAD spad=ACT spad_addr=9 rows={rows} dram_addr={dst} dram_stride={stride} "
+            f"compress=1 zp={zp}\nHALT")
+    mem = _image(cfg, text, prog_addr=16)
+    stale = rng.integers(0, 256, cfg.mem_bytes - 0x1000 * 8, dtype=np.uint8)
+    stale[-cfg.zero_dir_words * cfg.mem_bus_bytes:] = 0
+    mem[0x1000 * 8:] = stale
+    slots = (dst + np.arange(rows) * stride) // rw
+    pre = rng.random(rows) < 0.5                      # earlier bits: the STORE must clear some
+    bits = _zdir_bits(cfg, mem)
+    bits[slots] = pre
+    mem[cfg.zero_dir_base * cfg.mem_bus_bytes:] = np.packbits(bits, bitorder="little")
+    before = mem.copy()
+    sim = IsaSim(cfg)
+    out = rng.integers(-128, 128, (rows, cfg.cols), np.int8)
+    zero = rng.random(rows) < 0.4
+    out[zero] = zp
+    sim.spads["out"][4:4 + rows] = out
+    ctr = sim.run(mem, 16)
+    msg = f"seed={seed}"
+    bb = cfg.mem_bus_bytes
+    for i in range(rows):
+        a = (dst + i * stride) * bb
+        want = before[a:a + rw * bb] if zero[i] else out[i].view(np.uint8)
+        np.testing.assert_array_equal(mem[a:a + rw * bb], want, err_msg=f"{msg} row {i}")
+    np.testing.assert_array_equal(_zdir_bits(cfg, mem)[slots], zero, err_msg=msg)
+    other = np.ones(len(bits), bool)
+    other[slots] = False
+    np.testing.assert_array_equal(_zdir_bits(cfg, mem)[other], bits[other], err_msg=msg)
+    np.testing.assert_array_equal(sim.spads["act"][9:9 + rows], out, err_msg=msg)
+    d = len(np.unique(slots // cfg.mem_bus_bits))
+    nz = int((~zero).sum())
+    assert d > 1
+    assert ctr["dram_write_bytes"] == (nz * rw + d) * bb, msg
+    assert ctr["dram_read_bytes"] == (nz * rw + 2 * d) * bb, msg
+
+
+def test_zero_dir_load_ignores_stale_slots_and_plain_store_leaves_directory():
+    cfg = ZSMALL
+    zp, rw, bb = -3, ZSMALL.zero_row_words, ZSMALL.mem_bus_bytes
+    text = (f"LOAD spad=ACT spad_addr=0 rows=4 dram_addr=0x800 dram_stride={rw} compress=1 "
+            f"zp={zp}\nSTORE spad=OUT spad_addr=0 rows=4 dram_addr=0x800 dram_stride={rw}\nHALT")
+    mem = _image(cfg, text)
+    mem[0x800 * bb:0x804 * bb] = 0x55
+    mem[cfg.zero_dir_base * bb + (0x800 // 8)] = 0b0101       # slots 0x800 and 0x802
+    dir_before = mem[cfg.zero_dir_base * bb:].copy()
+    sim = IsaSim(cfg)
+    ctr = sim.run(mem, 16)
+    np.testing.assert_array_equal(sim.spads["act"][0:4:2], np.full((2, cfg.rows), zp))
+    np.testing.assert_array_equal(sim.spads["act"][1:4:2], np.full((2, cfg.rows), 0x55))
+    np.testing.assert_array_equal(mem[cfg.zero_dir_base * bb:], dir_before)
+    assert ctr["dram_read_bytes"] == (2 * rw + 1) * bb           # 2 rows and 1 directory word
+    assert ctr["dram_write_bytes"] == 4 * rw * bb                # plain: no directory traffic
+
+
+_ZFAULTS = [
+    ("dense_cfg", AccelConfig.preset("small"),
+     "LOAD spad=ACT spad_addr=0 rows=1 dram_addr=0 dram_stride=1 compress=1 zp=0",
+     isa.ErrorCode.BAD_ARG),
+    ("load_wrong_spad", ZSMALL,
+     "LOAD spad=OUT spad_addr=0 rows=1 dram_addr=0 dram_stride=1 compress=1 zp=0",
+     isa.ErrorCode.BAD_ARG),
+    ("store_wrong_spad", ZSMALL,
+     "STORE spad=ACT spad_addr=0 rows=1 dram_addr=0 dram_stride=1 compress=1 zp=0",
+     isa.ErrorCode.BAD_ARG),
+    ("unaligned", AccelConfig(rows=16, cols=16, bus_bytes=4, compress_acts=True),
+     "STORE spad=OUT spad_addr=0 rows=1 dram_addr=6 dram_stride=4 compress=1 zp=0",
+     isa.ErrorCode.BAD_ARG),
+    ("unaligned_stride", AccelConfig(rows=16, cols=16, bus_bytes=4, compress_acts=True),
+     "LOAD spad=ACT spad_addr=0 rows=1 dram_addr=8 dram_stride=2 compress=1 zp=0",
+     isa.ErrorCode.BAD_ARG),
+    ("store_into_dir", ZSMALL,
+     f"STORE spad=OUT spad_addr=0 rows=2 dram_addr={ZSMALL.zero_dir_base - 1} dram_stride=1 "
+     "compress=1 zp=0", isa.ErrorCode.DRAM_RANGE),
+    ("plain_store_into_dir", ZSMALL,
+     f"STORE spad=ACC spad_addr=0 rows=1 dram_addr={ZSMALL.zero_dir_base - 1} dram_stride=1",
+     isa.ErrorCode.DRAM_RANGE),
+    ("plain_load_into_dir", ZSMALL,
+     f"LOAD spad=WT spad_addr=0 rows=1 dram_addr={ZSMALL.zero_dir_base} dram_stride=1",
+     isa.ErrorCode.DRAM_RANGE),
+    ("perf_into_dir", ZSMALL, f"PERF dram_addr={ZSMALL.zero_dir_base - 1}",
+     isa.ErrorCode.DRAM_RANGE),
+]
+
+
+@pytest.mark.parametrize("name, cfg, text, code", _ZFAULTS, ids=[f[0] for f in _ZFAULTS])
+def test_zero_dir_faults(name, cfg, text, code):
+    mem = _image(cfg, "SYNC\n" + text)
+    before = mem.copy()
+    with pytest.raises(DeviceError) as e:
+        IsaSim(cfg).run(mem, 16)
+    assert (e.value.code, e.value.pc) == (code, 16 + isa.instr_words(cfg)), name
+    np.testing.assert_array_equal(mem, before)
+
+
+def test_zero_dir_bytes_fall_with_zero_rows():
+    """256 act rows stored and loaded compressed: the DRAM bytes fall with the share of all-zp
+    rows (plus one directory word per 64 rows), and the cycles follow zero_dir_cycles."""
+    cfg = ZSMALL
+    rows, zp, dst, bb = 256, 0, 0x2000, ZSMALL.mem_bus_bytes
+    text = (f"STORE spad=OUT spad_addr=0 rows={rows} dram_addr={dst} dram_stride=1 compress=1 "
+            f"zp={zp}\nLOAD spad=ACT spad_addr=0 rows={rows} dram_addr={dst} dram_stride=1 "
+            f"compress=1 zp={zp}\nHALT")
+    plain = text.replace(" compress=1 zp=0", "")
+    rng = np.random.default_rng(90)
+    out = rng.integers(1, 128, (rows, cfg.cols), np.int8)
+    results = {}
+    for share in (None, 0.0, 0.25, 0.5, 1.0):
+        sim = IsaSim(cfg)
+        rows_out = out.copy()
+        if share is not None:
+            rows_out[:int(share * rows)] = zp
+        rng.shuffle(rows_out)
+        sim.spads["out"][:rows] = rows_out
+        ctr = sim.run(_image(cfg, plain if share is None else text), 16)
+        np.testing.assert_array_equal(sim.spads["act"][:rows], rows_out)
+        results[share] = ctr
+    base = results[None]
+    assert base["dram_read_bytes"] == base["dram_write_bytes"] == rows * bb
+    d = rows // cfg.mem_bus_bits                                  # 4 directory words
+    for share in (0.0, 0.25, 0.5, 1.0):
+        ctr, z = results[share], int(share * rows)
+        assert ctr["dram_write_bytes"] == (rows - z + d) * bb, share
+        assert ctr["dram_read_bytes"] == (rows - z + 2 * d) * bb, share
+        assert ctr["cycles"] - base["cycles"] == (
+            zero_dir_cycles(cfg, True, rows, z, d) - store_cycles(cfg, "out", rows)
+            + zero_dir_cycles(cfg, False, rows, z, d) - load_cycles(cfg, "act", rows)), share
+    assert (results[1.0]["dram_read_bytes"] < results[0.5]["dram_read_bytes"]
+            < results[0.25]["dram_read_bytes"] < results[0.0]["dram_read_bytes"])
