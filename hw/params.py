@@ -139,7 +139,8 @@ class AccelConfig:
         directory and let LOAD / STORE with ``compress=1`` skip the memory traffic of act rows
         whose every byte is the zero point (``hw/isa.py``, ``docs/internals.md``). Needs
         ``rows == cols`` (ACT and OUT rows of the same size) and a power-of-two number of words
-        per row. False (the default) builds the hardware without it.
+        per row. False (the default) builds the hardware without it. The compiler then moves
+        the input and the intermediate int8 activations that way (``sw/lower.py``).
     name : str
         A label; not part of the configuration hash.
 
@@ -412,7 +413,8 @@ class AccelConfig:
     def preset(cls, name: str) -> "AccelConfig":
         """Return the named preset: ``"tiny"`` (4x2), ``"small"`` (8x8), ``"large"`` (16x16),
         ``"small-os"`` / ``"small-rs"`` (``"small"`` with the output-stationary / row-stationary
-        dataflow), ``"small-skip"`` (``"small"`` skipping all-zero act rows) or
+        dataflow), ``"small-skip"`` (``"small"`` skipping all-zero act rows, in the array and in
+        device memory traffic) or
         ``"small-rs-skip"`` (``"small-rs"`` skipping zero activations)."""
         if name not in PRESETS:
             raise ValueError(f"Preset must be one of {tuple(PRESETS)}, not {name!r}")
@@ -437,6 +439,6 @@ PRESETS = {
                          acc_spad_depth=512, out_spad_depth=512, param_spad_depth=96),
     "small-os": AccelConfig(name="small-os", dataflow="os"),
     "small-rs": AccelConfig(name="small-rs", dataflow="rs"),
-    "small-skip": AccelConfig(name="small-skip", zero_skip=True),
+    "small-skip": AccelConfig(name="small-skip", zero_skip=True, compress_acts=True),
     "small-rs-skip": AccelConfig(name="small-rs-skip", dataflow="rs", zero_skip=True),
 }

@@ -55,7 +55,7 @@ from . import golden
 from .errors import CompileError
 from .graph import QOp, QuantizedGraph
 from .isasim import (fetch_cycles, load_cycles, matmul_cycles, matmul_cycles_of, misc_cycles,
-                     perf_cycles, requant_cycles, store_cycles)
+                     perf_cycles, requant_cycles, store_cycles, zero_dir_cycles, zero_dir_runs)
 from .program import LayerInfo, Program
 
 __all__ = ["compile_graph"]
@@ -113,6 +113,7 @@ class _Tensor:
     hx: int = 0
     addr: int = 0
     itemsize: int = 1             # 4: the int32 output of a gemm
+    compressed: bool = False      # stored and loaded through the zero-row directory
 
     def pix_words(self, bb: int) -> int:
         return self.cp * self.itemsize // bb
@@ -131,7 +132,7 @@ class _Tensor:
     def layout(self, bb: int) -> dict:
         return {"name": self.name, "addr": self.addr, "shape": [self.b, self.h, self.w, self.ch],
                 "cp": self.cp, "halo": [self.hy, self.hx], "zp": self.zp, "itemsize": self.itemsize,
-                "words": self.words(bb)}
+                "words": self.words(bb), "compressed": self.compressed}
 
 
 @dataclass
@@ -412,7 +413,7 @@ def _gen_op(op: _Op, cfg: AccelConfig, plan: dict, state: dict):
                                          ("rows", rows_per_chunk),
                                          ("dram_addr", x.addr + ((b0 * x.hp + y0) * x.wp) * pix
                                           + cc * R // bb),
-                                         ("dram_stride", pix))
+                                         ("dram_stride", pix), *_compress(x))
                 # weights: the group's tiles are contiguous
                 taps = 1 if term.repeat else kh * kw
                 wkey = (o.name, ti, nt, j0, len(grp))
@@ -452,18 +453,24 @@ def _gen_op(op: _Op, cfg: AccelConfig, plan: dict, state: dict):
             yield _OP.STORE, (("spad", spad), ("spad_addr", 0), ("rows", nb),
                               ("dram_addr", o.addr + ((b0 * o.hp + o.hy) * o.wp + o.hx) * out_pix
                                + ch_off),
-                              ("dram_stride", o.hp * o.wp * out_pix))
+                              ("dram_stride", o.hp * o.wp * out_pix), *_compress(o))
         elif o.hx == 0:
             yield _OP.STORE, (("spad", spad), ("spad_addr", 0), ("rows", m),
                               ("dram_addr", o.addr + ((b0 * o.hp + o.hy + oy0) * o.wp) * out_pix
                                + ch_off),
-                              ("dram_stride", out_pix))
+                              ("dram_stride", out_pix), *_compress(o))
         else:
             for r in range(oht):
                 yield _OP.STORE, (("spad", spad), ("spad_addr", r * ow), ("rows", ow),
                                   ("dram_addr", o.addr + ((b0 * o.hp + o.hy + oy0 + r) * o.wp
                                                           + o.hx) * out_pix + ch_off),
-                                  ("dram_stride", out_pix))
+                                  ("dram_stride", out_pix), *_compress(o))
+
+
+def _compress(t: _Tensor) -> tuple:
+    """The LOAD / STORE fields that move ``t``'s act rows through the zero-row directory
+    (``cfg.compress_acts``): rows equal to its zero point cost no data words."""
+    return (("compress", 1), ("zp", t.zp)) if t.compressed else ()
 
 
 def _slot(cache: dict, key, slots: int) -> int:
@@ -501,6 +508,10 @@ def _instrs_cost(cfg: AccelConfig, instrs: list, loop: dict) -> int:
 def _estimate(cfg: AccelConfig, op, ops: tuple) -> int:
     """Return the estimated cycles of one instruction (a MATMUL of a ws or os device)."""
     d = dict(ops)
+    if op in (_OP.LOAD, _OP.STORE) and d.get("compress"):
+        # through the zero-row directory: the cost with no all-zero row, an upper bound
+        runs = zero_dir_runs(cfg, d["dram_addr"], d["rows"], d["dram_stride"])
+        return zero_dir_cycles(cfg, op == _OP.STORE, d["rows"], 0, runs) + fetch_cycles(cfg)
     if op in (_OP.LOAD, _OP.STORE):
         return _cost(cfg, op, d["spad"], d["rows"], 0)
     if op == _OP.MATMUL:
@@ -646,6 +657,16 @@ def compile_graph(graph: QuantizedGraph, cfg: AccelConfig, batch: int = 1) -> Pr
     batch = int(batch)
     R, C, bb = cfg.rows, cfg.cols, cfg.mem_bus_bytes
     tensors, ops = _lower(graph, cfg, batch)
+    if cfg.compress_acts:
+        # The int8 activations go through the zero-row directory: the input's bits and the
+        # other tensors' halo bits are set with the memory image (Program.memory_image), the
+        # rows an op writes by its compressed STOREs (from OUT) before any compressed LOAD reads
+        # them. The output (read by the host) and raw int32 outputs stay plain.
+        tensors["input"].compressed = graph.output != "input"
+        for op in ops:
+            if op.params is not None and op.out.name != graph.output:
+                op.out.compressed = True
+    mem_words = cfg.zero_dir_base               # below the zero-row directory, if any
 
     # -- layout: perf, constants, tensors
     pw = isa.perf_words(cfg)
@@ -667,15 +688,17 @@ def compile_graph(graph: QuantizedGraph, cfg: AccelConfig, batch: int = 1) -> Pr
             addr += blob.size // bb
     const = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
     for t in tensors.values():
+        if t.compressed:                        # its rows start on directory slots
+            addr = _ceil(addr, cfg.zero_row_words) * cfg.zero_row_words
         t.addr = addr
         addr += t.words(bb)
         if t.pix_words(bb) > _STRIDE_MAX:
             raise CompileError(f"{t.name}: a pixel of {t.cp} padded channels exceeds the "
                                f"largest DMA stride ({_STRIDE_MAX} words of {bb} bytes)")
-    if addr > cfg.mem_words:
+    if addr > mem_words:
         raise CompileError(f"Program data needs {addr} words of device memory (weights, params "
                            f"and {len(tensors)} tensors for batch {batch}) but the device has "
-                           f"{cfg.mem_words} ({cfg.name})")
+                           f"{mem_words} ({cfg.name})")
 
     # -- plan and emit
     prog_addr = addr
@@ -692,12 +715,12 @@ def compile_graph(graph: QuantizedGraph, cfg: AccelConfig, batch: int = 1) -> Pr
         words.append(_encode(_OP.HALT, ()))
         est += misc_cycles(cfg) + fetch_cycles(cfg)
         used = prog_addr + len(words) * isa.instr_words(cfg)
-        if used <= cfg.mem_words:
+        if used <= mem_words:
             break
-    if used > cfg.mem_words:
+    if used > mem_words:
         raise CompileError(f"Program needs {used} words of device memory (code "
                            f"{len(words) * isa.instr_words(cfg)}, data {prog_addr}) but the "
-                           f"device has {cfg.mem_words} ({cfg.name})")
+                           f"device has {mem_words} ({cfg.name})")
     out = tensors[graph.output]
     in_shape, out_shape = [batch, *graph.input_shape], [batch, *graph.output_shape]
     if graph.input_shape[:2] == (1, 1):                 # MLP style: 2-D rows

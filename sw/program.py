@@ -107,7 +107,9 @@ class Program:
         """Return the device-memory image (uint8, ``cfg.mem_bytes``) with code, constants and ``x``.
 
         Every tensor region is first filled with its zero point (halos and padding channels keep
-        it), then ``x`` is written into the input tensor's interior.
+        it), then ``x`` is written into the input tensor's interior. The rows of a tensor that
+        moves through the zero-row directory (``cfg.compress_acts``) are all zero points then,
+        so their directory bits are set: its halo rows, which no STORE writes, are never read.
 
         Raises
         ------
@@ -127,10 +129,26 @@ class Program:
         b, h, w, c = t["shape"]
         (hy, hx) = t["halo"]
         view[:, hy:hy + h, hx:hx + w, :c] = x.reshape(b, h, w, c)
+        for t in meta["fills"]:
+            if t.get("compressed"):
+                self._set_zero_rows(mem, t)
         code = np.frombuffer(to_bytes(self.words, cfg), np.uint8)
         p0 = self.prog_addr * bb
         mem[p0:p0 + code.size] = code
         return mem
+
+    def _set_zero_rows(self, mem: np.ndarray, t: dict) -> None:
+        """Set the zero-row directory bits of tensor layout ``t``'s row slots in ``mem``: 1 for
+        a slot whose bytes are all its zero point, else 0 (``hw/isa.py``, LOAD ``compress``)."""
+        cfg = self.cfg
+        rb = cfg.zero_row_words * cfg.mem_bus_bytes
+        rows = mem[t["addr"] * cfg.mem_bus_bytes:(t["addr"] + t["words"]) * cfg.mem_bus_bytes]
+        zero = (rows.reshape(-1, rb) == np.uint8(t["zp"] & 0xFF)).all(axis=1)
+        slots = t["addr"] // cfg.zero_row_words + np.arange(zero.size)
+        directory = mem[cfg.zero_dir_base * cfg.mem_bus_bytes:]
+        bits = (1 << (slots % 8)).astype(np.uint8)
+        np.bitwise_and.at(directory, slots // 8, ~bits)
+        np.bitwise_or.at(directory, slots[zero] // 8, bits[zero])
 
     def _tensor_view(self, mem: np.ndarray, t: dict) -> np.ndarray:
         """Return the ``[B][Hp][Wp][Cp]`` view of tensor layout ``t`` in a memory image."""

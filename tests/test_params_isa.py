@@ -57,7 +57,9 @@ def test_small_device_options():
     # zero skipping: rs (zero activations) and ws (all-zero act rows), never os
     skip = AccelConfig.preset("small-skip")
     assert skip.zero_skip and skip.dataflow == "ws" and not small.zero_skip
-    assert skip == small.replace(zero_skip=True) and skip.config_hash != small.config_hash
+    # ... and moves its all-zero act rows through the zero-row directory
+    assert skip == small.replace(zero_skip=True, compress_acts=True)
+    assert skip.config_hash != small.config_hash
     assert AccelConfig(dataflow="ws", zero_skip=True).zero_skip
 
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 import conv_cases
+from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 from stamen.sw import golden
+from stamen.sw.asm import fields
 from stamen.sw.compiler import Program, compile_model
 from stamen.sw.errors import CompileError
 from stamen.sw.graph import QOp, QuantizedGraph
@@ -51,7 +53,8 @@ def test_ws_zero_skip_skips_zero_pixels(name, seed):
     """small-skip against small on isasim, on inputs whose pixels are all the zero point with
     probability 0.6 (the first conv's all-zero act rows; later layers have their ReLU zeros):
     both bit-exact against golden, every MAC either issued or skipped, skipped MACs counted,
-    fewer cycles than the dense stream and never more than the compiler's dense estimate."""
+    fewer cycles than the dense stream and never more than the compiler's estimate, and fewer
+    DRAM bytes (small-skip moves its activations through the zero-row directory)."""
     graph, x = conv_cases.make_case(conv_cases.ConvCase(name, seed, 2))
     rng = np.random.default_rng(seed)
     zp = graph.ops[0].zp_in[0]
@@ -70,6 +73,35 @@ def test_ws_zero_skip_skips_zero_pixels(name, seed):
     assert dense.skipped_macs == 0 and skip.skipped_macs > 0, msg
     assert skip.issued_macs + skip.skipped_macs == dense.issued_macs, msg
     assert skip.cycles < dense.cycles and skip.compute_cycles < dense.compute_cycles, msg
+    assert skip.dram_bytes < dense.dram_bytes, msg
+
+
+def test_zero_row_directory_of_the_memory_image():
+    """With ``compress_acts`` the compiler moves the input and the intermediate int8 tensors
+    through the zero-row directory (compressed LOADs and STOREs; the output stays plain) and
+    the memory image sets the directory bit of exactly their row slots that hold only the
+    tensor's zero point (halo rows, padding, zero pixels); every other bit is 0."""
+    cfg = AccelConfig.preset("small-skip")
+    seed = 34
+    graph, x = conv_cases.make_case(conv_cases.ConvCase("lenet", seed, 2))
+    rng = np.random.default_rng(seed)
+    zp = graph.ops[0].zp_in[0]
+    x = np.where(rng.random(x.shape[:3])[..., None] < 0.5, np.int8(zp), x).astype(np.int8)
+    prog = compile_graph(graph, cfg, batch=len(x))
+    mem = prog.memory_image(x)
+    bb, rw = cfg.mem_bus_bytes, cfg.zero_row_words
+    directory = np.unpackbits(mem[cfg.zero_dir_base * bb:], bitorder="little")
+    want = np.zeros_like(directory)
+    compressed = [t for t in prog.layout["fills"] if t["compressed"]]
+    assert {t["name"] for t in compressed} == {"input", *[op.name for op in graph.ops[:-1]]}
+    assert not prog.layout["output"]["compressed"]
+    for t in compressed:
+        rows = mem[t["addr"] * bb:(t["addr"] + t["words"]) * bb].reshape(-1, rw * bb)
+        want[t["addr"] // rw + np.arange(len(rows))] = (rows == np.uint8(t["zp"] & 0xFF)).all(1)
+    np.testing.assert_array_equal(directory, want, err_msg=f"seed={seed}")
+    assert 0 < want.sum() < sum(t["words"] for t in compressed) // rw, "zero rows and others"
+    dma = [a for op, a in map(fields, prog.words) if op in (isa.Opcode.LOAD, isa.Opcode.STORE)]
+    assert any(a["compress"] for a in dma) and not all(a["compress"] for a in dma)
 
 
 def test_outputs_vary_with_the_input():

@@ -70,7 +70,14 @@ def test_sweep_invariants(quick, dataflow):
         assert r["skipped_share"] == pytest.approx(r["skipped_macs"] / macs, abs=1e-4)
         assert r["utilization_dense"] == pytest.approx(macs / (rows * cols * r["cycles_dense"]),
                                                        abs=1e-4)
-        assert r["energy_skip"] <= r["energy_dense"], msg
+        if dataflow == "ws":
+            # small-skip also moves act rows through the zero-row directory, whose words may
+            # cost more than the few all-zero rows of random activations save
+            assert r["energy_skip"] <= 1.05 * r["energy_dense"], msg
+            if r["density"] <= 0.1:
+                assert r["energy_skip"] < r["energy_dense"], msg
+        else:
+            assert r["energy_skip"] <= r["energy_dense"], msg
         # the draw's density (no padding: the share of zero MAC slots follows it closely)
         assert abs(r["measured_density"] - r["density"]) < 0.06, msg
         if dataflow == "ws":
@@ -91,7 +98,9 @@ def test_sweep_invariants(quick, dataflow):
     full = sweep[-1]
     assert full["density"] == 1.0 and full["measured_density"] == 1.0
     assert full["speedup"] == 1.0 and full["cycles_skip"] == full["cycles_dense"]
-    assert full["skipped_macs"] == 0 and full["energy_ratio"] == 1.0
+    assert full["skipped_macs"] == 0
+    if dataflow != "ws":                # ws: the zero-row directory's words (above)
+        assert full["energy_ratio"] == 1.0
     # a lower density zeroes a superset of the positions
     skipped = [r["skipped_macs"] for r in sweep]
     assert skipped == sorted(skipped, reverse=True) and skipped[0] > skipped[-1]
@@ -162,13 +171,18 @@ def test_energy_rows_per_dataflow(quick, lenet_inputs):
         for dense, skip, array in (("rs", "rs+skip", "8x8"), ("ws", "ws+skip", "8x8"),
                                    ("rs-eyeriss", "rs-eyeriss+skip", rs_array)):
             d, k = by[dense, array], by[skip, array]
-            assert k["energy"] <= d["energy"], (name, dense)
+            # ws: the zero-row directory's words may cost a layer a little (see the sweep)
+            assert k["energy"] <= (1.05 if dense == "ws" else 1) * d["energy"], (name, dense)
             # the energy rows' cycles are the lenet rows' (one run on the device, one model)
             row = lenet[name, dense]
             assert (d["compute_cycles"], k["compute_cycles"]) == (
                 row["cycles_dense"], row["cycles_skip"]), (name, dense)
         # ws and os differ: their rows are not copies
         assert by["ws", "8x8"]["e_rf"] != by["os", "8x8"]["e_rf"], name
+    # over the network, the zero-row directory saves DRAM traffic on real activations
+    dram = {df: sum(r["dram_bytes"] for r in energy if r["dataflow"] == df and r["array"] == "8x8")
+            for df in ("ws", "ws+skip")}
+    assert dram["ws+skip"] < dram["ws"], dram
 
 
 def test_rs_models_that_disagree_fail_the_run(tmp_path, monkeypatch, capsys):

@@ -33,21 +33,30 @@ def perf_layout(counter_bits: int = COUNTER_WIDTH) -> data.StructLayout:
     return data.StructLayout({name: counter_bits for name in isa.PERF_COUNTERS})
 
 
-def _words(image: np.ndarray, bus_bytes: int, used_words: int) -> dict[int, int]:
-    """Return {word address: value} of the non-zero words of ``image[:used_words]``."""
-    view = np.ascontiguousarray(image[:used_words * bus_bytes]).reshape(used_words, bus_bytes)
+def _words(image: np.ndarray, bus_bytes: int, start: int, count: int) -> dict[int, int]:
+    """Return {word address: value} of the non-zero words ``start .. start + count - 1`` of
+    ``image``."""
+    view = np.ascontiguousarray(image[start * bus_bytes:(start + count) * bus_bytes])
+    view = view.reshape(count, bus_bytes)
     nz = np.flatnonzero(view.any(axis=1))
-    return {int(a): int.from_bytes(view[a].tobytes(), "little") for a in nz}
+    return {start + int(a): int.from_bytes(view[a].tobytes(), "little") for a in nz}
 
 
 def write_job(path: Path, cfg: AccelConfig, image: np.ndarray, prog_addr: int, used_words: int,
               read_ranges: list[tuple[int, int]], mem_latency: int = 0, mem_stall: int = 0,
               max_cycles: int = 10**8) -> None:
-    """Write a job file for :mod:`stamen.verif.tb_device`."""
-    words = _words(image, cfg.mem_bus_bytes, used_words)
+    """Write a job file for :mod:`stamen.verif.tb_device`: the image's words below
+    ``used_words`` and, with ``cfg.compress_acts``, its zero-row directory (the top of memory),
+    the two regions the device may write (``regions``)."""
+    regions = [(0, used_words)]
+    if cfg.compress_acts:
+        regions.append((cfg.zero_dir_base, cfg.zero_dir_words))
+    words = {}
+    for start, count in regions:
+        words |= _words(image, cfg.mem_bus_bytes, start, count)
     meta = {"config_id": cfg.config_hash, "prog_addr": prog_addr, "mem_latency": mem_latency,
             "mem_stall": mem_stall, "max_cycles": max_cycles, "read_ranges": read_ranges,
-            "bus_bytes": cfg.mem_bus_bytes, "used_words": used_words}
+            "bus_bytes": cfg.mem_bus_bytes, "regions": regions}
     addrs = np.array(list(words), dtype=np.int64)
     vals = np.frombuffer(b"".join(v.to_bytes(cfg.mem_bus_bytes, "little") for v in words.values()),
                          dtype=np.uint8)
