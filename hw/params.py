@@ -414,8 +414,8 @@ class AccelConfig:
         """Return the named preset: ``"tiny"`` (4x2), ``"small"`` (8x8), ``"large"`` (16x16),
         ``"small-os"`` / ``"small-rs"`` (``"small"`` with the output-stationary / row-stationary
         dataflow), ``"small-skip"`` (``"small"`` skipping all-zero act rows, in the array and in
-        device memory traffic) or
-        ``"small-rs-skip"`` (``"small-rs"`` skipping zero activations)."""
+        device memory traffic) or ``"small-rs-skip"`` (``"small-rs"`` skipping zero
+        activations, and all-zero act rows in device memory traffic)."""
         if name not in PRESETS:
             raise ValueError(f"Preset must be one of {tuple(PRESETS)}, not {name!r}")
         return PRESETS[name]
@@ -440,5 +440,6 @@ PRESETS = {
     "small-os": AccelConfig(name="small-os", dataflow="os"),
     "small-rs": AccelConfig(name="small-rs", dataflow="rs"),
     "small-skip": AccelConfig(name="small-skip", zero_skip=True, compress_acts=True),
-    "small-rs-skip": AccelConfig(name="small-rs-skip", dataflow="rs", zero_skip=True),
+    "small-rs-skip": AccelConfig(name="small-rs-skip", dataflow="rs", zero_skip=True,
+                                 compress_acts=True),
 }

@@ -850,7 +850,9 @@ SKIP_DEVICES = {"rs": ("small-rs", "small-rs-skip"), "ws": ("small", "small-skip
 #: ``*_dense`` / ``*_skip`` cycles, utilization (layer MACs / (PEs x cycles), above 1 when
 #: skipping beats one MAC slot per PE-cycle), issued MACs and energy; ``speedup =
 #: cycles_dense / cycles_skip``, ``skipped_share`` the skipped MACs over all the PEs' MAC slots,
-#: ``energy_ratio = energy_skip / energy_dense``, ``meets_target`` (at the target density
+#: ``energy_ratio = energy_skip / energy_dense``, ``dram_bytes_*`` the DRAM bytes moved (devices:
+#: the run's counters, so the ``-skip`` presets' zero-row directory shows; rs-eyeriss: the
+#: layer's minimum) and ``dram_ratio`` skip / dense, ``meets_target`` (at the target density
 #: only), ``measured_density`` the share of the unpadded input that is not the zero point.
 #: Energy rows: ``compute_cycles`` (array cycles: the isasim runs of ws / os / rs and of the
 #: skipping presets, ws+skip / rs+skip; the
@@ -861,12 +863,13 @@ SPARSITY_FIELDS = (
     "measured_density", "macs", "cycles_dense", "cycles_skip", "speedup", "meets_target",
     "utilization_dense", "utilization_skip", "issued_macs_dense", "issued_macs_skip",
     "skipped_macs", "skipped_share", "gated_macs_dense", "energy_dense", "energy_skip",
-    "energy_ratio", "compute_cycles", "total_cycles", "issued_macs", "gated_macs", "dram_bytes",
+    "energy_ratio", "dram_bytes_dense", "dram_bytes_skip", "dram_ratio", "compute_cycles", "total_cycles", "issued_macs", "gated_macs", "dram_bytes",
     "e_dram", "e_buffer", "e_array", "e_rf", "e_mac", "energy", "energy_per_mac",
     "compute_vs_ws", "cycles_vs_ws", "energy_vs_ws", "bit_exact", "note", "error",
 )
 _SKIP_SUMS = ("macs", "cycles_dense", "cycles_skip", "issued_macs_dense", "issued_macs_skip",
-              "skipped_macs", "gated_macs_dense", "energy_dense", "energy_skip")
+              "skipped_macs", "gated_macs_dense", "energy_dense", "energy_skip",
+              "dram_bytes_dense", "dram_bytes_skip")
 
 
 def run_sparsity_bench(out_dir: Path, log: _Log = print, quick: bool = False) -> list[str]:
@@ -967,6 +970,7 @@ def _device_skip(graph, x: np.ndarray, layers: list[str], dataflow: str) -> dict
             lr, f = by[name], figs[name]
             f.update({"array": f"{cfg.rows}x{cfg.cols}", f"cycles_{tag}": lr.compute_cycles,
                       f"issued_macs_{tag}": lr.issued_macs, f"energy_{tag}": eby[name].total,
+                      f"dram_bytes_{tag}": lr.dram_bytes,
                       "macs": lr.macs, "bit_exact": exact and f.get("bit_exact", True)})
             if tag == "skip":
                 f["skipped_macs"] = lr.skipped_macs
@@ -1008,7 +1012,7 @@ def _rs_skip(xs: np.ndarray, mapping, zp: int, pad: tuple[int, int]) -> tuple[di
             errors.append(f"{tag}: the energy model issues {er.issued_macs} MACs, the cycle "
                           f"model {issued}")
         figs.update({f"cycles_{tag}": er.cycles, f"issued_macs_{tag}": issued,
-                     f"energy_{tag}": er.total})
+                     f"energy_{tag}": er.total, f"dram_bytes_{tag}": er.dram})
         if skip:
             figs["skipped_macs"] = sum(r.skipped_macs for r in runs)
         energies[skip] = er
@@ -1029,7 +1033,8 @@ def _skip_ratios(row: dict, pes: int) -> dict:
                utilization_dense=round(row["macs"] / (pes * dense), 4),
                utilization_skip=round(row["macs"] / (pes * skip), 4),
                skipped_share=round(row["skipped_macs"] / row["issued_macs_dense"], 4),
-               energy_ratio=round(row["energy_skip"] / row["energy_dense"], 4))
+               energy_ratio=round(row["energy_skip"] / row["energy_dense"], 4),
+               dram_ratio=round(row["dram_bytes_skip"] / row["dram_bytes_dense"], 4))
     return row
 
 
@@ -1112,7 +1117,8 @@ def _sparsity_tables(rows: list[dict]) -> str:
                 "cyc_dense": r["cycles_dense"], "cyc_skip": r["cycles_skip"],
                 "speedup": r["speedup"], "util_dense": r["utilization_dense"],
                 "util_skip": r["utilization_skip"], "skipped": r["skipped_share"],
-                "E_skip/E_dense": r["energy_ratio"], "error": r["error"]}
+                "E_skip/E_dense": r["energy_ratio"], "DRAM_skip/DRAM_dense": r["dram_ratio"],
+                "error": r["error"]}
     sweep = [skip_view(r) for r in rows if r["set"] == "sweep"]
     lenet = [skip_view(r) | {"images": r["images"]} for r in rows if r["set"] == "lenet"]
     energy = []

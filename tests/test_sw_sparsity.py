@@ -70,9 +70,9 @@ def test_sweep_invariants(quick, dataflow):
         assert r["skipped_share"] == pytest.approx(r["skipped_macs"] / macs, abs=1e-4)
         assert r["utilization_dense"] == pytest.approx(macs / (rows * cols * r["cycles_dense"]),
                                                        abs=1e-4)
-        if dataflow == "ws":
-            # small-skip also moves act rows through the zero-row directory, whose words may
-            # cost more than the few all-zero rows of random activations save
+        if dataflow in bench.SKIP_DEVICES:
+            # the -skip presets also move act rows through the zero-row directory, whose words
+            # may cost more than the few all-zero rows of random activations save
             assert r["energy_skip"] <= 1.05 * r["energy_dense"], msg
             if r["density"] <= 0.1:
                 assert r["energy_skip"] < r["energy_dense"], msg
@@ -99,11 +99,17 @@ def test_sweep_invariants(quick, dataflow):
     assert full["density"] == 1.0 and full["measured_density"] == 1.0
     assert full["speedup"] == 1.0 and full["cycles_skip"] == full["cycles_dense"]
     assert full["skipped_macs"] == 0
-    if dataflow != "ws":                # ws: the zero-row directory's words (above)
+    if dataflow not in bench.SKIP_DEVICES:     # the devices: the directory's words (above)
         assert full["energy_ratio"] == 1.0
     # a lower density zeroes a superset of the positions
     skipped = [r["skipped_macs"] for r in sweep]
     assert skipped == sorted(skipped, reverse=True) and skipped[0] > skipped[-1]
+    if dataflow != "rs-eyeriss":
+        # the -skip presets load the layer's input through the zero-row directory: fewer DRAM
+        # bytes as more of its act rows are all zero (densities ascending)
+        dram = [r["dram_bytes_skip"] for r in sweep]
+        assert len({r["dram_bytes_dense"] for r in sweep}) == 1
+        assert dram == sorted(dram) and dram[0] < sweep[0]["dram_bytes_dense"], dram
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +177,9 @@ def test_energy_rows_per_dataflow(quick, lenet_inputs):
         for dense, skip, array in (("rs", "rs+skip", "8x8"), ("ws", "ws+skip", "8x8"),
                                    ("rs-eyeriss", "rs-eyeriss+skip", rs_array)):
             d, k = by[dense, array], by[skip, array]
-            # ws: the zero-row directory's words may cost a layer a little (see the sweep)
-            assert k["energy"] <= (1.05 if dense == "ws" else 1) * d["energy"], (name, dense)
+            # devices: the zero-row directory's words may cost a layer a little (the sweep)
+            assert k["energy"] <= (1.05 if dense in bench.SKIP_DEVICES else 1) * d["energy"], \
+                (name, dense)
             # the energy rows' cycles are the lenet rows' (one run on the device, one model)
             row = lenet[name, dense]
             assert (d["compute_cycles"], k["compute_cycles"]) == (
@@ -181,8 +188,8 @@ def test_energy_rows_per_dataflow(quick, lenet_inputs):
         assert by["ws", "8x8"]["e_rf"] != by["os", "8x8"]["e_rf"], name
     # over the network, the zero-row directory saves DRAM traffic on real activations
     dram = {df: sum(r["dram_bytes"] for r in energy if r["dataflow"] == df and r["array"] == "8x8")
-            for df in ("ws", "ws+skip")}
-    assert dram["ws+skip"] < dram["ws"], dram
+            for df in ("ws", "ws+skip", "rs", "rs+skip")}
+    assert dram["ws+skip"] < dram["ws"] and dram["rs+skip"] < dram["rs"], dram
 
 
 def test_rs_models_that_disagree_fail_the_run(tmp_path, monkeypatch, capsys):
