@@ -36,9 +36,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="small", choices=sorted(PRESETS),
                    help="configuration preset (default: small, an 8x8 weight-stationary array; "
                    "small-os / small-rs: output- / row-stationary; small-skip: small skipping "
-                   "all-zero act rows; small-rs-skip: row-"
-                   "stationary skipping zero activations; tiny: 4x2 for the iCE40; large: "
-                   "16x16)")
+                   "all-zero act rows; small-rs-skip: row-stationary skipping zero "
+                   "activations; both -skip presets also keep all-zero act rows out of DRAM "
+                   "traffic (the zero-row directory); tiny: 4x2 for the iCE40; large: 16x16)")
     p.add_argument("--rows", type=int, help="override the PE array rows")
     p.add_argument("--cols", type=int, help="override the PE array columns")
     p.add_argument("--no-zero-gate", action="store_true", help="disable zero gating")
