@@ -72,10 +72,10 @@ the filter spad writes (``k*R*C``), the ifmap spad writes (``R*C*sum(width)``) a
 FIFO, a write and a read per psum (``2*R*C*sum(outputs)``); RF per MAC 4
 (filter, ifmap, psum read and write), 1 per gated MAC (the ifmap read that finds the zero), and
 skipped MACs are not issued. With ``zero_skip`` the activation hops and ifmap writes of the
-skipped zeros are still charged (an upper bound: the replay does not see the data). So are, on
-``ws`` with ``zero_skip``, the array hops and ACC accesses of the all-zero act rows it skips
-(their ACT reads are real: the engine reads every row to find the zero ones); only the MAC
-and RF terms follow the run's counters.
+skipped zeros are still charged (an upper bound: the replay does not see the data). On ``ws``
+with ``zero_skip`` the run's ``skipped_macs`` remove the act and psum hops (``2*skipped``) and
+the ACC read-modify-writes (``2*skipped/R``) of the all-zero act rows the engine drops; their
+ACT reads stay (the engine reads every row to find the zero ones).
 
 An ``acc_max`` MATMUL (max pooling) on ``os`` reduces each tile on its own (``hw/os_matmul.py``):
 its psums are drained and max-ed into the ACC once per tile, so its ACC reads, ACC writes and
@@ -550,6 +550,11 @@ def estimate_energy(prog, report=None, dataflow: str | None = None,
             c = counters[i]
             row.issued_macs, row.gated_macs = c.issued_macs, c.gated_macs
             row.dram, row.cycles = c.dram_bytes, c.cycles
+            if dataflow == "ws" and prog.cfg.dataflow == "ws":
+                # an all-zero act row the zero-skipping ws engine drops (R*C skipped MACs)
+                # saves its act and psum hops and its ACC read-modify-write (C reads, C writes)
+                row.array -= 2 * c.skipped_macs
+                row.buffer -= 2 * c.skipped_macs // prog.cfg.rows
         row.mac = row.issued_macs - row.gated_macs
         row.rf = acc.rf_fixed + model.rf_per_mac * row.mac + model.rf_per_gated * row.gated_macs
         out.layers.append(_energize(row, costs))

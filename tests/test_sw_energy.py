@@ -12,7 +12,7 @@ import pytest
 import stamen
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
-from stamen.sw import asm
+from stamen.sw import asm, golden
 from stamen.sw.compiler import compile_gemm
 from stamen.sw.energy import (COSTS, DATAFLOW_MODELS, count_accesses,
                               estimate_energy, implemented_configs, print_dataflow_comparison,
@@ -197,6 +197,33 @@ def test_gating_lowers_energy():
         (en.total.e_dram, en.total.e_buffer, en.total.e_array)
     # without a report nothing is gated
     assert estimate_energy(prog_g).total.total == pytest.approx(en.total.total)
+
+
+def test_ws_zero_skip_saves_the_dropped_rows_hops_and_acc_accesses():
+    """The zero-skipping ws engine runs the same program (its estimates are the dense ones);
+    each all-zero act row it drops (R*C skipped MACs, rows of the later K tiles here) saves its
+    R*C act hops, R*C psum hops and C ACC reads and writes, and the MACs it would have gated."""
+    seed = 2
+    cfg = AccelConfig.preset("small")
+    skip_cfg = cfg.replace(zero_skip=True)
+    rng = np.random.default_rng(seed)
+    m, k, n, zp = 24, 40, 20, -3
+    w = rng.integers(-127, 128, (k, n), dtype=np.int8)
+    x = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    x[rng.random(m) < 0.5, 8:] = zp                      # all-zero rows of tiles 1..4
+    runs = {}
+    for c in (cfg, skip_cfg):
+        prog = compile_gemm(w, c, m, zp=zp)
+        y, rep = Device(c, "isasim").run(prog, x)
+        np.testing.assert_array_equal(y, golden.gemm(x, w, zp), err_msg=f"seed={seed}")
+        runs[c.zero_skip] = (prog.words, estimate_energy(prog, rep).total, rep.total)
+    (words_d, dense, rep_d), (words_s, skip, rep_s) = runs[False], runs[True]
+    skipped = rep_s.skipped_macs
+    assert words_d == words_s and skipped > 0 and skipped % (cfg.rows * cfg.cols) == 0
+    assert rep_d.gated_macs - rep_s.gated_macs == skipped, f"seed={seed}"
+    assert dense.array - skip.array == 2 * skipped
+    assert dense.buffer - skip.buffer == 2 * skipped // cfg.rows
+    assert (dense.dram, dense.mac, dense.rf) == (skip.dram, skip.mac, skip.rf)
 
 
 def test_ws_and_os_split_array_and_rf_differently():
