@@ -209,7 +209,8 @@ def run_on_bridge(client: BridgeClient, cfg: AccelConfig, image: np.ndarray, pro
 
     Checks the device's configuration ID first (on a mismatch nothing is written and the result
     has ``ran=False``), uploads ``image[:used_words]`` (all of it: the device memory keeps the
-    previous run's contents), starts at ``prog_addr``, polls ``STATUS`` until ``done``, then reads
+    previous run's contents) and, with ``cfg.compress_acts``, the image's zero-row directory (so
+    no bit a previous program set survives), starts at ``prog_addr``, polls ``STATUS`` until ``done``, then reads
     the counters and ``read_ranges`` (``(start word, words)`` pairs). The run times out
     (``timeout=True``, nothing read back) when the ``cycles`` counter passes ``max_cycles`` or
     after ``poll_timeout_s`` seconds; the device keeps running then, and refuses memory commands
@@ -232,6 +233,8 @@ def run_on_bridge(client: BridgeClient, cfg: AccelConfig, image: np.ndarray, pro
         return result
     image = np.asarray(image, np.uint8)
     client.write_mem(0, image[:used_words * bb].tobytes())
+    if cfg.compress_acts:
+        client.write_mem(cfg.zero_dir_base, image[cfg.zero_dir_base * bb:].tobytes())
     t1 = time.perf_counter()
     result.phases["upload_s"] = t1 - t0
     client.start(prog_addr)

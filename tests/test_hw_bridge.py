@@ -283,6 +283,40 @@ def test_client_reports_errors_and_timeouts():
         BridgeClient(_FakeStream(b""), CFG, timeout=0.05).status()
 
 
+def test_run_on_bridge_uploads_the_program_region_and_the_zero_row_directory():
+    """The board keeps its memory between runs: the upload is the program's region and, with
+    ``compress_acts``, the whole zero-row directory, so no bit a previous program set stays."""
+    from stamen.sw.fpga import run_on_bridge
+
+    class Started(Exception):
+        pass
+
+    class Client:                       # records the uploads, stops at START
+        bytes_sent = bytes_received = 0
+
+        def __init__(self, cfg):
+            self.cfg, self.writes = cfg, []
+
+        def config_id(self):
+            return self.cfg.config_hash
+
+        def write_mem(self, addr, data):
+            self.writes.append((addr, len(data)))
+
+        def start(self, addr):
+            raise Started
+
+    for cfg in (AccelConfig.preset("small"), AccelConfig.preset("small-skip")):
+        bb, used = cfg.mem_bus_bytes, 100
+        client = Client(cfg)
+        with pytest.raises(Started):
+            run_on_bridge(client, cfg, np.zeros(cfg.mem_bytes, np.uint8), 0, used, [])
+        want = [(0, used * bb)]
+        if cfg.compress_acts:
+            want.append((cfg.zero_dir_base, cfg.zero_dir_words * bb))
+        assert client.writes == want, cfg.name
+
+
 def test_frame_helpers():
     from stamen.hw.bridge import crc8
     frame = encode_request(Cmd.WRITE_MEM, 0x01020304, 2, b"\x10\x20\x30\x40")
