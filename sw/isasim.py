@@ -83,7 +83,7 @@ from .asm import fields
 from .errors import DeviceError
 
 __all__ = ["IsaSim", "fetch_cycles", "load_cycles", "store_cycles", "zero_dir_cycles",
-           "zero_dir_runs", "ZERO_DIR_LOAD_CYCLES", "ZERO_DIR_STORE_CYCLES", "matmul_cycles",
+           "zero_dir_runs", "read_zero_dir", "write_zero_dir", "ZERO_DIR_LOAD_CYCLES", "ZERO_DIR_STORE_CYCLES", "matmul_cycles",
            "matmul_cycles_of",
            "requant_cycles", "perf_cycles", "misc_cycles", "ISSUE_OVERHEAD", "RETIRE_CYCLES",
            "act_rows", "ws_skipped_rows", "ws_skip_cycles",
@@ -152,6 +152,24 @@ def zero_dir_runs(cfg: AccelConfig, dram_addr: int, rows: int, dram_stride: int)
     per_word = cfg.zero_row_words * cfg.mem_bus_bits          # memory words one dir word covers
     words = (dram_addr + np.arange(rows, dtype=np.int64) * dram_stride) // per_word
     return 1 + int(np.count_nonzero(np.diff(words)))
+
+
+def read_zero_dir(cfg: AccelConfig, mem: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """Return the zero-row directory bits of row ``slots`` in the memory image ``mem`` (uint8,
+    ``cfg.mem_bytes``; bit ``n``: bit ``n % 8`` of byte ``n // 8`` from word
+    ``cfg.zero_dir_base``, ``hw/isa.py``) as a bool array."""
+    directory = mem[cfg.zero_dir_base * cfg.mem_bus_bytes:]
+    return ((directory[slots // 8] >> (slots % 8).astype(np.uint8)) & 1).astype(bool)
+
+
+def write_zero_dir(cfg: AccelConfig, mem: np.ndarray, slots: np.ndarray,
+                   zero: np.ndarray) -> None:
+    """Set the zero-row directory bits of the distinct row ``slots`` in the memory image ``mem``
+    to ``zero`` (as :func:`read_zero_dir` reads them)."""
+    directory = mem[cfg.zero_dir_base * cfg.mem_bus_bytes:]
+    bits = (1 << (slots % 8)).astype(np.uint8)
+    np.bitwise_and.at(directory, slots // 8, ~bits)
+    np.bitwise_or.at(directory, slots[zero] // 8, bits[zero])
 
 
 def zero_dir_cycles(cfg: AccelConfig, store: bool, rows: int, zero_rows: int,
@@ -533,12 +551,6 @@ class IsaSim:
                               detail=f"{op} compress=1 needs dram_addr ({daddr}) and "
                                      f"dram_stride ({stride}) to be multiples of {rw}")
 
-    def zero_dir_bytes(self, mem: np.ndarray) -> np.ndarray:
-        """Return the zero-row directory of the memory image ``mem`` as a writable uint8 view
-        of its bytes (bit ``n`` of the directory: bit ``n % 8`` of byte ``n // 8``)."""
-        bb = self.cfg.mem_bus_bytes
-        return mem[self.cfg.zero_dir_base * bb:]
-
     def _zero_dir_dma(self, store, spad, saddr, rows, daddr, stride, zp, mem, ctr):
         """Execute a LOAD / STORE with ``compress=1`` (``hw/isa.py``), checked already."""
         cfg = self.cfg
@@ -547,7 +559,6 @@ class IsaSim:
         arr = self.spads[spad]
         addrs = daddr + np.arange(rows, dtype=np.int64) * stride
         slots = addrs // rw
-        dir_bytes = self.zero_dir_bytes(mem)
         idx = (addrs * bb)[:, None] + np.arange(rb, dtype=np.int64)[None, :]
         if store:
             src = arr[saddr:saddr + rows]
@@ -557,13 +568,10 @@ class IsaSim:
             if stride == 0:             # one slot: the last row written and the last row's bit
                 written, last = written[-1:], last[-1:]
             mem[idx[written]] = data[written]
-            byte, bit = slots[last] // 8, (slots[last] % 8).astype(np.uint8)
-            set_, clr = zero[last], ~zero[last]
-            np.bitwise_or.at(dir_bytes, byte[set_], (1 << bit[set_]).astype(np.uint8))
-            np.bitwise_and.at(dir_bytes, byte[clr], (~(1 << bit[clr])).astype(np.uint8))
+            write_zero_dir(cfg, mem, slots[last], zero[last])
             n_zero = int(zero.sum())
         else:
-            zero = ((dir_bytes[slots // 8] >> (slots % 8).astype(np.uint8)) & 1).astype(bool)
+            zero = read_zero_dir(cfg, mem, slots)
             loaded = mem[idx].view(np.int8).copy()
             loaded[zero] = zp
             arr[saddr:saddr + rows] = loaded

@@ -19,6 +19,7 @@ from stamen.hw.params import AccelConfig
 
 from .asm import disassemble, from_bytes, to_bytes
 from .graph import QuantizedGraph
+from .isasim import write_zero_dir
 
 __all__ = ["Program", "LayerInfo", "FORMAT_VERSION"]
 
@@ -144,11 +145,7 @@ class Program:
         rb = cfg.zero_row_words * cfg.mem_bus_bytes
         rows = mem[t["addr"] * cfg.mem_bus_bytes:(t["addr"] + t["words"]) * cfg.mem_bus_bytes]
         zero = (rows.reshape(-1, rb) == np.uint8(t["zp"] & 0xFF)).all(axis=1)
-        slots = t["addr"] // cfg.zero_row_words + np.arange(zero.size)
-        directory = mem[cfg.zero_dir_base * cfg.mem_bus_bytes:]
-        bits = (1 << (slots % 8)).astype(np.uint8)
-        np.bitwise_and.at(directory, slots // 8, ~bits)
-        np.bitwise_or.at(directory, slots[zero] // 8, bits[zero])
+        write_zero_dir(cfg, mem, t["addr"] // cfg.zero_row_words + np.arange(zero.size), zero)
 
     def _tensor_view(self, mem: np.ndarray, t: dict) -> np.ndarray:
         """Return the ``[B][Hp][Wp][Cp]`` view of tensor layout ``t`` in a memory image."""
