@@ -404,10 +404,8 @@ def _gen_op(op: _Op, cfg: AccelConfig, plan: dict, state: dict):
                 grp = chunks[j0:j0 + step]
                 # activations: one LOAD per chunk of the band
                 akey = (x.name, b0, y0, rows_per_chunk, tuple(grp))
-                aslot = _slot(act_cache, akey, act_slots)
-                abase = aslot * act_slot_rows
-                if act_cache.get(aslot) != akey:
-                    act_cache[aslot] = akey
+                abase, hit = act_cache.fetch(akey, act_slot_rows, act_slots)
+                if not hit:
                     for j, cc in enumerate(grp):
                         yield _OP.LOAD, (("spad", _SP.ACT), ("spad_addr", abase + j * rows_per_chunk),
                                          ("rows", rows_per_chunk),
@@ -417,10 +415,8 @@ def _gen_op(op: _Op, cfg: AccelConfig, plan: dict, state: dict):
                 # weights: the group's tiles are contiguous
                 taps = 1 if term.repeat else kh * kw
                 wkey = (o.name, ti, nt, j0, len(grp))
-                wslot = _slot(wt_cache, wkey, wt_slots)
-                wbase = wslot * wt_slot_rows
-                if wt_cache.get(wslot) != wkey:
-                    wt_cache[wslot] = wkey
+                wbase, hit = wt_cache.fetch(wkey, wt_slot_rows, wt_slots)
+                if not hit:
                     yield _OP.LOAD, (("spad", _SP.WT), ("spad_addr", wbase),
                                      ("rows", len(grp) * taps * R),
                                      ("dram_addr", term.w_addr[nt] + j0 * taps * R * C // bb),
@@ -440,13 +436,12 @@ def _gen_op(op: _Op, cfg: AccelConfig, plan: dict, state: dict):
         else:
             spad = _SP.OUT
             pkey = (o.name, nt)
-            pslot = _slot(par_cache, pkey, par_slots)
-            if par_cache.get(pslot) != pkey:
-                par_cache[pslot] = pkey
-                yield _OP.LOAD, (("spad", _SP.PARAM), ("spad_addr", 3 * pslot), ("rows", 3),
+            pbase, hit = par_cache.fetch(pkey, 3, par_slots)
+            if not hit:
+                yield _OP.LOAD, (("spad", _SP.PARAM), ("spad_addr", pbase), ("rows", 3),
                                  ("dram_addr", op.p_addr + 3 * nt * prow_words),
                                  ("dram_stride", prow_words))
-            yield _OP.REQUANT, (("acc_addr", 0), ("out_addr", 0), ("param_addr", 3 * pslot),
+            yield _OP.REQUANT, (("acc_addr", 0), ("out_addr", 0), ("param_addr", pbase),
                                 ("rows", m), ("zp_out", op.zp_out), ("relu", int(op.relu)))
         ch_off = nt * C * o.itemsize // bb
         if op.batch_rows:
@@ -473,15 +468,43 @@ def _compress(t: _Tensor) -> tuple:
     return (("compress", 1), ("zp", t.zp)) if t.compressed else ()
 
 
-def _slot(cache: dict, key, slots: int) -> int:
-    """Return the slot of ``key`` in a direct-mapped cache: where it already is, else the
-    least recently filled slot (round robin)."""
-    for s, k in cache.items():
-        if k == key and s < slots:
-            return s
-    nxt = cache.get("_next", 0) % slots
-    cache["_next"] = nxt + 1
-    return nxt
+class _SpadCache:
+    """What each region of one scratchpad holds, across ops: ``key -> (base, rows)``.
+
+    An op uses the scratchpad as a direct-mapped cache of equal slots, but slot sizes differ
+    between ops, so a hit is looked up by key (wherever it was loaded) and a new load evicts
+    every region it overlaps."""
+
+    def __init__(self):
+        self.regions: dict = {}
+        self.next_slot = 0
+
+    def copy(self) -> "_SpadCache":
+        c = _SpadCache()
+        c.regions, c.next_slot = dict(self.regions), self.next_slot
+        return c
+
+    def find(self, key) -> int | None:
+        """Return the base row where ``key`` is resident, or None."""
+        hit = self.regions.get(key)
+        return None if hit is None else hit[0]
+
+    def place(self, key, slot_rows: int, slots: int) -> int:
+        """Return the base row of the next slot (round robin) for ``key``, now resident there."""
+        s = self.next_slot % slots
+        self.next_slot = s + 1
+        base = s * slot_rows
+        self.regions = {k: (b, n) for k, (b, n) in self.regions.items()
+                        if b + n <= base or b >= base + slot_rows}
+        self.regions[key] = (base, slot_rows)
+        return base
+
+    def fetch(self, key, slot_rows: int, slots: int) -> tuple[int, bool]:
+        """Return ``(base, hit)``: where ``key`` lives, and whether it is already loaded."""
+        base = self.find(key)
+        if base is not None:
+            return base, True
+        return self.place(key, slot_rows, slots), False
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -582,12 +605,13 @@ def _plans(op: _Op, cfg: AccelConfig) -> list[dict]:
 
 
 def _fresh_state() -> dict:
-    return {"loop": dict(isa.LOOP_RESET), "act": {}, "wt": {}, "param": {}}
+    return {"loop": dict(isa.LOOP_RESET), "act": _SpadCache(), "wt": _SpadCache(),
+            "param": _SpadCache()}
 
 
 def _copy_state(state: dict) -> dict:
-    return {"loop": dict(state["loop"]), "act": dict(state["act"]), "wt": dict(state["wt"]),
-            "param": dict(state["param"])}
+    return {"loop": dict(state["loop"]), "act": state["act"].copy(), "wt": state["wt"].copy(),
+            "param": state["param"].copy()}
 
 
 def _choose(op: _Op, cfg: AccelConfig, state: dict, small_code: bool) -> tuple[dict, list]:
