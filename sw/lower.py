@@ -650,7 +650,8 @@ def _layer_info(op: _Op, batch: int) -> LayerInfo:
     if (x.h, x.w) == (1, 1) and q.kind in ("conv", "gemm"):
         desc = ""                           # a GEMM-shaped layer: the report shows M x K x N
     kind = "linear" if q.kind == "conv" and q.extra.get("linear") else q.kind
-    in_bytes = sum(t.src.b * t.src.h * t.src.w * t.src.ch for t in op.terms)
+    srcs = {t.src.name: t.src for t in op.terms}           # add(x, x) reads x once
+    in_bytes = sum(x.b * x.h * x.w * x.ch for x in srcs.values())
     w_bytes = q.w.size if q.w is not None else 0
     min_bytes = in_bytes + w_bytes + batch * oh * ow * oc
     return LayerInfo(name=q.name, kind=kind, m=batch * oh * ow, k=k, n=oc,

@@ -153,6 +153,38 @@ def _build(name: str, rng: np.random.Generator) -> _Builder:
         g.conv("pw", "dw", 20, 1)
         g.avgpool("gap", "pw")
         g.linear("fc", "gap", 10)
+    # tensor sharing: the patterns of residual networks, with channel counts above the rows of
+    # every array in the tables and not a multiple of them
+    elif name == "pw-identity":         # a 1x1 conv beside the identity path (issue 13's block)
+        g = b(6, 6, 1)
+        g.conv("stem", "input", 6, 3, 1, 1)
+        g.conv("pw", "stem", 6, 1, relu=False)
+        g.add("add", "pw", "stem")
+    elif name == "input-add":           # the network input (no halo) as the add's other input
+        g = b(5, 7, 11)
+        g.conv("pw", "input", 11, 1, relu=False)
+        g.add("add", "pw", "input")
+    elif name == "two-readers":         # the input read by two convs, joined by an add
+        g = b(6, 5, 13)
+        g.conv("a", "input", 20, 1, relu=False)
+        g.conv("b", "input", 20, 3, 1, 1, relu=False)
+        g.add("add", "b", "a")
+    elif name == "downsample":          # ResNet's strided block with a 1x1 strided shortcut
+        g = b(9, 8, 10)
+        g.conv("c1", "input", 14, 3, 2, 1)
+        g.conv("c2", "c1", 14, 3, 1, 1, relu=False)
+        g.conv("short", "input", 14, 1, 2, 0, relu=False)
+        g.add("add", "c2", "short")
+        g.maxpool("pool", "add", 2, 2)
+    elif name == "fan-out":             # one tensor read by a conv, a pool and both adds
+        g = b(6, 6, 3)
+        g.conv("h", "input", 18, 3, 1, 1)
+        g.conv("pw", "h", 18, 1, relu=False)
+        g.add("add1", "pw", "h")
+        g.maxpool("pool", "h", 3, 1, 1)
+        g.add("add2", "pool", "add1")
+        g.add("self", "h", "h")
+        g.add("add3", "self", "add2")
     else:
         raise KeyError(name)
     return g
@@ -164,6 +196,8 @@ CONV_CASES: list[ConvCase] = [
     ConvCase("depthwise-s2", 17), ConvCase("grouped", 18), ConvCase("maxpool", 19, 2),
     ConvCase("avgpool", 20), ConvCase("add", 21), ConvCase("linear", 22, 3),
     ConvCase("lenet", 23, 2), ConvCase("resnet", 24, 2),
+    ConvCase("pw-identity", 25, 2), ConvCase("input-add", 26, 2), ConvCase("two-readers", 27),
+    ConvCase("downsample", 28, 2), ConvCase("fan-out", 29),
 ]
 
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import cases
+import configs
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 from stamen.sw import asm, golden
@@ -12,7 +13,7 @@ from stamen.sw.isasim import (IsaSim, bank_release_delay, fetch_cycles, load_cyc
                               matmul_cycles, matmul_cycles_of, misc_cycles, perf_cycles,
                               store_cycles, ws_skip_cycles, ws_skipped_rows, zero_dir_cycles)
 
-PRESETS = ("tiny", "small", "small-os")
+PRESETS = ("tiny", "small", "small-os", "wide-4x8", "tall-8x4-os", "wide-4x8-rs")
 
 
 def _run(prog, x):
@@ -24,7 +25,7 @@ def _run(prog, x):
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("case", cases.CASES, ids=str)
 def test_gemm_matches_golden(case, preset):
-    cfg = AccelConfig.preset(preset)
+    cfg = configs.config(preset)
     x, w, zp = cases.make_gemm(case)
     prog = compile_gemm(w, cfg, case.m, zp=zp)
     mem, ctr = _run(prog, x)
@@ -42,7 +43,7 @@ def test_gemm_matches_golden(case, preset):
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("case", cases.CASES, ids=str)
 def test_linear_matches_golden(case, preset):
-    cfg = AccelConfig.preset(preset)
+    cfg = configs.config(preset)
     p = cases.make_linear(case)
     prog = compile_linear(p["w"], p["bias"], p["mult"], p["shift"], p["zp_in"], p["zp_out"],
                           p["relu"], cfg, case.m)

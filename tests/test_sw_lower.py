@@ -1,6 +1,7 @@
 """Tier 2: the graph compiler's programs on the ISA simulator, bit-exact against golden.
 
-Every case of ``tests/conv_cases.py`` is compiled for the presets (tiny 4x2, small 8x8 with each dataflow, large 16x16) and run
+Every case of ``tests/conv_cases.py`` is compiled for every configuration of ``tests/configs.py`` (the presets and non-square
+arrays with rows > cols and rows < cols, every dataflow) and run
 on the ISA simulator; the output must equal ``QuantizedGraph.reference`` (``sw/golden.py``) element
 by element. Also: the compiler's cycle estimate equals the simulator's count, programs survive
 save / load, the DRAM traffic is reported against the minimum, and bad graphs get clear errors.
@@ -10,6 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+import configs
 import conv_cases
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
@@ -21,13 +23,12 @@ from stamen.sw.graph import QOp, QuantizedGraph
 from stamen.sw.lower import compile_graph
 from stamen.sw.runtime import Device
 
-PRESETS = ["tiny", "small", "large", "small-os", "small-rs", "small-rs-skip", "small-skip"]
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", configs.ISASIM_CONFIGS)
 @pytest.mark.parametrize("case", conv_cases.CONV_CASES, ids=str)
 def test_conv_cases_bit_exact_on_isasim(case, preset):
-    cfg = AccelConfig.preset(preset)
+    cfg = configs.config(preset)
     graph, x = conv_cases.make_case(case)
     prog = compile_model(graph, cfg, batch=case.batch)
     y, rep = Device(cfg, "isasim").run(prog, x)

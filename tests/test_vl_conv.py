@@ -10,6 +10,7 @@ of every layer too.
 import numpy as np
 import pytest
 
+import configs
 import conv_cases
 from stamen.hw.params import AccelConfig
 from stamen.sw.lower import compile_graph
@@ -17,14 +18,14 @@ from stamen.sw.runtime import Device
 
 pytestmark = pytest.mark.verilator
 
-PRESETS = ["tiny", "small", "small-skip", "small-os", "small-rs-skip"]
+PRESETS = configs.VERILATOR_CONFIGS
 MEMORIES = {"ideal-mem": (0, 0), "slow-mem": (5, 3)}
 
 
 @pytest.mark.parametrize("memory", list(MEMORIES))
 @pytest.mark.parametrize("preset", PRESETS)
 def test_conv_cases_bit_exact_on_verilator(preset, memory):
-    cfg = AccelConfig.preset(preset)
+    cfg = configs.config(preset)
     latency, stall = MEMORIES[memory]
     items, labels, graphs = [], [], []
     for case in conv_cases.CONV_CASES:

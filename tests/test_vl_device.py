@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import cases
+import configs
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 from stamen.sw import golden
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.verilator
 #: ``small-rs-skip`` stands for the row-stationary dataflow (its Verilator build is the slowest;
 #: the dense ``small-rs`` engine's exact cycles are checked in ``tests/test_hw_matmul.py``);
 #: ``small-skip`` is the weight-stationary engine that skips all-zero act rows.
-PRESETS = ["tiny", "small", "small-skip", "small-os", "small-rs-skip"]
+PRESETS = configs.VERILATOR_CONFIGS
 MEMORIES = {"ideal-mem": (0, 0), "slow-mem": (5, 3)}
 EXACT_COUNTERS = ("macs", "gated_macs", "dram_read_bytes", "dram_write_bytes", "instructions",
                   "skipped_macs")
@@ -56,7 +57,7 @@ def _programs(cfg: AccelConfig):
 @pytest.mark.parametrize("memory", list(MEMORIES))
 @pytest.mark.parametrize("preset", PRESETS)
 def test_cases_bit_exact(preset, memory):
-    cfg = AccelConfig.preset(preset)
+    cfg = configs.config(preset)
     latency, stall = MEMORIES[memory]
     items, labels, wants = _programs(cfg)
     assert len(items) >= 40, f"only {len(items)} programs compiled for {preset}"
@@ -94,7 +95,7 @@ def _first(prog, opcode):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_faults_are_reported(preset):
-    cfg = AccelConfig.preset(preset)
+    cfg = configs.config(preset)
     x, w, zp = cases.make_gemm(cases.CASES[6])
     prog = compile_gemm(w, cfg, m=x.shape[0], zp=zp)
     load = _first(prog, isa.Opcode.LOAD)
@@ -133,7 +134,7 @@ def test_faults_are_reported(preset):
 @pytest.mark.parametrize("memory", list(MEMORIES))
 @pytest.mark.parametrize("preset", PRESETS)
 def test_loop_programs_match_isasim(preset, memory):
-    cfg = AccelConfig.preset(preset)
+    cfg = configs.config(preset)
     latency, stall = MEMORIES[memory]
     progs = [cases.make_loop_program(case, cfg) for case in cases.LOOP_CASES]
     jobs = [Job(p.image, p.prog_addr, p.used_words, p.read_ranges, latency, stall) for p in progs]
