@@ -8,7 +8,7 @@ BACKEND ?= verilator
 
 BOARD   ?= icebreaker
 
-.PHONY: venv demo test sim unit bench verilog bitstream clean help
+.PHONY: venv demo test sim unit bench verilog bitstream fuzz clean help
 
 help:
 	@echo "make venv     create .venv with everything (pip only, about a minute)"
@@ -16,6 +16,8 @@ help:
 	@echo "              (MODELS=\"mlp lenet resnet\" picks the networks)"
 	@echo "make test     the full regression (unit, compiler/isasim, Verilator/cocotb)"
 	@echo "make sim      the Verilator/cocotb regression alone"
+	@echo "make fuzz     N random graphs (golden vs isasim) on random configs: make fuzz N=1000 SEED=7;"
+	@echo "              replay one: .venv/bin/python tests/graph_fuzz.py --replay SEED"
 	@echo "make bench    GEMM and CNN conv-layer benchmarks vs SCALE-Sim (CSV/JSON/PNG under build/bench/)"
 	@echo "make verilog  write build/$(PRESET)/ (Verilog + config.json)"
 	@echo "make bitstream BOARD=icebreaker|ulx3s   FPGA bitstream with open tools (YoWASP)"
@@ -43,6 +45,11 @@ unit: venv
 
 sim: venv
 	$(VPY) -m pytest -q -m verilator
+
+N    ?= 1000
+SEED ?=
+fuzz: venv
+	cd tests && ../$(VPY) graph_fuzz.py --n $(N) $(if $(SEED),--seed $(SEED))
 
 # BENCH_BACKEND=isasim: no Verilator at all (every figure from the ISA simulator's cycle model)
 BENCH_BACKEND ?= verilator

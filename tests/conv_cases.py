@@ -15,7 +15,7 @@ import numpy as np
 from stamen.sw import golden
 from stamen.sw.graph import QOp, QuantizedGraph
 
-__all__ = ["ConvCase", "CONV_CASES", "make_case"]
+__all__ = ["ConvCase", "CONV_CASES", "make_case", "GraphBuilder"]
 
 
 class ConvCase(NamedTuple):
@@ -27,9 +27,17 @@ class ConvCase(NamedTuple):
         return f"{self.name}-s{self.seed}-b{self.batch}"
 
 
-class _Builder:
-    def __init__(self, rng: np.random.Generator, h: int, w: int, c: int, zp: int):
+class GraphBuilder:
+    """Build a :class:`QuantizedGraph` op by op with seeded random parameters.
+
+    ``zp_range`` bounds the output zero points of ops without ReLU (a ReLU output has -128);
+    ``extreme`` draws every weight from {-128, 127}."""
+
+    def __init__(self, rng: np.random.Generator, h: int, w: int, c: int, zp: int,
+                 zp_range: tuple[int, int] = (-20, 20), extreme: bool = False):
         self.rng = rng
+        self.zp_range = zp_range
+        self.extreme = extreme
         self.shapes = {"input": (h, w, c)}
         self.zps = {"input": zp}
         self.ops: list[QOp] = []
@@ -37,7 +45,7 @@ class _Builder:
         self.input_zp = zp
 
     def _zp(self, relu: bool) -> int:
-        return -128 if relu else int(self.rng.integers(-20, 21))
+        return -128 if relu else int(self.rng.integers(self.zp_range[0], self.zp_range[1] + 1))
 
     def conv(self, name, src, cout, k, s=1, p=0, groups=1, relu=True):
         h, w, cin = self.shapes[src]
@@ -47,13 +55,18 @@ class _Builder:
         fan = kh * kw * cin // groups
         self._add(QOp(name, "conv", [src], [self.zps[src]], self._zp(relu), [1.0], 1.0,
                       (oh, ow, cout),
-                      w=rng.integers(-127, 128, (kh, kw, cin // groups, cout), dtype=np.int8),
+                      w=self._weights((kh, kw, cin // groups, cout)),
                       bias=rng.integers(-2000, 2000, cout).astype(np.int32),
                       mult=rng.integers(1 << 30, 1 << 31, cout).astype(np.int32),
                       # a shift that keeps the output spread over the int8 range
                       shift=np.full(cout, round(np.log2(70 * np.sqrt(fan))), np.int32),
                       kernel=(kh, kw), stride=(s, s), padding=(p, p), groups=groups, relu=relu))
         return name
+
+    def _weights(self, shape) -> np.ndarray:
+        if self.extreme:
+            return self.rng.choice(np.array([-128, 127], np.int8), shape)
+        return self.rng.integers(-127, 128, shape, dtype=np.int8)
 
     def maxpool(self, name, src, k, s, p=0):
         h, w, c = self.shapes[src]
@@ -93,9 +106,9 @@ class _Builder:
         return QuantizedGraph(self.ops, self.input_shape, 0.05, self.input_zp)
 
 
-def _build(name: str, rng: np.random.Generator) -> _Builder:
+def _build(name: str, rng: np.random.Generator) -> GraphBuilder:
     def b(h, w, c, zp=None):
-        return _Builder(rng, h, w, c, int(rng.integers(-30, 31)) if zp is None else zp)
+        return GraphBuilder(rng, h, w, c, int(rng.integers(-30, 31)) if zp is None else zp)
     if name == "k1":
         g = b(5, 7, 13)
         g.conv("conv", "input", 17, 1)

@@ -142,7 +142,7 @@ def test_convolution_compute_tracks_scale_sim():
     """A 3x3 32->32 convolution on a 16x16 input: compute cycles against SCALE-Sim's
     weight-stationary count for the same layer as a GEMM (T = 256, K = 288, N = 32)."""
     cfg = AccelConfig.preset("small")
-    b = conv_cases._Builder(np.random.default_rng(5), 16, 16, 32, 0)
+    b = conv_cases.GraphBuilder(np.random.default_rng(5), 16, 16, 32, 0)
     b.conv("conv", "input", 32, 3, 1, 1)
     graph = b.graph()
     prog = compile_graph(graph, cfg)
@@ -178,7 +178,7 @@ def test_wrong_output_shape_is_named():
 
 def test_layer_too_big_for_the_scratchpads_is_named():
     cfg = dataclasses.replace(AccelConfig.preset("small"), act_spad_depth=64)
-    b = conv_cases._Builder(np.random.default_rng(1), 8, 40, 8, 0)
+    b = conv_cases.GraphBuilder(np.random.default_rng(1), 8, 40, 8, 0)
     b.conv("wide", "input", 8, 3, 1, 1)
     with pytest.raises(CompileError, match="wide: no tiling fits"):
         compile_graph(b.graph(), cfg)
@@ -186,7 +186,7 @@ def test_layer_too_big_for_the_scratchpads_is_named():
 
 def test_device_memory_overflow_is_named():
     cfg = AccelConfig.preset("tiny")
-    b = conv_cases._Builder(np.random.default_rng(1), 64, 64, 16, 0)
+    b = conv_cases.GraphBuilder(np.random.default_rng(1), 64, 64, 16, 0)
     b.conv("big", "input", 16, 3, 1, 1)
     with pytest.raises(CompileError, match="device memory"):
         compile_graph(b.graph(), cfg, batch=4)
