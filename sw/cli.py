@@ -1,17 +1,35 @@
-"""The ``stamen`` command: generate Verilog, run the demo, disassemble programs, benchmark."""
+"""The ``stamen`` command: generate Verilog, run the demo, disassemble programs, benchmark.
+
+Every failure ends in one line on stderr, ``stamen <command>: error: <what happened>``, and an
+exit status: 2 for a problem with the command line or its surroundings (a bad option value, an
+``--out`` folder that cannot be written, a serial port that cannot be opened or where no board of
+the expected configuration answers, a model that does not compile), found before any long work
+where it can be (the demo checks its output folder and its board before training); 1 for a run
+that failed (a device fault, a run over its limits, a link that broke, results that are not
+bit-exact).
+"""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from stamen.hw.params import PRESETS, AccelConfig
 from stamen.sw.bench import SUITES as BENCH_SUITES, VERILATOR_BUDGET
+from stamen.sw.errors import StamenError
 
-__all__ = ["main", "config_from_args"]
+__all__ = ["main", "config_from_args", "UsageError", "DEFAULT_PRESET"]
+
+#: The preset used when ``--preset`` is not given (for ``demo --backend fpga``: the board's).
+DEFAULT_PRESET = "small"
+
+
+class UsageError(Exception):
+    """A problem with the command line or its surroundings, found before any work (exit 2)."""
 
 _EPILOG = """examples:
   stamen demo                          digits MLP on the Verilator-simulated 8x8 device
@@ -33,8 +51,9 @@ def _log(msg: str) -> None:
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="small", choices=sorted(PRESETS),
-                   help="configuration preset (default: small, an 8x8 weight-stationary array; "
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="configuration preset (default: small, an 8x8 weight-stationary array, "
+                   "or with demo --backend fpga the board's configuration; "
                    "small-os / small-rs: output- / row-stationary; small-skip: small skipping "
                    "all-zero act rows; small-rs-skip: row-stationary skipping zero "
                    "activations; both -skip presets also keep all-zero act rows out of DRAM "
@@ -44,9 +63,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-zero-gate", action="store_true", help="disable zero gating")
 
 
-def config_from_args(args: argparse.Namespace) -> AccelConfig:
-    """Return the preset named by ``--preset`` with any ``--rows``/``--cols`` overrides applied."""
-    cfg = AccelConfig.preset(args.preset)
+def config_from_args(args: argparse.Namespace, base: AccelConfig | None = None) -> AccelConfig:
+    """Return the preset named by ``--preset`` (when not given: ``base``, or else
+    :data:`DEFAULT_PRESET`) with any ``--rows``/``--cols``/``--no-zero-gate`` overrides applied."""
+    if args.preset is not None:
+        cfg = AccelConfig.preset(args.preset)
+    else:
+        cfg = base if base is not None else AccelConfig.preset(DEFAULT_PRESET)
     changes = {}
     if args.rows is not None:
         changes["rows"] = args.rows
@@ -60,13 +83,102 @@ def config_from_args(args: argparse.Namespace) -> AccelConfig:
     return cfg
 
 
+def _config_given(args: argparse.Namespace) -> bool:
+    return (args.preset is not None or args.rows is not None or args.cols is not None
+            or getattr(args, "no_zero_gate", False))
+
+
+def _out_dir(path: str | Path, option: str) -> Path:
+    """Create the output folder ``path`` (named ``option`` on the command line) and check that it
+    can be written; return it.
+
+    Raises
+    ------
+    UsageError
+        When the folder cannot be created or written.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = e.strerror or str(e)
+        for above in [path, *path.parents]:
+            if above.exists():
+                if not above.is_dir():
+                    why = f"{above} is not a folder"
+                break
+        raise UsageError(f"{option}: cannot create the folder {str(path)!r}: {why}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{option}: the folder {str(path)!r} is not writable")
+    return path
+
+
+def _describe(cfg: AccelConfig) -> str:
+    return (f"{cfg.name} ({cfg.rows}x{cfg.cols} {cfg.dataflow}, {cfg.mem_bytes // 1024} KiB "
+            f"device memory, config hash {cfg.config_hash:#010x})")
+
+
+def _known_config(config_id: int) -> str:
+    """Return the name of the preset or board configuration with hash ``config_id``, or ""."""
+    from stamen.hw.board import BOARDS, board_config
+    for cfg in [*PRESETS.values(), *(board_config(b) for b in BOARDS)]:
+        if cfg.config_hash == config_id:
+            return cfg.name
+    return ""
+
+
+def _fpga_config(args: argparse.Namespace) -> AccelConfig:
+    """Return the configuration of ``--board``; an explicit ``--preset`` (or override) must give
+    the same configuration."""
+    from stamen.hw.board import board_config
+    board_cfg = board_config(args.board)
+    if not _config_given(args):
+        return board_cfg
+    want = config_from_args(args, base=board_cfg)
+    if want.config_hash == board_cfg.config_hash:
+        return board_cfg
+    a, b = want.to_dict(), board_cfg.to_dict()
+    diff = ", ".join(f"{k} {a[k]} vs {b[k]}" for k in a if k != "name" and a[k] != b[k])
+    given = f"--preset {args.preset}" if args.preset is not None else "the options"
+    raise UsageError(f"{given} gives configuration {_describe(want)}, but the {args.board} "
+                     f"board implements {_describe(board_cfg)} (they differ in {diff}); leave "
+                     f"out --preset to use the board's configuration")
+
+
+def _check_board(args: argparse.Namespace, cfg: AccelConfig) -> None:
+    """Open ``--port``, check that a board answers and implements ``cfg``, and close it again.
+
+    Raises
+    ------
+    UsageError
+        When the port cannot be opened, nothing answers, or the board reports another
+        configuration.
+    """
+    from stamen.sw.fpga import BridgeError, probe_board
+    from stamen.sw.errors import TransportError
+    try:
+        config_id = probe_board(args.port, args.baud, cfg)
+    except TransportError as e:
+        raise UsageError(f"--port: {e}") from None
+    except BridgeError as e:
+        raise UsageError(f"--port: no Stamen board answers on {args.port} at {args.baud} Bd "
+                         f"({e}); is its bitstream loaded, and is --baud right?") from None
+    if config_id != cfg.config_hash:
+        known = _known_config(config_id)
+        known = f" (configuration {known})" if known else ""
+        raise UsageError(f"the board on {args.port} reports config hash {config_id:#010x}"
+                         f"{known}, but --board {args.board} implements {_describe(cfg)}; pick "
+                         f"the --board it was built for, or rebuild it with `stamen bitstream "
+                         f"--board {args.board}`")
+
+
 def _cmd_verilog(args) -> int:
+    cfg = config_from_args(args)
+    _out_dir(args.out, "--out")
+    out = _out_dir(Path(args.out) / cfg.name, "--out")
     from amaranth.back import verilog
 
     from stamen.hw.top import Accelerator
-    cfg = config_from_args(args)
-    out = Path(args.out) / cfg.name
-    out.mkdir(parents=True, exist_ok=True)
     _log(f"generating Verilog for {cfg.name} ({cfg.rows}x{cfg.cols} {cfg.dataflow})")
     path = out / "stamen_accel.v"
     path.write_text(verilog.convert(Accelerator(cfg), name="stamen_accel", emit_src=False))
@@ -86,20 +198,30 @@ def _cmd_disasm(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from stamen.sw.demo import run_cnn_demo, run_demo
-    cfg = config_from_args(args)
+    # every check that can fail comes before training
     opts = {}
     if args.backend == "fpga":
-        from stamen.hw.board import board_config
         if args.port is None:
-            raise ValueError("--backend fpga needs --port (e.g. /dev/ttyUSB1)")
-        cfg = board_config(args.board)
+            raise UsageError("--backend fpga needs --port, the board's serial port or a pyserial "
+                             "URL (e.g. /dev/ttyUSB1)")
+        cfg = _fpga_config(args)
         opts = {"port": args.port, "baud": args.baud}
+    else:
+        if args.port is not None:
+            raise UsageError(f"--port applies only with --backend fpga, not --backend "
+                             f"{args.backend}")
+        cfg = config_from_args(args)
+    if args.images < 0:
+        raise UsageError(f"--images must be 0 (all) or a positive count, not {args.images}")
+    if args.backend == "fpga":
+        _check_board(args, cfg)
+    save_dir = _out_dir(args.out, "--out")
+    from stamen.sw.demo import run_cnn_demo, run_demo
     if args.model == "mlp":
-        return run_demo(cfg, backend=args.backend, images=args.images, save_dir=Path(args.out),
+        return run_demo(cfg, backend=args.backend, images=args.images, save_dir=save_dir,
                         log=_log, **opts)
     return run_cnn_demo(cfg, args.model, backend=args.backend, images=args.images,
-                        save_dir=Path(args.out), log=_log, **opts)
+                        save_dir=save_dir, log=_log, **opts)
 
 
 _BENCH_HELP = """Four suites. gemm and conv run on the small (8x8) and large (16x16)
@@ -149,14 +271,16 @@ exit with status 1 (after writing the files).
 
 
 def _cmd_bench(args) -> int:
+    out = _out_dir(args.out, "--out")
     from stamen.sw.bench import run_bench
-    return run_bench(out_dir=Path(args.out), backend=args.backend, log=_log, quick=args.quick,
+    return run_bench(out_dir=out, backend=args.backend, log=_log, quick=args.quick,
                      suite=args.suite, verilator_budget=args.verilator_budget)
 
 
 def _cmd_bitstream(args) -> int:
+    out = _out_dir(args.out, "--out")
     from stamen.sw.bitstream import build_bitstream
-    report = build_bitstream(args.board, out_dir=Path(args.out), log=_log)
+    report = build_bitstream(args.board, out_dir=out, log=_log)
     print(report.table())
     print(f"bitstream: {report.bitstream}; report: {Path(args.out) / args.board / 'report.json'}")
     return 0 if not report.problems() else 1
@@ -187,8 +311,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="where to run (default: verilator; fpga: a board built by `stamen "
                    "bitstream`, over its UART)")
     p.add_argument("--board", default="icebreaker", choices=["icebreaker", "ulx3s"],
-                   help="with --backend fpga: which board (sets the configuration)")
-    p.add_argument("--port", help="with --backend fpga: serial port or pyserial URL")
+                   help="with --backend fpga: which board; its configuration is used, and an "
+                   "explicit --preset must be the same configuration")
+    p.add_argument("--port", help="with --backend fpga: serial port or pyserial URL; checked, "
+                   "with the board's configuration, before training")
     p.add_argument("--baud", type=int, default=115200, help="with --backend fpga: UART baud")
     p.add_argument("--images", type=int, default=0,
                    help="held-out images to run (default: all 360)")
@@ -228,9 +354,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
-        print(f"stamen {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        _error(args, "interrupted")
+        return 130
+    except UsageError as e:
+        _error(args, e)
         return 2
+    except StamenError as e:
+        # CompileError, ConfigMismatchError and the quantizer's errors are ValueErrors: a model
+        # or configuration that does not fit. The rest are runs that failed: a device fault, a
+        # run over its limits, a broken link, a board that answered nonsense.
+        _error(args, e)
+        return 2 if isinstance(e, (ValueError, TypeError)) else 1
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
+        _error(args, e)
+        return 2
+
+
+def _error(args: argparse.Namespace, e) -> None:
+    """Print ``e`` as one line: ``stamen <command>: error: <message>``."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    print(f"stamen {args.command}: error: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":

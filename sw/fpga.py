@@ -5,9 +5,15 @@
 socket wrapper). :func:`run_on_bridge` runs one memory image on the device and returns the same
 fields as the Verilator backend's result, so ``stamen.Device(cfg, backend="fpga", port=...)``
 shares its result handling.
+
+Failures are Stamen errors that say what happened: a port that cannot be opened and a link that
+breaks during a run raise :class:`~sw.errors.TransportError`; a command the bridge refuses or does
+not answer raises :class:`BridgeError`; the limits of a run (``max_cycles`` device cycles,
+``timeout_s`` wall-clock seconds) are reported in :class:`BridgeResult` with the one that hit.
 """
 from __future__ import annotations
 
+import errno
 import time
 from dataclasses import dataclass, field
 
@@ -17,13 +23,16 @@ from stamen.hw import isa
 from stamen.hw.bridge import (CSR_BYTES, REPLY_SYNC, Cmd, Csr, Reply, decode_reply,
                               encode_request, reply_payload_bytes)
 from stamen.hw.params import AccelConfig
-from stamen.sw.errors import StamenError
+from stamen.sw.errors import StamenError, TransportError
 
 __all__ = ["BridgeError", "BridgeTimeoutError", "BridgeProtocolError", "BridgeClient",
-           "BridgeResult", "run_on_bridge", "open_port"]
+           "BridgeResult", "BoardStatus", "run_on_bridge", "open_port", "probe_board",
+           "DEFAULT_TIMEOUT_S"]
 
 #: Largest memory transfer per frame, in words (the protocol allows 65535).
 DEFAULT_CHUNK_WORDS = 1024
+#: Default wall-clock limit of one run on the board, in seconds (:func:`run_on_bridge`).
+DEFAULT_TIMEOUT_S = 60.0
 
 
 class BridgeError(StamenError, RuntimeError):
@@ -51,9 +60,31 @@ class BridgeProtocolError(BridgeError):
     """A reply was malformed (bad sync byte, CRC or length)."""
 
 
+@dataclass(frozen=True)
+class BoardStatus:
+    """The board's status CSR, decoded without trusting its fault code: ``error`` is the raw
+    code (an ``hw.isa.ErrorCode`` value on a board built from this Stamen; any other number is
+    reported, never decoded)."""
+    busy: bool
+    done: bool
+    error: int
+
+    @classmethod
+    def from_bits(cls, raw: int) -> "BoardStatus":
+        """Decode the status CSR value ``raw`` by the layout of ``hw.isa.Status``."""
+        layout = isa.Status.as_shape()
+        def get(name):
+            f = layout[name]
+            return (raw >> f.offset) & ((1 << f.width) - 1)
+        return cls(busy=bool(get("busy")), done=bool(get("done")), error=get("error"))
+
+
 @dataclass
 class BridgeResult:
-    """What one run on the bridge returned (the fields of the Verilator backend's ``SimResult``)."""
+    """What one run on the bridge returned (the fields of the Verilator backend's ``SimResult``).
+
+    With ``timeout`` set, ``limit`` names the limit that ended the wait (``"max_cycles"`` or
+    ``"timeout_s"``) and ``cycles`` holds the board's cycle counter at that moment."""
     done: bool
     error: int
     fault_pc: int
@@ -68,6 +99,8 @@ class BridgeResult:
     bytes_received: int = 0
     polls: int = 0
     phases: dict = field(default_factory=dict)
+    limit: str | None = None
+    cycles: int | None = None
 
 
 class BridgeClient:
@@ -90,6 +123,12 @@ class BridgeClient:
     ----------
     bytes_sent, bytes_received : int
         Totals over the client's life.
+
+    Raises
+    ------
+    TransportError
+        From any command, when reading or writing ``stream`` fails (a pyserial
+        ``SerialException`` or another ``OSError``: the board was unplugged, the socket closed).
     """
 
     def __init__(self, stream, cfg: AccelConfig, timeout: float = 2.0,
@@ -106,11 +145,20 @@ class BridgeClient:
         self.bytes_received = 0
 
     # -- framing ------------------------------------------------------------------------------
+    def _lost(self, cmd: Cmd, e: OSError) -> TransportError:
+        port = getattr(self.stream, "port", None)
+        where = f" on {port}" if isinstance(port, str) else ""
+        return TransportError(f"lost the link to the board{where} during {cmd.name}: {e} "
+                              f"({type(e).__name__})")
+
     def _read_exact(self, n: int, cmd: Cmd) -> bytes:
         buf = bytearray()
         deadline = time.monotonic() + self.timeout
         while len(buf) < n:
-            chunk = self.stream.read(n - len(buf))
+            try:
+                chunk = self.stream.read(n - len(buf))
+            except OSError as e:                # serial.SerialException is an OSError
+                raise self._lost(cmd, e) from e
             if chunk:
                 buf += chunk
                 deadline = time.monotonic() + self.timeout
@@ -131,9 +179,14 @@ class BridgeClient:
             No complete reply within :attr:`timeout` of silence.
         BridgeProtocolError
             A malformed reply.
+        TransportError
+            Reading or writing the stream failed.
         """
         frame = encode_request(cmd, addr, count, payload)
-        self.stream.write(frame)
+        try:
+            self.stream.write(frame)
+        except OSError as e:
+            raise self._lost(cmd, e) from e
         self.bytes_sent += len(frame)
         head = self._read_exact(2, cmd)
         if head[0] != REPLY_SYNC:
@@ -188,12 +241,15 @@ class BridgeClient:
         """Start the program at word ``prog_addr``."""
         self.transact(Cmd.START, prog_addr)
 
-    def status(self):
-        """Return ``(status, fault_pc)``: an ``isa.Status`` constant and the fault PC."""
-        from amaranth.lib import data
+    def status(self) -> tuple[BoardStatus, int]:
+        """Return ``(status, fault_pc)``: the decoded status CSR and the fault PC."""
         raw = self.transact(Cmd.STATUS)
-        status = data.Const(isa.Status, int.from_bytes(raw[:CSR_BYTES], "little"))
+        status = BoardStatus.from_bits(int.from_bytes(raw[:CSR_BYTES], "little"))
         return status, int.from_bytes(raw[CSR_BYTES:], "little")
+
+    def cycles(self) -> int:
+        """Return the device's ``cycles`` performance counter."""
+        return self.read_csrs(Csr[f"PERF_{isa.PERF_COUNTERS[0].upper()}"])[0]
 
     def perf(self) -> dict[str, int]:
         """Return the performance counters by name (``isa.PERF_COUNTERS``)."""
@@ -203,7 +259,7 @@ class BridgeClient:
 
 def run_on_bridge(client: BridgeClient, cfg: AccelConfig, image: np.ndarray, prog_addr: int,
                   used_words: int, read_ranges: list[tuple[int, int]],
-                  max_cycles: int | None = None, poll_timeout_s: float = 60.0,
+                  max_cycles: int | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S,
                   poll_interval_s: float = 0.0) -> BridgeResult:
     """Run one memory image on the device behind ``client``.
 
@@ -212,14 +268,18 @@ def run_on_bridge(client: BridgeClient, cfg: AccelConfig, image: np.ndarray, pro
     previous run's contents) and, with ``cfg.compress_acts``, the image's zero-row directory (so
     no bit a previous program set survives), starts at ``prog_addr``, polls ``STATUS`` until ``done``, then reads
     the counters and ``read_ranges`` (``(start word, words)`` pairs). The run times out
-    (``timeout=True``, nothing read back) when the ``cycles`` counter passes ``max_cycles`` or
-    after ``poll_timeout_s`` seconds; the device keeps running then, and refuses memory commands
-    until it halts.
+    (``timeout=True``, nothing read back) when the device's ``cycles`` counter passes
+    ``max_cycles`` (``limit="max_cycles"``) or when ``timeout_s`` seconds of wall-clock time have
+    passed since the start (``limit="timeout_s"``; None: no wall-clock limit); ``cycles`` then
+    holds the counter. The device keeps running then, and refuses memory commands until it
+    halts. A fault code the host does not know is returned as it is, in ``error``.
 
     Raises
     ------
     BridgeError
         A command failed (for example ``BUSY``: an earlier run is still going).
+    TransportError
+        The link to the board broke.
     """
     t0 = time.perf_counter()
     sent0, recv0 = client.bytes_sent, client.bytes_received
@@ -245,18 +305,20 @@ def run_on_bridge(client: BridgeClient, cfg: AccelConfig, image: np.ndarray, pro
         result.polls += 1
         if status.done and not status.busy:
             break
-        if max_cycles is not None and client.perf()["cycles"] > max_cycles:
-            result.timeout = True
-            break
-        if time.perf_counter() - t_start > poll_timeout_s:
-            result.timeout = True
+        if max_cycles is not None:
+            cycles = client.cycles()
+            if cycles > max_cycles:
+                result.timeout, result.limit, result.cycles = True, "max_cycles", cycles
+                break
+        if timeout_s is not None and time.perf_counter() - t_start > timeout_s:
+            result.timeout, result.limit, result.cycles = True, "timeout_s", client.cycles()
             break
         if poll_interval_s:
             time.sleep(poll_interval_s)
     result.wall_s = time.perf_counter() - t_start
     result.phases["run_s"] = result.wall_s
-    result.done = bool(status.done)
-    result.error = int(status.error.value)
+    result.done = status.done
+    result.error = status.error
     result.fault_pc = fault_pc
     t2 = time.perf_counter()
     if not result.timeout:
@@ -272,9 +334,47 @@ def run_on_bridge(client: BridgeClient, cfg: AccelConfig, image: np.ndarray, pro
 
 def open_port(port: str, baud: int, read_timeout: float = 0.05):
     """Open ``port`` with pyserial: a device path (``/dev/ttyUSB1``, ``COM3``) or a pyserial URL
-    (``socket://host:port``, ``loop://``)."""
+    (``socket://host:port``, ``loop://``).
+
+    Raises
+    ------
+    TransportError
+        When the port does not exist, is refused or busy, or the URL is not one pyserial knows.
+    """
     try:
         import serial
     except ImportError as e:               # pragma: no cover - pyserial is a dependency
         raise ImportError("the fpga backend needs pyserial: `pip install pyserial`") from e
-    return serial.serial_for_url(port, baudrate=baud, timeout=read_timeout)
+    if not isinstance(port, str) or not port:
+        raise TypeError(f"Serial port must be a device path or pyserial URL string, not {port!r}")
+    try:
+        return serial.serial_for_url(port, baudrate=baud, timeout=read_timeout)
+    except (OSError, ValueError) as e:     # serial.SerialException is an OSError
+        raise TransportError(f"cannot open the board's serial port {port!r} at {baud} Bd: "
+                             f"{_reason(e)}") from e
+
+
+def _reason(e: Exception) -> str:
+    """Return pyserial's reason without its repeated errno prefixes, or the message."""
+    inner = e.__context__ if isinstance(getattr(e, "__context__", None), OSError) else None
+    if isinstance(inner, OSError) and inner.strerror:
+        if inner.errno == errno.EACCES:
+            return f"{inner.strerror} (on Linux, is your user in the dialout group?)"
+        return inner.strerror
+    return str(e) or type(e).__name__
+
+
+def probe_board(port: str, baud: int, cfg: AccelConfig, timeout: float = 2.0) -> int:
+    """Open ``port``, read the board's configuration ID and close it again; return the ID.
+
+    ``cfg`` gives the bridge's word size (the ID read does not depend on it).
+
+    Raises
+    ------
+    TransportError
+        The port cannot be opened, or the link breaks.
+    BridgeError
+        No (valid) reply within ``timeout`` seconds: no Stamen board answers on ``port``.
+    """
+    with open_port(port, baud) as stream:
+        return BridgeClient(stream, cfg, timeout=timeout).config_id()

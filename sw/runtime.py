@@ -14,12 +14,20 @@ Backends:
     A board running ``hw.fpga_device.FpgaDevice``, driven over its UART host bridge (``sw/fpga.py``)
     through pyserial: ``port`` is a serial device (``/dev/ttyUSB1``) or a pyserial URL
     (``socket://host:port``), opened at run time. Results and report as for ``"verilator"``.
+
+Failures are Stamen errors (``sw/errors.py``): a fault is a :class:`DeviceError` whose message
+gives the reason (for ``BAD_ARG`` on Verilator and the board, the rule the faulting instruction
+breaks, worked out by ``sw/faults.py`` as the ISA simulator words it); a run that hits its cycle or
+wall-clock limit is a :class:`DeviceTimeoutError` naming the limit; a serial port that cannot be
+opened or a link that breaks is a :class:`TransportError`; a fault code the board reports but this
+library does not know is a :class:`BoardError`.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import io
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +36,8 @@ import numpy as np
 
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
-from stamen.sw.errors import ConfigMismatchError, DeviceError
+from stamen.sw.errors import BoardError, ConfigMismatchError, DeviceError, DeviceTimeoutError
+from stamen.sw.faults import explain_fault
 
 __all__ = ["Device", "Report", "LayerReport", "BACKENDS", "ALL_BACKENDS"]
 
@@ -170,6 +179,10 @@ def _fill(cfg: AccelConfig, r: LayerReport, c: dict) -> None:
     r.busy_share = r.compute_cycles / r.cycles if r.cycles else 0.0
 
 
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _deltas(snaps: list[dict]) -> list[dict]:
     return [{k: b[k] - a[k] for k in isa.PERF_COUNTERS} for a, b in zip(snaps, snaps[1:])]
 
@@ -188,8 +201,9 @@ class Device:
     mem_stall : int
         Verilator only: memory backpressure, refusing a request with probability ``mem_stall/8``.
     max_cycles : int
-        Verilator and FPGA: cycle limit of one run; beyond it the run fails with a
-        ``TimeoutError``.
+        Verilator and FPGA: limit of one run in device cycles (the device's ``cycles``
+        counter); beyond it the run fails with a :class:`DeviceTimeoutError` whose ``limit`` is
+        ``"max_cycles"``.
     log : callable or None
         Called with progress messages (strings).
     port : str
@@ -197,13 +211,18 @@ class Device:
     baud : int
         FPGA only: UART bit rate.
     timeout : float
-        FPGA only: seconds of silence before a bridge command fails, and (times 30) the wall-clock
-        limit of one run.
+        FPGA only: seconds of silence after which a bridge command fails
+        (``sw.fpga.BridgeTimeoutError``).
+    timeout_s : float or None
+        FPGA only: wall-clock limit of one run in seconds, from its start to its halt (upload and
+        read-back not included); beyond it the run fails with a :class:`DeviceTimeoutError` whose
+        ``limit`` is ``"timeout_s"``. None (the default): ``60 + 30 * timeout``; ``math.inf``: no
+        wall-clock limit (``max_cycles`` still applies while the board's cycle counter advances).
     """
 
     def __init__(self, cfg: AccelConfig, backend: str = "isasim", mem_latency: int = 0,
                  mem_stall: int = 0, max_cycles: int = 10**8, log=None, port: str | None = None,
-                 baud: int = 115200, timeout: float = 2.0):
+                 baud: int = 115200, timeout: float = 2.0, timeout_s: float | None = None):
         if not isinstance(cfg, AccelConfig):
             raise TypeError(f"Device config must be an AccelConfig, not {cfg!r}")
         if backend not in ALL_BACKENDS:
@@ -211,6 +230,17 @@ class Device:
         if backend == "fpga" and not isinstance(port, str):
             raise TypeError(f"Device backend 'fpga' needs port, a serial port or pyserial URL "
                             f"string such as '/dev/ttyUSB1', not {port!r}")
+        if timeout_s is None:
+            timeout_s = 60 + 30 * timeout if _is_real(timeout) else timeout
+        for name, value, kind in (("max_cycles", max_cycles, "integer"),
+                                  ("timeout", timeout, "number of seconds"),
+                                  ("timeout_s", timeout_s, "number of seconds")):
+            ok_type = (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+                       if kind == "integer" else _is_real(value))
+            if not ok_type:
+                raise TypeError(f"Device {name} must be a positive {kind}, not {value!r}")
+            if not value > 0:
+                raise ValueError(f"Device {name} must be a positive {kind}, not {value!r}")
         self.cfg = cfg
         self.backend = backend
         self.mem_latency = mem_latency
@@ -220,6 +250,7 @@ class Device:
         self.port = port
         self.baud = baud
         self.timeout = timeout
+        self.timeout_s = timeout_s
         #: FPGA only: the last run's bridge result (bytes moved, phases, polls).
         self.last_bridge_result = None
 
@@ -245,9 +276,14 @@ class Device:
         ConfigMismatchError
             A program for another configuration (before anything runs).
         DeviceError
-            The device halted with a fault; the message names the fault.
-        TimeoutError
-            The device did not finish within ``max_cycles``.
+            The device halted with a fault; the message names the fault and its reason.
+        DeviceTimeoutError
+            The device did not finish within ``max_cycles`` (or, on a board, ``timeout_s``);
+            ``limit`` names which. A ``TimeoutError``.
+        TransportError
+            FPGA: the serial port cannot be opened, or the link broke during the run.
+        BoardError
+            FPGA: the board reported a fault code this library does not know.
         """
         result = self.run_many([(prog, x)], return_exceptions=True)[0]
         if isinstance(result, Exception):
@@ -264,7 +300,7 @@ class Device:
         ------
         ValueError
             When ``x`` is not a batch of the program's input shape.
-        ConfigMismatchError, DeviceError, TimeoutError
+        ConfigMismatchError, DeviceError, DeviceTimeoutError, TransportError, BoardError
             As :meth:`run`.
         """
         x = np.asarray(x)
@@ -346,7 +382,7 @@ class Device:
                     prog.result_ranges(), self.mem_latency, self.mem_stall, self.max_cycles)
                 for prog, x in items]
         results = run_jobs(self.cfg, jobs, log=self.log)
-        return [self._outcome(prog, res, job.read_ranges, "the simulated device")
+        return [self._outcome(prog, res, job.read_ranges, "the simulated device", job.image)
                 for (prog, _), job, res in zip(items, jobs, results)]
 
     def _run_fpga(self, items) -> list:
@@ -356,41 +392,70 @@ class Device:
         outcomes = []
         with open_port(self.port, self.baud) as stream:
             client = BridgeClient(stream, self.cfg, timeout=self.timeout)
-            for prog, x in items:
+            for i, (prog, x) in enumerate(items):
+                if outcomes and isinstance(outcomes[-1], DeviceTimeoutError):
+                    outcomes.append(BoardError(
+                        f"not run: the board is still running program {i - 1} of this batch, "
+                        f"which did not finish in time; reset the board"))
+                    continue
                 ranges = prog.result_ranges()
                 if self.log:
                     self.log(f"uploading {prog.used_words} words and running on the board")
-                res = run_on_bridge(client, self.cfg, prog.memory_image(x), prog.prog_addr,
+                image = prog.memory_image(x)
+                res = run_on_bridge(client, self.cfg, image, prog.prog_addr,
                                     prog.used_words, ranges, max_cycles=self.max_cycles,
-                                    poll_timeout_s=30 * self.timeout + 60)
+                                    timeout_s=self.timeout_s)
                 self.last_bridge_result = res
-                outcomes.append(self._outcome(prog, res, ranges, "the board"))
+                outcomes.append(self._outcome(prog, res, ranges, "the board", image))
         return outcomes
 
-    def _outcome(self, prog, res, ranges, where: str):
+    def _timeout_error(self, res, where: str) -> DeviceTimeoutError:
+        limit = getattr(res, "limit", None) or "max_cycles"
+        cycles = getattr(res, "cycles", None)
+        if cycles is None and res.perf:
+            cycles = res.perf.get("cycles")
+        board = where == "the board"
+        counter = f"its cycle counter read {cycles:,}" if cycles is not None else ""
+        if limit == "timeout_s":
+            msg = (f"{where} did not finish within timeout_s={self.timeout_s:g} s of wall-clock "
+                   f"time")
+            if cycles is not None:
+                below = (f", below max_cycles={self.max_cycles:,}"
+                         if cycles <= self.max_cycles else "")
+                msg += f" ({counter}{below})"
+        else:
+            msg = f"{where} did not finish within max_cycles={self.max_cycles:,} device cycles"
+            if cycles is not None:
+                msg += f" ({counter} after {res.wall_s:.1f} s)"
+        if board:
+            msg += ("; the board keeps running the program and refuses memory commands until "
+                    "it halts: reset it before the next run")
+        return DeviceTimeoutError(msg, limit=limit, cycles=cycles)
+
+    def _outcome(self, prog, res, ranges, where: str, image=None):
         """Turn a device run's result (``SimResult`` or ``BridgeResult``) into
-        ``(memory image, counters, wall seconds)`` or the exception to raise."""
+        ``(memory image, counters, wall seconds)`` or the exception to raise; ``image`` is the
+        memory image the run started from (to explain a fault)."""
         if not res.ran:
             return ConfigMismatchError(
                 f"{where} reports config id {res.config_id:#010x}, the program "
                 f"needs {prog.config_hash:#010x}; nothing was run")
         if res.timeout:
-            return TimeoutError(f"device did not finish within {self.max_cycles} cycles")
+            return self._timeout_error(res, where)
         if res.error:
-            code = isa.ErrorCode(res.error)
-            return DeviceError(code, pc=res.fault_pc, detail=_FAULT_TEXT.get(code, ""))
+            try:
+                code = isa.ErrorCode(res.error)
+            except ValueError:
+                known = ", ".join(f"{c.value} {c.name}" for c in isa.ErrorCode)
+                return BoardError(
+                    f"{where} halted with fault code {res.error} at instruction word "
+                    f"{res.fault_pc:#x}, which is not a Stamen fault code (known: {known}); "
+                    f"was its bitstream built from another version of Stamen?")
+            return DeviceError(code, pc=res.fault_pc,
+                               detail=explain_fault(self.cfg, code, res.fault_pc, image))
         bb = self.cfg.mem_bus_bytes
         mem = np.zeros(self.cfg.mem_bytes, np.uint8)
         for (start, _), blob in zip(ranges, res.reads):
             mem[start * bb:start * bb + len(blob)] = blob
         return mem, res.perf, res.wall_s
 
-
-_FAULT_TEXT = {
-    isa.ErrorCode.ILLEGAL_OPCODE: "the instruction's opcode is not one the device knows",
-    isa.ErrorCode.FETCH_RANGE: "the program counter left device memory",
-    isa.ErrorCode.DRAM_RANGE: "an access would run past the end of device memory",
-    isa.ErrorCode.SPAD_RANGE: "an access would run past the end of a scratchpad",
-    isa.ErrorCode.BAD_ARG: "a loop count is zero",
-    isa.ErrorCode.BAD_PARAM: "a requantization shift is outside 0..31",
-}

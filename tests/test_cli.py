@@ -58,3 +58,148 @@ def test_cnn_demo_on_isasim(tmp_path, capsys, model):
     csv_text = (tmp_path / f"{model}_report.csv").read_text()
     assert csv_text.splitlines()[0].startswith("name,kind,shape,macs,cycles")
     assert "conv" in csv_text and "total" in csv_text
+
+
+# -- errors: one line, exit 2 for the command line and its surroundings, 1 for a failed run -----
+def _one_line_error(capsys, *words):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Make the demo fail loudly if it ever gets as far as training."""
+    import stamen.sw.demo as demo
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the demo started before its checks were done")
+
+    monkeypatch.setattr(demo, "run_demo", boom)
+    monkeypatch.setattr(demo, "run_cnn_demo", boom)
+
+
+@pytest.fixture
+def fake_board(monkeypatch):
+    """Return a function that installs a FakeBoard behind every port the fpga code opens."""
+    from fake_board import FakeBoard
+    from stamen.sw import fpga
+
+    def install(cfg, **knobs):
+        fake = FakeBoard(cfg, **knobs)
+        monkeypatch.setattr(fpga, "open_port", lambda port, baud: fake)
+        return fake
+    return install
+
+
+@pytest.mark.parametrize("cmd", [["verilog", "--preset", "tiny"], ["demo"], ["bitstream"],
+                                 ["bench", "--quick"]])
+def test_unwritable_out_is_one_line(capsys, no_training, cmd):
+    assert main([*cmd, "--out", "/dev/null/x"]) == 2
+    _one_line_error(capsys, f"stamen {cmd[0]}: error: --out", "/dev/null is not a folder")
+
+
+def test_unwritable_out_in_a_subprocess(tmp_path):
+    """The real command, as a user runs it: no traceback, one line, exit 2, in well under the
+    time training would take."""
+    import subprocess
+    import sys
+    import time
+    t0 = time.perf_counter()
+    for cmd in (["verilog"], ["demo"], ["bitstream"], ["demo", "--backend", "fpga", "--port",
+                                                       "/dev/ttyNOPE0"]):
+        out = subprocess.run([sys.executable, "-m", "stamen.sw.cli", *cmd, "--out",
+                              "/dev/null/x" if cmd[-1] != "/dev/ttyNOPE0" else str(tmp_path)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, (cmd, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "Traceback" not in out.stderr
+    assert "/dev/ttyNOPE0" in out.stderr and "No such file or directory" in out.stderr
+    assert time.perf_counter() - t0 < 30
+
+
+def test_demo_checks_the_port_before_training(capsys, no_training, tmp_path):
+    assert main(["demo", "--backend", "fpga", "--port", "/dev/ttyNOPE0",
+                 "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "cannot open the board's serial port '/dev/ttyNOPE0'",
+                    "No such file or directory")
+    assert main(["demo", "--backend", "fpga", "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "--backend fpga needs --port")
+    assert main(["demo", "--port", "/dev/ttyUSB1", "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "--port applies only with --backend fpga")
+
+
+def test_demo_refuses_a_silent_or_foreign_board(capsys, monkeypatch, no_training, fake_board,
+                                                tmp_path):
+    from stamen.hw.board import board_config
+    tiny = board_config("icebreaker")
+    fake_board(tiny, config_id=AccelConfig.preset("small").config_hash)
+    assert main(["demo", "--backend", "fpga", "--port", "fake", "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "reports config hash", "(configuration small)",
+                    "--board icebreaker implements tiny")
+
+    class Silent:
+        port = "fake"
+
+        def read(self, n):
+            return b""
+
+        def write(self, data):
+            return len(data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    from stamen.sw import fpga
+    monkeypatch.setattr(fpga, "open_port", lambda port, baud: Silent())
+    assert main(["demo", "--backend", "fpga", "--port", "fake", "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "no Stamen board answers on fake at 115200 Bd")
+
+
+def test_demo_preset_must_match_the_board(capsys, no_training, tmp_path):
+    assert main(["demo", "--backend", "fpga", "--board", "icebreaker", "--preset", "small",
+                 "--port", "/dev/ttyNOPE0", "--out", str(tmp_path)]) == 2
+    line = _one_line_error(capsys, "--preset small gives configuration small (8x8 ws",
+                           "the icebreaker board implements tiny (4x2 ws")
+    assert "rows 8 vs 4" in line and "/dev/ttyNOPE0" not in line   # before the port check
+    assert main(["demo", "--backend", "fpga", "--board", "ulx3s", "--preset", "small",
+                 "--port", "x", "--out", str(tmp_path)]) == 2
+    assert "mem_bytes 1048576 vs 131072" in _one_line_error(capsys, "small-ulx3s")
+
+
+def test_demo_uses_the_board_s_config(monkeypatch, fake_board, tmp_path):
+    import stamen.sw.demo as demo
+    from stamen.hw.board import board_config
+    seen = {}
+
+    def fake_demo(cfg, backend, **kwargs):
+        seen.update(cfg=cfg, backend=backend, **kwargs)
+        return 0
+
+    monkeypatch.setattr(demo, "run_demo", fake_demo)
+    fake_board(board_config("icebreaker"))
+    for preset in ([], ["--preset", "tiny"]):
+        assert main(["demo", "--backend", "fpga", *preset, "--port", "fake",
+                     "--out", str(tmp_path)]) == 0
+        assert seen["cfg"] == board_config("icebreaker") and seen["port"] == "fake"
+
+
+def test_failed_run_exits_1(monkeypatch, capsys, tmp_path):
+    import stamen.sw.demo as demo
+    from stamen.hw import isa
+    from stamen.sw.errors import DeviceError, DeviceTimeoutError, TransportError
+    for error in (DeviceError(isa.ErrorCode.BAD_ARG, 0x40, "DMA rows must be non-zero"),
+                  DeviceTimeoutError("the board did not finish\nwithin max_cycles=10",
+                                     "max_cycles"),
+                  TransportError("lost the link to the board on fake during STATUS")):
+        def failing(*args, **kwargs):
+            raise error
+        monkeypatch.setattr(demo, "run_demo", failing)
+        assert main(["demo", "--backend", "isasim", "--out", str(tmp_path)]) == 1
+        _one_line_error(capsys, "stamen demo: error:", str(error).split()[-1])
