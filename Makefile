@@ -38,13 +38,13 @@ demo: venv
 	done
 
 test: venv
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -n auto
 
 unit: venv
-	$(VPY) -m pytest -q -m "not verilator and not fpga"
+	$(VPY) -m pytest -q -n auto -m "not verilator and not fpga"
 
 sim: venv
-	$(VPY) -m pytest -q -m verilator
+	$(VPY) -m pytest -q -n auto -m verilator
 
 N    ?= 1000
 SEED ?=

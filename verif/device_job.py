@@ -121,8 +121,14 @@ def build_device(cfg: AccelConfig, log=None) -> Path:
 
     The Verilog is regenerated when the configuration or the RTL sources change.
     """
-    from stamen.hw.simdevice import SimDevice
     out = build_dir_for(cfg)
+    with vlrun.dir_lock(out):
+        vpath = _write_device_verilog(cfg, out, log)
+    return vlrun.build(vpath, TOP, out / "sim", log=log)
+
+
+def _write_device_verilog(cfg: AccelConfig, out: Path, log) -> Path:
+    from stamen.hw.simdevice import SimDevice
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict() | {"config_hash": cfg.config_hash},
                                                 indent=2) + "\n")
@@ -134,7 +140,7 @@ def build_device(cfg: AccelConfig, log=None) -> Path:
             log(f"generating Verilog for config {cfg.name} ({cfg.rows}x{cfg.cols})")
         vpath = vlrun.write_verilog(SimDevice(cfg, max_latency=MAX_LATENCY), TOP, out)
         stamp.write_text(digest)
-    return vlrun.build(vpath, TOP, out / "sim", log=log)
+    return vpath
 
 
 @dataclass

@@ -12,6 +12,7 @@ call with the same inputs skips straight to the test run.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -19,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["BUILD_ROOT", "verilator_bin", "verilator_missing_reason", "tool_env", "write_verilog",
+__all__ = ["BUILD_ROOT", "dir_lock", "verilator_bin", "verilator_missing_reason", "tool_env", "write_verilog",
            "build", "run_test", "TestFailure"]
 
 #: Root of every generated file; git ignores it.
@@ -140,6 +141,21 @@ def _stamp(verilog_path: Path, args: list[str]) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def dir_lock(folder: Path):
+    """Hold an exclusive lock on ``folder`` (a ``.lock`` file beside its contents) for the block,
+    so that processes running at once (pytest-xdist workers, two demos) never generate or build
+    into one folder together: the second waits, then finds the build cached."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def build(verilog_path: Path, top: str, build_dir: Path, waves: bool = False,
           log=None) -> Path:
     """Build ``verilog_path`` with Verilator into ``build_dir`` unless an identical build is cached.
@@ -147,8 +163,11 @@ def build(verilog_path: Path, top: str, build_dir: Path, waves: bool = False,
     Returns the build directory. ``log`` (a callable taking a string) hears about progress.
     """
     build_dir = Path(build_dir).resolve()
-    verilog_path = Path(verilog_path).resolve()
-    build_dir.mkdir(parents=True, exist_ok=True)
+    with dir_lock(build_dir):
+        return _build(Path(verilog_path).resolve(), top, build_dir, waves, log)
+
+
+def _build(verilog_path: Path, top: str, build_dir: Path, waves: bool, log) -> Path:
     vlt = build_dir / "public_top.vlt"
     vlt.write_text("`verilator_config\n" + "".join(
         f'public_flat_rw -module "{top}" -var "{port}"\n' for port in _ports(verilog_path, top)))
@@ -172,10 +191,11 @@ def build(verilog_path: Path, top: str, build_dir: Path, waves: bool = False,
 
 
 def run_test(build_dir: Path, top: str, test_module: str, extra_env: dict[str, str] | None = None,
-             testcase: str | None = None, waves: bool = False, seed: int | None = None) -> Path:
+             testcase: str | None = None, waves: bool = False, seed: int | None = None) -> None:
     """Run the cocotb tests of ``test_module`` on the Verilator build in ``build_dir``.
 
-    Returns the results XML path.
+    Several processes may run tests on one build at once: each writes its own log and results
+    file (``<module>-<pid>.log``, ``results-<pid>.xml``), removed again when every test passed.
 
     Raises
     ------
@@ -184,13 +204,16 @@ def run_test(build_dir: Path, top: str, test_module: str, extra_env: dict[str, s
     """
     from cocotb_tools.check_results import get_results
     build_dir = Path(build_dir).resolve()
-    log_file = build_dir / f"{test_module.rsplit('.', 1)[-1]}.log"
+    log_file = build_dir / f"{test_module.rsplit('.', 1)[-1]}-{os.getpid()}.log"
+    results_xml = build_dir / f"results-{os.getpid()}.xml"
     with _tool_environment():
         results = _runner().test(test_module=test_module, hdl_toplevel=top,
                                  hdl_toplevel_lang="verilog", build_dir=build_dir,
                                  test_dir=build_dir, testcase=testcase, waves=waves, seed=seed,
-                                 extra_env=dict(extra_env or {}), log_file=log_file)
+                                 extra_env=dict(extra_env or {}), log_file=log_file,
+                                 results_xml=str(results_xml))
     _, failed = get_results(results)
     if failed:
         raise TestFailure(f"{failed} cocotb test(s) of {test_module} failed; log: {log_file}")
-    return results
+    log_file.unlink(missing_ok=True)
+    results_xml.unlink(missing_ok=True)
