@@ -17,7 +17,7 @@ Names load on first use, so ``import stamen.hw.params`` stays light (no torch, n
 import importlib
 
 __all__ = ["AccelConfig", "golden", "Program", "compile", "compile_gemm", "compile_linear",
-           "quantize", "quantize_graph", "QuantizedNet", "QuantizedGraph", "Device", "Report", "StamenError", "CompileError",
+           "quantize", "quantize_graph", "QuantizedNet", "QuantizedGraph", "Device", "Report", "StamenError", "CompileError", "QuantizeError",
            "ConfigMismatchError", "DeviceError", "prune", "estimate_energy"]
 
 _WHERE = {
@@ -35,6 +35,7 @@ _WHERE = {
     "Report": ("stamen.sw.runtime", "Report"),
     "StamenError": ("stamen.sw.errors", "StamenError"),
     "CompileError": ("stamen.sw.errors", "CompileError"),
+    "QuantizeError": ("stamen.sw.errors", "QuantizeError"),
     "ConfigMismatchError": ("stamen.sw.errors", "ConfigMismatchError"),
     "DeviceError": ("stamen.sw.errors", "DeviceError"),
     "prune": ("stamen.sw.prune", "prune"),

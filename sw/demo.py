@@ -143,15 +143,18 @@ def run_cnn_demo(cfg: AccelConfig, model_name: str = "lenet", backend: str = "ve
     quantize it from its ``torch.fx`` graph, compile the whole network as one program (for the
     largest batch whose tensors fit the device memory) and run the held-out images on a Stamen
     device. Prints float, PyTorch-quantized (``torch.ao``
-    operators with the same scales and zero points) and Stamen accuracy, and the per-layer
-    table; returns 0 when the device output is bit-exact against ``golden``, else 1.
+    operators with the same scales and zero points, on the explicit reference engine
+    ``torch_ref.REFERENCE_ENGINE`` (qnnpack), so the column is the same on every x86 CPU rather
+    than depending on the machine's default engine and vector extensions) and Stamen accuracy,
+    and the per-layer table; returns 0 when the device output is bit-exact against ``golden``,
+    else 1.
     """
     import torch
 
     from stamen.sw.frontend import quantize_graph
     from stamen.sw.models import DigitsLeNet, DigitsResNet, accuracy, digits_data, train
     from stamen.sw.runtime import Device
-    from stamen.sw.torch_ref import torch_quantized_forward
+    from stamen.sw.torch_ref import REFERENCE_ENGINE, torch_quantized_forward
 
     nets = {"lenet": DigitsLeNet, "resnet": DigitsResNet}
     if model_name not in nets:
@@ -170,7 +173,7 @@ def run_cnn_demo(cfg: AccelConfig, model_name: str = "lenet", backend: str = "ve
         prog.save(save_dir / f"{model_name}.prog")
     xq = qgraph.quantize_input(x_test.numpy())
     labels = y_test.numpy()
-    torch_q = torch_quantized_forward(qgraph, xq)
+    torch_q = torch_quantized_forward(qgraph, xq, engine=REFERENCE_ENGINE)
     torch_acc = float((qgraph.dequantize_output(torch_q).argmax(1) == labels).mean())
     dev = Device(cfg, backend=backend, log=log, **device_opts)
     runs = -(-len(x_test) // prog.input_shape[0])
@@ -188,7 +191,7 @@ def run_cnn_demo(cfg: AccelConfig, model_name: str = "lenet", backend: str = "ve
                       f"{sum(op.macs_per_image for op in qgraph.ops):,} MACs per image"),
             ("images", f"{n}"),
             ("float accuracy", f"{float_acc:.1%}"),
-            ("PyTorch quantized accuracy", f"{torch_acc:.1%}"),
+            ("PyTorch quantized accuracy", f"{torch_acc:.1%} ({REFERENCE_ENGINE})"),
             ("Stamen accuracy", f"{stamen_acc:.1%}"),
             ("bit-exact vs golden", f"{exact:.1%}"),
             ("max |Stamen - PyTorch q|", f"{lsb} LSB of the logits"),

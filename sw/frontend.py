@@ -1,6 +1,7 @@
 """Post-training quantization of PyTorch CNNs into a :class:`~stamen.sw.graph.QuantizedGraph`.
 
 :func:`quantize_graph` traces any ``torch.nn.Module`` whose input is a batch of float NCHW images
+(or of ``(N, features)`` rows: an MLP, whose input tensor is ``1 x 1 x features``)
 with ``torch.fx.symbolic_trace``, runs it in eval mode over the calibration data while recording
 the min / max of every node, and turns the traced graph into Stamen ops (``conv``, ``maxpool``,
 ``avgpool``, ``add``; see :mod:`stamen.sw.graph`).
@@ -30,12 +31,15 @@ Supported (anything else raises :class:`~stamen.sw.errors.CompileError` naming t
 
 Scheme (the one of :mod:`stamen.sw.quantize`, whose helpers it uses, so both agree):
 
-* weights: symmetric int8 per output channel, ``s_w[o] = max|w[o]| / 127`` (1.0 for an all-zero
-  channel); activations: asymmetric int8 from the calibration min / max, range widened to include
-  0; the output range of an op with a fused ReLU is the one after the ReLU, and with a fused ReLU6
-  exactly ``[0, 6]`` (``s = 6 / 255``, ``zp = -128``: the int8 upper clamp is the 6);
+* weights: symmetric int8 per output channel, ``s_w[o] = max|w[o]| / 127`` (an all-zero channel:
+  see :func:`stamen.sw.quantize.quantize_layer`); activations: asymmetric int8 from the
+  calibration min / max, range widened to include 0 (``reduce_range=True``: 128 levels, as
+  PyTorch's fbgemm observers); the output range of an op with a fused ReLU is the one after the
+  ReLU, and with a fused ReLU6 exactly ``[0, 6]`` (``s = 6 / 255``, ``zp = -128``: the int8
+  upper clamp is the 6);
 * conv / Linear: ``bias = int32 round(b / (s_in * s_w))`` and per channel
-  ``(mult, shift) = golden.quantize_multiplier(s_in * s_w / s_out)``;
+  ``(mult, shift) = golden.quantize_multiplier(s_in * s_w / s_out)``
+  (:func:`stamen.sw.quantize.quantize_layer`);
 * max / avg pools keep the input's scale and zero point (as PyTorch's quantized pools);
   ``avgpool`` has ``(mult, shift) = quantize_multiplier(1 / (KH * KW * golden.AVGPOOL_GAIN))``. A max-pool with padding
   needs an input with zero point -128 (a non-negative tensor, e.g. after a ReLU), because the device
@@ -44,6 +48,11 @@ Scheme (the one of :mod:`stamen.sw.quantize`, whose helpers it uses, so both agr
   at most ``|w2 / w1 - s2 / s1| * 255 * s1 / s_out`` output LSB before rounding (recorded as
   ``op.extra["add_error_lsb"]``; a :class:`UserWarning` is issued above 0.5 LSB, where results may
   differ from PyTorch's quantized add by more than 1 LSB).
+
+Bad input raises :class:`~stamen.sw.errors.QuantizeError` naming the tensor, fx node or layer
+and the rule (as :mod:`stamen.sw.quantize`): a NaN or inf in a parameter or buffer of a module of
+the graph, in a calibration batch or in an observed activation; empty calibration data; a bias
+beyond int32; a requantization scale of 1 or more.
 
 Each op is named after the fx node it starts with; ``op.torch_op`` lists the fused fx nodes and
 ``op.extra`` holds ``"s_w"`` (per-channel weight scales of a conv, a list of floats), ``"linear"`` (``(H, W, C)`` of the
@@ -62,18 +71,19 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from . import golden
-from .errors import CompileError
+from .errors import CompileError, QuantizeError
 from .graph import QOp, QuantizedGraph
-from .quantize import _act_qparams, _batches
+from .quantize import (_act_qparams, _batches, _check_module_params, _nonfinite,
+                       quantize_layer)
 
 __all__ = ["quantize_graph", "observe_ranges", "fold_batchnorm", "quantize_weights",
            "add_weights", "SUPPORTED"]
 
 #: What :func:`quantize_graph` accepts; quoted in every "unsupported" error message.
-SUPPORTED = ("Conv2d, Linear (after a flatten or another Linear), BatchNorm2d (after a Conv2d), "
-             "ReLU / ReLU6 (after a conv, Linear or add), MaxPool2d, AvgPool2d, "
-             "AdaptiveAvgPool2d(1), Flatten / flatten(1) / view(n, -1) (before a Linear), "
-             "Dropout, Identity, residual add")
+SUPPORTED = ("Conv2d, Linear (on (N, features) input rows, after a flatten or another Linear), "
+             "BatchNorm2d (after a Conv2d), ReLU / ReLU6 (after a conv, Linear or add), "
+             "MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten / flatten(1) / view(n, -1) "
+             "(before a Linear), Dropout, Identity, residual add")
 
 _RELU_FUNCS = {F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu_: "relu",
                F.relu6: "relu6"}
@@ -211,10 +221,15 @@ class _Recorder(fx.Interpreter):
         super().__init__(gm)
         self.ranges: dict[str, list[float]] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
+        self.batch = 0
 
     def run_node(self, n: fx.Node):
         out = super().run_node(n)
         if isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel():
+            bad = _nonfinite(out)
+            if bad:
+                raise QuantizeError(f"{_node_desc(self.module, n)}: its output on calibration "
+                                    f"batch {self.batch} must be finite, not containing {bad}")
             lo, hi = float(out.min()), float(out.max())
             r = self.ranges.setdefault(n.name, [np.inf, -np.inf])
             r[0], r[1] = min(r[0], lo), max(r[1], hi)
@@ -227,19 +242,22 @@ def observe_ranges(gm: fx.GraphModule, calibration) -> tuple[dict, dict]:
     ``{name: per-sample shape}``.
 
     ``calibration`` is a tensor, a list of tensors, or an iterable of tensors or ``(x, y)`` pairs
-    (a ``DataLoader``) of float NCHW images.
+    (a ``DataLoader``) of float NCHW images or ``(N, features)`` rows.
+
+    Raises
+    ------
+    QuantizeError
+        For no batch, an empty batch, a batch that is neither 4-D nor 2-D, or a NaN / inf in a
+        batch or in any node's output (naming the batch or the fx node).
     """
     rec = _Recorder(gm)
-    n = 0
     with torch.no_grad():
-        for xb in _batches(calibration):
-            if xb.ndim != 4:
-                raise ValueError(f"Calibration images must be NCHW (4-D), not shape "
-                                 f"{tuple(xb.shape)}")
+        for i, xb in enumerate(_batches(calibration)):
+            if xb.ndim not in (2, 4):
+                raise QuantizeError(f"Calibration batch {i} must be NCHW images (4-D) or "
+                                    f"(N, features) rows (2-D), not shape {tuple(xb.shape)}")
+            rec.batch = i
             rec.run(xb.float())
-            n += 1
-    if n == 0:
-        raise ValueError("Calibration data must hold at least one batch")
     return {k: (v[0], v[1]) for k, v in rec.ranges.items()}, rec.shapes
 
 
@@ -369,11 +387,15 @@ class _Builder:
     # -- node kinds
     def placeholder(self, node: fx.Node):
         if any(v.tensor == "input" for v in self.vals.values()):
-            raise self.err(node, "the model must take exactly one input (a batch of NCHW images)")
+            raise self.err(node, "the model must take exactly one input (a batch of NCHW images "
+                                 "or of feature rows)")
         shape = self.shapes.get(node.name)
+        if shape is not None and len(shape) == 1:        # (N, features): an MLP
+            self.vals[node] = _Val("act", "input", (1, 1, shape[0]), 2)
+            return
         if shape is None or len(shape) != 3:
-            raise self.err(node, f"the input must be a batch of NCHW images, not per-sample "
-                                 f"shape {shape}")
+            raise self.err(node, f"the input must be a batch of NCHW images or of feature rows, "
+                                 f"not per-sample shape {shape}")
         c, h, w = shape
         self.vals[node] = _Val("act", "input", (h, w, c), 4)
 
@@ -700,16 +722,16 @@ class _Builder:
 
 
 # -- quantization of the built graph -----------------------------------------------------------
-def _out_qparams(op: _Op, ranges: dict) -> tuple[float, int]:
+def _out_qparams(op: _Op, ranges: dict, reduce_range: bool = False) -> tuple[float, int]:
     if op.relu == "relu6":
-        return _act_qparams(0.0, 6.0)
+        return _act_qparams(0.0, 6.0, reduce_range)
     lo, hi = ranges[op.range_node.name]
     if op.relu:
         lo, hi = 0.0, max(hi, 0.0)
-    return _act_qparams(lo, hi)
+    return _act_qparams(lo, hi, reduce_range, f"fx node {op.range_node.name!r}")
 
 
-def _quantize_op(op: _Op, qp: dict, ranges: dict) -> QOp:
+def _quantize_op(op: _Op, qp: dict, ranges: dict, reduce_range: bool = False) -> QOp:
     s_in = [qp[t][0] for t in op.inputs]
     zp_in = [qp[t][1] for t in op.inputs]
     where = f"fx node {op.nodes[0]!r} ({' + '.join(op.parts)})"
@@ -719,21 +741,8 @@ def _quantize_op(op: _Op, qp: dict, ranges: dict) -> QOp:
                   torch_op=" + ".join(op.parts))
     extra = {"nodes": list(op.nodes), "relu6": op.relu == "relu6", **op.extra}
     if op.kind == "conv":
-        s_out, zp_out = _out_qparams(op, ranges)
-        wq, s_w = quantize_weights(op.w)
-        cout = op.w.shape[0]
-        b = op.b if op.b is not None else np.zeros(cout)
-        bias = np.clip(np.round(b / (s_in[0] * s_w)), golden.INT32_MIN, golden.INT32_MAX)
-        mult = np.zeros(cout, np.int32)
-        shift = np.zeros(cout, np.int32)
-        for o in range(cout):
-            scale = s_in[0] * s_w[o] / s_out
-            try:
-                mult[o], shift[o] = golden.quantize_multiplier(float(scale))
-            except ValueError as e:
-                raise CompileError(f"{where}: output channel {o}: requantization scale "
-                                   f"s_in * s_w / s_out = {scale:.4g} must be below 1 ({e})"
-                                   ) from None
+        s_out, zp_out = _out_qparams(op, ranges, reduce_range)
+        wq, s_w, bias, mult, shift = quantize_layer(where, op.w, op.b, s_in[0], s_out)
         extra["s_w"] = [float(v) for v in s_w]       # JSON-able, as QuantizedGraph.to_dict needs
         if op.linear is not None:
             extra["linear"] = op.linear
@@ -753,7 +762,7 @@ def _quantize_op(op: _Op, qp: dict, ranges: dict) -> QOp:
         return QOp(**common, zp_out=zp_in[0], s_out=s_in[0], mult=int(mult), shift=int(shift),
                    extra=extra)
     # add
-    s_out, zp_out = _out_qparams(op, ranges)
+    s_out, zp_out = _out_qparams(op, ranges, reduce_range)
     try:
         w1, w2, mult, shift, err = add_weights(s_in[0], s_in[1], s_out)
     except ValueError as e:
@@ -767,26 +776,34 @@ def _quantize_op(op: _Op, qp: dict, ranges: dict) -> QOp:
                extra=extra)
 
 
-def quantize_graph(model: nn.Module, calibration) -> QuantizedGraph:
-    """Quantize a PyTorch CNN post-training into a :class:`QuantizedGraph`.
+def quantize_graph(model: nn.Module, calibration, reduce_range: bool = False
+                   ) -> QuantizedGraph:
+    """Quantize a PyTorch CNN or MLP post-training into a :class:`QuantizedGraph`.
 
     Parameters
     ----------
     model : torch.nn.Module
-        Traceable by ``torch.fx.symbolic_trace``; takes one batch of float NCHW images and returns
-        one tensor. It is put in eval mode (BatchNorm uses its running statistics).
+        Traceable by ``torch.fx.symbolic_trace``; takes one batch of float NCHW images (or of
+        ``(N, features)`` rows) and returns one tensor. It is put in eval mode (BatchNorm uses its
+        running statistics, Dropout is the identity).
     calibration : torch.Tensor, list of tensors, or an iterable of tensors or ``(x, y)`` pairs
-        Representative float NCHW images; activation ranges are the min / max over all of them.
+        Representative float NCHW images or feature rows; activation ranges are the min / max
+        over all of them.
+    reduce_range : bool
+        Quantize every activation to 128 levels (as PyTorch's ``reduce_range=True`` observers for
+        its fbgemm engine; see :mod:`stamen.sw.torch_ref`).
 
     Raises
     ------
     TypeError
         When ``model`` is not a ``torch.nn.Module``.
-    ValueError
-        When the calibration data is empty or not NCHW.
     CompileError
         Naming the fx node, its op and target and what is supported, for an unsupported node or
-        arrangement, a model fx cannot trace, or a requantization scale that is not below 1.
+        arrangement, or a model fx cannot trace.
+    QuantizeError
+        (a :class:`CompileError`) Naming the tensor, node or layer and the rule: empty or
+        non-finite calibration data, a non-finite parameter or activation, a bias beyond int32,
+        a requantization scale of 1 or more (see the module docstring).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"Model must be a torch.nn.Module, not {type(model).__name__}")
@@ -800,6 +817,9 @@ def quantize_graph(model: nn.Module, calibration) -> QuantizedGraph:
         raise CompileError(f"torch.fx.symbolic_trace cannot trace {type(model).__name__}: "
                            f"{type(e).__name__}: {e}") from e
     gm.eval()
+    for n in gm.graph.nodes:                     # before calibrating: a NaN weight names itself
+        if n.op == "call_module":
+            _check_module_params(gm.get_submodule(n.target), str(n.target))
     ranges, shapes = observe_ranges(gm, calibration)
 
     # Only nodes that reach the output matter; in-place calls elsewhere would change them.
@@ -824,10 +844,10 @@ def quantize_graph(model: nn.Module, calibration) -> QuantizedGraph:
         raise CompileError(f"{type(model).__name__} computes no supported op; supported: "
                            f"{SUPPORTED}")
     inp = next(n for n in gm.graph.nodes if n.op == "placeholder")
-    qp = {"input": _act_qparams(*ranges[inp.name])}
+    qp = {"input": _act_qparams(*ranges[inp.name], reduce_range, "the network input")}
     qops = []
     for op in builder.ops:
-        q = _quantize_op(op, qp, ranges)
+        q = _quantize_op(op, qp, ranges, reduce_range)
         qp[q.name] = (q.s_out, q.zp_out)
         qops.append(q)
     h, w, c = builder.vals[inp].shape

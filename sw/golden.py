@@ -119,7 +119,12 @@ def requantize(acc, bias, mult, shift, zp_out: int, relu: bool) -> np.ndarray:
 def quantize_multiplier(scale: float) -> tuple[int, int]:
     """Return ``(mult, shift)`` with ``scale ~= mult * 2**-31 * 2**-shift`` (TFLite's QuantizeMultiplier).
 
-    ``mult`` is in ``[2**30, 2**31)`` (or 0 for a zero scale) and ``shift`` in [0, 31].
+    ``mult`` is in ``[2**30, 2**31)`` (or 0) and ``shift`` in [0, 31].
+
+    A scale below ``2**-32`` (the smallest ``mult * 2**-31 * 2**-31`` is ``2**-32``) gives
+    ``(0, 0)``. That is exact, not a saturation: every int32 ``x`` has ``|x| <= 2**31``, so
+    ``|x * scale| < 0.5`` and the correctly rounded result is 0 as well; :func:`requantize` then
+    outputs the zero point (clamped), whatever the accumulator.
 
     Raises
     ------

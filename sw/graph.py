@@ -141,29 +141,50 @@ class QuantizedGraph:
         """``(H, W, C)`` of the output of one image."""
         return self.op(self.output).out_shape
 
+    @property
+    def takes_rows(self) -> bool:
+        """Whether the input is ``1 x 1 x C`` (an MLP): then :meth:`quantize_input` of ``(N, C)``
+        rows gives ``(N, C)`` int8, as the compiled program takes, and :meth:`reference` of such
+        rows gives ``(N, OC)`` for a ``1 x 1`` output, as the program gives."""
+        return self.input_shape[:2] == (1, 1)
+
     def reference(self, x: np.ndarray) -> np.ndarray:
-        """Return the golden output (NHWC int8, batched) for int8 NHWC input ``x``."""
+        """Return the golden output (NHWC int8, batched) for int8 NHWC input ``x`` (for
+        ``(N, C)`` rows, see :attr:`takes_rows`)."""
         x = np.asarray(x)
+        rows = x.ndim == 2 and self.takes_rows
+        if rows:
+            x = x[:, None, None, :]
         if x.dtype != np.int8 or x.ndim != 4 or x.shape[1:] != self.input_shape:
             raise ValueError(f"Graph input must be int8 of shape (N, {', '.join(map(str, self.input_shape))}), "
                              f"not {x.dtype} {x.shape}")
         vals = {"input": x}
         for op in self.ops:
             vals[op.name] = op.run(*(vals[t] for t in op.inputs))
-        return vals[self.output]
+        y = vals[self.output]
+        return y[:, 0, 0, :] if rows and y.shape[1:3] == (1, 1) else y
 
     def quantize_input(self, x) -> np.ndarray:
         """Return float NCHW images ``x`` (array or tensor) as int8 NHWC with the input's scale
-        and zero point."""
+        and zero point; for a graph whose input is ``1 x 1 x C`` (an MLP), ``(N, C)`` rows too
+        (as ``(N, 1, 1, C)``)."""
+        if hasattr(x, "detach"):
+            x = x.detach().cpu().numpy()
         x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 2 and self.takes_rows:
+            q = np.round(x / self.input_scale) + self.input_zp
+            return np.clip(q, -128, 127).astype(np.int8)
         if x.ndim == 3:
             x = x[None]
         q = np.round(x / self.input_scale) + self.input_zp
         return np.clip(q, -128, 127).astype(np.int8).transpose(0, 2, 3, 1).copy()
 
     def dequantize_output(self, y: np.ndarray) -> np.ndarray:
-        """Return int8 NHWC network outputs as float NCHW (or ``(N, C)`` for ``1 x 1`` outputs)."""
+        """Return int8 NHWC network outputs as float NCHW (or ``(N, C)`` for ``1 x 1`` outputs,
+        given as NHWC or as ``(N, C)`` rows)."""
         f = (np.asarray(y, np.float64) - self.output_zp) * self.output_scale
+        if f.ndim == 2:
+            return f
         if f.shape[1:3] == (1, 1):
             return f[:, 0, 0, :]
         return f.transpose(0, 3, 1, 2)

@@ -2,19 +2,35 @@
 
 Supported modules: ``nn.Linear``, ``nn.ReLU`` (fused into the Linear before it) and ``nn.Flatten``
 (before the first Linear it flattens each sample; later it is a no-op on 2-D activations).
+:func:`quantize_model` sends any other model (a plain ``nn.Module`` MLP, a ``Sequential`` with
+Dropout, a CNN) to :func:`stamen.sw.frontend.quantize_graph`, which traces it with ``torch.fx``.
 
 Scheme:
 
-* weights: symmetric int8 per output channel, ``s_w[n] = max|w[n, :]| / 127`` (1.0 for an all-zero
-  channel), ``w_q = clip(round(w / s_w), -127, 127)``;
+* weights: symmetric int8 per output channel, ``s_w[n] = max|w[n, :]| / 127``,
+  ``w_q = clip(round(w / s_w), -127, 127)``. An all-zero channel has no scale of its own; it gets
+  ``s_w = 2**-16 * s_out / s_in`` (requantization scale ``2**-16``, a larger power of two only when
+  its bias would not fit int32 otherwise), so its output ``bias / s_out + zp_out`` is exact to
+  ``2**-16`` LSB before rounding;
 * activations: asymmetric int8 from the min / max observed over the calibration data (the range is
   widened to include 0), ``s = (max - min) / 255``, ``zp = clip(round(-128 - min / s), -128, 127)``;
-  the output range of a Linear followed by ReLU is observed after the ReLU;
+  the output range of a Linear followed by ReLU is observed after the ReLU. With
+  ``reduce_range=True`` (PyTorch's x86 default, needed to compare with its ``fbgemm`` engine on
+  every CPU) ``s = (max - min) / 127`` and the observed range maps to ``[-128, -1]``;
 * bias: ``int32 round(b / (s_in * s_w))``; requantization per channel:
-  ``(mult, shift) = golden.quantize_multiplier(s_in * s_w / s_out)``.
+  ``(mult, shift) = golden.quantize_multiplier(s_in * s_w / s_out)``. A requantization scale below
+  ``2**-32`` gives ``mult = 0``: exact, since every int32 accumulator times such a scale is below
+  half an LSB, so the output is the zero point (see :func:`stamen.sw.golden.quantize_multiplier`).
+
+Bad input raises :class:`~stamen.sw.errors.QuantizeError` naming the tensor or layer and the rule,
+never a silently wrong model: a NaN or inf in a weight, bias, BatchNorm statistic, calibration
+batch or observed activation; empty calibration data; a bias that does not fit int32 (together
+with the largest accumulator of its channel) once divided by ``s_in * s_w``; a requantization scale
+of 1 or more.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,9 +38,13 @@ import torch
 from torch import nn
 
 from . import golden
-from .errors import CompileError
+from .errors import CompileError, QuantizeError
 
-__all__ = ["QLinear", "QuantizedNet", "quantize", "quantize_model"]
+__all__ = ["QLinear", "QuantizedNet", "quantize", "quantize_model", "quantize_layer",
+           "ZERO_CHANNEL_SCALE"]
+
+#: Requantization scale given to an all-zero weight channel (its output is its bias).
+ZERO_CHANNEL_SCALE = 2.0 ** -16
 
 
 @dataclass
@@ -118,44 +138,151 @@ class QuantizedNet:
             return self.model(t.float()).detach().cpu().numpy().astype(np.float64)
 
 
-def _act_qparams(lo: float, hi: float) -> tuple[float, int]:
+def _act_qparams(lo: float, hi: float, reduce_range: bool = False,
+                 what: str = "activation") -> tuple[float, int]:
+    """Return ``(scale, zero point)`` of an observed range ``[lo, hi]`` (see the module docstring).
+
+    Raises
+    ------
+    QuantizeError
+        When the range is not finite.
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise QuantizeError(f"The calibration range of {what} must be finite, not "
+                            f"[{lo!r}, {hi!r}]")
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     if hi - lo <= 0:
         return 1.0, -128
-    s = (hi - lo) / 255.0
+    s = (hi - lo) / (127.0 if reduce_range else 255.0)
     zp = int(np.clip(round(-128 - lo / s), -128, 127))
     return s, zp
 
 
+def _nonfinite(t) -> str:
+    """Return ``""`` when every value of tensor / array ``t`` is finite, else what is not."""
+    t = torch.as_tensor(t.detach() if isinstance(t, torch.Tensor) else np.asarray(t))
+    if not t.is_floating_point() or bool(torch.isfinite(t).all()):
+        return ""
+    counts = [(int(torch.isnan(t).sum()), "NaN"), (int(torch.isposinf(t).sum()), "+inf"),
+              (int(torch.isneginf(t).sum()), "-inf")]
+    first = tuple(int(i) for i in torch.nonzero(~torch.isfinite(t))[0])
+    return (", ".join(f"{n} {k}" for n, k in counts if n)
+            + f" of {t.numel()} values (the first at index {first})")
+
+
+def _check_finite(what: str, t) -> None:
+    """Raise :class:`QuantizeError` naming ``what`` unless every value of ``t`` is finite."""
+    bad = _nonfinite(t)
+    if bad:
+        raise QuantizeError(f"{what} must be finite, not containing {bad}")
+
+
+def _check_module_params(mod: nn.Module, name: str) -> None:
+    """Raise :class:`QuantizeError` naming the tensor for a NaN / inf in ``mod``'s floating point
+    parameters and buffers (weights, biases, BatchNorm statistics); ``name`` is its path."""
+    for pname, p in list(mod.named_parameters()) + list(mod.named_buffers()):
+        full = f"{name}.{pname}" if name else pname
+        _check_finite(f"Parameter {full!r} ({type(mod).__name__})", p)
+
+
 def _batches(calibration):
+    """Return the calibration data as a list of tensors, each checked: at least one batch, every
+    batch with at least one sample and only finite values (:class:`QuantizeError` otherwise)."""
     if isinstance(calibration, torch.Tensor):
-        return [calibration]
-    if isinstance(calibration, np.ndarray):
-        return [torch.as_tensor(calibration)]
-    out = []
-    for b in calibration:
-        if isinstance(b, (tuple, list)):       # (x, y) pairs from a DataLoader
-            b = b[0]
-        out.append(b if isinstance(b, torch.Tensor) else torch.as_tensor(np.asarray(b)))
+        out = [calibration]
+    elif isinstance(calibration, np.ndarray):
+        out = [torch.as_tensor(calibration)]
+    else:
+        out = []
+        for b in calibration:
+            if isinstance(b, (tuple, list)):       # (x, y) pairs from a DataLoader
+                b = b[0]
+            out.append(b if isinstance(b, torch.Tensor) else torch.as_tensor(np.asarray(b)))
     if not out:
-        raise ValueError("Calibration data must hold at least one batch")
+        raise QuantizeError("Calibration data must hold at least one batch, not none")
+    for i, b in enumerate(out):
+        if b.ndim == 0 or b.shape[0] == 0 or b.numel() == 0:
+            raise QuantizeError(f"Calibration batch {i} must hold at least one sample, not "
+                                f"shape {tuple(b.shape)}")
+        _check_finite(f"Calibration batch {i}", b)
     return out
 
 
-def quantize_model(model: nn.Module, calibration):
+def quantize_layer(where: str, w: np.ndarray, b: np.ndarray | None, s_in: float, s_out: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(w_q, s_w, bias, mult, shift)`` of a conv / Linear with float weights ``w``
+    ``(Cout, ...)`` and bias ``b`` (or None) between activations of scales ``s_in`` and ``s_out``.
+
+    ``w_q`` is int8 of ``w``'s shape, ``s_w`` float64 ``(Cout,)``, the rest int32 ``(Cout,)``; see
+    the module docstring for the scheme and the all-zero channel. ``where`` names the layer in
+    errors.
+
+    Raises
+    ------
+    QuantizeError
+        Naming ``where`` and the channel: a weight or bias that is not finite, a bias that does not
+        fit int32 with the channel's largest accumulator, a requantization scale of 1 or more.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    cout = w.shape[0]
+    b = np.zeros(cout) if b is None else np.asarray(b, dtype=np.float64)
+    _check_finite(f"{where}: the weights", w)
+    _check_finite(f"{where}: the bias", b)
+    flat = w.reshape(cout, -1)
+    amax = np.abs(flat).max(axis=1)
+    s_w = amax / 127.0
+    wq = np.zeros(w.shape, np.int8)
+    nz = amax > 0
+    if nz.any():
+        shape = (-1, *([1] * (w.ndim - 1)))
+        wq[nz] = np.clip(np.round(w[nz] / s_w[nz].reshape(shape)), -127, 127).astype(np.int8)
+    for o in np.nonzero(~nz)[0]:
+        # No weights: the output is b / s_out. Keep the requantization scale 2**-16 (exact to
+        # 2**-16 LSB), or the smallest power of two at which the bias fits int32.
+        scale = ZERO_CHANNEL_SCALE
+        while scale < 0.5 and abs(b[o]) / (s_out * scale) > golden.INT32_MAX:
+            scale *= 2
+        s_w[o] = scale * s_out / s_in
+    # the largest |accumulator| of a channel: |a - zp| <= 255 times the sum of |w_q|
+    acc_max = 255 * np.abs(wq.reshape(cout, -1).astype(np.int64)).sum(axis=1)
+    bias_real = np.round(b / (s_in * s_w))
+    bias = np.zeros(cout, np.int32)
+    mult = np.zeros(cout, np.int32)
+    shift = np.zeros(cout, np.int32)
+    for o in range(cout):
+        if abs(bias_real[o]) + acc_max[o] > golden.INT32_MAX:
+            raise QuantizeError(
+                f"{where}: output channel {o}: bias {b[o]:.4g} / (s_in * s_w) = "
+                f"{bias_real[o]:.4g} plus the largest accumulator {int(acc_max[o])} must fit "
+                f"int32 (|sum| <= {golden.INT32_MAX}), not {abs(bias_real[o]) + acc_max[o]:.4g}: "
+                f"the bias is far outside the layer's output range")
+        bias[o] = int(bias_real[o])
+        scale = s_in * s_w[o] / s_out
+        try:
+            mult[o], shift[o] = golden.quantize_multiplier(float(scale))
+        except ValueError as e:
+            raise QuantizeError(f"{where}: output channel {o}: requantization scale "
+                                f"s_in * s_w / s_out = {scale:.4g} must be below 1 ({e})"
+                                ) from None
+    return wq, s_w, bias, mult, shift
+
+
+def quantize_model(model: nn.Module, calibration, reduce_range: bool = False):
     """Quantize ``model`` post-training: an ``nn.Sequential`` of only Linear / ReLU / Flatten
-    modules gives a :class:`QuantizedNet` (:func:`quantize`); any other module is traced with
-    ``torch.fx`` and gives a :class:`~sw.graph.QuantizedGraph`
-    (:func:`sw.frontend.quantize_graph`). Both compile with ``stamen.compile``.
+    modules gives a :class:`QuantizedNet` (:func:`quantize`); any other module (a CNN, an MLP
+    written as a plain ``nn.Module`` or with Dropout, ...) is traced with ``torch.fx`` and gives a
+    :class:`~sw.graph.QuantizedGraph` (:func:`sw.frontend.quantize_graph`; its input may be
+    ``(N, features)`` rows or NCHW images). Both compile with ``stamen.compile``.
+    ``reduce_range`` is that of :func:`quantize`.
     """
     mlp = (nn.Linear, nn.ReLU, nn.Flatten)
     if isinstance(model, nn.Sequential) and all(isinstance(m, mlp) for m in model):
-        return quantize(model, calibration)
+        return quantize(model, calibration, reduce_range=reduce_range)
     from .frontend import quantize_graph
-    return quantize_graph(model, calibration)
+    return quantize_graph(model, calibration, reduce_range=reduce_range)
 
 
-def quantize(model: nn.Sequential, calibration) -> QuantizedNet:
+def quantize(model: nn.Sequential, calibration, reduce_range: bool = False) -> QuantizedNet:
     """Quantize a ``Sequential`` of Linear / ReLU / Flatten post-training.
 
     Parameters
@@ -163,14 +290,19 @@ def quantize(model: nn.Sequential, calibration) -> QuantizedNet:
     model : torch.nn.Sequential
     calibration : torch.Tensor or iterable of tensors (or ``(x, y)`` pairs)
         Representative inputs; activation ranges are the min / max observed over all of them.
+    reduce_range : bool
+        Quantize activations to 128 levels (``[-128, -1]`` over the observed range), as PyTorch's
+        ``reduce_range=True`` observers do for its fbgemm engine.
 
     Raises
     ------
     TypeError
         When ``model`` is not an ``nn.Sequential``.
     CompileError
-        Naming the module index and type, for an unsupported module or arrangement, or a layer
-        whose requantization scale ``s_in * s_w / s_out`` is not below 1.
+        Naming the module index and type, for an unsupported module or arrangement.
+    QuantizeError
+        (a :class:`CompileError`) Naming the tensor or layer and the rule: see the module
+        docstring.
     """
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"Model must be a torch.nn.Sequential, not {type(model).__name__}")
@@ -202,24 +334,30 @@ def quantize(model: nn.Sequential, calibration) -> QuantizedNet:
                            "(start_dim=1, end_dim=-1)")
 
     # -- observe ranges: network input (after leading Flattens) and after each group
+    for i, mod in enumerate(mods):
+        _check_module_params(mod, str(i))
     first = groups[0][0]
     obs = [[np.inf, -np.inf] for _ in range(len(groups) + 1)]
     ends = {(g[0] + 1 if not g[1] else _relu_index(mods, g[0]) + 1): j + 1
             for j, g in enumerate(groups)}
     model.eval()
     with torch.no_grad():
-        for xb in _batches(calibration):
+        for bi, xb in enumerate(_batches(calibration)):
             h = xb.float()
             for i, mod in enumerate(mods):
                 if i == first:
                     obs[0][0] = min(obs[0][0], float(h.min()))
                     obs[0][1] = max(obs[0][1], float(h.max()))
                 h = mod(h)
+                _check_finite(f"Module {i} ({type(mod).__name__}) output on calibration batch "
+                              f"{bi}", h)
                 if i + 1 in ends:
                     j = ends[i + 1]
                     obs[j][0] = min(obs[j][0], float(h.min()))
                     obs[j][1] = max(obs[j][1], float(h.max()))
-    qparams = [_act_qparams(lo, hi) for lo, hi in obs]
+    qparams = [_act_qparams(lo, hi, reduce_range, "the network input" if j == 0 else
+                            f"the output of module {groups[j - 1][0]} (Linear)")
+               for j, (lo, hi) in enumerate(obs)]
 
     layers = []
     for j, (idx, relu) in enumerate(groups):
@@ -227,23 +365,9 @@ def quantize(model: nn.Sequential, calibration) -> QuantizedNet:
         s_in, zp_in = qparams[j]
         s_out, zp_out = qparams[j + 1]
         w = lin.weight.detach().double().cpu().numpy()             # (N, K)
-        s_w = np.abs(w).max(axis=1) / 127.0
-        s_w = np.where(s_w > 0, s_w, 1.0)
-        wq = np.clip(np.round(w / s_w[:, None]), -127, 127).astype(np.int8).T.copy()
-        b = (lin.bias.detach().double().cpu().numpy() if lin.bias is not None
-             else np.zeros(w.shape[0]))
-        bias = np.clip(np.round(b / (s_in * s_w)), golden.INT32_MIN, golden.INT32_MAX)
-        mult = np.zeros(w.shape[0], np.int32)
-        shift = np.zeros(w.shape[0], np.int32)
-        name = f"{idx}.Linear"
-        for n in range(w.shape[0]):
-            scale = s_in * s_w[n] / s_out
-            try:
-                mult[n], shift[n] = golden.quantize_multiplier(float(scale))
-            except ValueError as e:
-                raise CompileError(f"Module {idx} (Linear) channel {n}: requantization scale "
-                                   f"{scale:.4g} must be below 1 ({e})") from None
-        layers.append(QLinear(name=name, w=wq, bias=bias.astype(np.int32), mult=mult,
+        b = lin.bias.detach().double().cpu().numpy() if lin.bias is not None else None
+        wq, s_w, bias, mult, shift = quantize_layer(f"Module {idx} (Linear)", w, b, s_in, s_out)
+        layers.append(QLinear(name=f"{idx}.Linear", w=wq.T.copy(), bias=bias, mult=mult,
                               shift=shift, zp_in=zp_in, zp_out=zp_out, relu=relu, s_in=s_in,
                               s_out=s_out, s_w=s_w))
     return QuantizedNet(layers, qparams[0][0], qparams[0][1], qparams[-1][0], qparams[-1][1],

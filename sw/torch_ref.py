@@ -17,6 +17,20 @@ points; only the arithmetic is PyTorch's:
 * ``add``: ``torch.ops.quantized.add`` / ``add_relu`` with the graph's output scale and zero point
   (exact float scales, not the graph's integer weights ``w1, w2``).
 
+The engine is always chosen here, never taken from the machine's default
+(``torch.backends.quantized.engine`` is set for the call and restored afterwards):
+
+* ``"qnnpack"`` (:data:`REFERENCE_ENGINE`, the default): its x86 kernels need only SSE2 and widen
+  uint8 and int8 to 16 bits before an exact int32 multiply-accumulate, so it gives the same
+  answer on every x86 CPU for full-range (``0 .. 255``) activations, which is what Stamen uses.
+* ``"fbgemm"``: only for activations of a reduced range (PyTorch's ``reduce_range=True`` on
+  x86; ``quantize_graph(..., reduce_range=True)``). On CPUs without AVX512-VNNI (every AVX2 CPU,
+  e.g. AMD EPYC before Zen 4) fbgemm multiplies uint8 x int8 pairs into a *saturating* int16
+  (``vpmaddubsw``), so full-range activations give wrong sums there (tens of LSB) and right ones
+  on VNNI CPUs. Before every conv / Linear the reference checks that no pair can saturate
+  (``2 * max(a) * max|w| <= 32767``, :func:`fbgemm_exact`) and raises a ``ValueError`` otherwise,
+  so the fbgemm answer, where it is given, is the same on every x86 CPU.
+
 PyTorch's quantized tensors are deprecated; that one warning is filtered by its message where
 they are created.
 """
@@ -32,13 +46,48 @@ import torch.nn.functional as F
 from .graph import QOp, QuantizedGraph
 
 __all__ = ["torch_quantized_forward", "torch_quantized_op", "to_quint8", "from_quint8",
-           "TORCH_AO_DEPRECATION", "U8_OFFSET"]
+           "quantized_engine", "fbgemm_exact", "TORCH_AO_DEPRECATION", "U8_OFFSET",
+           "REFERENCE_ENGINE", "ENGINES"]
 
 #: The message of PyTorch's deprecation warning for quantized tensors (a regular expression).
 TORCH_AO_DEPRECATION = (r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other "
                         r"quantized tensor creation functions")
 #: quint8 value = Stamen int8 value + 128; zero points likewise.
 U8_OFFSET = 128
+#: The quantized engine of the reference: exact for full-range activations on every x86 CPU.
+REFERENCE_ENGINE = "qnnpack"
+#: The engines the reference can run on (see the module docstring for when fbgemm is exact).
+ENGINES = ("qnnpack", "fbgemm")
+_INT16_MAX = (1 << 15) - 1
+
+
+@contextmanager
+def quantized_engine(engine: str = REFERENCE_ENGINE):
+    """Run the body with PyTorch's quantized engine set to ``engine``; restore the previous one.
+
+    Raises
+    ------
+    ValueError
+        When ``engine`` is not one of :data:`ENGINES` or this PyTorch build lacks it.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"Quantized engine must be one of {ENGINES}, not {engine!r}")
+    if engine not in torch.backends.quantized.supported_engines:
+        raise ValueError(f"Quantized engine {engine!r} must be supported by this PyTorch build "
+                         f"(supported: {torch.backends.quantized.supported_engines})")
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def fbgemm_exact(act_max_u8: int, w_absmax: int) -> bool:
+    """Return whether fbgemm's int16 pair sums ``a0 * w0 + a1 * w1`` cannot saturate for quint8
+    activations up to ``act_max_u8`` and int8 weights up to ``w_absmax`` in magnitude (exact on
+    AVX2 as on AVX512-VNNI)."""
+    return 2 * int(act_max_u8) * int(w_absmax) <= _INT16_MAX
 
 
 @contextmanager
@@ -114,11 +163,27 @@ def _conv_module(op: QOp) -> torch.nn.Module:
     return mod
 
 
+def _check_fbgemm(op: QOp, x: torch.Tensor) -> None:
+    """Raise unless fbgemm computes ``op`` on ``x`` exactly on every x86 CPU (no int16
+    saturation)."""
+    if torch.backends.quantized.engine != "fbgemm" or not x.numel():
+        return
+    a_max = int(x.int_repr().max())
+    w_max = int(np.abs(op.w.astype(np.int16)).max())
+    if not fbgemm_exact(a_max, w_max):
+        raise ValueError(f"{op.name}: fbgemm input must be of reduced range (quint8 values at "
+                         f"most {_INT16_MAX // (2 * max(w_max, 1))} for weights up to {w_max}), "
+                         f"not up to {a_max}: without AVX512-VNNI fbgemm saturates pairs of "
+                         f"products to int16; use the 'qnnpack' engine or "
+                         f"quantize_graph(..., reduce_range=True) calibrated on this data")
+
+
 def _run(op: QOp, xs: list[torch.Tensor]) -> torch.Tensor:
     """Run ``op`` on quint8 tensors as PyTorch's quantized operators would."""
     x = xs[0]
     with _torch_ao(), torch.no_grad():
         if op.kind == "conv":
+            _check_fbgemm(op, x)
             mod = _conv_module(op)
             if op.extra.get("linear") is not None:
                 x = x.flatten(1)
@@ -137,27 +202,48 @@ def _run(op: QOp, xs: list[torch.Tensor]) -> torch.Tensor:
     raise ValueError(f"{op.name}: op kind {op.kind!r} has no PyTorch reference")
 
 
-def torch_quantized_op(op: QOp, *xs: np.ndarray) -> np.ndarray:
-    """Return ``op``'s output (int8 NHWC) computed by PyTorch's quantized operators for int8 NHWC
-    inputs ``xs`` (with the scales and zero points of ``op``'s inputs)."""
-    qs = [to_quint8(x, s, zp) for x, s, zp in zip(xs, op.s_in, op.zp_in)]
-    if op.kind == "add" and op.out_shape[:2] == (1, 1):
-        qs = [q.flatten(1) for q in qs]
-    return from_quint8(_run(op, qs))
+def torch_quantized_op(op: QOp, *xs: np.ndarray, engine: str = REFERENCE_ENGINE) -> np.ndarray:
+    """Return ``op``'s output (int8 NHWC) computed by PyTorch's quantized operators on ``engine``
+    for int8 NHWC inputs ``xs`` (with the scales and zero points of ``op``'s inputs).
+
+    Raises
+    ------
+    ValueError
+        For an unknown or unavailable engine, or fbgemm with activations it would saturate.
+    """
+    with quantized_engine(engine):
+        qs = [to_quint8(x, s, zp) for x, s, zp in zip(xs, op.s_in, op.zp_in)]
+        if op.kind == "add" and op.out_shape[:2] == (1, 1):
+            qs = [q.flatten(1) for q in qs]
+        return from_quint8(_run(op, qs))
 
 
-def torch_quantized_forward(qgraph: QuantizedGraph, x) -> np.ndarray:
-    """Return the network output (int8 NHWC) computed by PyTorch's quantized operators.
+def torch_quantized_forward(qgraph: QuantizedGraph, x, engine: str = REFERENCE_ENGINE
+                            ) -> np.ndarray:
+    """Return the network output (int8 NHWC) computed by PyTorch's quantized operators on
+    ``engine`` (``"qnnpack"`` unless given; see the module docstring).
 
     ``x`` is a batch of float NCHW images (tensor or array), quantized with
     :meth:`QuantizedGraph.quantize_input` so that both sides see the same integers, or an int8
-    NHWC array already quantized. Tensors stay quint8 from the input to the output.
+    NHWC array already quantized (for a graph that takes rows, float or int8 ``(N, C)`` rows too,
+    giving ``(N, OC)`` as :meth:`QuantizedGraph.reference` does). Tensors stay quint8 from the
+    input to the output.
+
+    Raises
+    ------
+    ValueError
+        For an unknown or unavailable engine, or fbgemm with activations it would saturate.
     """
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
     xq = x if x.dtype == np.int8 else qgraph.quantize_input(x)
-    vals = {"input": to_quint8(xq, qgraph.input_scale, qgraph.input_zp)}
-    for op in qgraph.ops:
-        vals[op.name] = _run(op, [vals[t] for t in op.inputs])
-    return from_quint8(vals[qgraph.output])
+    rows = xq.ndim == 2
+    if rows:
+        xq = xq[:, None, None, :]
+    with quantized_engine(engine):
+        vals = {"input": to_quint8(xq, qgraph.input_scale, qgraph.input_zp)}
+        for op in qgraph.ops:
+            vals[op.name] = _run(op, [vals[t] for t in op.inputs])
+        y = from_quint8(vals[qgraph.output])
+    return y[:, 0, 0, :] if rows and y.shape[1:3] == (1, 1) else y

@@ -32,11 +32,33 @@ bias). End to end, each side feeding its own outputs forward, a 1-LSB difference
 larger scale than the next op's output becomes several LSB there (the ResNet's ``conv_b`` output
 has twice the scale of the add's, and its intermediate tensors differ by up to 6 LSB), so the
 digits logits are checked within 2 LSB and the argmax must agree on >= 98 % of the images.
-Measured (seed 0, fbgemm and QNNPACK alike): LeNet logits differ by 1 LSB in 2.8 % (never by 2),
-argmax agrees on 100 %; ResNet logits by 1 LSB in 29.6 % and by 2 in 0.5 %, argmax 99.7 %.
+Measured (seed 0, QNNPACK; full-range fbgemm on an AVX512-VNNI CPU gave the same): LeNet logits
+differ by 1 LSB in 2.8 % (never by 2), argmax agrees on 100 %; ResNet logits by 1 LSB in 29.6 % and by 2 in 0.5 %, argmax 99.7 %.
 Fractions are logged per op (``-o log_cli=true --log-cli-level=INFO``).
+
+Engines and CPUs. Every test names its engine and ``stamen.sw.torch_ref`` sets it for the call
+(and restores the previous one), so nothing depends on the machine's default engine:
+
+* ``qnnpack`` (the reference engine, also of the demo): full-range activations (``0 .. 255`` as
+  quint8), exactly as Stamen quantizes. Its x86 kernels need only SSE2 and accumulate exactly in
+  int32, so it gives the same bits on every x86 CPU (AVX2-only, AVX-512, AVX512-VNNI).
+* ``fbgemm``: only on graphs quantized with ``reduce_range=True`` (activations of 128 levels, as
+  PyTorch's own x86 observers). Without AVX512-VNNI (every AVX2 CPU, e.g. AMD EPYC up to Zen 3,
+  and AVX-512 CPUs without VNNI) fbgemm adds pairs of uint8 x int8 products in a saturating int16,
+  which full-range activations overflow (up to 37 LSB off); reduced-range ones cannot
+  (``2 * 129 * 127 < 2**15``), and ``torch_ref`` refuses an fbgemm input that could. The
+  single-op tests use it; the digits CNNs, whose tensors fed forward drift past the calibrated
+  range, run on qnnpack only.
+  ``test_reference_is_the_same_on_every_x86_cpu`` runs both engines in a child process forced
+  onto fbgemm's AVX2 kernels and ATen's generic (non-vector) kernels
+  (``FBGEMM_ENABLE_INSTRUCTIONS=AVX2``, ``ATEN_CPU_CAPABILITY=default``) and requires the same
+  bits as this process. (``ATEN_CPU_CAPABILITY=avx2`` alone does not change fbgemm's kernels.)
 """
+import json
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -47,9 +69,10 @@ from stamen.sw import golden
 from stamen.sw.frontend import quantize_graph
 from stamen.sw.graph import QOp
 from stamen.sw.models import DigitsLeNet, DigitsResNet, digits_data, train
-from stamen.sw.torch_ref import torch_quantized_forward, torch_quantized_op
+from stamen.sw.torch_ref import (REFERENCE_ENGINE, quantized_engine, torch_quantized_forward,
+                                 torch_quantized_op)
 
-from torch_fixtures import engine, one_torch_thread  # noqa: F401 (fixtures)
+from torch_fixtures import ENGINES, engine, one_torch_thread  # noqa: F401 (fixtures)
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +113,17 @@ def _real_values(op: QOp, xs: list[np.ndarray]):
     raise ValueError(op.kind)
 
 
-def _check_op(op: QOp, xs: list[np.ndarray], what: str) -> float:
-    """Run ``op`` in golden and PyTorch on the same int8 inputs; assert at most 1 LSB apart, and
-    only where the two real values straddle a rounding boundary. Return the fraction that differ."""
+def _rr(engine: str) -> bool:
+    """Whether ``engine`` is compared on reduced-range activations (fbgemm; see the docstring)."""
+    return engine == "fbgemm"
+
+
+def _check_op(op: QOp, xs: list[np.ndarray], what: str, engine: str) -> float:
+    """Run ``op`` in golden and PyTorch (``engine``) on the same int8 inputs; assert at most 1 LSB
+    apart, and only where the two real values straddle a rounding boundary. Return the fraction
+    that differ."""
     expected = op.run(*xs)
-    got = torch_quantized_op(op, *xs)
+    got = torch_quantized_op(op, *xs, engine=engine)
     assert got.shape == expected.shape, f"{what}: shapes {got.shape} != {expected.shape}"
     diff = got.astype(np.int16) - expected.astype(np.int16)
     worst = int(np.abs(diff).max())
@@ -119,13 +148,13 @@ def _check_op(op: QOp, xs: list[np.ndarray], what: str) -> float:
     return frac
 
 
-def _check_graph_ops(qg, xq: np.ndarray, what: str) -> dict:
+def _check_graph_ops(qg, xq: np.ndarray, what: str, engine: str) -> dict:
     """Feed every op of ``qg`` golden's inputs and check it against PyTorch; return fractions."""
     vals = {"input": xq}
     fracs = {}
     for op in qg.ops:
         xs = [vals[t] for t in op.inputs]
-        fracs[op.name] = _check_op(op, xs, f"{what} op {op.name} ({op.kind})")
+        fracs[op.name] = _check_op(op, xs, f"{what} op {op.name} ({op.kind})", engine)
         vals[op.name] = op.run(*xs)
     return fracs
 
@@ -171,10 +200,10 @@ def test_random_conv_within_1_lsb(spec, seed, engine):
     model = _init(nn.Sequential(nn.Conv2d(cin, cout, k, stride, pad, groups=groups, bias=bias),
                                 ACTS[act]()), seed)
     x = _images(seed, 8, (cin, h, w), offset=[0.0, 1.5][seed % 2])
-    qg = quantize_graph(model, x)
+    qg = quantize_graph(model, x, reduce_range=_rr(engine))
     (op,) = qg.ops
     _check_op(op, [qg.quantize_input(x)], f"seed={seed} engine={engine} conv {spec} "
-                                          f"shift {op.shift.min()}..{op.shift.max()}")
+                                          f"shift {op.shift.min()}..{op.shift.max()}", engine)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -183,8 +212,8 @@ def test_random_linear_within_1_lsb(seed, engine):
     model = _init(nn.Sequential(nn.Flatten(), nn.Linear(5 * 3 * 7, 19), nn.ReLU(),
                                 nn.Linear(19, 10)), seed)
     x = _images(seed, 32, (5, 3, 7), offset=0.5)
-    qg = quantize_graph(model, x)
-    _check_graph_ops(qg, qg.quantize_input(x), f"seed={seed} engine={engine} linear")
+    qg = quantize_graph(model, x, reduce_range=_rr(engine))
+    _check_graph_ops(qg, qg.quantize_input(x), f"seed={seed} engine={engine} linear", engine)
 
 
 POOLS = [
@@ -206,10 +235,10 @@ def test_pools_within_1_lsb(pool, seed, engine):
     name, build = pool
     model = _init(nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), build()), seed)
     x = _images(seed, 8, (3, 11, 9), offset=0.3)
-    qg = quantize_graph(model, x)
+    qg = quantize_graph(model, x, reduce_range=_rr(engine))
     conv, op = qg.ops
     xq = qg.quantize_input(x)
-    _check_op(op, [conv.run(xq)], f"seed={seed} engine={engine} {name}")
+    _check_op(op, [conv.run(xq)], f"seed={seed} engine={engine} {name}", engine)
 
 
 class _TwoBranch(nn.Module):
@@ -230,9 +259,9 @@ class _TwoBranch(nn.Module):
 def test_add_within_1_lsb(relu, residual, seed, engine):
     model = _init(_TwoBranch(relu, residual), seed)
     x = _images(seed, 8, (5, 7, 9), offset=0.5 * seed)
-    qg = quantize_graph(model, x)
+    qg = quantize_graph(model, x, reduce_range=_rr(engine))
     fracs = _check_graph_ops(qg, qg.quantize_input(x), f"seed={seed} engine={engine} add "
-                                                         f"relu={relu} residual={residual}")
+                                                         f"relu={relu} residual={residual}", engine)
     add = qg.op("add")
     log.info("seed=%d add: w1/w2 = %d/%d, ratio error bound %.4f LSB, %.3f%% differ", seed,
              *add.add_w, add.extra["add_error_lsb"], 100 * fracs["add"])
@@ -249,21 +278,35 @@ def digits_graph(request, digits):
     return request.param.__name__, quantize_graph(model, digits[0])
 
 
-def test_digits_cnn_ops_within_1_lsb(digits_graph, digits, engine):
+@pytest.fixture
+def ref_engine():
+    """The digits CNNs are compared with the reference engine only: their tensors, fed forward,
+    drift a few LSB past a reduced calibration range (the ResNet's ``pw`` input reaches quint8
+    137), beyond what fbgemm computes exactly on AVX2, so fbgemm is covered by the single ops."""
+    if REFERENCE_ENGINE not in ENGINES:
+        pytest.skip("PyTorch lacks the qnnpack engine")
+    return REFERENCE_ENGINE
+
+
+def test_digits_cnn_ops_within_1_lsb(digits_graph, digits, ref_engine):
     """Every op of both digits CNNs, fed golden's input, is within 1 LSB of PyTorch's."""
     name, qg = digits_graph
-    fracs = _check_graph_ops(qg, qg.quantize_input(digits[2]), f"seed=0 engine={engine} {name}")
+    engine = ref_engine
+    fracs = _check_graph_ops(qg, qg.quantize_input(digits[2]), f"seed=0 engine={engine} {name}",
+                             engine)
     log.info("seed=0 %s per-op differing fractions: %s", name,
              ", ".join(f"{k} {100 * v:.2f}%" for k, v in fracs.items()))
 
 
-def test_digits_cnn_end_to_end(digits_graph, digits, engine):
+def test_digits_cnn_end_to_end(digits_graph, digits, ref_engine):
     """Each side feeding itself forward: logits within 2 LSB, argmax agrees on >= 98 %."""
     name, qg = digits_graph
+    engine = ref_engine
     x_test, y_test = digits[2], digits[3].numpy()
     expected = qg.reference(qg.quantize_input(x_test))
-    got = torch_quantized_forward(qg, x_test)
-    np.testing.assert_array_equal(torch_quantized_forward(qg, qg.quantize_input(x_test)), got)
+    got = torch_quantized_forward(qg, x_test, engine=engine)
+    np.testing.assert_array_equal(
+        torch_quantized_forward(qg, qg.quantize_input(x_test), engine=engine), got)
     diff = np.abs(got.astype(np.int16) - expected.astype(np.int16))
     what = f"seed=0 engine={engine} {name}"
     assert diff.max() <= 2, f"{what}: logits differ by {diff.max()} LSB end to end (> 2)"
@@ -275,3 +318,99 @@ def test_digits_cnn_end_to_end(digits_graph, digits, engine):
              "agrees on %.1f%%; accuracy golden %.2f%%, PyTorch quantized %.2f%%", what,
              100 * np.mean(diff == 1), 100 * np.mean(diff == 2), diff.size, 100 * agree,
              100 * acc_g, 100 * acc_t)
+
+
+# -- the engine is explicit, and the reference is the same on every x86 CPU ----------------------
+class _Mixed(nn.Module):
+    """Every op kind of the reference: conv, depthwise and grouped conv, add, pools, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.g = nn.Conv2d(8, 8, 1, groups=2)
+        self.pool = nn.AvgPool2d(2)
+        self.mp = nn.MaxPool2d(2)
+        self.fc = nn.Linear(8 * 2 * 2, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        h = torch.relu(self.g(self.dw(h)) + h)
+        return self.fc(self.mp(self.pool(h)).flatten(1))
+
+
+def _mixed_graphs():
+    """Return ``{engine: (graph, int8 input)}``: full range for qnnpack, reduced for fbgemm."""
+    model = _init(_Mixed(), 3)
+    x = _images(3, 32, (3, 8, 8), offset=0.7) * 2
+    out = {}
+    for engine in ENGINES:
+        qg = quantize_graph(model, x, reduce_range=_rr(engine))
+        out[engine] = qg, qg.quantize_input(x)
+    return out
+
+
+def test_reference_engine_is_explicit():
+    """The machine's default engine does not matter: the reference sets qnnpack (or the engine
+    asked for) for the call and restores the previous one afterwards."""
+    if REFERENCE_ENGINE not in ENGINES:
+        pytest.skip("PyTorch lacks the qnnpack engine")
+    qg, xq = _mixed_graphs()[REFERENCE_ENGINE]
+    with quantized_engine(REFERENCE_ENGINE):
+        want = torch_quantized_forward(qg, xq)
+    for default in ENGINES:
+        with quantized_engine(default):
+            np.testing.assert_array_equal(torch_quantized_forward(qg, xq), want,
+                                          err_msg=f"default engine {default}")
+            assert torch.backends.quantized.engine == default
+    with pytest.raises(ValueError, match="must be one of"):
+        torch_quantized_forward(qg, xq, engine="onednn-typo")
+
+
+@pytest.mark.skipif("fbgemm" not in ENGINES, reason="PyTorch lacks the fbgemm engine")
+def test_fbgemm_refuses_full_range_activations():
+    """Full-range activations would saturate fbgemm's int16 pair sums on AVX2 CPUs: refused."""
+    qg, xq = _mixed_graphs()["qnnpack" if "qnnpack" in ENGINES else "fbgemm"]
+    if int(xq.max()) + 128 <= 129:
+        pytest.skip("the full-range input happens to be small")
+    with pytest.raises(ValueError, match="reduced range"):
+        torch_quantized_forward(qg, xq, engine="fbgemm")
+
+
+_CHILD = """
+import json, sys, warnings
+import numpy as np
+from stamen.sw.graph import QuantizedGraph
+from stamen.sw.torch_ref import torch_quantized_forward
+warnings.filterwarnings("ignore")
+d = sys.argv[1]
+for engine in json.loads(sys.argv[2]):
+    meta = json.load(open(f"{d}/{engine}.json"))
+    arrays = dict(np.load(f"{d}/{engine}.npz"))
+    xq = arrays.pop("__input__")
+    qg = QuantizedGraph.from_dict(meta, arrays)
+    np.save(f"{d}/{engine}_out.npy", torch_quantized_forward(qg, xq, engine=engine))
+"""
+
+
+def test_reference_is_the_same_on_every_x86_cpu(tmp_path):
+    """Both engines give the same bits in a child process on fbgemm's AVX2 kernels (the ones of
+    an AVX2-only CPU such as an AMD EPYC Zen 2/3) and ATen's generic kernels as here."""
+    if not ENGINES:
+        pytest.skip("PyTorch has no quantized engine")
+    graphs = _mixed_graphs()
+    want = {}
+    for engine, (qg, xq) in graphs.items():
+        meta, arrays = qg.to_dict()
+        (tmp_path / f"{engine}.json").write_text(json.dumps(meta))
+        np.savez(tmp_path / f"{engine}.npz", __input__=xq, **arrays)
+        want[engine] = torch_quantized_forward(qg, xq, engine=engine)
+    env = dict(os.environ, FBGEMM_ENABLE_INSTRUCTIONS="AVX2", ATEN_CPU_CAPABILITY="default",
+               OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path), json.dumps(list(graphs))],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for engine, expected in want.items():
+        got = np.load(tmp_path / f"{engine}_out.npy")
+        np.testing.assert_array_equal(got, expected, err_msg=f"engine {engine}: the reference "
+                                      f"differs on AVX2 fbgemm / generic ATen kernels")

@@ -1,4 +1,4 @@
-"""Stamen's numerics contract against PyTorch's own quantized execution (fbgemm and QNNPACK).
+"""Stamen's numerics contract against PyTorch's own quantized execution (QNNPACK and fbgemm).
 
 The same quantized network, with the same int8 weights, scales, zero points and integer inputs, is
 built from ``torch.ao.nn.quantized.Linear`` / ``torch.ao.nn.intrinsic.quantized.LinearReLU`` and run
@@ -23,7 +23,8 @@ So every difference sits next to a rounding boundary, and the tests check exactl
 two disagree, the exact real value ``(acc + bias) * mult * 2**-(31 + shift)`` is within
 ``2**-shift`` (plus a float32 allowance) of ``k + 0.5``.
 
-Measured (torch 2.13 CPU, digits MLP trained 150 epochs; fbgemm and QNNPACK give the same numbers):
+Measured (torch 2.13 CPU, digits MLP trained 150 epochs, QNNPACK; full-range fbgemm on an
+AVX512-VNNI CPU gave the same numbers):
 layer 1 (64->32, ReLU, shift 9..12) fed the same input differs by exactly 1 LSB in 9 of 11520
 elements (0.078 %), every one a double-rounding case (real value k + 0.4991 .. k + 0.49995, Stamen
 rounds up, PyTorch down); layer 2 (32->10, shift 9) in 0 of 3600. End to end (each side feeding its
@@ -31,6 +32,17 @@ own hidden layer forward) the logits differ by exactly 1 LSB in 9 of 3600 elemen
 by more (a hidden-layer LSB could in principle move a logit by more than one LSB; here it does
 not), and the argmax agrees on 360 of 360 images. The randomized single layers (shift 9..14)
 differ by 1 LSB in 0 to 3 of 6144 elements (0 % .. 0.05 %, logged per case).
+
+Engines and CPUs: each test names its engine and runs PyTorch under
+``stamen.sw.torch_ref.quantized_engine`` (set for the call, then restored), never the machine's
+default. ``qnnpack`` (the reference) sees full-range activations, as Stamen quantizes them, and
+is exact on every x86 CPU (SSE2 kernels, int32 accumulation). ``fbgemm`` sees only reduced-range
+activations (``stamen.quantize(..., reduce_range=True)``, random inputs in quint8 ``0 .. 127``),
+and every fbgemm input is checked to be one whose int16 pair sums cannot saturate
+(``torch_ref.fbgemm_exact``): AVX2-only CPUs (e.g. AMD EPYC Zen 2/3) saturate them, AVX512-VNNI
+CPUs do not, so full-range fbgemm results depend on the CPU (up to 33 LSB off on AVX2) and
+reduced-range ones do not. Checked under ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` (fbgemm's AVX2
+kernels on any CPU) as well as natively on an AVX512-VNNI CPU.
 """
 import logging
 import math
@@ -46,6 +58,7 @@ import stamen
 from stamen.sw import golden
 from stamen.sw.demo import load_digits_split, train_mlp
 from stamen.sw.quantize import QLinear
+from stamen.sw.torch_ref import fbgemm_exact, quantized_engine
 
 from torch_fixtures import engine  # noqa: F401 (fixtures)
 
@@ -70,10 +83,21 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def qnet(digits):
+def mlp(digits):
     x_train, y_train, _, _ = digits
-    model = train_mlp(x_train, y_train, epochs=150)
-    return stamen.quantize(model, torch.from_numpy(x_train))
+    return train_mlp(x_train, y_train, epochs=150)
+
+
+@pytest.fixture
+def qnet(mlp, digits, engine):
+    """The digits MLP quantized for ``engine``: full range on the training images (qnnpack), or
+    reduced range on the training and held-out images (fbgemm), so that every tensor stays
+    where fbgemm is exact."""
+    x_train, _, x_test, _ = digits
+    if engine == "fbgemm":
+        return stamen.quantize(mlp, [torch.from_numpy(x_train), torch.from_numpy(x_test)],
+                               reduce_range=True)
+    return stamen.quantize(mlp, torch.from_numpy(x_train))
 
 
 def _torch_act(a: np.ndarray, scale: float, zp: int) -> torch.Tensor:
@@ -90,14 +114,15 @@ def _from_torch(q: torch.Tensor) -> np.ndarray:
     return q.int_repr().numpy().astype(np.int16) - U8_OFFSET
 
 
-def _torch_linear(ly: QLinear) -> torch.nn.Module:
-    """Build ``ly`` as a PyTorch quantized Linear (LinearReLU when ``ly.relu``), numbers equal."""
+def _torch_linear(ly: QLinear, engine: str) -> torch.nn.Module:
+    """Build ``ly`` as a PyTorch quantized Linear (LinearReLU when ``ly.relu``), numbers equal,
+    with its weights packed for ``engine``."""
     import torch.ao.nn.intrinsic.quantized as nniq
     import torch.ao.nn.quantized as nnq
 
     k, n = ly.w.shape
     s_w = np.asarray(ly.s_w, dtype=np.float64)
-    with _torch_ao():
+    with _torch_ao(), quantized_engine(engine):
         mod = (nniq.LinearReLU if ly.relu else nnq.Linear)(k, n, dtype=torch.qint8)
         w_real = torch.from_numpy(ly.w.T.astype(np.float64) * s_w[:, None]).float()
         qw = torch.quantize_per_channel(w_real, torch.from_numpy(s_w),
@@ -110,8 +135,15 @@ def _torch_linear(ly: QLinear) -> torch.nn.Module:
     return mod
 
 
-def _run_torch(mod: torch.nn.Module, q: torch.Tensor) -> torch.Tensor:
-    with _torch_ao(), torch.no_grad():
+def _run_torch(mod: torch.nn.Module, q: torch.Tensor, engine: str) -> torch.Tensor:
+    """Run ``mod`` on ``engine``; for fbgemm, only on input it computes exactly on every CPU."""
+    if engine == "fbgemm":
+        a_max = int(q.int_repr().max())
+        w_max = int(mod.weight().int_repr().abs().max())
+        assert fbgemm_exact(a_max, w_max), (
+            f"fbgemm input up to quint8 {a_max} with weights up to {w_max} could saturate int16 "
+            f"on AVX2 CPUs: the test must use reduced-range activations")
+    with _torch_ao(), torch.no_grad(), quantized_engine(engine):
         return mod(q)
 
 
@@ -145,7 +177,8 @@ def test_digits_mlp_layers_within_1_lsb(qnet, digits, engine):
     x = qnet.quantize_input(digits[2])
     for ly in qnet.layers:
         expected = golden.linear(x, ly.w, ly.bias, ly.mult, ly.shift, ly.zp_in, ly.zp_out, ly.relu)
-        got = _from_torch(_run_torch(_torch_linear(ly), _torch_act(x, ly.s_in, ly.zp_in)))
+        got = _from_torch(_run_torch(_torch_linear(ly, engine), _torch_act(x, ly.s_in, ly.zp_in),
+                                     engine))
         frac = _check_near_ties(ly, x, got, expected, what=f"{engine} layer {ly.name}")
         log.info("%s layer %s: %.3f%% of %d elements differ by 1 LSB (shift %d..%d)", engine,
                  ly.name, 100 * frac, expected.size, ly.shift.min(), ly.shift.max())
@@ -160,7 +193,7 @@ def test_digits_mlp_end_to_end_within_1_lsb(qnet, digits, engine):
     first = qnet.layers[0]
     q = _torch_act(xq, first.s_in, first.zp_in)
     for ly in qnet.layers:
-        q = _run_torch(_torch_linear(ly), q)
+        q = _run_torch(_torch_linear(ly, engine), q, engine)
     got = _from_torch(q)
     diff = np.abs(got - expected.astype(np.int16))
     assert diff.max() <= 1, f"{engine}: end-to-end logits differ by {diff.max()} LSB (> 1)"
@@ -191,9 +224,11 @@ def test_random_linear_within_1_lsb(seed, relu, engine):
     """Random int8 weights, activations, zero points, scales: golden.linear vs PyTorch <= 1 LSB."""
     rng = np.random.default_rng(seed)
     ly = _random_layer(rng, k=96, n=48, relu=relu)
-    x = rng.integers(-128, 128, (128, 96), dtype=np.int8)
+    # fbgemm: reduced-range activations, quint8 0 .. 127 (int8 -128 .. -1)
+    x = rng.integers(-128, 0 if engine == "fbgemm" else 128, (128, 96), dtype=np.int8)
     expected = golden.linear(x, ly.w, ly.bias, ly.mult, ly.shift, ly.zp_in, ly.zp_out, ly.relu)
-    got = _from_torch(_run_torch(_torch_linear(ly), _torch_act(x, ly.s_in, ly.zp_in)))
+    got = _from_torch(_run_torch(_torch_linear(ly, engine), _torch_act(x, ly.s_in, ly.zp_in),
+                                 engine))
     what = f"seed={seed} relu={relu} engine={engine} zp_in={ly.zp_in} zp_out={ly.zp_out}"
     np.testing.assert_array_less(np.abs(got - expected.astype(np.int16)), 2, err_msg=what)
     frac = _check_near_ties(ly, x, got, expected, what=what)

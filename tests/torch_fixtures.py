@@ -2,20 +2,22 @@
 import pytest
 import torch
 
+from stamen.sw.torch_ref import ENGINES as _REF_ENGINES
+
 __all__ = ["ENGINES", "engine", "one_torch_thread"]
 
-#: PyTorch's quantized CPU engines available here.
-ENGINES = [e for e in ("fbgemm", "qnnpack") if e in torch.backends.quantized.supported_engines]
+#: PyTorch's quantized CPU engines available here (qnnpack first: the reference engine).
+ENGINES = [e for e in _REF_ENGINES if e in torch.backends.quantized.supported_engines]
 
 
 @pytest.fixture(params=ENGINES or [pytest.param(None, marks=pytest.mark.skip(
-    reason="PyTorch has neither the fbgemm nor the qnnpack quantized engine"))])
+    reason="PyTorch has neither the qnnpack nor the fbgemm quantized engine"))])
 def engine(request):
-    """Select the PyTorch quantized engine for one test and restore the previous one afterwards."""
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = request.param
-    yield request.param
-    torch.backends.quantized.engine = previous
+    """The name of a PyTorch quantized engine. Tests pass it to ``stamen.sw.torch_ref`` (or run
+    under ``torch_ref.quantized_engine``), which sets it for the call and restores the previous
+    one: no test depends on the machine's default engine. ``"fbgemm"`` is used only with
+    reduced-range activations (exact on every x86 CPU); see ``stamen.sw.torch_ref``."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
