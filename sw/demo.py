@@ -112,14 +112,14 @@ def _first_images(x, y, images: int):
 def _compile_fitting(qgraph, cfg: AccelConfig, images: int, log):
     """Compile ``qgraph`` for the largest batch, at most ``images``, whose tensors fit the
     device memory (halving from ``images``)."""
+    from stamen.sw.compiler import compile_model
     from stamen.sw.errors import CompileError
-    from stamen.sw.lower import compile_graph
     batch = images
     while True:
         log(f"compiling {len(qgraph.ops)} ops for {cfg.name} ({cfg.rows}x{cfg.cols} "
             f"{cfg.dataflow}), batch {batch}")
         try:
-            return compile_graph(qgraph, cfg, batch=batch)
+            return compile_model(qgraph, cfg, batch=batch)    # the cheap memory bound first
         except CompileError as e:
             if "device memory" not in str(e) or batch == 1:
                 raise
