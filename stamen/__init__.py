@@ -17,8 +17,9 @@ Names load on first use, so ``import stamen.hw.params`` stays light (no torch, n
 import importlib
 
 __all__ = ["AccelConfig", "golden", "Program", "compile", "compile_gemm", "compile_linear",
-           "quantize", "quantize_graph", "QuantizedNet", "QuantizedGraph", "Device", "Report", "StamenError", "CompileError", "QuantizeError",
-           "ConfigMismatchError", "DeviceError", "prune", "estimate_energy"]
+           "quantize", "quantize_graph", "QuantizedNet", "QuantizedGraph", "Device", "Report",
+           "StamenError", "CompileError", "QuantizeError", "ConfigMismatchError", "DeviceError",
+           "DeviceTimeoutError", "TransportError", "BoardError", "prune", "estimate_energy"]
 
 _WHERE = {
     "AccelConfig": ("stamen.hw.params", "AccelConfig"),
@@ -38,6 +39,9 @@ _WHERE = {
     "QuantizeError": ("stamen.sw.errors", "QuantizeError"),
     "ConfigMismatchError": ("stamen.sw.errors", "ConfigMismatchError"),
     "DeviceError": ("stamen.sw.errors", "DeviceError"),
+    "DeviceTimeoutError": ("stamen.sw.errors", "DeviceTimeoutError"),
+    "TransportError": ("stamen.sw.errors", "TransportError"),
+    "BoardError": ("stamen.sw.errors", "BoardError"),
     "prune": ("stamen.sw.prune", "prune"),
     "estimate_energy": ("stamen.sw.energy", "estimate_energy"),
 }
