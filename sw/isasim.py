@@ -2,6 +2,12 @@
 
 Semantics are exactly those of ``hw/isa.py``; numerics come from ``sw/golden.py``. Each
 instruction is executed as a whole with vectorised NumPy, so a 256x256x64 GEMM takes milliseconds.
+Any legal program runs in memory bounded by the device's own state, whatever its trip counts: a
+MATMUL is gathered a chunk of tiles at a time (at most ``_CHUNK_ELEMS`` values), and with
+``wt_repeat`` each distinct act tile is read once and counted as often as it is used (a
+``MATMUL m=512 k_tiles=65535 wt_repeat=1`` on ``small``, 33.5 M device cycles, takes
+milliseconds and a few MB). The row-stationary cycle model works pass by pass in closed form
+(``sw.rs_model.rs_matmul_cycles``). ``scripts/bench_isasim.py`` measures both.
 
 Faults (:class:`~sw.errors.DeviceError` with ``pc`` = word address of the faulting instruction) are
 checked in this order, before the instruction touches anything:
@@ -88,6 +94,7 @@ __all__ = ["IsaSim", "fetch_cycles", "load_cycles", "store_cycles", "zero_dir_cy
            "requant_cycles", "perf_cycles", "misc_cycles", "ISSUE_OVERHEAD", "RETIRE_CYCLES",
            "act_rows", "ws_skipped_rows", "ws_skip_cycles",
            "DMA_READ_LATENCY", "DMA_WRITE_LATENCY", "REQUANT_LATENCY", "REQUANT_SERIAL_LATENCY",
+           "REQUANT_FAULT_BUSY", "REQUANT_SERIAL_FAULT_BUSY", "requant_fault_cycles",
            "WT_READ_LATENCY", "ACT_READ_LATENCY", "ACC_WRITE_LATENCY", "MISC_CYCLES",
            "array_latency", "bank_release_delay"]
 
@@ -114,6 +121,10 @@ REQUANT_LATENCY = 7
 #: row and one ``requant_group_cycles`` (the rounding shifter's slot): the shift-row check's
 #: read and test, then the SerialRequantizer's final slot up to the last row's OUT write.
 REQUANT_SERIAL_LATENCY = 5
+#: REQUANT with a shift outside ``0..REQUANT_MAX_SHIFT``: PostProc busy cycles before it drops
+#: ``busy`` with the fault (the 4 param-row cycles; with ``cfg.requant_serial`` the shift-row
+#: check's read and test, 2); ``BAD_PARAM`` is raised ``RETIRE_CYCLES`` later.
+REQUANT_FAULT_BUSY, REQUANT_SERIAL_FAULT_BUSY = 4, 2
 # The MATMUL schedule below restates hw/matmul.py's constants (sw may not import hw/matmul.py);
 # tests/test_hw_matmul.py checks the RTL against matmul_cycles cycle for cycle.
 #: MATMUL: cycles from a weight-spad read to its beat on the array (``hw.matmul``).
@@ -250,8 +261,8 @@ def matmul_cycles_of(cfg: AccelConfig, args: dict, loop: dict,
     :func:`matmul_cycles`: for ``dataflow="rs"`` ``sw.rs_model.rs_matmul_cycles`` (its passes
     follow the LOOP state; with ``zero_skip`` they depend on the ACT spad contents ``act``);
     for ``"ws"`` with ``zero_skip`` :func:`ws_skip_cycles` of :func:`ws_skipped_rows` (it
-    needs ``act``), else :func:`matmul_cycles` of ``m`` and
-    ``k_tiles``."""
+    needs ``act``; computed a chunk of tiles at a time), else :func:`matmul_cycles` of ``m``
+    and ``k_tiles``."""
     if cfg.dataflow == "rs":
         from .rs_model import rs_matmul_cycles
         return rs_matmul_cycles(cfg, args, loop, act)
@@ -259,13 +270,19 @@ def matmul_cycles_of(cfg: AccelConfig, args: dict, loop: dict,
         if act is None:
             raise ValueError("A zero-skipping ws MATMUL's cycles depend on the ACT spad "
                              "contents: pass act")
-        return ws_skip_cycles(cfg, ws_skipped_rows(cfg, args, loop, act))
+        return _ws_cycles_of_costs(cfg, _ws_skip_costs(cfg, args, loop, act)[0])
     return matmul_cycles(cfg, args["m"], args["k_tiles"])
 
 
-def act_rows(args: dict, loop: dict) -> np.ndarray:
-    """Return the ``(k_tiles, m)`` act-spad rows (exact, however far beyond the depth) that the
-    MATMUL ``args`` reads under LOOP state ``loop`` (``hw/isa.py``'s ``act_row``)."""
+#: Elements (act rows times lanes or columns) a MATMUL's operands are gathered in at a time:
+#: isasim runs a MATMUL a chunk of whole tiles at a time, so its memory is bounded by this
+#: and by the scratchpads, never by ``k_tiles * m``.
+_CHUNK_ELEMS = 1 << 20
+
+
+def _act_tiles(args: dict, loop: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Return the act row of each tile's row 0, ``(k_tiles,)``, and each row's offset from it,
+    ``(m,)``: :func:`act_rows` is their outer sum."""
     kt = np.arange(args["k_tiles"], dtype=np.int64)
     i = np.arange(args["m"], dtype=np.int64)
     w0, w1, mw = loop["k_wrap0"], loop["k_wrap1"], loop["m_wrap"]
@@ -274,7 +291,42 @@ def act_rows(args: dict, loop: dict) -> np.ndarray:
     i0, i1 = (i % mw, i // mw) if mw else (i, 0 * i)
     tile = (args["act_addr"] + t0 * args["act_stride"] + t1 * loop["k_stride1"]
             + t2 * loop["k_stride2"])
-    return tile[:, None] + (i0 * loop["m_stride"] + i1 * loop["m_stride1"])[None, :]
+    return tile, i0 * loop["m_stride"] + i1 * loop["m_stride1"]
+
+
+def _chunks(bases: np.ndarray, offs: np.ndarray, width: int):
+    """Yield ``(c0, c1, rows)``: the act rows ``bases[c0:c1, None] + offs`` of tiles ``c0 ..
+    c1 - 1``, in chunks of at most :data:`_CHUNK_ELEMS` elements of ``width`` per row."""
+    step = max(1, _CHUNK_ELEMS // (len(offs) * width))
+    for c0 in range(0, len(bases), step):
+        yield c0, min(c0 + step, len(bases)), bases[c0:c0 + step, None] + offs[None, :]
+
+
+def act_rows(args: dict, loop: dict) -> np.ndarray:
+    """Return the ``(k_tiles, m)`` act-spad rows (exact, however far beyond the depth) that the
+    MATMUL ``args`` reads under LOOP state ``loop`` (``hw/isa.py``'s ``act_row``)."""
+    tile, offs = _act_tiles(args, loop)
+    return tile[:, None] + offs[None, :]
+
+
+def _zp_rows(cfg: AccelConfig, rows: np.ndarray, act: np.ndarray, zp: int) -> np.ndarray:
+    """Return which act ``rows`` lie inside the ACT depth with all ``R`` lanes equal to ``zp``."""
+    inside = rows < cfg.act_spad_depth
+    return (act[np.where(inside, rows, 0)] == zp).all(axis=2) & inside
+
+
+def _ws_zero_rows(cfg: AccelConfig, args: dict, rows: np.ndarray, act: np.ndarray, kt0: int
+                  ) -> np.ndarray:
+    """Return which of the act ``rows`` (tiles ``kt0 ..``) a zero-skipping ``ws`` engine
+    skips (:func:`ws_skipped_rows`)."""
+    zero = _zp_rows(cfg, rows, act, args["zp"])
+    if args["acc_max"]:
+        return np.zeros_like(zero)
+    if not args["accumulate"] and kt0 == 0:
+        zero[0] = False
+    if kt0 + len(rows) == args["k_tiles"]:
+        zero[-1, -1] = False
+    return zero
 
 
 def ws_skipped_rows(cfg: AccelConfig, args: dict, loop: dict, act: np.ndarray) -> np.ndarray:
@@ -283,15 +335,42 @@ def ws_skipped_rows(cfg: AccelConfig, args: dict, loop: dict, act: np.ndarray) -
     ``R`` lanes all equal ``zp`` in the ACT spad contents ``act`` (``(depth, R)`` int8), inside
     the ACT depth, whose zero product changes nothing (``accumulate`` or ``kt > 0``, and not
     ``acc_max``), and that is not the MATMUL's final row ``(k_tiles - 1, m - 1)``."""
-    rows = act_rows(args, loop)
-    inside = rows < cfg.act_spad_depth
-    zero = (act[np.where(inside, rows, 0)] == args["zp"]).all(axis=2) & inside
+    return _ws_zero_rows(cfg, args, act_rows(args, loop), act, 0)
+
+
+def _ws_tile_costs(skipped: np.ndarray) -> np.ndarray:
+    """Return each tile's cycles of act-row pairs (:func:`ws_skip_cycles`), ``(k_tiles,)``."""
+    k_tiles, m = skipped.shape
+    fed = ~skipped
+    if m % 2:
+        fed = np.concatenate([fed, np.zeros((k_tiles, 1), bool)], axis=1)
+    return np.maximum(1, fed[:, 0::2].astype(np.int64) + fed[:, 1::2]).sum(axis=1)
+
+
+def _ws_skip_costs(cfg: AccelConfig, args: dict, loop: dict, act: np.ndarray
+                   ) -> tuple[np.ndarray, int]:
+    """Return a zero-skipping ``ws`` MATMUL's tile costs (:func:`_ws_tile_costs`) and its
+    skipped rows. The rows of each distinct tile are read once, a chunk at a time; the first
+    tile (without ``accumulate``) and the last one, whose rows the rule treats apart, are
+    counted on their own."""
+    tile, offs = _act_tiles(args, loop)
+    k_tiles = len(tile)
     if args["acc_max"]:
-        return np.zeros_like(zero)
-    if not args["accumulate"]:
-        zero[0] = False
-    zero[-1, -1] = False
-    return zero
+        return np.repeat(_ws_tile_costs(np.zeros((1, len(offs)), bool)), k_tiles), 0
+    bases, inv, counts = np.unique(tile, return_inverse=True, return_counts=True)
+    costs_b = np.empty(len(bases), np.int64)
+    zero_b = np.empty(len(bases), np.int64)
+    for c0, c1, rows in _chunks(bases, offs, cfg.rows):
+        zero = _zp_rows(cfg, rows, act, args["zp"])
+        costs_b[c0:c1] = _ws_tile_costs(zero)
+        zero_b[c0:c1] = zero.sum(axis=1)
+    costs = costs_b[inv]
+    skipped = int((counts * zero_b).sum())
+    for t in sorted({k_tiles - 1} | (set() if args["accumulate"] else {0})):
+        zero = _ws_zero_rows(cfg, args, tile[t] + offs[None, :], act, t)
+        costs[t] = _ws_tile_costs(zero)[0]
+        skipped += int(zero.sum()) - int(zero_b[inv[t]])
+    return costs, skipped
 
 
 def ws_skip_cycles(cfg: AccelConfig, skipped: np.ndarray) -> int:
@@ -308,19 +387,19 @@ def ws_skip_cycles(cfg: AccelConfig, skipped: np.ndarray) -> int:
     ``ACT_READ_LATENCY - 1`` cycles later, leaves it :func:`array_latency` later and ``busy``
     is low ``ACC_WRITE_LATENCY`` after that. With no skipped row this is :func:`matmul_cycles`.
     """
-    k_tiles, m = skipped.shape
-    fed = ~skipped
-    if m % 2:
-        fed = np.concatenate([fed, np.zeros((k_tiles, 1), bool)], axis=1)
-    cost = np.maximum(1, fed[:, 0::2].astype(np.int64) + fed[:, 1::2]).sum(axis=1).tolist()
+    return _ws_cycles_of_costs(cfg, _ws_tile_costs(skipped))
+
+
+def _ws_cycles_of_costs(cfg: AccelConfig, costs: np.ndarray) -> int:
+    """Return :func:`ws_skip_cycles` from the tiles' costs (:func:`_ws_tile_costs`)."""
     r = cfg.rows
     release = bank_release_delay(cfg) - 1
     last_wt, end = 0, 0
     ends = []
-    for t in range(k_tiles):
+    for t, cost in enumerate(costs.tolist()):
         first_wt = last_wt + 1 if t < 2 else max(last_wt + 1, ends[t - 2] + release)
         last_wt = first_wt + r - 1
-        end = max(last_wt, end) + cost[t]
+        end = max(last_wt, end) + cost
         ends.append(end)
     return end + ACT_READ_LATENCY - 1 + array_latency(cfg) + ACC_WRITE_LATENCY
 
@@ -334,6 +413,14 @@ def requant_cycles(cfg: AccelConfig, rows: int) -> int:
         return (rows * cfg.requant_row_cycles + cfg.requant_group_cycles + REQUANT_SERIAL_LATENCY
                 + RETIRE_CYCLES)
     return rows + REQUANT_LATENCY + RETIRE_CYCLES
+
+
+def requant_fault_cycles(cfg: AccelConfig) -> int:
+    """Return the cycles after dispatch of a REQUANT that halts with ``BAD_PARAM``:
+    ``REQUANT_FAULT_BUSY`` (``REQUANT_SERIAL_FAULT_BUSY`` with ``cfg.requant_serial``)
+    ``+ RETIRE_CYCLES``, whatever its ``rows``."""
+    busy = REQUANT_SERIAL_FAULT_BUSY if cfg.requant_serial else REQUANT_FAULT_BUSY
+    return busy + RETIRE_CYCLES
 
 
 def perf_cycles(cfg: AccelConfig) -> int:
@@ -600,75 +687,107 @@ class IsaSim:
         wt_rows = R if a["wt_repeat"] else kt * R
         self._spad_check(pc, "wt", a["wt_addr"], wt_rows)
         self._spad_check(pc, "acc", a["acc_addr"], m)
-        rows_idx = self.act_rows(a)
-        skipped = None
+        act = self.spads["act"]
+        skip_rows = 0
         if cfg.dataflow == "ws" and cfg.zero_skip:
-            skipped = ws_skipped_rows(cfg, a, self.loop, self.spads["act"])
-            cyc = ws_skip_cycles(cfg, skipped)
+            costs, skip_rows = _ws_skip_costs(cfg, a, self.loop, act)
+            cyc = _ws_cycles_of_costs(cfg, costs)
         else:
-            cyc = matmul_cycles_of(cfg, a, self.loop, self.spads["act"])
-        act_last = int(rows_idx.max())
+            cyc = matmul_cycles_of(cfg, a, self.loop, act)
+        tile, offs = _act_tiles(a, self.loop)
+        act_last = int(tile.max() + offs.max())
         if act_last >= cfg.act_spad_depth:             # found as the rows are read: at the end
             ctr["cycles"] += cyc
             ctr["compute_cycles"] += cyc - RETIRE_CYCLES
-            skip_macs = 0 if skipped is None else int(skipped.sum()) * R * C
+            skip_macs = skip_rows * R * C
             ctr["macs"] += m * R * C * kt - skip_macs
             ctr["skipped_macs"] += skip_macs
             raise DeviceError(isa.ErrorCode.SPAD_RANGE, pc=pc,
                               detail=f"act row {act_last} beyond depth {cfg.act_spad_depth}")
-        acts = self.spads["act"][rows_idx].astype(np.int64) - a["zp"]      # (kt, m, R)
-        wts = self.spads["wt"][a["wt_addr"]:a["wt_addr"] + wt_rows]
-        if a["wt_repeat"]:
-            wts = np.tile(wts, (kt, 1))                                      # (kt*R, C)
-        acc = self.spads["acc"]
-        lo, hi = a["acc_addr"], a["acc_addr"] + m
-        if a["acc_max"]:
-            # float64 is exact: |a @ W| <= 255 * 128 * R < 2**53.
-            per = np.einsum("tmr,trc->tmc", acts.astype(np.float64),
-                            wts.reshape(kt, R, C).astype(np.float64)).astype(np.int64)
-            prod = per.max(axis=0)
-            if a["accumulate"]:
-                prod = np.maximum(prod, acc[lo:hi])
-        else:
-            a2 = acts.transpose(1, 0, 2).reshape(m, kt * R)
-            # float64 is exact here: |sum| <= 255 * 128 * 65535 * 64 < 2**53.
-            prod = (a2.astype(np.float64) @ wts.astype(np.float64)).astype(np.int64)
-            if a["accumulate"]:
-                prod += acc[lo:hi]
-        acc[lo:hi] = golden.wrap_int32(prod)
-        self._count_macs(acts, wts, ctr, a, skipped)
+        self._matmul_results(a, ctr, skip_rows)
         ctr["cycles"] += cyc
         ctr["compute_cycles"] += cyc - RETIRE_CYCLES       # the MatmulEngine's busy cycles
 
-    def _count_macs(self, acts, wts, ctr, args, skipped=None):
-        """Add a MATMUL's MACs to ``macs``, ``gated_macs`` and ``skipped_macs`` (module
-        docstring, "MAC counters"); ``acts`` are ``a - zp`` (kt, m, R), ``wts`` (kt*R, C),
-        ``skipped`` the rows a zero-skipping ``ws`` engine skips (:func:`ws_skipped_rows`)."""
+    def _matmul_results(self, a, ctr, skip_rows):
+        """Write a legal MATMUL's ACC rows and add its MACs to ``macs``, ``gated_macs`` and
+        ``skipped_macs`` (module docstring, "MAC counters"; ``skip_rows``: the act rows a
+        zero-skipping ``ws`` engine skips), a chunk of tiles at a time (:func:`_chunks`), so
+        the memory is that of a chunk whatever ``k_tiles``. With ``wt_repeat`` every tile
+        meets the same weights, so each distinct act tile is read once and weighted by the
+        number of tiles that read it (at most the ACT depth of them)."""
         cfg = self.cfg
-        C = cfg.cols
-        kt, m, R = acts.shape
-        total = m * R * C * kt
-        za = acts == 0                                                      # (kt, m, R)
+        R, C = cfg.rows, cfg.cols
+        m, zp = a["m"], a["zp"]
+        act, wt = self.spads["act"], self.spads["wt"]
+        repeat, acc_max = a["wt_repeat"], a["acc_max"]
+        tile, offs = _act_tiles(a, self.loop)
+        if repeat:
+            w_tile = wt[a["wt_addr"]:a["wt_addr"] + R].astype(np.int64)
+            tile, inv, counts = np.unique(tile, return_inverse=True, return_counts=True)
+            a_sum = np.zeros((m, R), np.int64)          # sum over the tiles of a - zp
+        out = None if acc_max else np.zeros((m, C), np.int64)
+        zeros = np.zeros(len(tile), np.int64)           # zero activations per (distinct) tile
+        gated_w = 0                                     # non-zero acts meeting a zero weight
+        for c0, c1, rows in _chunks(tile, offs, max(R, C)):
+            raw = act[rows]                                                  # (ck, m, R)
+            za = raw == zp
+            zeros[c0:c1] = za.sum(axis=(1, 2))
+            acts = raw.astype(np.int64) - zp
+            if repeat:
+                wts = w_tile                                                 # (R, C)
+            else:
+                wts = wt[a["wt_addr"] + c0 * R:a["wt_addr"] + c1 * R].astype(np.int64)
+            if cfg.zero_gate and cfg.dataflow != "rs":
+                zw = (wts == 0).reshape(-1, R, C).sum(axis=2)                # (1 or ck, R)
+                per_tile = ((m - za.sum(axis=1)) * zw).sum(axis=1)
+                gated_w += int((per_tile * counts[c0:c1]).sum() if repeat else per_tile.sum())
+            if acc_max:
+                # float64 is exact: |a @ W| <= 255 * 128 * R < 2**53.
+                per = (acts.astype(np.float64)
+                       @ wts.reshape(-1, R, C).astype(np.float64)).max(axis=0)
+                out = per if out is None else np.maximum(out, per)
+            elif repeat:
+                a_sum += np.tensordot(counts[c0:c1], acts, axes=1)
+            else:
+                # float64 is exact for a chunk: |sum| <= 255 * 128 * R * chunk tiles < 2**53.
+                a2 = acts.transpose(1, 0, 2).reshape(m, -1).astype(np.float64)
+                out += (a2 @ wts.astype(np.float64)).astype(np.int64)
+        if acc_max:
+            out = out.astype(np.int64)
+        elif repeat:
+            out = a_sum @ w_tile                # exact: |a_sum| <= 255 * 65535, int64
+        if repeat:
+            zeros = zeros[inv]
+        acc = self.spads["acc"]
+        lo, hi = a["acc_addr"], a["acc_addr"] + m
+        if a["accumulate"]:
+            out = np.maximum(out, acc[lo:hi]) if acc_max else out + acc[lo:hi]
+        acc[lo:hi] = golden.wrap_int32(out)
+        self._count_macs(zeros, gated_w, ctr, a, skip_rows)
+
+    def _count_macs(self, zeros, gated_w, ctr, args, skip_rows=0):
+        """Add a MATMUL's MACs to ``macs``, ``gated_macs`` and ``skipped_macs`` (module
+        docstring, "MAC counters") from its zero activations per tile ``zeros`` (``(k_tiles,)``),
+        the MACs of a non-zero activation with a zero weight ``gated_w`` (``ws`` / ``os``) and
+        the act rows a zero-skipping ``ws`` engine skips."""
+        cfg = self.cfg
+        R, C = cfg.rows, cfg.cols
+        total = args["m"] * R * C * args["k_tiles"]
         if cfg.dataflow == "rs":        # a row-stationary PE gates or skips on zero acts only
-            zeros = za.sum(axis=(1, 2)) * C                                 # per tile
-            skip = np.zeros(kt, bool)
+            skip = np.zeros(len(zeros), bool)
             if cfg.zero_skip:
                 from .rs_model import rs_skipped_tiles
                 skip = rs_skipped_tiles(cfg, args, self.loop)
-            skipped = int(zeros[skip].sum())
+            skipped = int(zeros[skip].sum()) * C
             ctr["skipped_macs"] += skipped
             ctr["macs"] += total - skipped
             if cfg.zero_gate:
-                ctr["gated_macs"] += int(zeros[~skip].sum())
+                ctr["gated_macs"] += int(zeros[~skip].sum()) * C
             return
-        skip_rows = 0 if skipped is None else int(skipped.sum())   # all R lanes zero
         ctr["skipped_macs"] += skip_rows * R * C
         ctr["macs"] += total - skip_rows * R * C
         if cfg.zero_gate:
-            zw = (wts == 0).reshape(kt, R, C).sum(axis=2)                   # (kt, R)
-            nza = m - za.sum(axis=1)                                        # (kt, R)
-            ctr["gated_macs"] += ((int(za.sum()) - skip_rows * R) * C
-                                  + int((nza * zw).sum()))
+            ctr["gated_macs"] += (int(zeros.sum()) - skip_rows * R) * C + gated_w
 
     def _requant(self, a, pc, ctr):
         cfg = self.cfg
@@ -681,6 +800,7 @@ class IsaSim:
         p = self.spads["param"]
         bias, mult, shift = p[a["param_addr"]], p[a["param_addr"] + 1], p[a["param_addr"] + 2]
         if np.any(shift < 0) or np.any(shift > isa.REQUANT_MAX_SHIFT):
+            ctr["cycles"] += requant_fault_cycles(cfg)     # the check runs on the PostProc
             raise DeviceError(isa.ErrorCode.BAD_PARAM, pc=pc,
                               detail=f"shift row {a['param_addr'] + 2} holds {shift.tolist()}, "
                                      f"outside 0..{isa.REQUANT_MAX_SHIFT}")

@@ -425,32 +425,41 @@ def rs_engine_mode(cfg, args: dict, loop: dict) -> tuple[bool, int, int, int]:
     return False, 1, 1, ms
 
 
-def rs_engine_passes(cfg, args: dict, loop: dict) -> list[RsEnginePass]:
-    """Return the passes of a MATMUL on the row-stationary engine, in the order it runs them
-    (group, then output row, then segment of at most ``RS_SEGMENT`` outputs)."""
+def _engine_groups(cfg, args: dict, loop: dict):
+    """Yield each group of a MATMUL on the row-stationary engine as ``(g, kt, taps, gbase,
+    segments)``: its first tile, its taps, the act row of its run's position 0, and its passes
+    ``(offset, outputs, acc_row, first)`` in order (the run of a pass starts at act row
+    ``gbase + offset``). The segments are built once per MATMUL, so walking the groups costs
+    no more than the group count."""
     from stamen.hw.params import RS_SEGMENT
     _, taps, stride, pstep = rs_engine_mode(cfg, args, loop)
     m, k_tiles = args["m"], args["k_tiles"]
     row_outputs = loop["m_wrap"] or m
-
-    def level(n, wrap):
-        return (n % wrap, n // wrap) if wrap else (n, 0)
-    passes = []
+    segments = []
+    for i1, i in enumerate(range(0, m, row_outputs)):
+        in_row = min(row_outputs, m - i)
+        for o0 in range(0, in_row, RS_SEGMENT):
+            segments.append((i1 * loop["m_stride1"] + o0 * stride * pstep,
+                             min(RS_SEGMENT, in_row - o0), args["acc_addr"] + i + o0,
+                             i == 0 and o0 == 0))
+    w0, w1 = loop["k_wrap0"], loop["k_wrap1"]
     for g, kt in enumerate(range(0, k_tiles, taps)):
-        t0, rest = level(kt, loop["k_wrap0"])
-        t1, t2 = level(rest, loop["k_wrap1"])
+        t0, rest = (kt % w0, kt // w0) if w0 else (kt, 0)
+        t1, t2 = (rest % w1, rest // w1) if w1 else (rest, 0)
         gbase = (args["act_addr"] + t0 * args["act_stride"] + t1 * loop["k_stride1"]
                  + t2 * loop["k_stride2"])
-        for i1, i in enumerate(range(0, m, row_outputs)):
-            in_row = min(row_outputs, m - i)
-            for o0 in range(0, in_row, RS_SEGMENT):
-                n = min(RS_SEGMENT, in_row - o0)
-                tk = min(taps, k_tiles - kt)
-                passes.append(RsEnginePass(
-                    group=g, kt=kt, base=gbase + i1 * loop["m_stride1"] + o0 * stride * pstep,
-                    pstep=pstep, width=(n - 1) * stride + tk, outputs=n, taps=tk, stride=stride,
-                    acc_row=args["acc_addr"] + i + o0, first=i == 0 and o0 == 0))
-    return passes
+        yield g, kt, min(taps, k_tiles - kt), gbase, segments
+
+
+def rs_engine_passes(cfg, args: dict, loop: dict) -> list[RsEnginePass]:
+    """Return the passes of a MATMUL on the row-stationary engine, in the order it runs them
+    (group, then output row, then segment of at most ``RS_SEGMENT`` outputs)."""
+    _, _, stride, pstep = rs_engine_mode(cfg, args, loop)
+    return [RsEnginePass(group=g, kt=kt, base=gbase + off, pstep=pstep,
+                         width=(n - 1) * stride + tk, outputs=n, taps=tk, stride=stride,
+                         acc_row=acc_row, first=first)
+            for g, kt, tk, gbase, segments in _engine_groups(cfg, args, loop)
+            for off, n, acc_row, first in segments]
 
 
 def rs_skipped_tiles(cfg, args: dict, loop: dict) -> np.ndarray:
@@ -501,62 +510,161 @@ def rs_matmul_cycles(cfg, args: dict, loop: dict, act: "np.ndarray | None" = Non
 
     Exact with a dense stream (``zero_skip=False``; ``act`` is then not needed); with
     ``zero_skip`` the PE rows' beats come from ``act`` (the ACT spad, ``(depth, R)`` int8).
+
+    Closed forms (the cost is a few operations per pass, and the memory a pass's run):
+    the beats of a pass arrive one per cycle in position order (``W0 + q`` for position ``q``,
+    ``W0`` the walk's start plus ``RS_FEED_LATENCY``), and a window ends once the walk has
+    passed the position beyond it, so :func:`rs_fed_pe_timing` is the max-plus recurrence
+    ``t_0 = max(start + b_0 + 1, W0 + S)``, ``t_{x+1} = max(t_x + max(o_x, b_{x+1}),
+    W0 + min((x+1)U + S, width))`` (``o_x`` the ops of window ``x``, ``b_{x+1}`` the beats
+    window ``x + 1`` adds; psum ``x`` at ``t_x + o_x + RS_PSUM_LATENCY - 1``), solved with
+    running sums and maxima; the adder's stage ``i`` takes psum ``k`` at the longest path
+    ``max over i' >= i, k' <= k of (psum(i', k') + 1 + (i' - i) + (k - k'))`` (or from the
+    previous pass's psums). While every PE row has the same timing (a dense pass that all
+    rows start together) both collapse to integers.
     """
     from stamen.hw.params import RS_PASS_QUEUE
     R = cfg.rows
     zp = args["zp"]
-    passes = rs_engine_passes(cfg, args, loop)
-    load_end, loaded, all_started = {}, {}, {}   # by group
-    row_end = [0] * R              # the cycle each PE row may start its next pass
-    issue, walk_end = 0, 0
-    done = []                      # per pass: the cycle the top stage took its last psum
-    fired = [-1] * R               # the last cycle each adder stage took a psum (0 = top)
-    for n, p in enumerate(passes):
-        g = p.group
-        issue = max(issue + 1, done[n - RS_PASS_QUEUE] + RS_QUEUE_FREE
-                    if n >= RS_PASS_QUEUE else 0)
-        if g not in loaded:
-            begin = 1 if g == 0 else load_end[g - 1]
+    _, _, U, pstep = rs_engine_mode(cfg, args, loop)
+    lanes = np.arange(R, dtype=np.int64)
+    lat = RS_PSUM_LATENCY - 1               # psum x leaves at t_x + ops_x + lat
+    dones: list[int] = []                   # the last K passes' done cycles
+    issue = walk_end = 0
+    load_end = started = 0                  # the previous group's last WT read / all-rows start
+    # PE row state: while ``uniform``, every row ends its passes at ``row_end`` and adder stage
+    # ``i`` took its last psum at ``fired - i``; else the arrays ``row_ends`` and ``fireds``.
+    uniform, row_end, fired = True, 0, -1
+    row_ends = fireds = None
+    for chunk in _group_chunks(cfg, args, loop):
+        summaries = _chunk_summaries(cfg, chunk, act, zp, U, pstep, lat)
+        for (g, _, S, gbase, segments), summ in zip(chunk, summaries):
+            begin = 1 if g == 0 else load_end
             if g >= 2:
-                begin = max(begin, all_started[g - 1] + 1)
-            load_end[g] = begin + p.taps * R
-            loaded[g] = load_end[g] + 1
-        walk = max(issue + RS_FEED_START, walk_end + 1)
-        walk_end = walk + p.width
-        arrive = walk + RS_FEED_LATENCY + np.arange(p.width + 1)
-        starts, timings = [], []
-        for r, present in enumerate(_pass_presence(cfg, p, act, zp)):
-            start = max(issue + 1, row_end[r], loaded[g])
-            tm = rs_fed_pe_timing(present, p.taps, p.stride, watermark=cfg.zero_skip,
-                                  arrive=arrive - start)
-            row_end[r] = start + (max(tm.cycles, tm.psum_cycles[-1] + 1) if tm.psum_cycles
-                                  else tm.cycles)
-            starts.append(start)
-            timings.append(tm)
-        if p.first:
-            all_started[g] = max(starts)
-        for k in range(p.outputs):
-            below = None
-            for i in reversed(range(R)):
-                # in the FIFO the cycle after the PE's output register has it
-                f = max(starts[i] + timings[i].psum_cycles[k] + 1, fired[i] + 1)
-                if below is not None:
-                    f = max(f, below + 1)
-                fired[i] = below = f
-        done.append(fired[0])
-    return int(fired[0] + RS_END_CYCLES)
+                begin = max(begin, started + 1)
+            load_end = begin + S * R
+            loaded = load_end + 1
+            for j, (off, n, _, first) in enumerate(segments):
+                issue = max(issue + 1, dones[-RS_PASS_QUEUE] + RS_QUEUE_FREE
+                            if len(dones) >= RS_PASS_QUEUE else 0)
+                width = (n - 1) * U + S
+                walk = max(issue + RS_FEED_START, walk_end + 1)
+                walk_end = walk + width
+                w0 = walk + RS_FEED_LATENCY
+                ready = max(issue + 1, loaded)
+                if uniform and summ is None:
+                    start = max(ready, row_end)
+                    c = max(S, U)               # a window's cycles: its ops or the next beats
+                    t0 = max(start + S + 1, w0 + S)
+                    row_end = t0 + (n - 1) * c + S + lat + 1
+                    fired = n - 1 + max(t0 + (n - 1) * (c - 1) + S + lat + R, fired + 1)
+                    if first:
+                        started = start
+                    done = fired
+                else:
+                    if uniform:
+                        row_ends, fireds = np.full(R, row_end, np.int64), fired - lanes
+                        uniform = False
+                    starts = np.maximum(row_ends, ready)
+                    if first:
+                        started = int(starts.max())
+                    if summ is None:
+                        s = _pass_summaries(np.ones((1, width, 1), bool), n, S, U, lat)[0]
+                    else:
+                        s = summ[j]
+                    t0 = np.maximum(starts + s[0] + 1, w0 + S)
+                    row_ends = np.maximum(s[1] + np.maximum(t0, w0 + s[2]),
+                                          s[3] + np.maximum(t0, w0 + s[4]) + s[5]) + 1
+                    q = np.maximum(t0 + s[6], w0 + s[7]) + lanes
+                    top = np.maximum.accumulate(np.maximum(q, fireds + lanes)[::-1])[::-1]
+                    fireds = n - lanes + top
+                    done = int(fireds[0])
+                    if summ is None and ((row_ends == row_ends[0]).all()
+                                         and (fireds + lanes == done).all()):
+                        uniform, row_end, fired = True, int(row_ends[0]), done
+                dones.append(done)
+                if len(dones) > RS_PASS_QUEUE:
+                    del dones[0]
+    return int(dones[-1] + RS_END_CYCLES)
 
 
-def _pass_presence(cfg, p: RsEnginePass, act, zp: int) -> list[np.ndarray]:
-    """Each PE row's beats of a pass (``present[q]``: position ``q`` has a beat): every
-    position, or with ``zero_skip`` in passes of two taps or more (one-tap passes are fed
-    dense, ``hw/rs_matmul.py``) those that are not the zero point."""
-    if cfg.zero_skip and p.taps >= 2:
-        if act is None:
-            raise ValueError("rs_matmul_cycles with zero_skip needs the ACT spad contents")
-        rows = rs_engine_pass_rows(act, p)
-        return [rows[:, r] != zp for r in range(cfg.rows)]
-    return [np.ones(p.width, bool)] * cfg.rows
+#: Elements (positions times lanes) of the act runs :func:`rs_matmul_cycles` reads at a time.
+_RS_CHUNK_ELEMS = 1 << 18
+_NEVER = -(1 << 30)          # a term that does not exist (below any t_0 - w0)
+
+
+def _group_chunks(cfg, args: dict, loop: dict):
+    """Yield the groups of :func:`_engine_groups` in lists whose passes' runs hold about
+    :data:`_RS_CHUNK_ELEMS` act values."""
+    from itertools import islice
+    _, taps, stride, _ = rs_engine_mode(cfg, args, loop)
+    groups = _engine_groups(cfg, args, loop)
+    first = next(groups)
+    per_group = sum((n - 1) * stride + taps for _, n, _, _ in first[4]) * cfg.rows
+    size = max(1, _RS_CHUNK_ELEMS // per_group)
+    yield [first] + list(islice(groups, size - 1))
+    while chunk := list(islice(groups, size)):
+        yield chunk
+
+
+def _chunk_summaries(cfg, chunk: list, act, zp: int, U: int, pstep: int, lat: int) -> list:
+    """Return, per group of ``chunk``, ``None`` for a dense group (every position has a beat)
+    or its passes' :func:`_pass_summaries` ``(passes, 8, R)`` from the ACT spad ``act``."""
+    out = [None] * len(chunk)
+    runs: dict = {}                     # (taps, outputs) -> the passes' index and first row
+    count = 0
+    for k, (_, _, S, gbase, segments) in enumerate(chunk):
+        if cfg.zero_skip and S >= 2:
+            out[k] = slice(count, count + len(segments))
+            for off, n, _, _ in segments:
+                runs.setdefault((S, n), []).append((count, gbase + off))
+                count += 1
+    if not runs:
+        return out
+    if act is None:
+        raise ValueError("rs_matmul_cycles with zero_skip needs the ACT spad contents")
+    summ = np.empty((count, 8, cfg.rows), np.int64)
+    for (S, n), passes in runs.items():
+        index, bases = np.array(passes, np.int64).T
+        pos = pstep * np.arange((n - 1) * U + S, dtype=np.int64)
+        present = act[(bases[:, None] + pos) % len(act)] != zp             # (P, width, R)
+        summ[index] = _pass_summaries(present, n, S, U, lat)
+    return [None if s is None else summ[s] for s in out]
+
+
+def _pass_summaries(present: np.ndarray, n: int, S: int, U: int, lat: int) -> np.ndarray:
+    """Return, for passes of ``n`` outputs whose positions have a beat where ``present``
+    (``(P, width, R)``; ``R`` may be 1 for equal rows), the figures ``(P, 8, R)`` that give a
+    PE row's timing (:func:`rs_fed_pe_timing`, in :func:`rs_matmul_cycles`' closed form) from
+    its start and the walk's first arrival ``w0``: ``b_0`` (the first window's beats),
+    ``C_n, E_{n-1}, C_{n-1}, E_{n-2}, o_{n-1} + lat`` (the row's end is
+    ``max(C_n + max(t_0, w0 + E_{n-1}), C_{n-1} + max(t_0, w0 + E_{n-2}) + o_{n-1} + lat) + 1``)
+    and ``A_1 + lat, A_2 + lat`` (``max(t_0 + A_1, w0 + A_2) + lat`` is the latest
+    ``psum_x - x``), with ``o_x`` window ``x``'s ops, ``C_x`` the sum of the first ``x``
+    windows' cycles, ``E_x`` the running maximum of ``min((j+1)U + S, width) - C_{j+1}`` over
+    ``j <= x``, ``A_1 = max(o_x - x + C_x)`` and ``A_2 = max(o_x - x + C_x + E_{x-1})`` over
+    ``x >= 1`` (a term that does not exist is ``_NEVER``)."""
+    i32 = np.int32                      # counts of at most a run's width: int32 is exact
+    P, width, lanes = present.shape
+    cum = np.empty((P, lanes, width + 1 + U), i32)          # beats before each position
+    cum[:, :, 0] = 0
+    np.cumsum(present.transpose(0, 2, 1), axis=2, dtype=i32, out=cum[:, :, 1:width + 1])
+    cum[:, :, width + 1:] = cum[:, :, width:width + 1]      # no beat beyond the run
+    xs = np.arange(n, dtype=i32)
+    ops = np.maximum(cum[:, :, S:S + n * U:U] - cum[:, :, 0:n * U:U], 1)    # (P, R, n)
+    cost = np.maximum(ops, cum[:, :, S + U:S + U + n * U:U] - cum[:, :, S:S + n * U:U])
+    c = np.cumsum(cost, axis=2, dtype=i32)                                  # C_1 .. C_n
+    bound = np.minimum((xs + 1) * U + S, width).astype(i32)
+    e = np.maximum.accumulate(bound - c, axis=2)                            # E_0 .. E_{n-1}
+    a = ops - xs + (c - cost)                                               # o_x - x + C_x
+    a2 = (a[:, :, 1:] + e[:, :, :-1]).max(axis=2, initial=_NEVER)
+    out = np.empty((P, 8, lanes), np.int64)
+    out[:, 0] = cum[:, :, S]
+    out[:, 1], out[:, 2] = c[:, :, -1], e[:, :, -1]
+    out[:, 3], out[:, 4] = (c[:, :, -2], e[:, :, -2]) if n > 1 else (0, _NEVER)
+    out[:, 5] = ops[:, :, -1] + lat
+    out[:, 6], out[:, 7] = a.max(axis=2) + lat, a2 + lat
+    return out
 
 
 def rs_fed_pe_timing(present: np.ndarray, taps: int, stride: int, watermark: bool = False,
