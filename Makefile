@@ -16,8 +16,9 @@ help:
 	@echo "              (MODELS=\"mlp lenet resnet\" picks the networks)"
 	@echo "make test     the full regression (unit, compiler/isasim, Verilator/cocotb)"
 	@echo "make sim      the Verilator/cocotb regression alone"
-	@echo "make fuzz     N random graphs (golden vs isasim) on random configs: make fuzz N=1000 SEED=7;"
-	@echo "              replay one: .venv/bin/python tests/graph_fuzz.py --replay SEED"
+	@echo "make fuzz     N random graphs (golden vs isasim) on random configs and N random programs per"
+	@echo "              config (isasim must halt or fault by name): make fuzz N=1000 SEED=7; replay"
+	@echo "              one: tests/graph_fuzz.py --replay SEED, tests/isa_fuzz.py --preset P --replay SEED"
 	@echo "make bench    GEMM and CNN conv-layer benchmarks vs SCALE-Sim (CSV/JSON/PNG under build/bench/)"
 	@echo "make verilog  write build/$(PRESET)/ (Verilog + config.json)"
 	@echo "make bitstream BOARD=icebreaker|ulx3s   FPGA bitstream with open tools (YoWASP)"
@@ -50,6 +51,7 @@ N    ?= 1000
 SEED ?=
 fuzz: venv
 	cd tests && ../$(VPY) graph_fuzz.py --n $(N) $(if $(SEED),--seed $(SEED))
+	cd tests && ../$(VPY) isa_fuzz.py --preset all --n $(N) $(if $(SEED),--seed $(SEED))
 
 # BENCH_BACKEND=isasim: no Verilator at all (every figure from the ISA simulator's cycle model)
 BENCH_BACKEND ?= verilator

@@ -26,7 +26,8 @@ checked in this order, before the instruction touches anything:
 5. a device-memory word range beyond ``mem_words`` (``cfg.zero_dir_base`` with
    ``cfg.compress_acts``: LOAD, STORE and PERF never reach the zero-row directory) ->
    ``DRAM_RANGE``;
-6. REQUANT: a shift row entry outside ``0..REQUANT_MAX_SHIFT`` -> ``BAD_PARAM``.
+6. REQUANT: a shift row entry outside ``0..REQUANT_MAX_SHIFT`` -> ``BAD_PARAM`` (found by the
+   PostProc: its check's :func:`requant_fault_cycles` are counted).
 
 The raised error carries ``counters`` (the counters at the fault).
 
