@@ -21,6 +21,7 @@ from pathlib import Path
 from stamen.hw.params import PRESETS, AccelConfig
 from stamen.sw.bench import SUITES as BENCH_SUITES, VERILATOR_BUDGET
 from stamen.sw.errors import StamenError
+from stamen.verif.vlrun import TestFailure
 
 __all__ = ["main", "config_from_args", "UsageError", "DEFAULT_PRESET"]
 
@@ -366,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         # run over its limits, a broken link, a board that answered nonsense.
         _error(args, e)
         return 2 if isinstance(e, (ValueError, TypeError)) else 1
+    except TestFailure as e:            # the Verilator simulation itself failed: a failed run
+        _error(args, e)
+        return 1
     except (ValueError, TypeError, OSError, RuntimeError) as e:
         _error(args, e)
         return 2

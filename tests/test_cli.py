@@ -194,7 +194,9 @@ def test_failed_run_exits_1(monkeypatch, capsys, tmp_path):
     import stamen.sw.demo as demo
     from stamen.hw import isa
     from stamen.sw.errors import DeviceError, DeviceTimeoutError, TransportError
+    from stamen.verif.vlrun import TestFailure
     for error in (DeviceError(isa.ErrorCode.BAD_ARG, 0x40, "DMA rows must be non-zero"),
+                  TestFailure("1 cocotb test(s) of stamen.verif.tb_device failed; log: x.log"),
                   DeviceTimeoutError("the board did not finish\nwithin max_cycles=10",
                                      "max_cycles"),
                   TransportError("lost the link to the board on fake during STATUS")):
