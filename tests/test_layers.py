@@ -1,0 +1,163 @@
+"""The package's import rules, read from the source with ``ast`` (function-level imports count):
+
+* ``stamen.hw`` imports only Amaranth, the standard library and itself;
+* ``stamen.sw.golden`` imports only NumPy and the standard library;
+* the compiler (``sw.lower``, ``sw.compiler``) imports from ``hw`` only ``isa``, ``params`` and
+  ``timing``;
+* no module imports ``tests``;
+* no private name (``_x``) is imported from another module;
+* no import cycles between modules.
+
+``KNOWN`` lists what breaks these rules today (issue 14 removes it). The test fails on a new
+violation and on a listed one that is gone, so the list only shrinks and stays true.
+"""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = {"stamen": ROOT / "stamen", "stamen.hw": ROOT / "hw", "stamen.sw": ROOT / "sw",
+            "stamen.verif": ROOT / "verif"}
+STDLIB = set(sys.stdlib_module_names)
+COMPILER = {"stamen.sw.lower", "stamen.sw.compiler"}
+COMPILER_HW = {"stamen.hw.isa", "stamen.hw.params", "stamen.hw.timing"}
+
+#: Today's violations, as the strings :func:`violations` makes.
+KNOWN: set[str] = {
+    'import cycle: stamen.sw.bench <-> stamen.sw.energy',
+    'import cycle: stamen.sw.demo <-> stamen.sw.models',
+    'import cycle: stamen.sw.frontend <-> stamen.sw.quantize',
+    'stamen.hw.bridge imports private stamen.hw.controller._over',
+    'stamen.hw.os_matmul imports private stamen.hw.matmul._check_cfg',
+    'stamen.hw.os_matmul imports private stamen.hw.matmul._field',
+    'stamen.hw.os_matmul imports private stamen.hw.matmul._rd_port',
+    'stamen.hw.os_matmul imports private stamen.hw.matmul._wr_port',
+    'stamen.hw.rs_array imports private stamen.hw.rs_pe._check_bool',
+    'stamen.hw.rs_matmul imports private stamen.hw.matmul._field',
+    'stamen.hw.rs_matmul imports private stamen.hw.matmul._rd_port',
+    'stamen.sw.frontend imports private stamen.sw.quantize._act_qparams',
+    'stamen.sw.frontend imports private stamen.sw.quantize._batches',
+    'stamen.sw.frontend imports private stamen.sw.quantize._check_module_params',
+    'stamen.sw.frontend imports private stamen.sw.quantize._nonfinite',
+}
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for pkg, folder in PACKAGES.items():
+        for path in sorted(folder.glob("*.py")):
+            name = pkg if path.stem == "__init__" else f"{pkg}.{path.stem}"
+            mods[name] = path
+    return mods
+
+
+def _imports(name: str, path: Path, mods: dict[str, Path]):
+    """Yield ``(target, names)``: every module ``name`` imports (absolute, resolved) and the
+    names it takes from it."""
+    is_pkg = path.stem == "__init__"
+    pkg = name if is_pkg else name.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name, []
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg
+                for _ in range(node.level - 1):
+                    base = base.rsplit(".", 1)[0]
+                base = f"{base}.{node.module}" if node.module else base
+            else:
+                base = node.module
+            names = [a.name for a in node.names]
+            subs = [n for n in names if f"{base}.{n}" in mods]
+            for n in subs:
+                yield f"{base}.{n}", []
+            yield base, [n for n in names if n not in subs]
+
+
+def _graph() -> tuple[dict[str, set[str]], list[str]]:
+    """Return the module graph (stamen modules only) and the rule violations other than cycles."""
+    mods = _modules()
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    bad = []
+    for name, path in mods.items():
+        for target, names in _imports(name, path, mods):
+            top = target.split(".")[0]
+            if top == "__future__":
+                continue
+            if top in ("tests", "conftest") or target in ("cases", "conv_cases", "configs"):
+                bad.append(f"{name} imports tests ({target})")
+            inside = target in mods
+            if inside and target != name:
+                edges[name].add(target)
+            if name.startswith("stamen.hw") and not (
+                    top in STDLIB or top == "amaranth" or target.startswith("stamen.hw")):
+                bad.append(f"{name} (hw) imports {target}")
+            if name == "stamen.sw.golden" and not (top in STDLIB or top == "numpy"):
+                bad.append(f"{name} imports {target}")
+            if name in COMPILER and target.startswith("stamen.hw.") and \
+                    target not in COMPILER_HW:
+                bad.append(f"{name} (compiler) imports {target}")
+            if inside and target != name:
+                for n in names:
+                    if n.startswith("_") and not n.startswith("__"):
+                        bad.append(f"{name} imports private {target}.{n}")
+    return edges, bad
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[str]:
+    """Return each strongly connected component of more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+    sys.setrecursionlimit(10000)
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append("import cycle: " + " <-> ".join(sorted(comp)))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def violations() -> set[str]:
+    edges, bad = _graph()
+    return set(bad) | set(_cycles(edges))
+
+
+def test_import_rules():
+    found = violations()
+    new, gone = sorted(found - KNOWN), sorted(KNOWN - found)
+    assert not new, "new import-rule violations:\n  " + "\n  ".join(new)
+    assert not gone, "fixed, so remove from KNOWN in tests/test_layers.py:\n  " + "\n  ".join(gone)
+
+
+def test_the_rules_can_fail(tmp_path, monkeypatch):
+    """A module that breaks each rule is caught (the checker is not vacuous)."""
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "a.py").write_text("from stamen.sw.runtime import Device\nfrom .b import _x\n")
+    (tmp_path / "b.py").write_text("def f():\n    from . import a\n_x = 1\n")
+    monkeypatch.setitem(PACKAGES, "stamen.hw", tmp_path)
+    edges, bad = _graph()
+    assert "stamen.hw.a (hw) imports stamen.sw.runtime" in bad
+    assert "stamen.hw.a imports private stamen.hw.b._x" in bad
+    assert "import cycle: stamen.hw.a <-> stamen.hw.b" in _cycles(edges)
