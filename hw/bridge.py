@@ -46,7 +46,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import bus, isa
-from .controller import _over
+from .controller import sum_exceeds
 from .params import CONFIG_ID_WIDTH, AccelConfig
 from .perf import perf_layout
 from .uart import RxByte
@@ -477,8 +477,8 @@ class HostBridge(wiring.Component):
         """Decode a verified header: refuse it, or set up its transfer."""
         cfg = self._cfg
         busy = self.status.busy
-        mem_ok = (count != 0) & ~addr_high & ~_over(cfg.mem_words, addr, count)
-        csr_ok = (count != 0) & ~addr_high & ~_over(len(CSRS), addr, count)
+        mem_ok = (count != 0) & ~addr_high & ~sum_exceeds(cfg.mem_words, addr, count)
+        csr_ok = (count != 0) & ~addr_high & ~sum_exceeds(len(CSRS), addr, count)
         m.d.sync += is_csr.eq(0)
         code = {cmd: 1 + i for i, cmd in enumerate(Cmd)}
         with m.Switch(kind):

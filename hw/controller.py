@@ -10,7 +10,7 @@ from .isa import ErrorCode, Opcode
 from .params import CHECK_COUNT_WIDTH, AccelConfig
 from .perf import perf_layout
 
-__all__ = ["Fetcher", "Checker", "SpanMultiplier", "PerfWriter", "Controller"]
+__all__ = ["Fetcher", "Checker", "SpanMultiplier", "PerfWriter", "Controller", "sum_exceeds"]
 
 
 def _check_cfg(owner: str, cfg) -> AccelConfig:
@@ -72,7 +72,7 @@ class Fetcher(wiring.Component):
         return m
 
 
-def _over(limit, *terms, limit_max=None):
+def sum_exceeds(limit, *terms, limit_max=None):
     """Return ``sum(terms) > limit`` for unsigned ``terms``, adding only their low bits: with
     ``limit < 2**w``, a term with a bit at or above ``w`` makes the sum exceed ``limit``.
     ``limit`` is an int, or a value of at most ``limit_max``."""
@@ -143,23 +143,24 @@ class Checker(wiring.Component):
                         m.d.comb += bad_spad.eq(1)
                 span = self.span if cfg.check_mul_bits else (d.rows - 1) * d.dram_stride
                 check(bad_spad | (d.rows == 0) | self._bad_compress(d),
-                      _over(depth, d.spad_addr, d.rows,
+                      sum_exceeds(depth, d.spad_addr, d.rows,
                             limit_max=max(cfg.spad_depth(s) for s in bus.SPADS)),
-                      _over(cfg.zero_dir_base, d.dram_addr, span, words))
+                      sum_exceeds(cfg.zero_dir_base, d.dram_addr, span, words))
             with m.Case(Opcode.MATMUL):
                 a = args.matmul
                 wt_rows = Mux(a.wt_repeat, cfg.rows, a.k_tiles * cfg.rows)
-                spad_over = (_over(cfg.spad_depth("wt"), a.wt_addr, wt_rows) |
-                             _over(cfg.spad_depth("acc"), a.acc_addr, a.m))
+                spad_over = (sum_exceeds(cfg.spad_depth("wt"), a.wt_addr, wt_rows) |
+                             sum_exceeds(cfg.spad_depth("acc"), a.acc_addr, a.m))
                 check((a.m == 0) | (a.k_tiles == 0), spad_over, 0)
             with m.Case(Opcode.REQUANT):
                 r = args.requant
-                spad_over = (_over(cfg.spad_depth("acc"), r.acc_addr, r.rows) |
-                             _over(cfg.spad_depth("out"), r.out_addr, r.rows) |
-                             _over(cfg.spad_depth("param"), r.param_addr, 3))
+                spad_over = (sum_exceeds(cfg.spad_depth("acc"), r.acc_addr, r.rows) |
+                             sum_exceeds(cfg.spad_depth("out"), r.out_addr, r.rows) |
+                             sum_exceeds(cfg.spad_depth("param"), r.param_addr, 3))
                 check(r.rows == 0, spad_over, 0)
             with m.Case(Opcode.PERF):
-                check(0, 0, _over(cfg.zero_dir_base, args.perf.dram_addr, isa.perf_words(cfg)))
+                check(0, 0, sum_exceeds(cfg.zero_dir_base, args.perf.dram_addr,
+                                        isa.perf_words(cfg)))
             with m.Case(Opcode.SYNC, Opcode.HALT, Opcode.LOOP):
                 pass
             with m.Default():
@@ -301,7 +302,10 @@ class Controller(wiring.Component):
     ``start``); HALT stops with ``done``. A REQUANT that ends with ``requant_fault`` faults with
     ``BAD_PARAM``, a MATMUL that ends with ``matmul_fault`` (an act row beyond the ACT depth)
     with ``SPAD_RANGE``. A fault sets ``done``, clears ``busy`` and latches ``error`` and
-    ``fault_pc``.
+    ``fault_pc``. With an ideal memory an instruction's fetch-to-dispatch costs ``instr_words +
+    ISSUE_OVERHEAD`` cycles (plus ``cfg.check_cycles``) and a unit's instruction retires
+    ``RETIRE_CYCLES`` after its ``busy`` falls (SYNC, HALT: ``MISC_CYCLES`` after dispatch), the
+    latencies of ``hw/timing.py`` (``tests/test_hw_controller.py`` checks isasim's cycles).
 
     Members
     -------

@@ -32,7 +32,8 @@ class DMA(wiring.Component):
     hold the row while it is written) as the previous row's last write is accepted and issues one
     write request per cycle while the bus accepts them. Without
     backpressure ``busy`` lasts ``rows * row_words`` cycles plus the read latency (LOAD; 1 for a
-    memory that answers in the next cycle) or plus 2 (STORE).
+    memory that answers in the next cycle) or plus 2 (STORE): ``hw/timing.py``'s
+    ``DMA_READ_LATENCY`` / ``DMA_WRITE_LATENCY``, checked by ``tests/test_hw_dma.py``.
 
     With ``cfg.compress_acts`` a command with ``compress=1`` goes to a :class:`ZeroRowDMA`
     instead (which then drives the bus, the ACT write port and the OUT read port); the others
@@ -231,7 +232,8 @@ class ZeroRowDMA(wiring.Component):
 
     Without backpressure ``busy`` lasts ``S + 2*D + 1`` cycles (LOAD with a memory that
     answers in the next cycle) or ``S + 3*D`` (STORE), ``S = Z + (rows - Z) * row_words`` for
-    ``Z`` all-zp rows, ``D`` runs of rows in one directory word (``sw.isasim.zero_dir_cycles``).
+    ``Z`` all-zp rows, ``D`` runs of rows in one directory word (``sw.isasim.zero_dir_cycles``;
+    ``hw/timing.py``'s ``ZERO_DIR_LOAD_CYCLES`` / ``ZERO_DIR_STORE_CYCLES``).
 
     Members
     -------

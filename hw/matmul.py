@@ -1,58 +1,20 @@
-"""The MATMUL unit: streams weight tiles and activation rows through the systolic array and
-read-modify-writes the accumulator scratchpad."""
+"""The weight-stationary MATMUL unit: streams weight tiles and activation rows through the
+systolic array and read-modify-writes the accumulator scratchpad. What every engine shares is in
+``hw/engine.py``; the pipeline latencies are ``hw/timing.py``'s."""
 from amaranth import *
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import bus, isa
-from .params import ACC_WIDTH, WS_SKIP_ROWS, AccelConfig
+from .engine import (AccumulatorBase, MatmulEngineBase, act_row_layout, check_cfg,
+                     loop_registers, matmul_field, spad_read_port)
+from .params import WS_SKIP_ROWS, AccelConfig
 from .pe import WT_BANKS
-from .pe_array import SystolicArray, acts_layout, array_latency, psums_layout, wts_layout
-from .perf import skipped_inc_shape
+from .pe_array import SystolicArray, acts_layout, wts_layout
+from .timing import array_latency, bank_release_delay
 
-__all__ = ["MatmulEngineBase", "MatmulEngine", "AccumulatorBase", "WeightLoader", "ActAddressGenerator", "ActStreamer", "Accumulator",
-           "SkipActStreamer", "SkipAccumulator", "skip_tag_layout",
-           "act_row_layout", "acc_read_transparent", "WT_READ_LATENCY", "ACT_READ_LATENCY"]
-
-#: Cycles from a weight-spad read to its beat on the array's ``i_wts`` (synchronous read).
-WT_READ_LATENCY = 1
-#: Cycles from an act-spad read to its beat on the array's ``i_acts`` (read, then ``a - zp``).
-ACT_READ_LATENCY = 2
-
-
-def _check_cfg(cfg):
-    if not isinstance(cfg, AccelConfig):
-        raise TypeError(f"Configuration must be an AccelConfig, not {cfg!r}")
-
-
-def _rd_port(cfg, spad):
-    return In(memory.ReadPort.Signature(addr_width=bus.spad_addr_width(cfg, spad),
-                                        shape=bus.spad_row_layout(cfg, spad)))
-
-
-def _wr_port(cfg, spad):
-    return In(memory.WritePort.Signature(addr_width=bus.spad_addr_width(cfg, spad),
-                                         shape=bus.spad_row_layout(cfg, spad)))
-
-
-def _field(name):
-    return isa.MatmulArgs.as_shape()[name].shape
-
-
-def act_row_layout(cfg: AccelConfig) -> data.StructLayout:
-    """Return the layout of an activation row address as :class:`ActAddressGenerator` makes it:
-    ``addr``, the row's low ``bus.spad_addr_width(cfg, "act")`` bits, and ``over``, set when the
-    exact row (the sum of ``hw/isa.py``'s ``act_row``, without truncation) is at or beyond the
-    ACT depth (``addr`` is then undefined)."""
-    _check_cfg(cfg)
-    return data.StructLayout({"addr": bus.spad_addr_width(cfg, "act"), "over": 1})
-
-
-def _bank_release_delay(cfg):
-    """Cycles from the act read of a tile's last row to the first weight read that may reuse its
-    bank (see :class:`SystolicArray`: the bank may be shifted ``rows + cols - 2`` cycles after the
-    last beat using it was on ``i_acts``)."""
-    return ACT_READ_LATENCY + cfg.rows + cfg.cols - 2 - WT_READ_LATENCY
+__all__ = ["MatmulEngine", "WeightLoader", "ActAddressGenerator", "ActStreamer", "Accumulator",
+           "SkipActStreamer", "SkipAccumulator", "skip_tag_layout", "acc_read_transparent"]
 
 
 class WeightLoader(wiring.Component):
@@ -60,10 +22,10 @@ class WeightLoader(wiring.Component):
 
     On ``start`` (with ``args`` valid in that cycle) it reads tile ``kt`` (bank ``kt % 2``) rows
     ``w0 + R-1`` down to ``w0`` (``w0 = wt_addr`` with ``wt_repeat``, else ``wt_addr + kt*R``),
-    one per cycle, and puts each row on ``o_wts`` one cycle after its read. Both banks are free
-    at start; a tile from the third on waits for one ``release`` pulse per tile (the pulse may
-    come in the cycle of the first read). ``loaded`` counts the tiles whose reads are all
-    issued, including one finishing this cycle.
+    one per cycle, and puts each row on ``o_wts`` one cycle after its read (``hw/timing.py``'s
+    ``WT_READ_LATENCY``). Both banks are free at start; a tile from the third on waits for one
+    ``release`` pulse per tile (the pulse may come in the cycle of the first read). ``loaded``
+    counts the tiles whose reads are all issued, including one finishing this cycle.
 
     Members
     -------
@@ -74,13 +36,13 @@ class WeightLoader(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        _check_cfg(cfg)
+        check_cfg(cfg)
         self._cfg = cfg
         super().__init__({
             "start": In(1), "args": In(isa.MatmulArgs), "release": In(1),
-            "wt_rd": _rd_port(cfg, "wt"),
+            "wt_rd": spad_read_port(cfg, "wt"),
             "o_wts": Out(stream.Signature(wts_layout(cfg.cols), always_ready=True)),
-            "loaded": Out(_field("k_tiles")),
+            "loaded": Out(matmul_field("k_tiles")),
         })
 
     @property
@@ -91,8 +53,8 @@ class WeightLoader(wiring.Component):
         m = Module()
         rows = self.cfg.rows
         active = Signal()
-        tile = Signal(_field("k_tiles"))
-        k_tiles = Signal(_field("k_tiles"))
+        tile = Signal(matmul_field("k_tiles"))
+        k_tiles = Signal(matmul_field("k_tiles"))
         repeat = Signal()
         j = Signal(range(rows))
         addr = Signal.like(self.wt_rd.addr)
@@ -122,47 +84,6 @@ class WeightLoader(wiring.Component):
         m.d.sync += [self.o_wts.valid.eq(issue), self.o_wts.p.bank.eq(bank)]
         m.d.comb += self.o_wts.p.row.eq(self.wt_rd.data)
         return m
-
-
-def loop_registers(m: Module, cfg: AccelConfig, gen):
-    """Add the LOOP state registers of an activation address generator ``gen`` (members ``loop``,
-    ``loop_set``, ``clear``) to ``m``; return ``(stride_layout, stride, plus, wraps, strides)``.
-
-    A stride is kept as the sums need it (``stride_layout``): its low act-address bits and
-    ``big``, whether it is ``>= 2**aw`` (then any row it is added into is beyond the depth);
-    ``stride(value)`` converts a LOOP field. ``plus(base, step)`` adds a stride to an
-    :func:`act_row_layout` value, setting ``over`` when the sum reaches the ACT depth. ``wraps``
-    and ``strides`` map the LOOP field names to their registers: ``clear`` resets them to
-    ``isa.LOOP_RESET``, ``loop_set`` loads ``loop``.
-    """
-    aw = bus.spad_addr_width(cfg, "act")
-    depth = cfg.act_spad_depth
-    stride_layout = data.StructLayout({"low": aw, "big": 1})
-
-    def stride(value):
-        return Cat(value[:aw], value[aw:].any())
-
-    def stride_const(name):
-        value = isa.LOOP_RESET[name]
-        return {"low": value & ((1 << aw) - 1), "big": value >> aw != 0}
-
-    def plus(base, step):
-        total = base.addr + step.low
-        return Cat(total[:aw], base.over | step.big | (total >= depth))
-
-    loop_fields = isa.LoopArgs.as_shape()
-    wraps = {n: Signal(loop_fields[n].shape, name=n, init=isa.LOOP_RESET[n])
-             for n in ("k_wrap0", "k_wrap1", "m_wrap")}
-    strides = {n: Signal(stride_layout, name=n, init=stride_const(n))
-               for n in ("k_stride1", "k_stride2", "m_stride", "m_stride1")}
-    with m.If(gen.clear):
-        m.d.sync += [sig.eq(isa.LOOP_RESET[n]) for n, sig in wraps.items()]
-        m.d.sync += [sig.eq(stride_layout.const(stride_const(n)))
-                     for n, sig in strides.items()]
-    with m.Elif(gen.loop_set):
-        m.d.sync += [sig.eq(gen.loop[n]) for n, sig in wraps.items()]
-        m.d.sync += [sig.eq(stride(gen.loop[n])) for n, sig in strides.items()]
-    return stride_layout, stride, plus, wraps, strides
 
 
 class ActAddressGenerator(wiring.Component):
@@ -201,7 +122,7 @@ class ActAddressGenerator(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig, pairs: bool = False):
-        _check_cfg(cfg)
+        check_cfg(cfg)
         if not isinstance(pairs, bool):
             raise TypeError(f"ActAddressGenerator pairs must be a bool, not {pairs!r}")
         self._cfg = cfg
@@ -290,9 +211,9 @@ class ActStreamer(wiring.Component):
 
     Tile ``kt``'s rows ``row`` (from :class:`ActAddressGenerator`, which ``step`` and
     ``tile_end`` advance) for ``i < m`` are read once ``loaded`` exceeds ``kt`` and arrive on
-    ``o_acts`` ``ACT_READ_LATENCY`` cycles after their read, tagged with bank ``kt % 2``.
-    ``release`` pulses ``_bank_release_delay`` cycles after the read of a tile's last row, when
-    the array no longer needs that tile's bank. A row read with ``row.over`` (at or beyond the
+    ``o_acts`` ``timing.ACT_READ_LATENCY`` cycles after their read, tagged with bank ``kt % 2``.
+    ``release`` pulses ``timing.bank_release_delay`` cycles after the read of a tile's last row,
+    when the array no longer needs that tile's bank. A row read with ``row.over`` (at or beyond the
     ACT depth) is read at its truncated address and sets ``fault`` from the next cycle until the
     next ``start``.
 
@@ -306,12 +227,12 @@ class ActStreamer(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        _check_cfg(cfg)
+        check_cfg(cfg)
         self._cfg = cfg
         super().__init__({
-            "start": In(1), "args": In(isa.MatmulArgs), "loaded": In(_field("k_tiles")),
+            "start": In(1), "args": In(isa.MatmulArgs), "loaded": In(matmul_field("k_tiles")),
             "row": In(act_row_layout(cfg)), "step": Out(1), "tile_end": Out(1),
-            "act_rd": _rd_port(cfg, "act"),
+            "act_rd": spad_read_port(cfg, "act"),
             "o_acts": Out(stream.Signature(acts_layout(cfg.rows), always_ready=True)),
             "release": Out(1), "fault": Out(1),
         })
@@ -322,12 +243,12 @@ class ActStreamer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m_rows = Signal(_field("m"))
-        k_tiles = Signal(_field("k_tiles"))
-        zp = Signal(_field("zp"))
+        m_rows = Signal(matmul_field("m"))
+        k_tiles = Signal(matmul_field("k_tiles"))
+        zp = Signal(matmul_field("zp"))
         active = Signal()
-        tile = Signal(_field("k_tiles"))
-        i = Signal(_field("m"))
+        tile = Signal(matmul_field("k_tiles"))
+        i = Signal(matmul_field("m"))
         bank = Signal(range(WT_BANKS))
 
         issue = active & (tile < self.loaded)
@@ -356,7 +277,7 @@ class ActStreamer(wiring.Component):
                          for r in range(self.cfg.rows)]
 
         release = last
-        for n in range(_bank_release_delay(self.cfg)):
+        for n in range(bank_release_delay(self.cfg)):
             release_d = Signal(name=f"release_d{n + 1}")
             m.d.sync += release_d.eq(release)
             release = release_d
@@ -369,7 +290,7 @@ def skip_tag_layout(cfg: AccelConfig) -> data.StructLayout:
     engine, through :func:`array_latency` registers, to the :class:`SkipAccumulator`: ``addr``,
     the row's ACC row; ``keep``, its psums are added into (with ``acc_max``: maxed with) the old
     ACC row rather than written over it; ``last``, the MATMUL's final row."""
-    _check_cfg(cfg)
+    check_cfg(cfg)
     return data.StructLayout({"addr": bus.spad_addr_width(cfg, "acc"), "keep": 1, "last": 1})
 
 
@@ -392,7 +313,7 @@ class SkipActStreamer(wiring.Component):
     takes it (``ACT_READ_LATENCY`` after its read when it is the pair's first), tagged with
     bank ``kt % 2``, with ``o_tag`` (:func:`skip_tag_layout`) beside it. ``skipped`` is the
     number of skipped rows of the pair taken this cycle. ``release`` pulses
-    ``_bank_release_delay - 1`` cycles after the cycle that takes a tile's last pair (the last
+    ``bank_release_delay - 1`` cycles after the cycle that takes a tile's last pair (the last
     beat using its bank was on ``o_acts`` at most one cycle after it). A row with ``over`` is
     read at its truncated address, is fed, and sets ``fault`` from the next cycle until the
     next ``start``.
@@ -409,13 +330,13 @@ class SkipActStreamer(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        _check_cfg(cfg)
+        check_cfg(cfg)
         self._cfg = cfg
         super().__init__({
-            "start": In(1), "args": In(isa.MatmulArgs), "loaded": In(_field("k_tiles")),
+            "start": In(1), "args": In(isa.MatmulArgs), "loaded": In(matmul_field("k_tiles")),
             "row": In(act_row_layout(cfg)), "row1": In(act_row_layout(cfg)),
             "step": Out(1), "step2": Out(1), "tile_end": Out(1),
-            "act_rd": _rd_port(cfg, "act"), "act_rd1": _rd_port(cfg, "act"),
+            "act_rd": spad_read_port(cfg, "act"), "act_rd1": spad_read_port(cfg, "act"),
             "o_acts": Out(stream.Signature(acts_layout(cfg.rows), always_ready=True)),
             "o_tag": Out(skip_tag_layout(cfg)), "skipped": Out(range(WS_SKIP_ROWS + 1)),
             "release": Out(1), "fault": Out(1),
@@ -428,14 +349,14 @@ class SkipActStreamer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        m_rows = Signal(_field("m"))
-        k_tiles = Signal(_field("k_tiles"))
-        zp = Signal(_field("zp"))
+        m_rows = Signal(matmul_field("m"))
+        k_tiles = Signal(matmul_field("k_tiles"))
+        zp = Signal(matmul_field("zp"))
         accumulate, acc_max = Signal(), Signal()
         acc_addr = Signal.like(self.o_tag.addr)
         active = Signal()
-        tile = Signal(_field("k_tiles"))
-        i = Signal(_field("m"))                          # the first row of the next pair
+        tile = Signal(matmul_field("k_tiles"))
+        i = Signal(matmul_field("m"))                          # the first row of the next pair
         bank = Signal(range(WT_BANKS))
 
         # The pair on the read ports' data (read with the last issue): its first row's index
@@ -498,7 +419,7 @@ class SkipActStreamer(wiring.Component):
                 m.d.sync += self.o_acts.p.row[r].eq(lane - zp)
 
         release = take & s1_tile_end
-        for n in range(_bank_release_delay(cfg) - 1):
+        for n in range(bank_release_delay(cfg) - 1):
             release_d = Signal(name=f"release_d{n + 1}")
             m.d.sync += release_d.eq(release)
             release = release_d
@@ -519,60 +440,6 @@ def acc_read_transparent(cfg: AccelConfig) -> bool:
     same-address write (which never happens), so that Yosys maps the port to BRAM without
     bypass or collision logic."""
     return cfg.rows == 1 or (cfg.dataflow == "ws" and cfg.zero_skip and cfg.rows <= 2)
-
-
-class AccumulatorBase(wiring.Component):
-    """The members of an ACC read-modify-write unit (:class:`Accumulator`, and the
-    output-stationary ``OsAccumulator``) and their shared write stage.
-
-    Members
-    -------
-    start : ``In(1)``; ``args`` : ``In(isa.MatmulArgs)``
-    i_psums : ``In(stream.Signature(psums_layout(cols), always_ready=True))``
-    acc_rd, acc_wr : ``In(memory.ReadPort/WritePort.Signature(...))`` of the ACC spad
-    done : ``Out(1)``
-    and ``extra_members`` (a subclass's own).
-    """
-
-    def __init__(self, cfg: AccelConfig, extra_members: dict | None = None):
-        _check_cfg(cfg)
-        self._cfg = cfg
-        super().__init__({
-            "start": In(1), "args": In(isa.MatmulArgs),
-            "i_psums": In(stream.Signature(psums_layout(cfg.cols), always_ready=True)),
-            "acc_rd": _rd_port(cfg, "acc"), "acc_wr": _wr_port(cfg, "acc"),
-            "done": Out(1), **(extra_members or {}),
-        })
-
-    @property
-    def cfg(self) -> AccelConfig:
-        return self._cfg
-
-    def write_stage(self, m: Module, addr, keep, acc_max, last) -> None:
-        """Register the psum row arriving on ``i_psums`` (with ``acc_rd`` reading ``addr`` in that
-        cycle) and write it to ``addr`` one cycle later: ``psum + old`` when ``keep`` (the old
-        value is used), the per-column signed ``max(old, psum)`` when ``keep & acc_max``, else
-        ``psum``; ``done`` marks the write of a row that arrived with ``last``."""
-        psums = self.i_psums
-        s1_valid = Signal()
-        s1_add = Signal()                                 # psum + old
-        s1_max = Signal()                                 # max(old, psum)
-        s1_last = Signal()
-        s1_psum = Signal.like(psums.p)
-        s1_addr = Signal.like(addr)
-        m.d.sync += s1_valid.eq(psums.valid)
-        with m.If(psums.valid):
-            m.d.sync += [s1_add.eq(keep & ~acc_max), s1_max.eq(keep & acc_max),
-                         s1_last.eq(last), s1_psum.eq(psums.p), s1_addr.eq(addr)]
-        m.d.comb += [self.acc_wr.en.eq(s1_valid), self.acc_wr.addr.eq(s1_addr),
-                     self.done.eq(s1_valid & s1_last)]
-        for c in range(self.cfg.cols):
-            # One adder: psum + old, psum + 0, or with acc_max psum - old (its sign picks).
-            old, new = self.acc_rd.data[c], s1_psum[c]
-            total = Signal(signed(ACC_WIDTH + 1), name=f"total{c}")
-            m.d.comb += total.eq(new + Mux(s1_add, old, Mux(s1_max, ~old, 0)) + s1_max)
-            m.d.comb += self.acc_wr.data[c].eq(
-                Mux(s1_max, Mux(total < 0, old, new), total[:ACC_WIDTH]))
 
 
 class Accumulator(AccumulatorBase):
@@ -598,7 +465,7 @@ class Accumulator(AccumulatorBase):
         m = Module()
         args = Signal(isa.MatmulArgs)
         first = Signal()                                  # in the first tile
-        tiles_left = Signal(_field("k_tiles"))            # tiles after the current one
+        tiles_left = Signal(matmul_field("k_tiles"))            # tiles after the current one
         addr = Signal.like(self.acc_rd.addr)
         # The ACC row of a tile's last psum row (legal operands: acc_addr + m <= ACC depth).
         last_addr = Signal.like(addr)
@@ -656,48 +523,6 @@ class SkipAccumulator(AccumulatorBase):
         return m
 
 
-class MatmulEngineBase(wiring.Component):
-    """The members every MATMUL engine has, whatever its dataflow (the unit command protocol of
-    ``docs/internals.md``; the ``top.py`` wiring depends only on these).
-
-    Members
-    -------
-    i_cmd : ``In(stream.Signature(isa.MatmulArgs))``
-    i_loop : ``In(stream.Signature(isa.LoopArgs))``; loop_clear : ``In(1)``
-    busy : ``Out(1)``
-    fault : ``Out(1)``; set when the last command read an act row at or beyond the ACT depth
-        (valid once ``busy`` is low), cleared when the next command is accepted.
-    act_rd, wt_rd, acc_rd : ``In(memory.ReadPort.Signature(...))`` of the ACT, WT, ACC spads
-    acc_wr : ``In(memory.WritePort.Signature(...))`` of the ACC spad
-    macs_inc, gated_inc : ``Out(range(rows*cols + 1))``; the array's MACs and gated MACs this cycle
-    skipped_inc : ``Out(skipped_inc_shape(cfg))``; the MACs the array skipped this cycle
-        (zero activations that a ``zero_skip`` row-stationary array never multiplies; the
-        ``rows * cols`` MACs of each all-zero act row a ``zero_skip`` weight-stationary engine
-        drops). The ``os`` engine, and the others without ``zero_skip``, never skip and leave it
-        undriven, so it reads 0.
-    and ``extra_members`` (an engine's own, e.g. the zero-skipping ``ws`` engine's second ACT
-    read port ``act_rd1``; ``top.py`` connects the ones it knows).
-    """
-
-    def __init__(self, cfg: AccelConfig, extra_members: dict | None = None):
-        _check_cfg(cfg)
-        self._cfg = cfg
-        pe_count = cfg.rows * cfg.cols
-        super().__init__({
-            "i_cmd": In(stream.Signature(isa.MatmulArgs)),
-            "i_loop": In(stream.Signature(isa.LoopArgs)), "loop_clear": In(1),
-            "busy": Out(1), "fault": Out(1),
-            "act_rd": _rd_port(cfg, "act"), "wt_rd": _rd_port(cfg, "wt"),
-            "acc_rd": _rd_port(cfg, "acc"), "acc_wr": _wr_port(cfg, "acc"),
-            "macs_inc": Out(range(pe_count + 1)), "gated_inc": Out(range(pe_count + 1)),
-            "skipped_inc": Out(skipped_inc_shape(cfg)), **(extra_members or {}),
-        })
-
-    @property
-    def cfg(self) -> AccelConfig:
-        return self._cfg
-
-
 class MatmulEngine(MatmulEngineBase):
     """Execute MATMUL instructions (see ``hw/isa.py``) on a weight-stationary systolic array.
 
@@ -743,8 +568,8 @@ class MatmulEngine(MatmulEngineBase):
     """
 
     def __init__(self, cfg: AccelConfig):
-        _check_cfg(cfg)
-        super().__init__(cfg, {"act_rd1": _rd_port(cfg, "act")} if cfg.zero_skip else None)
+        check_cfg(cfg)
+        super().__init__(cfg, {"act_rd1": spad_read_port(cfg, "act")} if cfg.zero_skip else None)
 
     def elaborate(self, platform):
         m = Module()

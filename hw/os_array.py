@@ -9,8 +9,9 @@ from amaranth.lib.wiring import In, Out
 
 from .params import ACC_WIDTH, OPERAND_WIDTH, WT_WIDTH
 from .pe_array import psums_layout
+from .timing import os_array_latency
 
-__all__ = ["OsPE", "OsSystolicArray", "OsActBeat", "os_wts_layout", "os_array_latency"]
+__all__ = ["OsPE", "OsSystolicArray", "OsActBeat", "os_wts_layout"]
 
 #: An activation operand travelling along a PE row: ``a - zp`` and whether it is the last operand
 #: of a reduction (a ``last`` beat completes the partial sum; the next beat starts a new one).
@@ -21,13 +22,6 @@ def os_wts_layout(cols: int) -> data.ArrayLayout:
     """Return the layout of one weight beat of the output-stationary array: ``cols`` int8, the
     weights of one reduction index ``k`` for every output column."""
     return data.ArrayLayout(signed(WT_WIDTH), cols)
-
-
-def os_array_latency(rows: int, cols: int) -> int:
-    """Return the cycles from a ``last`` beat of PE row 0 on ``i_acts`` to the first output row
-    of that reduction on ``o_psums`` (PE row ``r``'s row follows ``r`` cycles later):
-    ``cols + 1`` (two PE pipeline stages, ``cols - 1`` columns, the de-skew)."""
-    return cols + 1
 
 
 def _delay(m, sig, n, name):
@@ -142,7 +136,8 @@ class OsSystolicArray(wiring.Component):
     moves them down one row per cycle, so PE ``(r, c)`` sees step ``u``'s operands together.
 
     A completed reduction of row ``r`` leaves on ``o_psums`` (all columns at once, de-skewed)
-    :func:`os_array_latency` cycles after its ``last`` beat was on ``i_acts[r]``. The rows of a
+    ``hw/timing.py``'s :func:`os_array_latency` (``cols + 1``: two PE pipeline stages, ``cols -
+    1`` columns, the de-skew) cycles after its ``last`` beat was on ``i_acts[r]``. The rows of a
     reduction step (skewed like its beats) therefore leave in order, one per cycle; reductions must
     be at least ``rows`` steps apart (two ``last`` beats of one PE row), so outputs never collide,
     and the drain overlaps the next reductions.

@@ -20,10 +20,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import bus, isa
-from .matmul import AccumulatorBase, MatmulEngineBase, _check_cfg, loop_registers, _field, _rd_port, _wr_port, act_row_layout
+from .engine import (AccumulatorBase, MatmulEngineBase, act_row_layout, check_cfg, loop_registers,
+                     matmul_field, spad_read_port)
 from .os_array import OsActBeat, OsSystolicArray, os_wts_layout
 from .params import AccelConfig
-from .pe_array import psums_layout
 
 __all__ = ["OsMatmulEngine", "OsActAddressGenerator", "OsActStager", "OsWeightReader",
            "OsAccumulator"]
@@ -43,7 +43,7 @@ class OsActAddressGenerator(wiring.Component):
     t1*k_stride1 + t2*k_stride2`` and a row part ``i0*m_stride + i1*m_stride1``, each walked with
     counters and running sums as in ``ActAddressGenerator``; the row part is rewound to the
     group's first row at each tile end and the tile part to ``act_addr`` at each group end.
-    ``row`` is their sum, with ``over`` as :func:`~hw.matmul.act_row_layout` defines it.
+    ``row`` is their sum, with ``over`` as :func:`~hw.engine.act_row_layout` defines it.
 
     Members
     -------
@@ -54,7 +54,7 @@ class OsActAddressGenerator(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        _check_cfg(cfg)
+        check_cfg(cfg)
         self._cfg = cfg
         super().__init__({
             "loop": In(isa.LoopArgs), "loop_set": In(1), "clear": In(1),
@@ -150,12 +150,12 @@ class OsActStager(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        _check_cfg(cfg)
+        check_cfg(cfg)
         self._cfg = cfg
         super().__init__({
             "start": In(1), "args": In(isa.MatmulArgs), "row": In(act_row_layout(cfg)),
             "step": Out(1), "block_end": Out(1), "group_end": Out(1),
-            "act_rd": _rd_port(cfg, "act"),
+            "act_rd": spad_read_port(cfg, "act"),
             "o_acts": Out(stream.Signature(OsActBeat, always_ready=True)).array(cfg.rows),
             "fault": Out(1),
         })
@@ -168,9 +168,9 @@ class OsActStager(wiring.Component):
         m = Module()
         rows = self.cfg.rows
         active, acc_max = Signal(), Signal()
-        k_tiles, kt = Signal(_field("k_tiles")), Signal(_field("k_tiles"))
-        rem = Signal(_field("m"))                  # rows of this group and the later ones
-        zp = Signal(_field("zp"))
+        k_tiles, kt = Signal(matmul_field("k_tiles")), Signal(matmul_field("k_tiles"))
+        rem = Signal(matmul_field("m"))                  # rows of this group and the later ones
+        zp = Signal(matmul_field("zp"))
         r = Signal(range(rows))
 
         read = active & (r < rem)
@@ -229,12 +229,12 @@ class OsWeightReader(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        _check_cfg(cfg)
+        check_cfg(cfg)
         self._cfg = cfg
         super().__init__({
             "start": In(1), "args": In(isa.MatmulArgs),
             "step": In(1), "block_end": In(1), "group_end": In(1),
-            "wt_rd": _rd_port(cfg, "wt"),
+            "wt_rd": spad_read_port(cfg, "wt"),
             "o_wts": Out(stream.Signature(os_wts_layout(cfg.cols), always_ready=True)),
         })
 
@@ -289,8 +289,8 @@ class OsAccumulator(AccumulatorBase):
         args = Signal(isa.MatmulArgs)
         addr, group = Signal.like(self.acc_rd.addr), Signal.like(self.acc_rd.addr)
         r = Signal(range(rows))
-        kt = Signal(_field("k_tiles"))
-        rem = Signal(_field("m"))                  # rows of this group and the later ones
+        kt = Signal(matmul_field("k_tiles"))
+        rem = Signal(matmul_field("m"))                  # rows of this group and the later ones
         psums = self.i_psums
 
         block_end = (r == rows - 1) | (r + 1 == rem)
@@ -321,16 +321,17 @@ class OsMatmulEngine(MatmulEngineBase):
     low is ``sw.isasim.matmul_cycles`` for ``dataflow="os"``:
     ``ceil(m/R)*k_tiles*R + (m-1) % R + C + 5`` (``tests/test_hw_matmul.py`` and
     ``tests/test_hw_os.py`` check it): the act read of step ``u`` is in cycle ``1 + u``, PE row
-    ``r``'s last operand reaches the array ``2 + r`` cycles after the last step's read (weights
-    are read one cycle after the act slot of their step, so they arrive with it), its outputs
-    leave the array ``os_array_latency = C + 1`` later, and the ACC read-modify-write and
-    ``busy`` falling take two more cycles.
+    ``r``'s last operand reaches the array ``2 + r`` cycles after the last step's read
+    (``hw/timing.py``'s ``OS_ACT_LATENCY + r``; weights are read one cycle after the act slot of
+    their step, so they arrive with it), its outputs leave the array ``os_array_latency = C + 1``
+    later, and the ACC read-modify-write and ``busy`` falling take ``ACC_WRITE_LATENCY = 2`` more
+    cycles.
 
     Parameters
     ----------
     cfg : AccelConfig
 
-    Members: those of :class:`~hw.matmul.MatmulEngineBase`.
+    Members: those of :class:`~hw.engine.MatmulEngineBase`.
     """
 
     def elaborate(self, platform):

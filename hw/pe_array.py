@@ -5,8 +5,9 @@ from amaranth.lib.wiring import In, Out
 
 from .params import ACC_WIDTH, OPERAND_WIDTH, WT_WIDTH
 from .pe import PE, WT_BANKS
+from .timing import array_latency
 
-__all__ = ["SystolicArray", "wts_layout", "acts_layout", "psums_layout", "array_latency"]
+__all__ = ["SystolicArray", "wts_layout", "acts_layout", "psums_layout"]
 
 
 def wts_layout(cols: int) -> data.StructLayout:
@@ -26,11 +27,6 @@ def psums_layout(cols: int) -> data.ArrayLayout:
     return data.ArrayLayout(signed(ACC_WIDTH), cols)
 
 
-def array_latency(rows: int, cols: int) -> int:
-    """Return the cycles from an activation beat on ``i_acts`` to its row on ``o_psums``."""
-    return rows + cols
-
-
 def _delay(m, sig, n, name):
     """Return ``sig`` delayed by ``n`` cycles through a chain of registers."""
     for i in range(n):
@@ -47,14 +43,15 @@ class SystolicArray(wiring.Component):
     Activations enter unskewed and are skewed internally (row ``r`` by ``r`` cycles), partial sums
     flow down the columns and are de-skewed at the bottom, so that ``o_psums`` carries the product
     ``act @ W[bank]`` of each activation beat, all columns at once, in beat order, exactly
-    :func:`array_latency` ``= rows + cols`` cycles after the beat was valid on ``i_acts``.
+    ``hw/timing.py``'s :func:`array_latency` ``= rows + cols`` cycles after the beat was valid
+    on ``i_acts``.
 
     Each valid ``i_wts`` beat shifts ``row`` into the top of bank ``bank``'s weight chain: after
     ``rows`` beats the bank holds them with the first beat in PE row ``rows - 1`` and the last in
     row 0. A bank read by an activation beat must hold its final weights from the cycle the beat is
     valid on ``i_acts`` (so its last weight beat is at least one cycle earlier), and must not be
-    shifted into until ``rows + cols - 2`` cycles after the last beat that uses it was on
-    ``i_acts`` (a weight beat in that cycle is fine).
+    shifted into until ``rows + cols - 2`` (``timing.array_bank_hold``) cycles after the last
+    beat that uses it was on ``i_acts`` (a weight beat in that cycle is fine).
 
     Parameters
     ----------

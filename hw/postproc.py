@@ -104,7 +104,9 @@ class PostProc(wiring.Component):
     the command runs on a :class:`SerialRequantizer` instead (``n * cfg.requant_row_cycles +
     cfg.requant_group_cycles + 5`` cycles). ``sw.isasim.requant_cycles`` is the cycle model. If
     any shift lane is outside ``0..isa.REQUANT_MAX_SHIFT``, nothing is written, ``busy`` drops
-    after 4 cycles (2 when serial) and ``fault`` is set.
+    after 4 cycles (2 when serial) and ``fault`` is set. The 7, 5, 4 and 2 are ``hw/timing.py``'s
+    ``REQUANT_LATENCY``, ``REQUANT_SERIAL_LATENCY``, ``REQUANT_FAULT_BUSY`` and
+    ``REQUANT_SERIAL_FAULT_BUSY`` (``tests/test_hw_postproc.py``, ``tests/test_hw_controller.py``).
 
     Parameters
     ----------

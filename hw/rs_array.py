@@ -65,7 +65,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .params import ACC_WIDTH, WT_WIDTH
-from .rs_pe import RsPE, RsPEConfig, _check_bool
+from .rs_pe import RsPE, RsPEConfig, check_bool
 
 __all__ = ["RsArray", "rs_array_cmd_layout", "rs_wt_write_layout"]
 
@@ -97,8 +97,8 @@ class RsArray(wiring.Component):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"Row-stationary array {name} must be a positive integer, "
                                  f"not {v!r}")
-        _check_bool("zero_gate", zero_gate)
-        _check_bool("zero_skip", zero_skip)
+        check_bool("zero_gate", zero_gate)
+        check_bool("zero_skip", zero_skip)
         if not isinstance(psum_fifo_depth, int) or psum_fifo_depth < 0:
             raise ValueError(f"Row-stationary array psum_fifo_depth must be a non-negative "
                              f"integer, not {psum_fifo_depth!r}")

@@ -64,7 +64,10 @@ Units
   into its ACC row, pass by pass.
 
 The engine's cycles are therefore the rows' own paces, bounded by the passes in flight, plus
-the first group's load and the pipeline latencies (``sw.rs_model.rs_matmul_cycles``).
+the first group's load and the pipeline latencies (``sw.rs_model.rs_matmul_cycles``): those
+of ``hw/timing.py`` (``RS_FEED_START``, ``RS_FEED_LATENCY``, ``RS_QUEUE_FREE``,
+``RS_END_CYCLES``, the PEs' ``RS_PSUM_LATENCY``), which follow from the units' registers below;
+``tests/test_hw_matmul.py`` checks the engine's cycles against that model.
 """
 from amaranth import *
 from amaranth.lib import data, stream, wiring
@@ -73,7 +76,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from . import bus, isa
-from .matmul import AccumulatorBase, MatmulEngineBase, _field, _rd_port
+from .engine import AccumulatorBase, MatmulEngineBase, check_cfg, matmul_field, spad_read_port
 from .params import RS_FEED_DEPTH, RS_MAX_STRIDE, RS_PASS_QUEUE, RS_SEGMENT, AccelConfig
 from .rs_array import RsArray, rs_wt_write_layout
 from .rs_pe import RsPEConfig
@@ -82,8 +85,15 @@ __all__ = ["RsMatmulEngine", "RsPassSequencer", "RsFilterLoader", "RsFeeder", "R
            "RsAccumulator", "rs_pe_config", "rs_pass_layout", "rs_psum_fifo_depth",
            "rs_act_fifo_depth", "RS_WIDE_ADDR"]
 
-# The window test, the run width and the segment step below handle strides 1 and 2 (shifts).
-assert RS_MAX_STRIDE == 2, "hw/rs_matmul.py handles window strides of 1 and 2 only"
+#: The largest window stride the window test, the run width and the segment step below handle
+#: (strides 1 and 2, as shifts).
+_HANDLED_MAX_STRIDE = 2
+
+
+def _check_max_stride() -> None:
+    if RS_MAX_STRIDE != _HANDLED_MAX_STRIDE:
+        raise ValueError(f"The row-stationary engine's maximum window stride must be "
+                         f"{_HANDLED_MAX_STRIDE}, not RS_MAX_STRIDE = {RS_MAX_STRIDE!r}")
 
 #: Bits of an exact act row sum (``act_addr`` plus five products of 16-bit fields < ``2**35``):
 #: the engine keeps untruncated addresses and compares them with the ACT depth.
@@ -91,7 +101,7 @@ RS_WIDE_ADDR = isa.SPAD_ADDR_WIDTH + 19
 
 
 def _bits(name):
-    return Shape.cast(_field(name)).width
+    return Shape.cast(matmul_field(name)).width
 
 
 def _loop_bits(name):
@@ -103,9 +113,16 @@ _PSTEP_BITS = max(_bits("act_stride"), _loop_bits("m_stride"))
 
 
 def rs_pe_config(cfg: AccelConfig) -> RsPEConfig:
-    """Return the PE sizes of a row-stationary device."""
-    if not isinstance(cfg, AccelConfig):
-        raise TypeError(f"Configuration must be an AccelConfig, not {cfg!r}")
+    """Return the PE sizes of a row-stationary device.
+
+    Raises
+    ------
+    ValueError
+        If ``params.RS_MAX_STRIDE`` is a window stride this engine does not implement (it
+        handles strides 1 and 2).
+    """
+    check_cfg(cfg)
+    _check_max_stride()
     return RsPEConfig(wt_depth=cfg.rs_wt_depth, ifmap_depth=cfg.rs_ifmap_depth,
                       psum_depth=cfg.rs_psum_depth, max_width=cfg.rs_max_width,
                       max_stride=RS_MAX_STRIDE)
@@ -133,7 +150,7 @@ def rs_pass_layout(cfg: AccelConfig) -> data.StructLayout:
     return data.StructLayout({
         "base": RS_WIDE_ADDR, "pstep": _PSTEP_BITS, "width": range(pe.max_width + 1),
         "outputs": range(RS_SEGMENT + 1), "taps": range(pe.max_taps + 1),
-        "stride": range(RS_MAX_STRIDE + 1), "half": 1, "group": _field("k_tiles"), "first": 1,
+        "stride": range(RS_MAX_STRIDE + 1), "half": 1, "group": matmul_field("k_tiles"), "first": 1,
         "acc_row": bus.spad_addr_width(cfg, "acc"), "keep": 1, "last": 1})
 
 
@@ -177,10 +194,10 @@ class RsPassSequencer(wiring.Component):
         taps = self.group_taps                         # S
         stride = Signal(range(RS_MAX_STRIDE + 1))      # U
         pstep = Signal(_PSTEP_BITS)
-        row_outputs = Signal(_field("m"))              # OW
+        row_outputs = Signal(matmul_field("m"))              # OW
         seg_step = Signal(wide)                        # RS_SEGMENT * U * pstep
         kt = Signal(_bits("k_tiles") + 1)
-        group = Signal(_field("k_tiles"))
+        group = Signal(matmul_field("k_tiles"))
         t0, t1 = Signal(_loop_bits("k_wrap0")), Signal(_loop_bits("k_wrap1"))
         k2, k1, k0, rbase, sbase = (Signal(wide, name=n) for n in ("k2", "k1", "k0", "rbase",
                                                                    "sbase"))
@@ -285,8 +302,8 @@ class RsFilterLoader(wiring.Component):
         super().__init__({
             "start": In(1), "args": In(isa.MatmulArgs),
             "group_taps": In(range(cfg.rs_max_taps + 1)),
-            "started": In(_field("k_tiles")), "loaded": Out(_field("k_tiles")),
-            "wt_rd": _rd_port(cfg, "wt"),
+            "started": In(matmul_field("k_tiles")), "loaded": Out(matmul_field("k_tiles")),
+            "wt_rd": spad_read_port(cfg, "wt"),
             "wt_write": Out(rs_wt_write_layout(pe, cfg.cols)).array(cfg.rows),
         })
 
@@ -297,7 +314,7 @@ class RsFilterLoader(wiring.Component):
         active = Signal()
         args = Signal(isa.MatmulArgs)
         kt = Signal(_bits("k_tiles") + 1)       # the group's first tile
-        group = Signal(_field("k_tiles"))
+        group = Signal(matmul_field("k_tiles"))
         tap = Signal(range(cfg.rs_max_taps))
         r = Signal(range(rows))
         addr = Signal(_bits("wt_addr") + _bits("k_tiles"))
@@ -368,9 +385,9 @@ class RsFeeder(wiring.Component):
         self._cfg = cfg
         self._pe = rs_pe_config(cfg)
         super().__init__({
-            "i_pass": In(stream.Signature(rs_pass_layout(cfg))), "zp": In(_field("zp")),
+            "i_pass": In(stream.Signature(rs_pass_layout(cfg))), "zp": In(matmul_field("zp")),
             "clear": In(1), "fault": Out(1),
-            "act_rd": _rd_port(cfg, "act"),
+            "act_rd": spad_read_port(cfg, "act"),
             "o_acts": Out(stream.Signature(self._pe.act_layout)).array(cfg.rows),
             "watermark": Out(range(self._pe.max_width + 1)),
         })
@@ -459,8 +476,8 @@ class RsRowDispatcher(wiring.Component):
         self._pe = rs_pe_config(cfg)
         super().__init__({
             "start": In(1), "i_pass": In(stream.Signature(rs_pass_layout(cfg))),
-            "zp": In(_field("zp")), "loaded": In(_field("k_tiles")),
-            "started": Out(_field("k_tiles")),
+            "zp": In(matmul_field("zp")), "loaded": In(matmul_field("k_tiles")),
+            "started": Out(matmul_field("k_tiles")),
             "o_cmds": Out(stream.Signature(self._pe.cmd_layout)).array(cfg.rows),
         })
 
@@ -477,7 +494,7 @@ class RsRowDispatcher(wiring.Component):
             m.d.comb += [queue.w_en.eq(self.i_pass.valid & self.i_pass.ready),
                          queue.w_data.eq(self.i_pass.payload)]
             head = Signal(layout, name=f"head{r}")
-            n = Signal(_field("k_tiles"), name=f"started{r}")
+            n = Signal(matmul_field("k_tiles"), name=f"started{r}")
             started.append(n)
             o = self.o_cmds[r]
             m.d.comb += [
@@ -509,10 +526,10 @@ class RsAccumulator(AccumulatorBase):
 
     Each pass is queued on ``i_pass`` when it is issued (up to ``RS_PASS_QUEUE``); its
     ``outputs`` psum rows go to ACC rows ``acc_row + x`` (``keep``: add to the old row, or max with it when ``acc_max``; else
-    overwrite), with the write stage of :class:`~.matmul.AccumulatorBase`; ``done`` marks the
+    overwrite), with the write stage of :class:`~.engine.AccumulatorBase`; ``done`` marks the
     last write of a ``last`` pass.
 
-    Members: those of :class:`~.matmul.AccumulatorBase`, and
+    Members: those of :class:`~.engine.AccumulatorBase`, and
     ``i_pass`` : ``In(stream.Signature(rs_pass_layout(cfg)))``.
     """
 
@@ -552,8 +569,17 @@ class RsMatmulEngine(MatmulEngineBase):
     cfg : AccelConfig
         ``dataflow="rs"``; ``zero_gate`` and ``zero_skip`` pass to the PEs.
 
-    Members: those of :class:`~.matmul.MatmulEngineBase`.
+    Members: those of :class:`~.engine.MatmulEngineBase`.
+
+    Raises
+    ------
+    ValueError
+        If ``params.RS_MAX_STRIDE`` is not 2 (the engine handles window strides 1 and 2).
     """
+
+    def __init__(self, cfg: AccelConfig):
+        _check_max_stride()
+        super().__init__(cfg)
 
     def elaborate(self, platform):
         m = Module()
@@ -577,7 +603,7 @@ class RsMatmulEngine(MatmulEngineBase):
                      seq.clear.eq(self.loop_clear), loader.group_taps.eq(seq.group_taps),
                      feeder.clear.eq(start), self.fault.eq(feeder.fault),
                      dispatch.start.eq(start)]
-        zp = Signal(_field("zp"))
+        zp = Signal(matmul_field("zp"))
         with m.If(start):
             m.d.sync += [self.busy.eq(1), zp.eq(self.i_cmd.p.zp)]
         with m.If(accum.done):

@@ -66,7 +66,8 @@ the last window). Cycles count from the command handshake, cycle 0:
   empty window still spends ``F`` cycles, one per psum it emits), while the next window's beats
   load, one per cycle, in parallel;
 * the psum ``(x, f)`` is valid on ``o_psums`` at ``t_x + F*(max(1, m_x) - 1) + f + 2``
-  (``RS_PSUM_LATENCY = 2``: filter spad read, then multiply-accumulate);
+  (``hw/timing.py``'s ``RS_PSUM_LATENCY = 2``: filter spad read, then multiply-accumulate;
+  ``tests/test_hw_rs_pe.py`` checks it);
 * the end marker is consumed at ``t_OW`` and the next command accepted at ``t_OW + 1``, so a row
   keeps the PE busy ``cycles = 2 + n_0 + sum_x T_x`` cycles (back-to-back rows overlap only
   the last psums' 2-cycle drain). With a dense row (and ``F*S >= U``):
@@ -90,10 +91,7 @@ from amaranth.utils import ceil_log2
 
 from .params import ACC_WIDTH, ACT_WIDTH, OPERAND_WIDTH, WT_WIDTH
 
-__all__ = ["RsPEConfig", "RsPE", "RsWindow", "RsMac", "rs_act_layout", "RS_PSUM_LATENCY"]
-
-#: Cycles from the op that completes a psum to that psum being valid on ``o_psums``.
-RS_PSUM_LATENCY = 2
+__all__ = ["RsPEConfig", "RsPE", "RsWindow", "RsMac", "rs_act_layout", "check_bool"]
 
 
 def rs_act_layout(max_width: int) -> data.StructLayout:
@@ -175,7 +173,8 @@ def _check_cfg(cfg):
         raise TypeError(f"Row-stationary PE configuration must be an RsPEConfig, not {cfg!r}")
 
 
-def _check_bool(name, v):
+def check_bool(name: str, v) -> None:
+    """Raise ``TypeError`` unless the row-stationary PE (or array) parameter ``name`` is a bool."""
     if not isinstance(v, bool):
         raise TypeError(f"Row-stationary PE {name} must be a bool, not {v!r}")
 
@@ -208,8 +207,8 @@ class RsWindow(wiring.Component):
 
     def __init__(self, cfg: RsPEConfig, *, zero_gate: bool = True, zero_skip: bool = False):
         _check_cfg(cfg)
-        _check_bool("zero_gate", zero_gate)
-        _check_bool("zero_skip", zero_skip)
+        check_bool("zero_gate", zero_gate)
+        check_bool("zero_skip", zero_skip)
         self._cfg, self._zero_gate, self._zero_skip = cfg, zero_gate, zero_skip
         super().__init__({
             "i_cmd": In(stream.Signature(cfg.cmd_layout)),
@@ -423,8 +422,8 @@ class RsPE(wiring.Component):
     def __init__(self, cfg: RsPEConfig = RsPEConfig(), *, zero_gate: bool = True,
                  zero_skip: bool = False):
         _check_cfg(cfg)
-        _check_bool("zero_gate", zero_gate)
-        _check_bool("zero_skip", zero_skip)
+        check_bool("zero_gate", zero_gate)
+        check_bool("zero_skip", zero_skip)
         self._cfg, self._zero_gate, self._zero_skip = cfg, zero_gate, zero_skip
         super().__init__({
             "i_cmd": In(stream.Signature(cfg.cmd_layout)),

@@ -15,7 +15,7 @@ from .rs_matmul import RsMatmulEngine
 
 __all__ = ["Accelerator", "MATMUL_ENGINES"]
 
-#: The MATMUL engine of each dataflow; all have the members of ``matmul.MatmulEngineBase``.
+#: The MATMUL engine of each dataflow; all have the members of ``engine.MatmulEngineBase``.
 MATMUL_ENGINES = {"ws": MatmulEngine, "os": OsMatmulEngine, "rs": RsMatmulEngine}
 
 

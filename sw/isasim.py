@@ -84,59 +84,24 @@ import numpy as np
 
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
+from stamen.hw.timing import (ACC_WRITE_LATENCY, ACT_READ_LATENCY, DMA_READ_LATENCY,
+                              DMA_WRITE_LATENCY, ISSUE_OVERHEAD, MISC_CYCLES, OS_ACT_LATENCY,
+                              REQUANT_FAULT_BUSY, REQUANT_LATENCY, REQUANT_SERIAL_FAULT_BUSY,
+                              REQUANT_SERIAL_LATENCY, RETIRE_CYCLES, ZERO_DIR_LOAD_CYCLES,
+                              ZERO_DIR_STORE_CYCLES, array_latency, bank_release_delay,
+                              os_array_latency)
 
 from . import golden
 from .asm import fields
 from .errors import DeviceError
 
 __all__ = ["IsaSim", "fetch_cycles", "load_cycles", "store_cycles", "zero_dir_cycles",
-           "zero_dir_runs", "read_zero_dir", "write_zero_dir", "ZERO_DIR_LOAD_CYCLES", "ZERO_DIR_STORE_CYCLES", "matmul_cycles",
-           "matmul_cycles_of",
-           "requant_cycles", "perf_cycles", "misc_cycles", "ISSUE_OVERHEAD", "RETIRE_CYCLES",
-           "act_rows", "ws_skipped_rows", "ws_skip_cycles",
-           "DMA_READ_LATENCY", "DMA_WRITE_LATENCY", "REQUANT_LATENCY", "REQUANT_SERIAL_LATENCY",
-           "REQUANT_FAULT_BUSY", "REQUANT_SERIAL_FAULT_BUSY", "requant_fault_cycles",
-           "WT_READ_LATENCY", "ACT_READ_LATENCY", "ACC_WRITE_LATENCY", "MISC_CYCLES",
-           "array_latency", "bank_release_delay"]
+           "zero_dir_runs", "read_zero_dir", "write_zero_dir", "matmul_cycles",
+           "matmul_cycles_of", "requant_cycles", "perf_cycles", "misc_cycles",
+           "act_rows", "ws_skipped_rows", "ws_skip_cycles", "requant_fault_cycles"]
 
-# -- cycle model constants (exact for an ideal memory; see the module docstring) ---------------
-#: Cycles of fetching, decoding, checking and dispatching an instruction beyond one per
-#: instruction word: the pc handshake, the memory's response latency (1 for an ideal memory),
-#: the instruction register and the check-and-dispatch cycle.
-ISSUE_OVERHEAD = 4
-#: Cycles from a unit's ``busy`` falling until the instruction has retired.
-RETIRE_CYCLES = 1
-#: LOAD: DMA busy cycles beyond one per memory word (the memory's response latency).
-DMA_READ_LATENCY = 1
-#: STORE: DMA busy cycles beyond one per memory word (spad read, then the one-row buffer).
-DMA_WRITE_LATENCY = 2
-#: LOAD ``compress=1``: DMA busy cycles per directory word it reads (request, response).
-ZERO_DIR_LOAD_CYCLES = 2
-#: STORE ``compress=1``: DMA busy cycles per directory word it updates (read request,
-#: response, write-back).
-ZERO_DIR_STORE_CYCLES = 3
-#: REQUANT: PostProc busy cycles beyond one per row (4 param-row cycles, the ACC read and the
-#: requantizer's two pipeline stages).
-REQUANT_LATENCY = 7
-#: REQUANT with ``cfg.requant_serial``: PostProc busy cycles beyond ``requant_row_cycles`` per
-#: row and one ``requant_group_cycles`` (the rounding shifter's slot): the shift-row check's
-#: read and test, then the SerialRequantizer's final slot up to the last row's OUT write.
-REQUANT_SERIAL_LATENCY = 5
-#: REQUANT with a shift outside ``0..REQUANT_MAX_SHIFT``: PostProc busy cycles before it drops
-#: ``busy`` with the fault (the 4 param-row cycles; with ``cfg.requant_serial`` the shift-row
-#: check's read and test, 2); ``BAD_PARAM`` is raised ``RETIRE_CYCLES`` later.
-REQUANT_FAULT_BUSY, REQUANT_SERIAL_FAULT_BUSY = 4, 2
-# The MATMUL schedule below restates hw/matmul.py's constants (sw may not import hw/matmul.py);
-# tests/test_hw_matmul.py checks the RTL against matmul_cycles cycle for cycle.
-#: MATMUL: cycles from a weight-spad read to its beat on the array (``hw.matmul``).
-WT_READ_LATENCY = 1
-#: MATMUL: cycles from an act-spad read to its beat on the array (``hw.matmul``).
-ACT_READ_LATENCY = 2
-#: MATMUL: cycles from a psum row leaving the array to the busy-low cycle (the ACC
-#: read-modify-write's write cycle, then ``busy`` falls).
-ACC_WRITE_LATENCY = 2
-#: SYNC and HALT: cycles after the dispatch cycle (they retire in it).
-MISC_CYCLES = 0
+# The latencies in the formulas below (ISSUE_OVERHEAD, RETIRE_CYCLES, ...) are the RTL's own,
+# from stamen.hw.timing; the tests named there check the RTL against them.
 
 
 def fetch_cycles(cfg: AccelConfig) -> int:
@@ -199,18 +164,6 @@ def zero_dir_cycles(cfg: AccelConfig, store: bool, rows: int, zero_rows: int,
     return s + dir_words * ZERO_DIR_LOAD_CYCLES + DMA_READ_LATENCY + RETIRE_CYCLES
 
 
-def array_latency(cfg: AccelConfig) -> int:
-    """Return the systolic array's cycles from an activation beat to its psum row: ``R + C``."""
-    return cfg.rows + cfg.cols
-
-
-def bank_release_delay(cfg: AccelConfig) -> int:
-    """Return the cycles from the act read of a tile's last row to the first weight read that may
-    reuse its bank: ``ACT_READ_LATENCY + R + C - 2 - WT_READ_LATENCY`` (the array lets a bank be
-    shifted ``R + C - 2`` cycles after the last activation beat that uses it)."""
-    return ACT_READ_LATENCY + cfg.rows + cfg.cols - 2 - WT_READ_LATENCY
-
-
 def matmul_cycles(cfg: AccelConfig, m: int, k_tiles: int) -> int:
     """Return the cycles of a MATMUL after dispatch: from its acceptance by the MatmulEngine to
     the cycle ``busy`` is low (the busy cycles plus ``RETIRE_CYCLES``).
@@ -246,13 +199,14 @@ def matmul_cycles(cfg: AccelConfig, m: int, k_tiles: int) -> int:
     if cfg.dataflow == "os":
         groups = -(-m // cfg.rows)
         steps = groups * k_tiles * cfg.rows
-        return steps + (m - 1) % cfg.rows + 2 + cfg.cols + 1 + ACC_WRITE_LATENCY
+        return (steps + (m - 1) % cfg.rows + OS_ACT_LATENCY
+                + os_array_latency(cfg.rows, cfg.cols) + ACC_WRITE_LATENCY)
     r = cfg.rows
     s = max(m, r)
     pair = m + bank_release_delay(cfg) + r - 2
     k = k_tiles - 1
     last_tile_first_read = r + max(k * s, (k // 2) * pair + (k % 2) * s)
-    return (last_tile_first_read + m - 1 + ACT_READ_LATENCY + array_latency(cfg)
+    return (last_tile_first_read + m - 1 + ACT_READ_LATENCY + array_latency(cfg.rows, cfg.cols)
             + ACC_WRITE_LATENCY)
 
 
@@ -402,7 +356,7 @@ def _ws_cycles_of_costs(cfg: AccelConfig, costs: np.ndarray) -> int:
         last_wt = first_wt + r - 1
         end = max(last_wt, end) + cost
         ends.append(end)
-    return end + ACT_READ_LATENCY - 1 + array_latency(cfg) + ACC_WRITE_LATENCY
+    return end + ACT_READ_LATENCY - 1 + array_latency(cfg.rows, cfg.cols) + ACC_WRITE_LATENCY
 
 
 def requant_cycles(cfg: AccelConfig, rows: int) -> int:

@@ -1,8 +1,8 @@
 """Analytic model of the row-stationary PE (``hw.rs_pe.RsPE``): its exact cycles for a row.
 
-Pure NumPy. The timing is the one the module docstring of ``hw/rs_pe.py`` states, for streams
-that never stall (the next activation beat always presented, incoming psums always valid,
-outgoing psums always taken).
+NumPy, with the RTL's latencies from ``hw/timing.py``. The timing is the one the module
+docstring of ``hw/rs_pe.py`` states, for streams that never stall (the next activation beat
+always presented, incoming psums always valid, outgoing psums always taken).
 """
 from __future__ import annotations
 
@@ -10,15 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["compress_row", "RsPeTiming", "rs_pe_timing", "rs_pe_cycles", "RS_PSUM_LATENCY",
-           "RsConvShape", "linear_shape", "RsPass", "RsMapping", "map_conv", "chain_cycles",
+from stamen.hw.timing import (RS_END_CYCLES, RS_FEED_LATENCY, RS_FEED_START, RS_PSUM_LATENCY,
+                              RS_QUEUE_FREE)
+
+__all__ = ["compress_row", "RsPeTiming", "rs_pe_timing", "rs_pe_cycles", "RsConvShape",
+           "linear_shape", "RsPass", "RsMapping", "map_conv", "chain_cycles",
            "RsLayerCycles", "rs_conv_cycles", "window_activations", "RsEnginePass",
            "rs_engine_mode", "rs_engine_passes", "rs_engine_pass_rows", "rs_matmul_cycles",
-           "rs_fed_pe_timing", "rs_skipped_tiles",
-           "RS_FEED_START", "RS_FEED_LATENCY", "RS_QUEUE_FREE", "RS_END_CYCLES"]
-
-#: Cycles from the op completing a psum to that psum being valid on the PE's ``o_psums``.
-RS_PSUM_LATENCY = 2
+           "rs_fed_pe_timing", "rs_skipped_tiles"]
 
 
 def _row(acts) -> np.ndarray:
@@ -378,20 +377,6 @@ def rs_conv_cycles(x: np.ndarray, mapping: RsMapping, zp: int, zero_skip: bool =
 
 
 # -- the row-stationary device engine (hw/rs_matmul.py): a MATMUL's passes and cycles -----------
-
-#: Cycles from a pass's issue (``hw/rs_matmul.py``: the handshake that queues it for the PE
-#: rows, the feeder and the accumulator) to the feeder's first act spad read of its run, when
-#: the feeder is idle (its pass queue, then its registers).
-RS_FEED_START = 2
-#: Cycles from the feeder's act spad read of a position to its beat (and the watermark) at the
-#: PEs (the read, then the push into the row FIFO).
-RS_FEED_LATENCY = 2
-#: Cycles from the column adder's top stage taking the last psum of a pass to the accumulator's
-#: pass queue taking the next pass (the stage's register, the queue's level).
-RS_QUEUE_FREE = 2
-#: Cycles from the column adder's top stage taking the last psum to the engine's ``busy``
-#: falling (the stage's register, the ACC write stage, ``busy``).
-RS_END_CYCLES = 3
 
 
 @dataclass(frozen=True)

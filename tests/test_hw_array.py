@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from stamen.hw.pe import WT_BANKS
-from stamen.hw.pe_array import SystolicArray, array_latency
+from stamen.hw.pe_array import SystolicArray
+from stamen.hw.timing import array_bank_hold, array_latency
 from stamen.sw import golden
 from stamen.verif import amsim
 
@@ -46,7 +47,7 @@ def _schedule(rng, rows, cols, tiles, bubbles):
         bank = kt % WT_BANKS
         start = wt_last[-1] + 1 if wt_last else 0
         if kt >= WT_BANKS:
-            start = max(start, act_last[kt - WT_BANKS] + rows + cols - 2)
+            start = max(start, act_last[kt - WT_BANKS] + array_bank_hold(rows, cols))
         for j in range(rows):                           # row rows-1 first, row 0 last
             events.setdefault(start + j, []).append(("wts", bank, wts[rows - 1 - j]))
         wt_last.append(start + rows - 1)
@@ -71,6 +72,7 @@ def test_array_matches_golden(rows, cols, seed, zero_gate):
     events = _schedule(rng, rows, cols, tiles, bubbles=0.2)
     dut = SystolicArray(rows, cols, zero_gate)
     assert dut.latency == array_latency(rows, cols) == rows + cols
+    assert array_bank_hold(rows, cols) == rows + cols - 2
     n_cycles = max(events) + dut.latency + 2
     got_rows, got_cycles, beat_cycles, gated, macs = [], [], [], [], []
 

@@ -7,7 +7,7 @@ import pytest
 from amaranth import *
 from amaranth.lib import memory
 
-from stamen.hw import bus, isa
+from stamen.hw import bus, isa, timing
 from stamen.hw.dma import DMA
 from stamen.hw.params import AccelConfig
 from stamen.sw import asm, isasim
@@ -169,8 +169,8 @@ def test_load_throughput():
     amsim.run(h, testbench, background=[memory_model(h.dma, mem, rng, 0, 0.0, stats)])
     for spad in bus.SPADS:
         words = 16 * cfg.spad_row_words(spad)
-        assert result[spad, 0] == words + isasim.DMA_READ_LATENCY, (spad, result)   # LOAD: busy
-        assert result[spad, 1] == words + isasim.DMA_WRITE_LATENCY, (spad, result)  # STORE
+        assert result[spad, 0] == words + timing.DMA_READ_LATENCY, (spad, result)   # LOAD: busy
+        assert result[spad, 1] == words + timing.DMA_WRITE_LATENCY, (spad, result)  # STORE
 
 
 # -- zero-row directory (compress=1) --------------------------------------------------------------
@@ -208,7 +208,7 @@ def isasim_dma(cfg, sim, image, store, args):
     bb = cfg.mem_bus_bytes
     image[prog_addr * bb:prog_addr * bb + code.size] = code
     ctr = sim.run(image, prog_addr)
-    busy = ctr["cycles"] - 2 * isasim.fetch_cycles(cfg) - isasim.RETIRE_CYCLES
+    busy = ctr["cycles"] - 2 * isasim.fetch_cycles(cfg) - timing.RETIRE_CYCLES
     return busy, ctr
 
 

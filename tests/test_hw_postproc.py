@@ -5,7 +5,7 @@ import pytest
 from amaranth import *
 from amaranth.lib import memory
 
-from stamen.hw import bus, isa
+from stamen.hw import bus, isa, timing
 from stamen.hw.params import AccelConfig
 from stamen.hw.postproc import PostProc
 from stamen.sw import golden, isasim
@@ -118,7 +118,7 @@ def test_requant_matches_golden(cfg_name, seed):
             msg = f"seed={seed} cfg={cfg} args={args} bias={bias} mult={mult} shift={shift}"
             np.testing.assert_array_equal(got, expected, err_msg=msg)
             assert ctx.get(h.pp.fault) == 0, msg
-            assert cycles == isasim.requant_cycles(cfg, n) - isasim.RETIRE_CYCLES, msg
+            assert cycles == isasim.requant_cycles(cfg, n) - timing.RETIRE_CYCLES, msg
 
     amsim.run(h, testbench)
 

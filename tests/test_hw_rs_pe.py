@@ -13,8 +13,9 @@ from amaranth import Elaboratable, Module
 from amaranth.lib import wiring
 
 from stamen.hw.rs_compress import RsCompress
-from stamen.hw.rs_pe import RS_PSUM_LATENCY, RsMac, RsPE, RsPEConfig, RsWindow
-from stamen.sw import golden, rs_model
+from stamen.hw.rs_pe import RsMac, RsPE, RsPEConfig, RsWindow
+from stamen.hw.timing import RS_PSUM_LATENCY
+from stamen.sw import golden
 from stamen.sw.rs_model import compress_row, rs_pe_cycles, rs_pe_timing
 from stamen.verif import amsim
 
@@ -569,7 +570,6 @@ def test_rs_model_skip_bounds_and_errors():
     assert rs_pe_cycles(row, 3, zp=0, zero_skip=True) == rs_pe_cycles(row, 3)
     assert rs_pe_timing(row, 3, zp=5, zero_skip=True).psum_cycles[:3] == (
         1 + RS_PSUM_LATENCY, 2 + RS_PSUM_LATENCY, 3 + RS_PSUM_LATENCY)
-    assert rs_model.RS_PSUM_LATENCY == RS_PSUM_LATENCY
     with pytest.raises(TypeError, match="1-D int8"):
         rs_pe_cycles(np.zeros(4, np.int32), 3)
     with pytest.raises(ValueError, match="Stride must be a positive integer"):

@@ -6,12 +6,13 @@ import cases
 import configs
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
+from stamen.hw.timing import bank_release_delay
 from stamen.sw import asm, golden
 from stamen.sw.compiler import Program, compile_gemm, compile_linear
 from stamen.sw.errors import CompileError, DeviceError
-from stamen.sw.isasim import (IsaSim, bank_release_delay, fetch_cycles, load_cycles,
-                              matmul_cycles, matmul_cycles_of, misc_cycles, perf_cycles,
-                              store_cycles, ws_skip_cycles, ws_skipped_rows, zero_dir_cycles)
+from stamen.sw.isasim import (IsaSim, fetch_cycles, load_cycles, matmul_cycles,
+                              matmul_cycles_of, misc_cycles, perf_cycles, store_cycles,
+                              ws_skip_cycles, ws_skipped_rows, zero_dir_cycles)
 
 PRESETS = ("tiny", "small", "small-os", "wide-4x8", "tall-8x4-os", "wide-4x8-rs")
 

@@ -15,8 +15,8 @@ from stamen.hw.params import RS_PASS_QUEUE, AccelConfig
 from stamen.sw import golden, isasim
 from stamen.sw.errors import DeviceError
 from stamen.sw.isasim import IsaSim, fetch_cycles, load_cycles, matmul_cycles, misc_cycles
-from stamen.sw.rs_model import (RS_END_CYCLES, RS_FEED_LATENCY, RS_FEED_START, RS_QUEUE_FREE,
-                                RsEnginePass, rs_engine_mode, rs_engine_passes,
+from stamen.hw.timing import RS_END_CYCLES, RS_FEED_LATENCY, RS_FEED_START, RS_QUEUE_FREE
+from stamen.sw.rs_model import (RsEnginePass, rs_engine_mode, rs_engine_passes,
                                 rs_fed_pe_timing, rs_matmul_cycles)
 
 PROG_ADDR = 16
