@@ -74,13 +74,24 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from stamen.hw.params import AccelConfig
+from stamen.hw.params import DATAFLOWS, PRESETS, AccelConfig
+from stamen.sw import golden
+from stamen.sw.compiler import compile_gemm
+from stamen.sw.energy import (DATAFLOW_MODELS, compare_dataflows, comparison_csv,
+                              comparison_table, estimate_energy, implemented_configs,
+                              rs_conv_energy)
+from stamen.sw.errors import CompileError
+from stamen.sw.graph import QOp, QuantizedGraph
+from stamen.sw.lower import compile_graph
+from stamen.sw.rs_model import RsConvShape, map_conv, rs_conv_cycles
+from stamen.sw.runtime import Device
 
 __all__ = ["scalesim_ws_cycles", "scalesim_os_cycles", "GEMM_SHAPES", "ConvLayer", "CONV_LAYERS",
-           "CHECK_LAYERS", "QUICK_CONV_LAYERS", "CONV_PRESETS", "COMPUTE_TARGET", "BIG_MEM_BYTES",
-           "VERILATOR_BUDGET", "SUITES", "conv_layer_graph", "run_bench", "run_gemm_bench",
+           "CHECK_LAYERS", "QUICK_CONV_LAYERS", "layer_seed", "CONV_PRESETS", "COMPUTE_TARGET",
+           "BIG_MEM_BYTES", "VERILATOR_BUDGET", "SUITES", "conv_layer_graph", "run_bench", "run_gemm_bench",
            "run_conv_bench", "SCALESIM_FORMS", "DATAFLOW_PRESET", "DATAFLOW_BATCH",
            "DATAFLOW_NETS", "DATAFLOW_FIELDS", "dataflow_configs", "run_dataflow_bench",
+           "COMPARISON_BENCH_LAYERS", "print_dataflow_comparison",
            "RS_ARRAY", "SPARSITY_LAYERS", "QUICK_SPARSITY_LAYERS", "SPARSITY_DENSITIES",
            "QUICK_SPARSITY_DENSITIES", "SPARSITY_TARGET", "SPARSITY_TARGET_DENSITY",
            "SPARSITY_IMAGES", "QUICK_SPARSITY_IMAGES", "SPARSITY_FIELDS", "run_sparsity_bench"]
@@ -213,10 +224,6 @@ def run_gemm_bench(out_dir: Path, backend: str, log: _Log = print,
                    quick: bool = False) -> list[str]:
     """Run every benchmark GEMM on the small and large presets; write ``gemm.*``; return the
     failures (one message per output that is not bit-exact)."""
-    from stamen.sw import golden
-    from stamen.sw.compiler import compile_gemm
-    from stamen.sw.runtime import Device
-
     shapes = GEMM_SHAPES[:1] if quick else GEMM_SHAPES
     rng = np.random.default_rng(BENCH_SEED)
     rows = []
@@ -279,7 +286,6 @@ def conv_layer_graph(layer: ConvLayer, seed: int):
     """Return ``(graph, x)``: ``layer`` as a one-op :class:`~sw.graph.QuantizedGraph` with seeded
     random int8 weights, int32 biases, Q31 multipliers and zero points (ReLU, output zero point
     -128) and a seeded random int8 NHWC input of one image."""
-    from stamen.sw.graph import QOp, QuantizedGraph
     rng = np.random.default_rng(seed)
     k, cin, cout = layer.k, layer.cin, layer.cout
     oh, ow = layer.out_hw
@@ -317,7 +323,7 @@ def run_conv_bench(out_dir: Path, backend: str, log: _Log = print, quick: bool =
     cases = []
     for s, group in (("layer", layers), ("model_check", checks)):
         for layer in group:
-            graph, x = conv_layer_graph(layer, _seed(layer))
+            graph, x = conv_layer_graph(layer, layer_seed(layer))
             cases.append(_Case(s, layer, graph, x, graph.reference(x)))
     rows: list[dict] = []
     for preset in CONV_PRESETS:
@@ -329,7 +335,8 @@ def run_conv_bench(out_dir: Path, backend: str, log: _Log = print, quick: bool =
     return _conv_failures(rows)
 
 
-def _seed(layer: ConvLayer) -> int:
+def layer_seed(layer: ConvLayer) -> int:
+    """Return the seed of ``layer``'s random weights and input in the suites."""
     return BENCH_SEED + sum(layer.name.encode()) + 1000 * layer.k + layer.cin
 
 
@@ -337,10 +344,6 @@ def _conv_preset(preset: str, cases: list[_Case], backend: str, log: _Log,
                  verilator_budget: int) -> list[dict]:
     """Compile and run every case on one preset: isasim runs one at a time, the Verilator runs
     in one simulator process (each then also on isasim, for its model_check row)."""
-    from stamen.sw.errors import CompileError
-    from stamen.sw.lower import compile_graph
-    from stamen.sw.runtime import Device
-
     cfg = AccelConfig.preset(preset)
     big = dataclasses.replace(cfg, mem_bytes=BIG_MEM_BYTES,
                               name=f"{preset}-mem{BIG_MEM_BYTES >> 20}M")
@@ -540,7 +543,6 @@ def dataflow_configs(preset: str = DATAFLOW_PRESET) -> list[AccelConfig]:
     :class:`AccelConfig` accepts (those whose hardware exists), in that order: ``preset`` itself
     for its own dataflow, the preset ``"<preset>-<dataflow>"`` where one exists with that
     dataflow (``small-os``), else ``preset`` with the dataflow replaced, named so."""
-    from stamen.hw.params import DATAFLOWS, PRESETS
     base = AccelConfig.preset(preset)
     out = []
     for df in DATAFLOWS:
@@ -571,14 +573,15 @@ def _digits_workloads(log: _Log, nets: dict[str, str] = DATAFLOW_NETS,
                       batch: int = DATAFLOW_BATCH) -> list[_Workload]:
     """Train and quantize each of ``nets`` (workload name -> :mod:`~stamen.sw.models` class);
     return them with their first ``batch`` held-out images."""
-    import stamen
+    # torch loads only for the suites that train a network (not for gemm / conv)
     from stamen.sw import models
+    from stamen.sw.quantize import quantize_model
     data = models.digits_data()
     out = []
     for name, cls in nets.items():
         t0 = time.perf_counter()
         model = models.train(getattr(models, cls)(), data)
-        qg = stamen.quantize(model, data[0])
+        qg = quantize_model(model, data[0])
         x = qg.quantize_input(data[2][:batch].numpy())
         out.append(_Workload(name, qg, x, qg.reference(x), False))
         log(f"{name}: trained {cls} (10 epochs, fixed seed), quantized {len(qg.ops)} ops, "
@@ -595,7 +598,7 @@ def run_dataflow_bench(out_dir: Path, log: _Log = print, quick: bool = False) ->
     layers = QUICK_CONV_LAYERS if quick else CONV_LAYERS
     log(f"dataflow suite: {len(layers)} bench conv layer(s) and their golden outputs")
     for layer in layers:
-        graph, x = conv_layer_graph(layer, _seed(layer))
+        graph, x = conv_layer_graph(layer, layer_seed(layer))
         works.append(_Workload(layer.name, graph, x, graph.reference(x), True))
     if not quick:
         works += _digits_workloads(log)
@@ -633,10 +636,6 @@ def _row_failures(rows: list[dict], where) -> list[str]:
 
 def _dataflow_run(w: _Workload, cfg: AccelConfig, tag: str, log: _Log) -> list[dict]:
     """Compile ``w`` for ``cfg``, run it on isasim, estimate its energy; return its rows."""
-    from stamen.sw.energy import DATAFLOW_MODELS, estimate_energy
-    from stamen.sw.lower import compile_graph
-    from stamen.sw.runtime import Device
-
     if w.big_mem:
         cfg = cfg.replace(mem_bytes=BIG_MEM_BYTES, name=f"{cfg.name}-mem{BIG_MEM_BYTES >> 20}M")
     base = {f: "" for f in DATAFLOW_FIELDS} | {
@@ -810,6 +809,36 @@ def _plot_dataflow(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+#: Bench convolution layers (by name) that :func:`print_dataflow_comparison` runs.
+COMPARISON_BENCH_LAYERS = ("conv3x3-32-16x16", "check-5x5-16-9x9")
+
+
+def print_dataflow_comparison(configs=None, batch: int = 8, log: _Log = print,
+                              csv_path: str | Path | None = None) -> list[dict]:
+    """Print (through ``log``) and return :func:`~stamen.sw.energy.compare_dataflows` rows for
+    the digits LeNet (trained 10 epochs, seed 0, run on ``batch`` held-out images) and the bench
+    convolutions :data:`COMPARISON_BENCH_LAYERS` (one seeded random image each), for
+    ``configs`` (:func:`~stamen.sw.energy.implemented_configs` when None). Writes them as CSV
+    (:func:`~stamen.sw.energy.comparison_csv`) to ``csv_path`` when given."""
+    # torch loads only for the suites that train a network (not for gemm / conv)
+    from stamen.sw.frontend import quantize_graph
+    from stamen.sw.models import DigitsLeNet, digits_data, train
+    configs = implemented_configs() if configs is None else list(configs)
+    data = digits_data(0)
+    model = train(DigitsLeNet(), data, epochs=10, seed=0)
+    qg = quantize_graph(model, data[0])
+    rows = compare_dataflows(qg, configs, batch, x=qg.quantize_input(data[2][:batch]),
+                             name="digits-lenet")
+    layers = {layer.name: layer for layer in (*CONV_LAYERS, *CHECK_LAYERS)}
+    for i, lname in enumerate(COMPARISON_BENCH_LAYERS):
+        graph, x = conv_layer_graph(layers[lname], seed=i)
+        rows += compare_dataflows(graph, configs, 1, x=x, name=lname)
+    log(comparison_table(rows))
+    if csv_path is not None:
+        comparison_csv(rows, csv_path)
+    return rows
+
+
 # -- sparsity suite --------------------------------------------------------------------------------
 #: The row-stationary array of the sparsity suite, ``(rows, cols)``: Eyeriss v1's 12 x 14 PEs with
 #: ``RsPEConfig()`` (filter / ifmap / psum spads of 224 / 12 / 24 entries).
@@ -911,8 +940,7 @@ def _sweep_rows(layer: ConvLayer, densities, log: _Log) -> list[dict]:
     density, so a lower density zeroes a superset of the positions; the padding, if any, is
     zero points. Per density: the devices (:data:`SKIP_DEVICES` on isasim) and the
     Eyeriss-mapping model on :data:`RS_ARRAY`."""
-    from stamen.sw.rs_model import RsConvShape, map_conv
-    seed = _seed(layer)
+    seed = layer_seed(layer)
     graph, _ = conv_layer_graph(layer, seed)
     rng = np.random.default_rng(seed)
     zp = int(graph.ops[0].zp_in[0])
@@ -953,9 +981,6 @@ def _device_skip(graph, x: np.ndarray, layers: list[str], dataflow: str) -> dict
     (:data:`SKIP_DEVICES`), run the images ``x`` on isasim (its cycles are the RTL's, ``tests/test_hw_matmul.py``) and
     return the sweep / lenet figures of each of ``layers`` by name (compute cycles: the MATMUL
     engine's busy cycles; energy from :func:`~stamen.sw.energy.estimate_energy`)."""
-    from stamen.sw.energy import estimate_energy
-    from stamen.sw.lower import compile_graph
-    from stamen.sw.runtime import Device
     figs = {name: {"dataflow": dataflow, "array": "", "images": len(x), "error": ""}
             for name in layers}
     for preset, tag in zip(SKIP_DEVICES[dataflow], ("dense", "skip")):
@@ -994,8 +1019,6 @@ def _rs_skip(xs: np.ndarray, mapping, zp: int, pad: tuple[int, int]) -> tuple[di
     energy models with the dense (zero-gated) and the compressed (zero-skipping) stream; return
     the sweep / lenet row figures and the energy rows (their ``cycles`` filled in) by
     ``zero_skip``. A disagreement between the two models goes to the ``error`` figure."""
-    from stamen.sw.energy import rs_conv_energy
-    from stamen.sw.rs_model import rs_conv_cycles
     shape = mapping.shape
     inner = xs[:, :, pad[0]:shape.in_h - pad[0], pad[1]:shape.in_w - pad[1]]
     figs = {"dataflow": "rs-eyeriss", "array": f"{mapping.rows}x{mapping.cols}",
@@ -1052,7 +1075,6 @@ def _lenet_rows(w: _Workload, log: _Log) -> list[dict]:
     energy rows (ws, os, rs and the skipping presets run on isasim on the dataflow suite's
     8x8 array, rs-eyeriss and rs-eyeriss+skip on
     :data:`RS_ARRAY` and on that array) of the workload ``w``."""
-    from stamen.sw.rs_model import RsConvShape, map_conv
     configs = dataflow_configs()
     rs_arrays = list(dict.fromkeys([RS_ARRAY, (configs[0].rows, configs[0].cols)]))
     convs = _conv_inputs(w.graph, w.x)

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["BitstreamReport", "build_bitstream", "tool_env", "RESOURCE_NAMES",
+__all__ = ["BitstreamReport", "build_bitstream", "build_platform", "tool_env", "RESOURCE_NAMES",
            "collision_free_script"]
 
 #: Yosys cell names, by family, counted from the synthesis report when place-and-route fails.
@@ -140,7 +140,9 @@ class BitstreamReport:
 _PROGRAMMERS = ("openFPGALoader", "iceprog")
 
 
-def _platform(spec):
+def build_platform(spec):
+    """Return a new instance of ``spec``'s amaranth-boards platform that builds but does not
+    program (the programmers are not required tools)."""
     module, name = spec.platform.split(":")
     cls = getattr(importlib.import_module(module), name)
 
@@ -224,7 +226,7 @@ def build_bitstream(board: str, out_dir: Path = Path("build/fpga"), log=print) -
     if board not in BOARDS:
         raise ValueError(f"Board must be one of {tuple(BOARDS)}, not {board!r}")
     spec = BOARDS[board]
-    platform = _platform(spec)
+    platform = build_platform(spec)
     family = "ice40" if platform.device.lower().startswith("ice40") else "ecp5"
     top = BoardTop(board)
     build_dir = Path(out_dir) / board

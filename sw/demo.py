@@ -5,36 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from stamen.hw.params import AccelConfig
+from stamen.sw.compiler import compile_model
+from stamen.sw.errors import CompileError
+from stamen.sw.frontend import quantize_graph
+from stamen.sw.models import (DIGITS_SEED, DigitsLeNet, DigitsResNet, accuracy, digits_data,
+                              load_digits_split, train)
+from stamen.sw.quantize import quantize
+from stamen.sw.runtime import Device
+from stamen.sw.torch_ref import REFERENCE_ENGINE, torch_quantized_forward
 
+# DIGITS_SEED and load_digits_split live in sw/models.py (with the networks' data) and stay
+# importable from here.
 __all__ = ["load_digits_split", "train_mlp", "run_demo", "run_cnn_demo", "DIGITS_SEED",
            "DEMO_MODELS"]
 
-DIGITS_SEED = 0
 #: ``stamen demo --model`` choices: the MLP and the two CNNs of ``sw/models.py``.
 DEMO_MODELS = ("mlp", "lenet", "resnet")
-
-
-def load_digits_split(seed: int = DIGITS_SEED):
-    """Return ``(x_train, y_train, x_test, y_test)`` of scikit-learn's digits, pixels scaled to [0, 1].
-
-    A fixed 80/20 split: 1437 training and 360 held-out images of 8x8 = 64 pixels.
-    """
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    y = digits.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_train = int(0.8 * len(x))
-    tr, te = order[:n_train], order[n_train:]
-    return x[tr], y[tr], x[te], y[te]
 
 
 def train_mlp(x_train: np.ndarray, y_train: np.ndarray, hidden: int = 32, epochs: int = 300,
               seed: int = DIGITS_SEED):
     """Train a ``Linear(64, hidden) - ReLU - Linear(hidden, 10)`` classifier (full batch, Adam)."""
-    import torch
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(x_train.shape[1], hidden), torch.nn.ReLU(),
                                 torch.nn.Linear(hidden, 10))
@@ -54,12 +48,6 @@ def run_demo(cfg: AccelConfig, backend: str = "verilator", images: int = 0,
 
     ``device_opts`` go to :class:`stamen.Device` (e.g. ``port="/dev/ttyUSB1"`` for ``"fpga"``).
     """
-    import torch
-
-    from stamen.sw.compiler import compile_model
-    from stamen.sw.quantize import quantize
-    from stamen.sw.runtime import Device
-
     log("loading scikit-learn digits (1797 images, 8x8)")
     x_train, y_train, x_test, y_test = load_digits_split()
     x_test, y_test = _first_images(x_test, y_test, images)
@@ -112,8 +100,6 @@ def _first_images(x, y, images: int):
 def _compile_fitting(qgraph, cfg: AccelConfig, images: int, log):
     """Compile ``qgraph`` for the largest batch, at most ``images``, whose tensors fit the
     device memory (halving from ``images``)."""
-    from stamen.sw.compiler import compile_model
-    from stamen.sw.errors import CompileError
     batch = images
     while True:
         log(f"compiling {len(qgraph.ops)} ops for {cfg.name} ({cfg.rows}x{cfg.cols} "
@@ -149,13 +135,6 @@ def run_cnn_demo(cfg: AccelConfig, model_name: str = "lenet", backend: str = "ve
     and the per-layer table; returns 0 when the device output is bit-exact against ``golden``,
     else 1.
     """
-    import torch
-
-    from stamen.sw.frontend import quantize_graph
-    from stamen.sw.models import DigitsLeNet, DigitsResNet, accuracy, digits_data, train
-    from stamen.sw.runtime import Device
-    from stamen.sw.torch_ref import REFERENCE_ENGINE, torch_quantized_forward
-
     nets = {"lenet": DigitsLeNet, "resnet": DigitsResNet}
     if model_name not in nets:
         raise ValueError(f"CNN model must be one of {sorted(nets)}, not {model_name!r}")

@@ -169,11 +169,15 @@ from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 
 from .asm import fields
+from .compiler import compile_model
+from .program import Program
+from .rs_model import RsMapping, rs_engine_passes, window_activations
+from .runtime import Device, Report
 
 __all__ = ["COSTS", "LEVELS", "DataflowModel", "MatmulAccesses", "DATAFLOW_MODELS", "Accesses",
            "count_accesses", "EnergyRow", "EnergyReport", "estimate_energy",
-           "compare_dataflows", "comparison_table", "implemented_configs",
-           "print_dataflow_comparison", "COMPARISON_BENCH_LAYERS", "rs_conv_energy"]
+           "compare_dataflows", "comparison_table", "comparison_csv", "COMPARISON_COLUMNS",
+           "implemented_configs", "rs_conv_energy"]
 
 #: Normalized energy per access relative to one MAC (Eyeriss): DRAM byte, global buffer
 #: (scratchpad) element, array / NoC hop, PE register-file access, MAC.
@@ -234,7 +238,6 @@ def _os(m: int, k: int, R: int, C: int, a: int, mx: int) -> MatmulAccesses:
 
 
 def _rs(cfg: AccelConfig, args: dict, loop: dict) -> MatmulAccesses:
-    from .rs_model import rs_engine_passes
     R, C = cfg.rows, cfg.cols
     k = args["k_tiles"]
     passes = rs_engine_passes(cfg, args, loop)
@@ -515,8 +518,6 @@ def estimate_energy(prog, report=None, dataflow: str | None = None,
         For a dataflow without a model, a report of another program or configuration, or costs
         that miss a level.
     """
-    from .compiler import Program
-    from .runtime import Report
     if not isinstance(prog, Program):
         raise TypeError(f"Energy estimate needs a compiled Program, not {type(prog).__name__}")
     costs = _check_costs(costs)
@@ -566,9 +567,11 @@ def estimate_energy(prog, report=None, dataflow: str | None = None,
 
 
 # -- dataflow comparison ---------------------------------------------------------------------------
-_CMP_COLUMNS = ("model", "config", "dataflow", "layer", "kind", "cycles", "compute_cycles",
-                "utilization", "issued_macs", "gated_macs", "dram", "buffer", "array", "rf",
-                "mac", "e_dram", "e_buffer", "e_array", "e_rf", "e_mac", "total", "per_mac")
+#: The columns of :func:`compare_dataflows` rows.
+COMPARISON_COLUMNS = ("model", "config", "dataflow", "layer", "kind", "cycles",
+                      "compute_cycles", "utilization", "issued_macs", "gated_macs", "dram",
+                      "buffer", "array", "rf", "mac", "e_dram", "e_buffer", "e_array", "e_rf",
+                      "e_mac", "total", "per_mac")
 
 
 def implemented_configs(preset: str = "small") -> list[AccelConfig]:
@@ -611,8 +614,6 @@ def compare_dataflows(graph, configs, batch: int = 1, x: np.ndarray | None = Non
     RuntimeError
         When the device result is not bit-exact with the program's golden reference.
     """
-    from .compiler import compile_model
-    from .runtime import Device
     rows = []
     for cfg in configs:
         _model(cfg.dataflow)
@@ -630,7 +631,7 @@ def compare_dataflows(graph, configs, batch: int = 1, x: np.ndarray | None = Non
             row = {"model": name, "config": cfg.name, "dataflow": cfg.dataflow, "layer": er.name,
                    "kind": er.kind, "cycles": lr.cycles, "compute_cycles": lr.compute_cycles,
                    "utilization": lr.utilization}
-            row.update({k: getattr(er, k) for k in _CMP_COLUMNS if k not in row and
+            row.update({k: getattr(er, k) for k in COMPARISON_COLUMNS if k not in row and
                         k not in ("model", "config", "dataflow", "layer")})
             rows.append(row)
     return rows
@@ -644,33 +645,10 @@ def comparison_table(rows: list[dict]) -> str:
     return _format([{c: r[c] for c in cols} for r in rows])
 
 
-#: Bench convolution layers (by ``sw.bench`` name) that :func:`print_dataflow_comparison` runs.
-COMPARISON_BENCH_LAYERS = ("conv3x3-32-16x16", "check-5x5-16-9x9")
-
-
-def print_dataflow_comparison(configs=None, batch: int = 8, log=print,
-                              csv_path: str | Path | None = None) -> list[dict]:
-    """Print (through ``log``) and return :func:`compare_dataflows` rows for the digits LeNet
-    (trained 10 epochs, seed 0, run on ``batch`` held-out images) and the bench convolutions
-    :data:`COMPARISON_BENCH_LAYERS` (one seeded random image each), for ``configs``
-    (:func:`implemented_configs` when None). Writes them as CSV to ``csv_path`` when given."""
-    from . import bench
-    from .frontend import quantize_graph
-    from .models import DigitsLeNet, digits_data, train
-    configs = implemented_configs() if configs is None else list(configs)
-    data = digits_data(0)
-    model = train(DigitsLeNet(), data, epochs=10, seed=0)
-    qg = quantize_graph(model, data[0])
-    rows = compare_dataflows(qg, configs, batch, x=qg.quantize_input(data[2][:batch]),
-                             name="digits-lenet")
-    layers = {layer.name: layer for layer in (*bench.CONV_LAYERS, *bench.CHECK_LAYERS)}
-    for i, lname in enumerate(COMPARISON_BENCH_LAYERS):
-        graph, x = bench.conv_layer_graph(layers[lname], seed=i)
-        rows += compare_dataflows(graph, configs, 1, x=x, name=lname)
-    log(comparison_table(rows))
-    if csv_path is not None:
-        _to_csv(rows, _CMP_COLUMNS, csv_path)
-    return rows
+def comparison_csv(rows: list[dict], path: str | Path | None = None) -> str:
+    """Return rows of :func:`compare_dataflows` as CSV text (columns
+    :data:`COMPARISON_COLUMNS`), and write it to ``path`` when given."""
+    return _to_csv(rows, COMPARISON_COLUMNS, path)
 
 
 # -- row-stationary conv layer (not in the device yet) ---------------------------------------------
@@ -722,7 +700,6 @@ def rs_conv_energy(x: np.ndarray, mapping, zp: int, zero_skip: bool = False, *,
         For an input of another shape or dtype, a padding that leaves no input, or costs that
         miss a level.
     """
-    from .rs_model import RsMapping, window_activations
     if not isinstance(mapping, RsMapping):
         raise TypeError(f"Row-stationary energy needs an RsMapping, not {type(mapping).__name__}")
     costs = _check_costs(costs)

@@ -29,17 +29,17 @@ Supported (anything else raises :class:`~stamen.sw.errors.CompileError` naming t
 * Residual ``+`` (``operator.add``, ``torch.add`` with ``alpha=1``, ``x.add(y)``, ``+=``) of two
   tensors of equal shape.
 
-Scheme (the one of :mod:`stamen.sw.quantize`, whose helpers it uses, so both agree):
+Scheme (the one of :mod:`stamen.sw.quantize`; both use :mod:`stamen.sw.calibration`, so they agree):
 
 * weights: symmetric int8 per output channel, ``s_w[o] = max|w[o]| / 127`` (an all-zero channel:
-  see :func:`stamen.sw.quantize.quantize_layer`); activations: asymmetric int8 from the
+  see :func:`stamen.sw.calibration.quantize_layer`); activations: asymmetric int8 from the
   calibration min / max, range widened to include 0 (``reduce_range=True``: 128 levels, as
   PyTorch's fbgemm observers); the output range of an op with a fused ReLU is the one after the
   ReLU, and with a fused ReLU6 exactly ``[0, 6]`` (``s = 6 / 255``, ``zp = -128``: the int8
   upper clamp is the 6);
 * conv / Linear: ``bias = int32 round(b / (s_in * s_w))`` and per channel
   ``(mult, shift) = golden.quantize_multiplier(s_in * s_w / s_out)``
-  (:func:`stamen.sw.quantize.quantize_layer`);
+  (:func:`stamen.sw.calibration.quantize_layer`);
 * max / avg pools keep the input's scale and zero point (as PyTorch's quantized pools);
   ``avgpool`` has ``(mult, shift) = quantize_multiplier(1 / (KH * KW * golden.AVGPOOL_GAIN))``. A max-pool with padding
   needs an input with zero point -128 (a non-negative tensor, e.g. after a ReLU), because the device
@@ -71,10 +71,10 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from . import golden
+from .calibration import (act_qparams, calibration_batches, check_module_params, nonfinite,
+                          quantize_layer)
 from .errors import CompileError, QuantizeError
 from .graph import QOp, QuantizedGraph
-from .quantize import (_act_qparams, _batches, _check_module_params, _nonfinite,
-                       quantize_layer)
 
 __all__ = ["quantize_graph", "observe_ranges", "fold_batchnorm", "quantize_weights",
            "add_weights", "SUPPORTED"]
@@ -226,7 +226,7 @@ class _Recorder(fx.Interpreter):
     def run_node(self, n: fx.Node):
         out = super().run_node(n)
         if isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel():
-            bad = _nonfinite(out)
+            bad = nonfinite(out)
             if bad:
                 raise QuantizeError(f"{_node_desc(self.module, n)}: its output on calibration "
                                     f"batch {self.batch} must be finite, not containing {bad}")
@@ -252,7 +252,7 @@ def observe_ranges(gm: fx.GraphModule, calibration) -> tuple[dict, dict]:
     """
     rec = _Recorder(gm)
     with torch.no_grad():
-        for i, xb in enumerate(_batches(calibration)):
+        for i, xb in enumerate(calibration_batches(calibration)):
             if xb.ndim not in (2, 4):
                 raise QuantizeError(f"Calibration batch {i} must be NCHW images (4-D) or "
                                     f"(N, features) rows (2-D), not shape {tuple(xb.shape)}")
@@ -724,11 +724,11 @@ class _Builder:
 # -- quantization of the built graph -----------------------------------------------------------
 def _out_qparams(op: _Op, ranges: dict, reduce_range: bool = False) -> tuple[float, int]:
     if op.relu == "relu6":
-        return _act_qparams(0.0, 6.0, reduce_range)
+        return act_qparams(0.0, 6.0, reduce_range)
     lo, hi = ranges[op.range_node.name]
     if op.relu:
         lo, hi = 0.0, max(hi, 0.0)
-    return _act_qparams(lo, hi, reduce_range, f"fx node {op.range_node.name!r}")
+    return act_qparams(lo, hi, reduce_range, f"fx node {op.range_node.name!r}")
 
 
 def _quantize_op(op: _Op, qp: dict, ranges: dict, reduce_range: bool = False) -> QOp:
@@ -819,7 +819,7 @@ def quantize_graph(model: nn.Module, calibration, reduce_range: bool = False
     gm.eval()
     for n in gm.graph.nodes:                     # before calibrating: a NaN weight names itself
         if n.op == "call_module":
-            _check_module_params(gm.get_submodule(n.target), str(n.target))
+            check_module_params(gm.get_submodule(n.target), str(n.target))
     ranges, shapes = observe_ranges(gm, calibration)
 
     # Only nodes that reach the output matter; in-place calls elsewhere would change them.
@@ -844,7 +844,7 @@ def quantize_graph(model: nn.Module, calibration, reduce_range: bool = False
         raise CompileError(f"{type(model).__name__} computes no supported op; supported: "
                            f"{SUPPORTED}")
     inp = next(n for n in gm.graph.nodes if n.op == "placeholder")
-    qp = {"input": _act_qparams(*ranges[inp.name], reduce_range, "the network input")}
+    qp = {"input": act_qparams(*ranges[inp.name], reduce_range, "the network input")}
     qops = []
     for op in builder.ops:
         q = _quantize_op(op, qp, ranges, reduce_range)

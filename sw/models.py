@@ -1,4 +1,5 @@
-"""Two small CNNs on scikit-learn's digits (8x8 grey images) for the CNN front end and its tests.
+"""Two small CNNs on scikit-learn's digits (8x8 grey images) for the CNN front end and its tests,
+and the digits data of the demos.
 
 Both train in a few seconds on two CPU cores and keep 8..24 channels, so device simulations of
 them stay short. Nothing is cached on disk: the data come from scikit-learn's bundled copy.
@@ -10,9 +11,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .demo import DIGITS_SEED, load_digits_split
+__all__ = ["DigitsLeNet", "DigitsResNet", "digits_data", "train", "accuracy",
+           "load_digits_split", "DIGITS_SEED"]
 
-__all__ = ["DigitsLeNet", "DigitsResNet", "digits_data", "train", "accuracy"]
+#: Seed of the digits train / test split and of training.
+DIGITS_SEED = 0
+
+
+def load_digits_split(seed: int = DIGITS_SEED):
+    """Return ``(x_train, y_train, x_test, y_test)`` of scikit-learn's digits as NumPy arrays,
+    pixels scaled to [0, 1].
+
+    A fixed 80/20 split: 1437 training and 360 held-out images of 8x8 = 64 pixels.
+    """
+    from sklearn.datasets import load_digits     # slow to import: only when the data are needed
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_train = int(0.8 * len(x))
+    tr, te = order[:n_train], order[n_train:]
+    return x[tr], y[tr], x[te], y[te]
 
 
 class DigitsLeNet(nn.Module):
@@ -83,7 +102,7 @@ def digits_data(seed: int = DIGITS_SEED):
     """Return ``(x_train, y_train, x_test, y_test)`` of scikit-learn's digits as tensors.
 
     Images are float32 NCHW ``(N, 1, 8, 8)`` scaled to [0, 1], labels int64; the 80/20 split of
-    :func:`stamen.sw.demo.load_digits_split` (1437 training and 360 held-out images).
+    :func:`load_digits_split` (1437 training and 360 held-out images).
     """
     x_train, y_train, x_test, y_test = load_digits_split(seed)
 

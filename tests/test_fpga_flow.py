@@ -46,9 +46,9 @@ def test_report_names_each_problem():
 @pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
 def test_board_top_elaborates_for_its_platform(board, tmp_path):
     from stamen.hw.board import BoardTop
-    from stamen.sw.bitstream import _platform
+    from stamen.sw.bitstream import build_platform
     spec = BOARDS[board]
-    plan = _platform(spec).prepare(BoardTop(board), name="top")
+    plan = build_platform(spec).prepare(BoardTop(board), name="top")
     text = "\n".join(str(v) for v in plan.files.values() if isinstance(v, str))
     assert ("SB_SPRAM256KA" in text) == spec.spram
     assert "uart" in text.lower()

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import test_hw_matmul as hwmm
-from stamen.hw.os_array import OsPE, OsSystolicArray, os_array_latency
+from stamen.hw.os_array import OsPE, OsSystolicArray
 from stamen.hw.os_matmul import OsActAddressGenerator, OsMatmulEngine
 from stamen.hw.params import OPERAND_WIDTH, WT_WIDTH, AccelConfig
+from stamen.hw.timing import os_array_latency
 from stamen.sw import bench, golden
 from stamen.sw.compiler import compile_gemm
 from stamen.sw.isasim import IsaSim, matmul_cycles
@@ -260,7 +261,7 @@ def test_os_compute_cycles_track_scalesim():
         ratios[f"gemm {m}x{k}x{n}"] = rep.compute_cycles / bench.scalesim_os_cycles(m, k, n, R, C)
     layers = [la for la in bench.CONV_LAYERS if la.name == "conv3x3-32-16x16"]
     for layer in layers + list(bench.CHECK_LAYERS):
-        graph, x = bench.conv_layer_graph(layer, bench._seed(layer))
+        graph, x = bench.conv_layer_graph(layer, bench.layer_seed(layer))
         y, rep = Device(cfg, "isasim").run(compile_graph(graph, cfg), x)
         np.testing.assert_array_equal(y, graph.reference(x), err_msg=layer.name)
         ratios[layer.name] = rep.compute_cycles / bench.scalesim_os_cycles(*layer.gemm, R, C)

@@ -159,7 +159,7 @@ def test_quick_dataflow_bench_on_isasim(tmp_path, capsys):
         assert d["compute_cycles"] == compute and d["energy"] == pytest.approx(energy)
         assert d["bit_exact"] is True
     # the same figures from an independent run of the layer on the os device
-    graph, x = bench.conv_layer_graph(layer, bench._seed(layer))
+    graph, x = bench.conv_layer_graph(layer, bench.layer_seed(layer))
     cfg = AccelConfig.preset("small-os").replace(mem_bytes=bench.BIG_MEM_BYTES)
     prog = compile_graph(graph, cfg)
     y, rep = Device(cfg, "isasim").run(prog, x)

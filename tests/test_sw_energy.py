@@ -14,8 +14,9 @@ from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 from stamen.sw import asm, golden
 from stamen.sw.compiler import compile_gemm
-from stamen.sw.energy import (COSTS, DATAFLOW_MODELS, count_accesses,
-                              estimate_energy, implemented_configs, print_dataflow_comparison,
+from stamen.sw.bench import print_dataflow_comparison
+from stamen.sw.energy import (COSTS, COMPARISON_COLUMNS, DATAFLOW_MODELS, comparison_csv,
+                              count_accesses, estimate_energy, implemented_configs,
                               rs_conv_energy)
 from stamen.sw.isasim import IsaSim
 from stamen.sw.models import DigitsLeNet, digits_data, train
@@ -288,9 +289,12 @@ def test_digits_lenet_table(lenet, tmp_path):
              estimate_energy(prog, rep, "os").table())
 
 
-def test_compare_dataflows_lenet_and_bench_layers():
+def test_compare_dataflows_lenet_and_bench_layers(tmp_path):
     lines = []
-    rows = print_dataflow_comparison(batch=4, log=lines.append)
+    rows = print_dataflow_comparison(batch=4, log=lines.append, csv_path=tmp_path / "cmp.csv")
+    got = list(csv.DictReader(io.StringIO((tmp_path / "cmp.csv").read_text())))
+    assert list(got[0]) == list(COMPARISON_COLUMNS) and len(got) == len(rows)
+    assert comparison_csv(rows) == (tmp_path / "cmp.csv").read_bytes().decode()
     configs = implemented_configs()
     assert [c.dataflow for c in configs][:1] == ["ws"]
     models = {r["model"] for r in rows}

@@ -187,7 +187,7 @@ def test_limits_are_checked():
 
 
 # -- BAD_ARG explained as the ISA simulator explains it -------------------------------------
-def _bad_arg_programs(cfg):
+def bad_arg_programs(cfg):
     prog, x = _gemm(cfg)
     load, mm = _first(prog, isa.Opcode.LOAD), _first(prog, isa.Opcode.MATMUL)
     rq = _first(prog, isa.Opcode.REQUANT) if any(
@@ -222,7 +222,7 @@ def _spad_offset() -> int:
 
 @pytest.mark.parametrize("cfg", [TINY, SKIP], ids=lambda c: c.name)
 def test_bad_arg_reason_on_the_board_is_isasim_s(board, cfg):
-    progs, x = _bad_arg_programs(cfg)
+    progs, x = bad_arg_programs(cfg)
     iw = isa.instr_words(cfg)
     for name, (prog, index) in progs.items():
         board(cfg)
@@ -256,7 +256,7 @@ def test_bad_arg_reason_on_verilator_is_isasim_s(monkeypatch):
         return out
 
     monkeypatch.setattr(device_job, "run_jobs", fake_run_jobs)
-    progs, x = _bad_arg_programs(SKIP)
+    progs, x = bad_arg_programs(SKIP)
     items = [(p, x) for p, _ in progs.values()]
     got = Device(SKIP, "verilator").run_many(items, return_exceptions=True)
     want = Device(SKIP, "isasim").run_many(items, return_exceptions=True)

@@ -9,14 +9,14 @@ import pytest
 from stamen.hw import isa
 from stamen.sw.errors import DeviceError
 from stamen.sw.runtime import Device
-from test_sw_fpga import SKIP, TINY, _bad_arg_programs
+from test_sw_fpga import SKIP, TINY, bad_arg_programs
 
 pytestmark = pytest.mark.verilator
 
 
 @pytest.mark.parametrize("cfg", [TINY, SKIP], ids=lambda c: c.name)
 def test_bad_arg_reasons_match_isasim(cfg):
-    progs, x = _bad_arg_programs(cfg)
+    progs, x = bad_arg_programs(cfg)
     items = [(p, x) for p, _ in progs.values()]
     got = Device(cfg, "verilator").run_many(items, return_exceptions=True)
     want = Device(cfg, "isasim").run_many(items, return_exceptions=True)
