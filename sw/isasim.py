@@ -94,6 +94,7 @@ from stamen.hw.timing import (ACC_WRITE_LATENCY, ACT_READ_LATENCY, DMA_READ_LATE
 from . import golden
 from .asm import fields
 from .errors import DeviceError
+from .faults import bad_arg_reason
 
 __all__ = ["IsaSim", "fetch_cycles", "load_cycles", "store_cycles", "zero_dir_cycles",
            "zero_dir_runs", "read_zero_dir", "write_zero_dir", "matmul_cycles",
@@ -427,10 +428,10 @@ class IsaSim:
         if isa.opcode_bits(word) not in {o.value for o in isa.Opcode}:
             raise DeviceError(isa.ErrorCode.ILLEGAL_OPCODE, pc=pc,
                               detail=f"opcode {isa.opcode_bits(word)} in {word:#x}")
-        try:
-            d = fields(word)
-        except ValueError as e:          # illegal spad selector
-            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc, detail=str(e)) from None
+        reason = bad_arg_reason(self.cfg, word)        # step 3 of the fault order
+        if reason is not None:
+            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc, detail=reason)
+        d = fields(word)
         self._decoded[word] = d
         return d
 
@@ -540,11 +541,7 @@ class IsaSim:
         cfg = self.cfg
         spad = _SPAD_NAMES[a["spad"]]
         rows, saddr, daddr, stride = a["rows"], a["spad_addr"], a["dram_addr"], a["dram_stride"]
-        if rows == 0:
-            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc, detail="DMA rows must be non-zero")
         compress = a.get("compress", 0)
-        if compress:
-            self._compress_check(pc, store, spad, daddr, stride)
         self._spad_check(pc, spad, saddr, rows)
         rw = cfg.spad_row_words(spad)
         last = daddr + (rows - 1) * stride + rw - 1
@@ -576,22 +573,6 @@ class IsaSim:
         nbytes = rows * rb
         ctr["dram_write_bytes" if store else "dram_read_bytes"] += nbytes
         ctr["cycles"] += (store_cycles if store else load_cycles)(cfg, spad, rows)
-
-    def _compress_check(self, pc, store, spad, daddr, stride):
-        cfg = self.cfg
-        op = "STORE" if store else "LOAD"
-        if not cfg.compress_acts:
-            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc,
-                              detail=f"{op} compress=1 needs a configuration with compress_acts")
-        want = "out" if store else "act"
-        if spad != want:
-            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc,
-                              detail=f"{op} compress=1 must use the {want} spad, not {spad}")
-        rw = cfg.zero_row_words
-        if daddr % rw or stride % rw:
-            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc,
-                              detail=f"{op} compress=1 needs dram_addr ({daddr}) and "
-                                     f"dram_stride ({stride}) to be multiples of {rw}")
 
     def _zero_dir_dma(self, store, spad, saddr, rows, daddr, stride, zp, mem, ctr):
         """Execute a LOAD / STORE with ``compress=1`` (``hw/isa.py``), checked already."""
@@ -636,9 +617,6 @@ class IsaSim:
         cfg = self.cfg
         R, C = cfg.rows, cfg.cols
         m, kt = a["m"], a["k_tiles"]
-        if m == 0 or kt == 0:
-            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc,
-                              detail=f"MATMUL m={m} and k_tiles={kt} must be non-zero")
         wt_rows = R if a["wt_repeat"] else kt * R
         self._spad_check(pc, "wt", a["wt_addr"], wt_rows)
         self._spad_check(pc, "acc", a["acc_addr"], m)
@@ -747,8 +725,6 @@ class IsaSim:
     def _requant(self, a, pc, ctr):
         cfg = self.cfg
         rows = a["rows"]
-        if rows == 0:
-            raise DeviceError(isa.ErrorCode.BAD_ARG, pc=pc, detail="REQUANT rows must be non-zero")
         self._spad_check(pc, "acc", a["acc_addr"], rows)
         self._spad_check(pc, "out", a["out_addr"], rows)
         self._spad_check(pc, "param", a["param_addr"], 3)
