@@ -91,6 +91,12 @@ class Program:
         """Return the layout metadata (addresses in words, padded sizes, tiling plans)."""
         return json.loads(json.dumps(self._meta))
 
+    @property
+    def constants(self) -> np.ndarray:
+        """Return a copy of the constants (weight tiles, requant params) as uint8, placed at word
+        ``layout["const_addr"]`` of the memory image."""
+        return self._const.copy()
+
     def disassemble(self) -> str:
         """Return the program text with word addresses."""
         return disassemble(self.words, self.cfg, self.prog_addr)
