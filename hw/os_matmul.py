@@ -277,10 +277,7 @@ class OsAccumulator(AccumulatorBase):
 
     Members
     -------
-    start : ``In(1)``; ``args`` : ``In(isa.MatmulArgs)``
-    i_psums : ``In(stream.Signature(psums_layout(cols), always_ready=True))``
-    acc_rd, acc_wr : ``In(memory.ReadPort/WritePort.Signature(...))`` of the ACC spad
-    done : ``Out(1)``
+    Those of :class:`~hw.engine.AccumulatorBase`.
     """
 
     def elaborate(self, platform):
