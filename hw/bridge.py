@@ -1,6 +1,6 @@
 """UART host bridge: a framed command protocol to device memory, the CSRs, start and status.
 
-This module is the single source of the protocol; the host (``sw/fpga.py``) and the testbenches
+This module is the single source of the protocol; the host (``sw/runtime/fpga.py``) and the testbenches
 import its constants and frame helpers.
 
 Request (host to device)::

@@ -91,7 +91,7 @@ class RxFifo(wiring.Component):
     byte from the cycle after the read that brought it to the read port (two cycles after an
     empty queue takes a byte) and holds it until taken. The memory is never read at the address
     being written (it is read only while it holds a byte, and written only while it is not
-    full), so ``stamen.sw.bitstream.collision_free_script`` marks its read port collision-free.
+    full), so ``stamen.sw.apps.bitstream.collision_free_script`` marks its read port collision-free.
 
     Parameters
     ----------

@@ -140,7 +140,7 @@ class AccelConfig:
         whose every byte is the zero point (``hw/isa.py``, ``docs/internals.md``). Needs
         ``rows == cols`` (ACT and OUT rows of the same size) and a power-of-two number of words
         per row. False (the default) builds the hardware without it. The compiler then moves
-        the input and the intermediate int8 activations that way (``sw/lower.py``).
+        the input and the intermediate int8 activations that way (``sw/compiler/lower.py``).
     name : str
         A label; not part of the configuration hash.
 

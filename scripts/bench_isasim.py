@@ -41,7 +41,7 @@ import numpy as np
 
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
-from stamen.sw.isasim import IsaSim
+from stamen.sw.sim.isasim import IsaSim
 
 PRESETS = ("tiny", "small", "small-os", "small-rs", "small-rs-skip", "large")
 CASES = ("deep_k", "deep_k_wrap", "rs_k4096", "conv3")

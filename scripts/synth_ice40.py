@@ -13,7 +13,7 @@ counts are those of the accelerator, the UART, the host bridge and the memory po
 ``tiny``).
 
 The design goes to Yosys as RTLIL, with the read ports of the scratchpads (and of the UART FIFO)
-marked collision-free (``stamen.sw.bitstream.collision_free_script``), as in ``stamen bitstream``,
+marked collision-free (``stamen.sw.apps.bitstream.collision_free_script``), as in ``stamen bitstream``,
 so the counts are those of the board flow. Prints the cell counts (SB_LUT4, SB_MAC16, SB_RAM40_4K,
 SB_SPRAM256KA, flip-flops, SB_CARRY) against the iCE40UP5K's capacities, and the flip-flops
 nextpnr cannot pack into a LUT's logic cell (``FF alone``: its D input is not a LUT that drives
@@ -39,7 +39,7 @@ from amaranth.back import rtlil
 from stamen.hw.fpga_device import FpgaDevice, MemoryPortBase
 from stamen.hw.params import PRESETS, AccelConfig
 from stamen.hw.top import Accelerator
-from stamen.sw.bitstream import collision_free_script
+from stamen.sw.apps.bitstream import collision_free_script
 
 __all__ = ["UP5K", "synthesize", "summarize", "lone_flip_flops", "main"]
 

@@ -4,7 +4,7 @@ The device reports only a fault code (:class:`~hw.isa.ErrorCode`) and the word a
 faulting instruction. For ``BAD_ARG`` the reason is a property of that one instruction word, so the
 host can decode the word from the memory image it gave the device and name the rule it breaks.
 These are the one source of the ``BAD_ARG`` rules: the ISA simulator raises the fault with
-:func:`bad_arg_reason` too (``sw/isasim.py``, module docstring, step 3), in this order:
+:func:`bad_arg_reason` too (``sw/sim/isasim.py``, module docstring, step 3), in this order:
 
 1. a LOAD / STORE ``spad`` selector outside :class:`~hw.isa.Spad`;
 2. a zero count: LOAD / STORE ``rows``, MATMUL ``m`` or ``k_tiles``, REQUANT ``rows``;

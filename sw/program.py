@@ -4,7 +4,7 @@ the quantized graph it came from (its golden reference).
 Tensor layouts (``meta["input"]``, ``meta["output"]``, ``meta["fills"]``) are
 ``{"addr", "shape": [B, H, W, C], "cp", "halo": [hy, hx], "zp", "itemsize", "words"}``: the tensor
 is ``[B][H + 2 hy][W + 2 hx][cp]`` elements of ``itemsize`` bytes at word ``addr`` (see
-``sw/lower.py``). Programs of MLP-style graphs (a ``1 x 1`` input) take and give 2-D ``(B, C)``
+``sw/compiler/lower.py``). Programs of MLP-style graphs (a ``1 x 1`` input) take and give 2-D ``(B, C)``
 arrays.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from stamen.hw.params import AccelConfig
 
 from .asm import disassemble, from_bytes, to_bytes
 from .graph import QuantizedGraph
-from .isasim import write_zero_dir
+from .sim.isasim import write_zero_dir
 
 __all__ = ["Program", "LayerInfo", "FORMAT_VERSION"]
 

@@ -17,7 +17,7 @@ from stamen.hw.bridge import (CSR_BYTES, CSRS, HEADER_BYTES, REPLY_SYNC, REQ_SYN
                               request_payload_bytes)
 from stamen.hw.params import AccelConfig
 from stamen.sw.errors import DeviceError
-from stamen.sw.isasim import IsaSim
+from stamen.sw.sim.isasim import IsaSim
 
 __all__ = ["FakeBoard"]
 

@@ -27,10 +27,10 @@ import numpy as np
 from conv_cases import GraphBuilder
 from stamen.hw.params import AccelConfig
 from stamen.sw import golden
-from stamen.sw.compiler import compile_model
+from stamen.sw.compiler.driver import compile_model
 from stamen.sw.errors import CompileError
 from stamen.sw.graph import QuantizedGraph
-from stamen.sw.runtime import Device
+from stamen.sw.runtime.device import Device
 
 __all__ = ["random_config", "random_graph", "FuzzResult", "run_seed", "main"]
 

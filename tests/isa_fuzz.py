@@ -227,7 +227,7 @@ class _Layout:
             img[a:a + rows.nbytes] = rows.view(np.uint8).reshape(-1)
         if cfg.compress_acts:          # some directory bits of the data area set
             slots = (self.end + cfg.zero_row_words - 1) // cfg.zero_row_words
-            from stamen.sw.isasim import write_zero_dir
+            from stamen.sw.sim.isasim import write_zero_dir
             s = np.arange(slots)
             write_zero_dir(cfg, img, s, rng.random(slots) < 0.2)
 
@@ -462,7 +462,7 @@ def _base(preset: str, which: int):
     key = (preset, which)
     if key in _BASES:
         return _BASES[key]
-    from stamen.sw.compiler import compile_gemm, compile_linear, compile_model
+    from stamen.sw.compiler.driver import compile_gemm, compile_linear, compile_model
     cfg = fuzz_config(preset)
     rng = np.random.default_rng([which, 7])
     if which == 0:
@@ -744,7 +744,7 @@ def run_isasim(case: FuzzCase, max_cycles: int = MAX_CYCLES,
     ``side_effects``, a fault that changed memory or a scratchpad (but a MATMUL's act-row
     overrun's ACC rows) is a violation too."""
     from stamen.sw.errors import DeviceError
-    from stamen.sw.isasim import IsaSim
+    from stamen.sw.sim.isasim import IsaSim
     cfg = case.cfg
     mem = case.image.copy()
     t0 = time.perf_counter()
@@ -794,7 +794,7 @@ def _fault_side_effects(case: FuzzCase, out: Outcome, wall_budget_s: float) -> s
     rerun stopped just before it (``max_instructions``) must equal the state at the fault, as
     faults are found before an instruction touches anything, but for a MATMUL's act-row
     ``SPAD_RANGE``, which leaves its ACC rows undefined (``hw/isa.py``)."""
-    from stamen.sw.isasim import IsaSim
+    from stamen.sw.sim.isasim import IsaSim
     cfg = case.cfg
     mem = case.image.copy()
     sim = IsaSim(cfg)
@@ -911,7 +911,7 @@ def compare_verilator(preset: str, sample: list[tuple[FuzzCase, Outcome]],
             elif pc != out.pc:
                 diffs.append(f"fault pc {pc:#x} != isasim {out.pc:#x}")
             names = list(isa.PERF_COUNTERS)
-            if status != "HALT":            # not modelled at a fault (sw/isasim.py)
+            if status != "HALT":            # not modelled at a fault (sw/sim/isasim.py)
                 names.remove("gated_macs")
                 if cfg.zero_skip:
                     names = [n for n in names if n not in ("macs", "skipped_macs")]

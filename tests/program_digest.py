@@ -21,7 +21,7 @@ import sys
 import cases
 import configs
 import conv_cases
-from stamen.sw.compiler import compile_gemm, compile_linear, compile_model
+from stamen.sw.compiler.driver import compile_gemm, compile_linear, compile_model
 from stamen.sw.errors import CompileError
 
 __all__ = ["program_hash", "digests", "main"]

@@ -5,8 +5,8 @@ import pytest
 
 import cases
 from stamen.hw.params import AccelConfig
-from stamen.sw.cli import main
-from stamen.sw.compiler import compile_gemm
+from stamen.sw.apps.cli import main
+from stamen.sw.compiler.driver import compile_gemm
 
 
 def test_help_lists_commands(capsys):
@@ -73,7 +73,7 @@ def _one_line_error(capsys, *words):
 @pytest.fixture
 def no_training(monkeypatch):
     """Make the demo fail loudly if it ever gets as far as training."""
-    import stamen.sw.demo as demo
+    import stamen.sw.apps.demo as demo
 
     def boom(*args, **kwargs):
         raise AssertionError("the demo started before its checks were done")
@@ -86,7 +86,7 @@ def no_training(monkeypatch):
 def fake_board(monkeypatch):
     """Return a function that installs a FakeBoard behind every port the fpga code opens."""
     from fake_board import FakeBoard
-    from stamen.sw import fpga
+    from stamen.sw.runtime import fpga
 
     def install(cfg, **knobs):
         fake = FakeBoard(cfg, **knobs)
@@ -111,7 +111,7 @@ def test_unwritable_out_in_a_subprocess(tmp_path):
     t0 = time.perf_counter()
     for cmd in (["verilog"], ["demo"], ["bitstream"], ["demo", "--backend", "fpga", "--port",
                                                        "/dev/ttyNOPE0"]):
-        out = subprocess.run([sys.executable, "-m", "stamen.sw.cli", *cmd, "--out",
+        out = subprocess.run([sys.executable, "-m", "stamen.sw.apps.cli", *cmd, "--out",
                               "/dev/null/x" if cmd[-1] != "/dev/ttyNOPE0" else str(tmp_path)],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 2, (cmd, out.stderr)
@@ -156,7 +156,7 @@ def test_demo_refuses_a_silent_or_foreign_board(capsys, monkeypatch, no_training
         def __exit__(self, *exc):
             pass
 
-    from stamen.sw import fpga
+    from stamen.sw.runtime import fpga
     monkeypatch.setattr(fpga, "open_port", lambda port, baud: Silent())
     assert main(["demo", "--backend", "fpga", "--port", "fake", "--out", str(tmp_path)]) == 2
     _one_line_error(capsys, "no Stamen board answers on fake at 115200 Bd")
@@ -174,7 +174,7 @@ def test_demo_preset_must_match_the_board(capsys, no_training, tmp_path):
 
 
 def test_demo_uses_the_board_s_config(monkeypatch, fake_board, tmp_path):
-    import stamen.sw.demo as demo
+    import stamen.sw.apps.demo as demo
     from stamen.hw.board import board_config
     seen = {}
 
@@ -191,7 +191,7 @@ def test_demo_uses_the_board_s_config(monkeypatch, fake_board, tmp_path):
 
 
 def test_failed_run_exits_1(monkeypatch, capsys, tmp_path):
-    import stamen.sw.demo as demo
+    import stamen.sw.apps.demo as demo
     from stamen.hw import isa
     from stamen.sw.errors import DeviceError, DeviceTimeoutError, TransportError
     from stamen.verif.vlrun import TestFailure

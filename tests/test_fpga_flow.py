@@ -8,7 +8,7 @@ import pytest
 
 from stamen.hw.board import BOARDS, board_config
 from stamen.hw.params import AccelConfig
-from stamen.sw.bitstream import BitstreamReport, build_bitstream, collision_free_script, tool_env
+from stamen.sw.apps.bitstream import BitstreamReport, build_bitstream, collision_free_script, tool_env
 
 
 def test_board_configs():
@@ -46,7 +46,7 @@ def test_report_names_each_problem():
 @pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
 def test_board_top_elaborates_for_its_platform(board, tmp_path):
     from stamen.hw.board import BoardTop
-    from stamen.sw.bitstream import build_platform
+    from stamen.sw.apps.bitstream import build_platform
     spec = BOARDS[board]
     plan = build_platform(spec).prepare(BoardTop(board), name="top")
     text = "\n".join(str(v) for v in plan.files.values() if isinstance(v, str))

@@ -267,7 +267,7 @@ def _reply_bytes(status: Reply, payload: bytes = b"") -> bytes:
 
 
 def test_client_reports_errors_and_timeouts():
-    from stamen.sw.fpga import (BridgeClient, BridgeError, BridgeProtocolError,
+    from stamen.sw.runtime.fpga import (BridgeClient, BridgeError, BridgeProtocolError,
                                 BridgeTimeoutError)
     ok = BridgeClient(_FakeStream(_reply_bytes(Reply.OK, (7).to_bytes(8, "little"))), CFG)
     assert ok.config_id() == 7
@@ -286,7 +286,7 @@ def test_client_reports_errors_and_timeouts():
 def test_run_on_bridge_uploads_the_program_region_and_the_zero_row_directory():
     """The board keeps its memory between runs: the upload is the program's region and, with
     ``compress_acts``, the whole zero-row directory, so no bit a previous program set stays."""
-    from stamen.sw.fpga import run_on_bridge
+    from stamen.sw.runtime.fpga import run_on_bridge
 
     class Started(Exception):
         pass

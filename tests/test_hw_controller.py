@@ -12,7 +12,7 @@ from stamen.hw.params import AccelConfig
 from stamen.hw.simdevice import SimDevice
 from stamen.sw.asm import to_bytes
 from stamen.sw.errors import DeviceError
-from stamen.sw.isasim import IsaSim
+from stamen.sw.sim.isasim import IsaSim
 from stamen.verif import amsim
 
 CFG = AccelConfig(rows=2, cols=4, bus_bytes=2, act_spad_depth=32, wt_spad_depth=16,

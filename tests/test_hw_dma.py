@@ -10,7 +10,8 @@ from amaranth.lib import memory
 from stamen.hw import bus, isa, timing
 from stamen.hw.dma import DMA
 from stamen.hw.params import AccelConfig
-from stamen.sw import asm, isasim
+from stamen.sw import asm
+from stamen.sw.sim import isasim
 from stamen.verif import amsim
 
 CONFIGS = {

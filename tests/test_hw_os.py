@@ -12,11 +12,12 @@ from stamen.hw.os_array import OsPE, OsSystolicArray
 from stamen.hw.os_matmul import OsActAddressGenerator, OsMatmulEngine
 from stamen.hw.params import OPERAND_WIDTH, WT_WIDTH, AccelConfig
 from stamen.hw.timing import os_array_latency
-from stamen.sw import bench, golden
-from stamen.sw.compiler import compile_gemm
-from stamen.sw.isasim import IsaSim, matmul_cycles
-from stamen.sw.lower import compile_graph
-from stamen.sw.runtime import Device
+from stamen.sw.apps import bench
+from stamen.sw import golden
+from stamen.sw.compiler.driver import compile_gemm
+from stamen.sw.sim.isasim import IsaSim, matmul_cycles
+from stamen.sw.compiler.lower import compile_graph
+from stamen.sw.runtime.device import Device
 from stamen.verif import amsim
 
 OP_MIN, OP_MAX = -(1 << (OPERAND_WIDTH - 1)), (1 << (OPERAND_WIDTH - 1)) - 1

@@ -8,7 +8,8 @@ from amaranth.lib import memory
 from stamen.hw import bus, isa, timing
 from stamen.hw.params import AccelConfig
 from stamen.hw.postproc import PostProc
-from stamen.sw import golden, isasim
+from stamen.sw import golden
+from stamen.sw.sim import isasim
 from stamen.verif import amsim
 
 CFG = AccelConfig(rows=2, cols=4, bus_bytes=2, act_spad_depth=8, wt_spad_depth=8,

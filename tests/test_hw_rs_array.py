@@ -13,7 +13,7 @@ import pytest
 from stamen.hw.rs_array import RsArray
 from stamen.hw.rs_pe import RsPEConfig
 from stamen.sw import golden
-from stamen.sw.rs_model import (RsConvShape, chain_cycles, map_conv, rs_conv_cycles,
+from stamen.sw.sim.rs_model import (RsConvShape, chain_cycles, map_conv, rs_conv_cycles,
                                 rs_pe_timing)
 from stamen.verif import amsim
 

@@ -16,7 +16,7 @@ from stamen.hw.rs_compress import RsCompress
 from stamen.hw.rs_pe import RsMac, RsPE, RsPEConfig, RsWindow
 from stamen.hw.timing import RS_PSUM_LATENCY
 from stamen.sw import golden
-from stamen.sw.rs_model import compress_row, rs_pe_cycles, rs_pe_timing
+from stamen.sw.sim.rs_model import compress_row, rs_pe_cycles, rs_pe_timing
 from stamen.verif import amsim
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from stamen.hw.params import AccelConfig
 from stamen.hw.simdevice import SimDevice
 from stamen.sw import golden
 from stamen.sw.errors import DeviceError
-from stamen.sw.isasim import IsaSim
+from stamen.sw.sim.isasim import IsaSim
 from stamen.verif import amsim
 
 CFG = AccelConfig.preset("tiny")

@@ -70,7 +70,7 @@ def test_targeted_programs_fault_by_name(preset):
 def test_bad_param_counts_the_postproc_check():
     """A REQUANT that halts with BAD_PARAM costs its PostProc check (the RTL: busy 4 cycles, 2
     when serial, then the fault); found by the fuzzer's Verilator sample on ``wide``."""
-    from stamen.sw.isasim import fetch_cycles, load_cycles, requant_fault_cycles
+    from stamen.sw.sim.isasim import fetch_cycles, load_cycles, requant_fault_cycles
     for preset, busy in (("small", 4), ("tiny", 2), ("wide", 2)):
         case = [c for c in isa_fuzz.targeted_cases(preset) if c.note.startswith("REQUANT rows=")][0]
         out = check_isasim(case)
@@ -119,7 +119,7 @@ def test_field_setter_matches_encode():
 
 
 def test_prologue_clears_every_spad():
-    from stamen.sw.isasim import IsaSim
+    from stamen.sw.sim.isasim import IsaSim
     case = isa_fuzz.with_prologue(make_case("wide", 3))
     words = case.words[:5] + [isa.encode(isa.Opcode.HALT)]
     mem = case.image.copy()
@@ -142,7 +142,7 @@ def test_cli_summary_and_replay(capsys):
 
 def test_violation_names_seed_and_replay(monkeypatch):
     """A simulator exception other than DeviceError is reported as a violation with its seed."""
-    from stamen.sw import isasim
+    from stamen.sw.sim import isasim
 
     def broken(self, *a, **k):
         raise IndexError("boom")

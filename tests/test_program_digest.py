@@ -5,7 +5,7 @@ import numpy as np
 import cases
 from program_digest import program_hash
 from stamen.hw.params import AccelConfig
-from stamen.sw.compiler import compile_gemm
+from stamen.sw.compiler.driver import compile_gemm
 
 
 def test_digest_is_repeatable_and_sensitive():

@@ -5,7 +5,7 @@ import pytest
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 from stamen.sw import asm
-from stamen.sw.compiler import compile_linear
+from stamen.sw.compiler.driver import compile_linear
 
 import cases
 

@@ -10,12 +10,12 @@ import pytest
 
 from stamen.hw import params
 from stamen.hw.params import AccelConfig
-from stamen.sw import bench
-from stamen.sw.cli import main
-from stamen.sw.energy import COSTS, estimate_energy
+from stamen.sw.apps import bench
+from stamen.sw.apps.cli import main
+from stamen.sw.analysis.energy import COSTS, estimate_energy
 from stamen.sw.graph import QuantizedGraph
-from stamen.sw.lower import compile_graph
-from stamen.sw.runtime import Device
+from stamen.sw.compiler.lower import compile_graph
+from stamen.sw.runtime.device import Device
 
 
 def _scalesim_ws(t, k, n, rows, cols):
@@ -100,7 +100,7 @@ def test_dataflow_configs_come_from_the_config_code(monkeypatch):
     for cfg in configs:
         # the 8x8 small preset, only the dataflow differs
         assert cfg == AccelConfig.preset("small").replace(dataflow=cfg.dataflow)
-    # a dataflow whose hardware appears joins the suite without a change in sw/bench.py
+    # a dataflow whose hardware appears joins the suite without a change in sw/apps/bench.py
     monkeypatch.setattr(params, "_IMPLEMENTED_DATAFLOWS", params.DATAFLOWS)
     assert [c.dataflow for c in bench.dataflow_configs()] == list(params.DATAFLOWS)
 

@@ -13,14 +13,14 @@ import stamen
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 from stamen.sw import asm, golden
-from stamen.sw.compiler import compile_gemm
-from stamen.sw.bench import print_dataflow_comparison
-from stamen.sw.energy import (COSTS, COMPARISON_COLUMNS, DATAFLOW_MODELS, comparison_csv,
+from stamen.sw.compiler.driver import compile_gemm
+from stamen.sw.apps.bench import print_dataflow_comparison
+from stamen.sw.analysis.energy import (COSTS, COMPARISON_COLUMNS, DATAFLOW_MODELS, comparison_csv,
                               count_accesses, estimate_energy, implemented_configs,
                               rs_conv_energy)
-from stamen.sw.isasim import IsaSim
-from stamen.sw.models import DigitsLeNet, digits_data, train
-from stamen.sw.runtime import Device
+from stamen.sw.sim.isasim import IsaSim
+from stamen.sw.apps.networks import DigitsLeNet, digits_data, train
+from stamen.sw.runtime.device import Device
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ def test_compare_dataflows_lenet_and_bench_layers(tmp_path):
         assert by[("digits-lenet", "total", "ws")] != by[("digits-lenet", "total", "os")]
 
 
-# -- row-stationary conv layers (sw/energy.py's rs table) ------------------------------------------
+# -- row-stationary conv layers (sw/analysis/energy.py's rs table) ------------------------------------------
 # A tiny layer: 2 input channels of 3x4, 2 filters of 2x2, stride 1 (OH = 2, OW = 3), zp = 5, on a
 # 2 x 2 array. Non-zero (!= 5) activations per row: c0: 2, 1, 3; c1: 0, 4, 2.
 RS_ZP = 5
@@ -320,7 +320,7 @@ RS_X = np.array([[[5, 1, 5, 2], [3, 5, 5, 5], [4, 6, 7, 5]],
 
 
 def _rs_tiny():
-    from stamen.sw.rs_model import RsConvShape, map_conv
+    from stamen.sw.sim.rs_model import RsConvShape, map_conv
     mapping = map_conv(RsConvShape(2, 3, 4, 2, 2, 2), 2, 2)
     # the mapping the hand counts below assume: two passes, one per input channel, each with
     # PE rows (c, ky=0), (c, ky=1), columns = output rows 0, 1, both filters (F = 2) per PE
@@ -389,7 +389,7 @@ def test_rs_energy_batch_padding_and_costs():
 
 @pytest.mark.parametrize("density", [0.2, 0.5, 1.0])
 def test_rs_energy_skip_below_dense_and_levels_sum(density):
-    from stamen.sw.rs_model import RsConvShape, map_conv, rs_conv_cycles
+    from stamen.sw.sim.rs_model import RsConvShape, map_conv, rs_conv_cycles
     seed, zp = 7, -20
     rng = np.random.default_rng(seed)
     shape = RsConvShape(6, 9, 9, 10, 3, 3, 2)

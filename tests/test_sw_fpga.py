@@ -18,13 +18,13 @@ import cases
 from fake_board import FakeBoard
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
-from stamen.sw import fpga
-from stamen.sw.compiler import compile_gemm
+from stamen.sw.runtime import fpga
+from stamen.sw.compiler.driver import compile_gemm
 from stamen.sw.errors import (BoardError, DeviceError, DeviceTimeoutError, StamenError,
                               TransportError)
 from stamen.sw.faults import FAULT_TEXT, bad_arg_reason, explain_fault
-from stamen.sw.isasim import IsaSim
-from stamen.sw.runtime import Device
+from stamen.sw.sim.isasim import IsaSim
+from stamen.sw.runtime.device import Device
 
 TINY = AccelConfig.preset("tiny")
 SKIP = AccelConfig.preset("small-skip")         # compress_acts

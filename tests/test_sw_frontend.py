@@ -1,4 +1,4 @@
-"""The CNN front end (``stamen.sw.frontend.quantize_graph``): supported ops and fusions quantize and
+"""The CNN front end (``stamen.sw.frontend.fx_graph.quantize_graph``): supported ops and fusions quantize and
 track the float model; every unsupported node or arrangement raises a ``CompileError`` naming it.
 
 Tracking is measured in output LSB: ``|dequantize(golden(quantize(x))) - model(x)| / s_out`` on
@@ -20,9 +20,9 @@ from torch import nn
 
 from stamen.sw import golden
 from stamen.sw.errors import CompileError
-from stamen.sw.frontend import add_weights, fold_batchnorm, quantize_graph
+from stamen.sw.frontend.fx_graph import add_weights, fold_batchnorm, quantize_graph
 from stamen.sw.graph import QuantizedGraph
-from stamen.sw.models import DigitsLeNet, DigitsResNet, accuracy, digits_data, train
+from stamen.sw.apps.networks import DigitsLeNet, DigitsResNet, accuracy, digits_data, train
 
 from torch_fixtures import one_torch_thread  # noqa: F401 (fixtures)
 

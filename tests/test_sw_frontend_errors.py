@@ -19,12 +19,12 @@ from torch import nn
 import stamen
 from stamen.hw.params import AccelConfig
 from stamen.sw import golden
-from stamen.sw.compiler import check_fits_memory, compile_model, min_device_bytes
+from stamen.sw.compiler.driver import check_fits_memory, compile_model, min_device_bytes
 from stamen.sw.errors import CompileError, QuantizeError, StamenError
-from stamen.sw.frontend import quantize_graph
+from stamen.sw.frontend.fx_graph import quantize_graph
 from stamen.sw.graph import QuantizedGraph
-from stamen.sw.quantize import QuantizedNet, quantize_model
-from stamen.sw.runtime import Device
+from stamen.sw.frontend.quantize import QuantizedNet, quantize_model
+from stamen.sw.runtime.device import Device
 
 from torch_fixtures import one_torch_thread  # noqa: F401 (fixtures)
 
@@ -309,7 +309,7 @@ def test_model_too_large_for_device_memory_is_refused_fast(monkeypatch):
 
     def no_planning(*args, **kwargs):
         raise AssertionError("the tiler ran before the cheap device-memory check")
-    monkeypatch.setattr(stamen.sw.compiler, "compile_graph", no_planning)
+    monkeypatch.setattr(stamen.sw.compiler.driver, "compile_graph", no_planning)
     with pytest.raises(CompileError, match=r"Model needs at least .* \(16,777,216 bytes of "
                                            r"weights.*'0.Linear'.* but the device has 131,072 "
                                            r"\(tiny\)"):

@@ -8,9 +8,9 @@ from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 from stamen.hw.timing import bank_release_delay
 from stamen.sw import asm, golden
-from stamen.sw.compiler import Program, compile_gemm, compile_linear
+from stamen.sw.compiler.driver import Program, compile_gemm, compile_linear
 from stamen.sw.errors import CompileError, DeviceError
-from stamen.sw.isasim import (IsaSim, fetch_cycles, load_cycles, matmul_cycles,
+from stamen.sw.sim.isasim import (IsaSim, fetch_cycles, load_cycles, matmul_cycles,
                               matmul_cycles_of, misc_cycles, perf_cycles, store_cycles,
                               ws_skip_cycles, ws_skipped_rows, zero_dir_cycles)
 
@@ -525,7 +525,7 @@ def test_model_chain_with_padding(preset):
     """Three chained layers with odd widths and non-zero zero points: padding stays exact."""
     from types import SimpleNamespace
 
-    from stamen.sw.compiler import compile_model
+    from stamen.sw.compiler.driver import compile_model
     cfg = configs.config(preset)
     rng = np.random.default_rng(77)
     dims = [13, 7, 5, 3]

@@ -12,11 +12,12 @@ import pytest
 
 from stamen.hw import isa
 from stamen.hw.params import RS_PASS_QUEUE, AccelConfig
-from stamen.sw import golden, isasim
+from stamen.sw import golden
+from stamen.sw.sim import isasim
 from stamen.sw.errors import DeviceError
-from stamen.sw.isasim import IsaSim, fetch_cycles, load_cycles, matmul_cycles, misc_cycles
+from stamen.sw.sim.isasim import IsaSim, fetch_cycles, load_cycles, matmul_cycles, misc_cycles
 from stamen.hw.timing import RS_END_CYCLES, RS_FEED_LATENCY, RS_FEED_START, RS_QUEUE_FREE
-from stamen.sw.rs_model import (RsEnginePass, rs_engine_mode, rs_engine_passes,
+from stamen.sw.sim.rs_model import (RsEnginePass, rs_engine_mode, rs_engine_passes,
                                 rs_fed_pe_timing, rs_matmul_cycles)
 
 PROG_ADDR = 16
@@ -309,7 +310,7 @@ def test_rs_closed_form_matches_pass_by_pass_model(seed, monkeypatch):
     mode, strides 1 and 2, several segments and output rows, a short last group, dense and
     zero-skipping arrays of 1 to 16 PE rows, any density of zero points, chunks of one group
     and of many."""
-    from stamen.sw import rs_model
+    from stamen.sw.sim import rs_model
     for n, (cfg, args, loop, act) in enumerate(_rs_cases(seed, 30)):
         monkeypatch.setattr(rs_model, "_RS_CHUNK_ELEMS", 1 if n % 3 == 0 else 1 << 18)
         want = _reference_rs_matmul_cycles(cfg, args, loop, act)

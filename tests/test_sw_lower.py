@@ -17,11 +17,11 @@ from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 from stamen.sw import golden
 from stamen.sw.asm import fields
-from stamen.sw.compiler import Program, compile_model
+from stamen.sw.compiler.driver import Program, compile_model
 from stamen.sw.errors import CompileError
 from stamen.sw.graph import QOp, QuantizedGraph
-from stamen.sw.lower import compile_graph
-from stamen.sw.runtime import Device
+from stamen.sw.compiler.lower import compile_graph
+from stamen.sw.runtime.device import Device
 
 
 

@@ -10,9 +10,9 @@ from torch import nn
 
 import stamen
 from stamen.hw.params import AccelConfig
-from stamen.sw.models import DigitsLeNet, accuracy, digits_data, train
-from stamen.sw.prune import prunable_layers, prune, weight_sparsity
-from stamen.sw.runtime import Device
+from stamen.sw.apps.networks import DigitsLeNet, accuracy, digits_data, train
+from stamen.sw.frontend.prune import prunable_layers, prune, weight_sparsity
+from stamen.sw.runtime.device import Device
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from stamen.hw.params import AccelConfig
-from stamen.sw.compiler import compile_model
+from stamen.sw.compiler.driver import compile_model
 from stamen.sw.errors import CompileError
-from stamen.sw.isasim import IsaSim
-from stamen.sw.quantize import QuantizedNet, quantize
+from stamen.sw.sim.isasim import IsaSim
+from stamen.sw.frontend.quantize import QuantizedNet, quantize
 
 SEED = 0
 

@@ -9,9 +9,9 @@ import stamen
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 from stamen.sw import golden
-from stamen.sw.compiler import compile_gemm, compile_linear
+from stamen.sw.compiler.driver import compile_gemm, compile_linear
 from stamen.sw.errors import ConfigMismatchError, DeviceError
-from stamen.sw.runtime import Device
+from stamen.sw.runtime.device import Device
 
 
 def _linear(case, cfg):

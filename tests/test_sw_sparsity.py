@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import stamen
-from stamen.sw import bench, models
-from stamen.sw.cli import main
-from stamen.sw.energy import COSTS, rs_conv_energy
-from stamen.sw.rs_model import RsConvShape, map_conv, rs_conv_cycles
+from stamen.sw.apps import bench, networks
+from stamen.sw.apps.cli import main
+from stamen.sw.analysis.energy import COSTS, rs_conv_energy
+from stamen.sw.sim.rs_model import RsConvShape, map_conv, rs_conv_cycles
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +116,8 @@ def test_sweep_invariants(quick, dataflow):
 def lenet_inputs():
     """The digits LeNet as the suite trains it (fixed seed), its conv ops and their int8 inputs
     for the quick run's held-out images, evaluated here op by op with the golden model."""
-    data = models.digits_data()
-    qg = stamen.quantize(models.train(models.DigitsLeNet(), data), data[0])
+    data = networks.digits_data()
+    qg = stamen.quantize(networks.train(networks.DigitsLeNet(), data), data[0])
     x = qg.quantize_input(data[2][:bench.QUICK_SPARSITY_IMAGES].numpy())
     vals = {"input": x}
     for op in qg.ops:

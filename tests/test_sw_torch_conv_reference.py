@@ -1,7 +1,7 @@
 """Stamen's conv / pool / add numerics against PyTorch's own quantized operators.
 
-Graphs come from ``stamen.sw.frontend.quantize_graph`` on randomly initialised float layers and on
-the two digits CNNs; ``stamen.sw.torch_ref`` runs each op with PyTorch's quantized kernels
+Graphs come from ``stamen.sw.frontend.fx_graph.quantize_graph`` on randomly initialised float layers and on
+the two digits CNNs; ``stamen.sw.frontend.torch_ref`` runs each op with PyTorch's quantized kernels
 (``torch.ao.nn.quantized.Conv2d`` / ``ConvReLU2d`` / ``Linear``, quantized ``max_pool2d``,
 ``avg_pool2d``, ``adaptive_avg_pool2d``, ``torch.ops.quantized.add``) with the graph's integers,
 scales and zero points. Fed the same int8 input, every op agrees with golden within 1 LSB
@@ -36,7 +36,7 @@ Measured (seed 0, QNNPACK; full-range fbgemm on an AVX512-VNNI CPU gave the same
 differ by 1 LSB in 2.8 % (never by 2), argmax agrees on 100 %; ResNet logits by 1 LSB in 29.6 % and by 2 in 0.5 %, argmax 99.7 %.
 Fractions are logged per op (``-o log_cli=true --log-cli-level=INFO``).
 
-Engines and CPUs. Every test names its engine and ``stamen.sw.torch_ref`` sets it for the call
+Engines and CPUs. Every test names its engine and ``stamen.sw.frontend.torch_ref`` sets it for the call
 (and restores the previous one), so nothing depends on the machine's default engine:
 
 * ``qnnpack`` (the reference engine, also of the demo): full-range activations (``0 .. 255`` as
@@ -66,10 +66,10 @@ import torch
 from torch import nn
 
 from stamen.sw import golden
-from stamen.sw.frontend import quantize_graph
+from stamen.sw.frontend.fx_graph import quantize_graph
 from stamen.sw.graph import QOp
-from stamen.sw.models import DigitsLeNet, DigitsResNet, digits_data, train
-from stamen.sw.torch_ref import (REFERENCE_ENGINE, quantized_engine, torch_quantized_forward,
+from stamen.sw.apps.networks import DigitsLeNet, DigitsResNet, digits_data, train
+from stamen.sw.frontend.torch_ref import (REFERENCE_ENGINE, quantized_engine, torch_quantized_forward,
                                  torch_quantized_op)
 
 from torch_fixtures import ENGINES, engine, one_torch_thread  # noqa: F401 (fixtures)
@@ -381,7 +381,7 @@ _CHILD = """
 import json, sys, warnings
 import numpy as np
 from stamen.sw.graph import QuantizedGraph
-from stamen.sw.torch_ref import torch_quantized_forward
+from stamen.sw.frontend.torch_ref import torch_quantized_forward
 warnings.filterwarnings("ignore")
 d = sys.argv[1]
 for engine in json.loads(sys.argv[2]):

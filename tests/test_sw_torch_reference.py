@@ -34,7 +34,7 @@ not), and the argmax agrees on 360 of 360 images. The randomized single layers (
 differ by 1 LSB in 0 to 3 of 6144 elements (0 % .. 0.05 %, logged per case).
 
 Engines and CPUs: each test names its engine and runs PyTorch under
-``stamen.sw.torch_ref.quantized_engine`` (set for the call, then restored), never the machine's
+``stamen.sw.frontend.torch_ref.quantized_engine`` (set for the call, then restored), never the machine's
 default. ``qnnpack`` (the reference) sees full-range activations, as Stamen quantizes them, and
 is exact on every x86 CPU (SSE2 kernels, int32 accumulation). ``fbgemm`` sees only reduced-range
 activations (``stamen.quantize(..., reduce_range=True)``, random inputs in quint8 ``0 .. 127``),
@@ -56,9 +56,9 @@ import torch
 
 import stamen
 from stamen.sw import golden
-from stamen.sw.demo import load_digits_split, train_mlp
-from stamen.sw.quantize import QLinear
-from stamen.sw.torch_ref import fbgemm_exact, quantized_engine
+from stamen.sw.apps.demo import load_digits_split, train_mlp
+from stamen.sw.frontend.quantize import QLinear
+from stamen.sw.frontend.torch_ref import fbgemm_exact, quantized_engine
 
 from torch_fixtures import engine  # noqa: F401 (fixtures)
 

@@ -19,9 +19,9 @@ import cases
 from stamen.hw.fpga_device import FpgaDevice
 from stamen.hw.params import AccelConfig
 from stamen.sw import golden
-from stamen.sw.compiler import compile_linear
+from stamen.sw.compiler.driver import compile_linear
 from stamen.sw.errors import ConfigMismatchError
-from stamen.sw.runtime import Device
+from stamen.sw.runtime.device import Device
 from stamen.verif import vlrun
 from stamen.verif.device_job import hw_digest
 

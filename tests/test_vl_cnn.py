@@ -2,14 +2,14 @@
 quantized from their torch.fx graphs, compiled as one program each and run on the Verilator device.
 
 Outputs are bit-exact against golden; accuracy is compared with the float model and with PyTorch's
-own quantized operators on the same scales and zero points (``sw/torch_ref.py``).
+own quantized operators on the same scales and zero points (``sw/frontend/torch_ref.py``).
 """
 import numpy as np
 import pytest
 
 import stamen
-from stamen.sw.models import DigitsLeNet, DigitsResNet, accuracy, digits_data, train
-from stamen.sw.torch_ref import torch_quantized_forward
+from stamen.sw.apps.networks import DigitsLeNet, DigitsResNet, accuracy, digits_data, train
+from stamen.sw.frontend.torch_ref import torch_quantized_forward
 
 pytestmark = pytest.mark.verilator
 

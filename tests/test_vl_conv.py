@@ -13,8 +13,8 @@ import pytest
 import configs
 import conv_cases
 from stamen.hw.params import AccelConfig
-from stamen.sw.lower import compile_graph
-from stamen.sw.runtime import Device
+from stamen.sw.compiler.lower import compile_graph
+from stamen.sw.runtime.device import Device
 
 pytestmark = pytest.mark.verilator
 

@@ -18,10 +18,10 @@ from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 from stamen.sw import golden
 from stamen.sw.asm import assemble, to_bytes
-from stamen.sw.compiler import compile_gemm, compile_linear
+from stamen.sw.compiler.driver import compile_gemm, compile_linear
 from stamen.sw.errors import CompileError, ConfigMismatchError, DeviceError
-from stamen.sw.isasim import IsaSim
-from stamen.sw.runtime import Device
+from stamen.sw.sim.isasim import IsaSim
+from stamen.sw.runtime.device import Device
 from stamen.verif.device_job import Job, run_jobs
 
 pytestmark = pytest.mark.verilator

@@ -8,7 +8,7 @@ import pytest
 
 from stamen.hw import isa
 from stamen.sw.errors import DeviceError
-from stamen.sw.runtime import Device
+from stamen.sw.runtime.device import Device
 from test_sw_fpga import SKIP, TINY, bad_arg_programs
 
 pytestmark = pytest.mark.verilator

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import stamen
-from stamen.sw.demo import load_digits_split, train_mlp
+from stamen.sw.apps.demo import load_digits_split, train_mlp
 
 pytestmark = pytest.mark.verilator
 

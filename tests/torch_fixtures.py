@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from stamen.sw.torch_ref import ENGINES as _REF_ENGINES
+from stamen.sw.frontend.torch_ref import ENGINES as _REF_ENGINES
 
 __all__ = ["ENGINES", "engine", "one_torch_thread"]
 
@@ -13,10 +13,10 @@ ENGINES = [e for e in _REF_ENGINES if e in torch.backends.quantized.supported_en
 @pytest.fixture(params=ENGINES or [pytest.param(None, marks=pytest.mark.skip(
     reason="PyTorch has neither the qnnpack nor the fbgemm quantized engine"))])
 def engine(request):
-    """The name of a PyTorch quantized engine. Tests pass it to ``stamen.sw.torch_ref`` (or run
+    """The name of a PyTorch quantized engine. Tests pass it to ``stamen.sw.frontend.torch_ref`` (or run
     under ``torch_ref.quantized_engine``), which sets it for the call and restores the previous
     one: no test depends on the machine's default engine. ``"fbgemm"`` is used only with
-    reduced-range activations (exact on every x86 CPU); see ``stamen.sw.torch_ref``."""
+    reduced-range activations (exact on every x86 CPU); see ``stamen.sw.frontend.torch_ref``."""
     return request.param
 
 

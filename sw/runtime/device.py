@@ -11,7 +11,7 @@ Backends:
     The generated Verilog of the whole device under Verilator (through cocotb); every figure in the report
     comes from the device's own performance counters (PERF snapshots per layer).
 ``"fpga"``
-    A board running ``hw.fpga_device.FpgaDevice``, driven over its UART host bridge (``sw/fpga.py``)
+    A board running ``hw.fpga_device.FpgaDevice``, driven over its UART host bridge (``sw/runtime/fpga.py``)
     through pyserial: ``port`` is a serial device (``/dev/ttyUSB1``) or a pyserial URL
     (``socket://host:port``), opened at run time. Results and report as for ``"verilator"``.
 
@@ -367,7 +367,7 @@ class Device:
     def _run_local(self, prog, x):
         if self.backend == "golden":
             return None, None, 0.0
-        from stamen.sw.isasim import IsaSim
+        from stamen.sw.sim.isasim import IsaSim
         image = prog.memory_image(x)
         t1 = time.perf_counter()
         try:
@@ -386,7 +386,7 @@ class Device:
                 for (prog, _), job, res in zip(items, jobs, results)]
 
     def _run_fpga(self, items) -> list:
-        from stamen.sw.fpga import BridgeClient, open_port, run_on_bridge
+        from stamen.sw.runtime.fpga import BridgeClient, open_port, run_on_bridge
         if self.log:
             self.log(f"opening {self.port} at {self.baud} Bd")
         outcomes = []

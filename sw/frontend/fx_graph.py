@@ -29,17 +29,17 @@ Supported (anything else raises :class:`~stamen.sw.errors.CompileError` naming t
 * Residual ``+`` (``operator.add``, ``torch.add`` with ``alpha=1``, ``x.add(y)``, ``+=``) of two
   tensors of equal shape.
 
-Scheme (the one of :mod:`stamen.sw.quantize`; both use :mod:`stamen.sw.calibration`, so they agree):
+Scheme (the one of :mod:`stamen.sw.frontend.quantize`; both use :mod:`stamen.sw.frontend.calibration`, so they agree):
 
 * weights: symmetric int8 per output channel, ``s_w[o] = max|w[o]| / 127`` (an all-zero channel:
-  see :func:`stamen.sw.calibration.quantize_layer`); activations: asymmetric int8 from the
+  see :func:`stamen.sw.frontend.calibration.quantize_layer`); activations: asymmetric int8 from the
   calibration min / max, range widened to include 0 (``reduce_range=True``: 128 levels, as
   PyTorch's fbgemm observers); the output range of an op with a fused ReLU is the one after the
   ReLU, and with a fused ReLU6 exactly ``[0, 6]`` (``s = 6 / 255``, ``zp = -128``: the int8
   upper clamp is the 6);
 * conv / Linear: ``bias = int32 round(b / (s_in * s_w))`` and per channel
   ``(mult, shift) = golden.quantize_multiplier(s_in * s_w / s_out)``
-  (:func:`stamen.sw.calibration.quantize_layer`);
+  (:func:`stamen.sw.frontend.calibration.quantize_layer`);
 * max / avg pools keep the input's scale and zero point (as PyTorch's quantized pools);
   ``avgpool`` has ``(mult, shift) = quantize_multiplier(1 / (KH * KW * golden.AVGPOOL_GAIN))``. A max-pool with padding
   needs an input with zero point -128 (a non-negative tensor, e.g. after a ReLU), because the device
@@ -50,7 +50,7 @@ Scheme (the one of :mod:`stamen.sw.quantize`; both use :mod:`stamen.sw.calibrati
   differ from PyTorch's quantized add by more than 1 LSB).
 
 Bad input raises :class:`~stamen.sw.errors.QuantizeError` naming the tensor, fx node or layer
-and the rule (as :mod:`stamen.sw.quantize`): a NaN or inf in a parameter or buffer of a module of
+and the rule (as :mod:`stamen.sw.frontend.quantize`): a NaN or inf in a parameter or buffer of a module of
 the graph, in a calibration batch or in an observed activation; empty calibration data; a bias
 beyond int32; a requantization scale of 1 or more.
 
@@ -70,11 +70,11 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from . import golden
+from .. import golden
 from .calibration import (act_qparams, calibration_batches, check_module_params, nonfinite,
                           quantize_layer)
-from .errors import CompileError, QuantizeError
-from .graph import QOp, QuantizedGraph
+from ..errors import CompileError, QuantizeError
+from ..graph import QOp, QuantizedGraph
 
 __all__ = ["quantize_graph", "observe_ranges", "fold_batchnorm", "quantize_weights",
            "add_weights", "SUPPORTED"]
@@ -170,7 +170,7 @@ def quantize_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(w_q, s_w)``: float weights ``(Cout, ...)`` as symmetric per-output-channel int8.
 
     ``s_w[o] = max|w[o]| / 127`` (1.0 for an all-zero channel) and
-    ``w_q = clip(round(w / s_w), -127, 127)``, as :func:`stamen.sw.quantize.quantize`.
+    ``w_q = clip(round(w / s_w), -127, 127)``, as :func:`stamen.sw.frontend.quantize.quantize`.
     """
     w = np.asarray(w, dtype=np.float64)
     flat = w.reshape(w.shape[0], -1)
@@ -791,7 +791,7 @@ def quantize_graph(model: nn.Module, calibration, reduce_range: bool = False
         over all of them.
     reduce_range : bool
         Quantize every activation to 128 levels (as PyTorch's ``reduce_range=True`` observers for
-        its fbgemm engine; see :mod:`stamen.sw.torch_ref`).
+        its fbgemm engine; see :mod:`stamen.sw.frontend.torch_ref`).
 
     Raises
     ------

@@ -3,9 +3,9 @@
 Supported modules: ``nn.Linear``, ``nn.ReLU`` (fused into the Linear before it) and ``nn.Flatten``
 (before the first Linear it flattens each sample; later it is a no-op on 2-D activations).
 :func:`quantize_model` sends any other model (a plain ``nn.Module`` MLP, a ``Sequential`` with
-Dropout, a CNN) to :func:`stamen.sw.frontend.quantize_graph`, which traces it with ``torch.fx``.
+Dropout, a CNN) to :func:`stamen.sw.frontend.fx_graph.quantize_graph`, which traces it with ``torch.fx``.
 
-Scheme (its helpers, shared with the ``torch.fx`` front end, are in :mod:`stamen.sw.calibration`):
+Scheme (its helpers, shared with the ``torch.fx`` front end, are in :mod:`stamen.sw.frontend.calibration`):
 
 * weights: symmetric int8 per output channel, ``s_w[n] = max|w[n, :]| / 127``,
   ``w_q = clip(round(w / s_w), -127, 127)``. An all-zero channel has no scale of its own; it gets
@@ -36,13 +36,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import golden
+from .. import golden
 from .calibration import (ZERO_CHANNEL_SCALE, act_qparams, calibration_batches, check_finite,
                           check_module_params, quantize_layer)
-from .errors import CompileError
-from .frontend import quantize_graph
+from ..errors import CompileError
+from .fx_graph import quantize_graph
 
-# quantize_layer and ZERO_CHANNEL_SCALE live in sw/calibration.py (shared with sw/frontend.py)
+# quantize_layer and ZERO_CHANNEL_SCALE live in sw/frontend/calibration.py (shared with sw/frontend/fx_graph.py)
 # and stay importable from here.
 __all__ = ["QLinear", "QuantizedNet", "quantize", "quantize_model", "quantize_layer",
            "ZERO_CHANNEL_SCALE"]

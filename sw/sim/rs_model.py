@@ -256,7 +256,7 @@ def map_conv(shape: RsConvShape, rows: int, cols: int, pe: "RsPEConfig | None" =
         When the layer does not fit the PE: a filter row longer than ``pe.max_taps``, a
         stride above ``pe.max_stride``, an ifmap row wider than ``pe.max_width``.
     """
-    from ..hw.rs_pe import RsPEConfig
+    from stamen.hw.rs_pe import RsPEConfig
     pe = RsPEConfig() if pe is None else pe
     rows, cols = _check_positive("Array rows", rows), _check_positive("Array cols", cols)
     if shape.kw > pe.max_taps:

@@ -19,7 +19,7 @@ level        what one access is                                           cost
 
 Counting: the program's instruction words are replayed in order (decoded with
 :func:`stamen.sw.asm.fields`, the operands the ISA simulator sees); PERF instructions split them
-into layers exactly as :meth:`~stamen.sw.compiler.Program.read_perf` does (layer ``i`` is the
+into layers exactly as :meth:`~stamen.sw.compiler.driver.Program.read_perf` does (layer ``i`` is the
 instructions between the ``i``-th and ``i + 1``-th PERF). ``R, C = cfg.rows, cfg.cols``; an ACT row
 holds ``R`` elements and a WT, ACC, OUT or PARAM row ``C`` (ACC and PARAM elements are int32, so
 their rows are ``4C`` bytes in device memory).
@@ -87,7 +87,7 @@ accumulator enable), but its operands still travel through the buffer and the ar
 ``200*dram + 6*buffer + 2*array + 1*rf + 1*mac`` (in units of one MAC), and ``per_mac`` is that
 total divided by the issued MACs ``N``.
 
-With a run's :class:`~stamen.sw.runtime.Report` (any backend but ``"golden"``), the device's
+With a run's :class:`~stamen.sw.runtime.device.Report` (any backend but ``"golden"``), the device's
 counters replace the static counts where they exist: ``issued_macs`` for ``N``, ``gated_macs`` for
 ``G`` and ``dram_bytes`` for the DRAM bytes (for the ISA simulator and the RTL they equal the static
 counts; a compressed LOAD would make them differ). Without a report, ``G = 0`` (dense).
@@ -116,7 +116,7 @@ Row-stationary conv layers in the Eyeriss mapping
 The device's ``rs`` engine puts input channels on PE rows and output channels on columns (the
 act spad's NHWC rows decide). :func:`rs_conv_energy` counts the accesses of one conv layer in
 the Eyeriss mapping instead (kernel rows on PE rows, output rows on columns), from
-its mapping (:func:`stamen.sw.rs_model.map_conv`) and its int8 input, pass by pass, with the
+its mapping (:func:`stamen.sw.sim.rs_model.map_conv`) and its int8 input, pass by pass, with the
 same costs. In a pass, ``H`` PE rows hold the items ``(c, ky)``, ``B`` column blocks (one
 filter set each) of ``E`` columns (output rows) run ``F`` interleaved filters per PE (a short
 last set is padded with zero filters, charged like real ones), ``S = kw``, ``OW = out_w``,
@@ -168,11 +168,11 @@ import numpy as np
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 
-from .asm import fields
-from .compiler import compile_model
-from .program import Program
-from .rs_model import RsMapping, rs_engine_passes, window_activations
-from .runtime import Device, Report
+from ..asm import fields
+from ..compiler.driver import compile_model
+from ..program import Program
+from ..sim.rs_model import RsMapping, rs_engine_passes, window_activations
+from ..runtime.device import Device, Report
 
 __all__ = ["COSTS", "LEVELS", "DataflowModel", "MatmulAccesses", "DATAFLOW_MODELS", "Accesses",
            "count_accesses", "EnergyRow", "EnergyReport", "estimate_energy",
@@ -319,7 +319,7 @@ def count_accesses(words, cfg: AccelConfig, dataflow: str | None = None) -> list
     Span 0 holds the instructions before the first PERF; span ``j`` those after the ``j``-th PERF
     up to the next PERF or HALT (the rest is not executed). A compiled program starts with a PERF
     and has one after each layer, so span ``i + 1`` is layer ``i``, as in
-    :meth:`~stamen.sw.compiler.Program.read_perf`.
+    :meth:`~stamen.sw.compiler.driver.Program.read_perf`.
 
     Parameters
     ----------
@@ -670,7 +670,7 @@ def rs_conv_energy(x: np.ndarray, mapping, zp: int, zero_skip: bool = False, *,
         a batch ``(N, in_ch, in_h, in_w)`` (counts summed over the images, the weights read
         from DRAM once).
     mapping : RsMapping
-        The layer on the array (:func:`~stamen.sw.rs_model.map_conv`).
+        The layer on the array (:func:`~stamen.sw.sim.rs_model.map_conv`).
     zp : int
         The activation zero point.
     zero_skip : bool
@@ -690,7 +690,7 @@ def rs_conv_energy(x: np.ndarray, mapping, zp: int, zero_skip: bool = False, *,
     EnergyRow
         ``kind`` ``"conv"``, ``macs`` the layer's (times the images), ``issued_macs`` and
         ``gated_macs`` the array's, ``cycles`` 0 (the cycles are
-        :func:`~stamen.sw.rs_model.rs_conv_cycles`'), the access counts and their energies.
+        :func:`~stamen.sw.sim.rs_model.rs_conv_cycles`'), the access counts and their energies.
 
     Raises
     ------

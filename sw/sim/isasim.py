@@ -91,10 +91,10 @@ from stamen.hw.timing import (ACC_WRITE_LATENCY, ACT_READ_LATENCY, DMA_READ_LATE
                               ZERO_DIR_STORE_CYCLES, array_latency, bank_release_delay,
                               os_array_latency)
 
-from . import golden
-from .asm import fields
-from .errors import DeviceError
-from .faults import bad_arg_reason
+from .. import golden
+from ..asm import fields
+from ..errors import DeviceError
+from ..faults import bad_arg_reason
 
 __all__ = ["IsaSim", "fetch_cycles", "load_cycles", "store_cycles", "zero_dir_cycles",
            "zero_dir_runs", "read_zero_dir", "write_zero_dir", "matmul_cycles",

@@ -51,12 +51,12 @@ import numpy as np
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 
-from . import golden
-from .errors import CompileError
-from .graph import QOp, QuantizedGraph
-from .isasim import (fetch_cycles, load_cycles, matmul_cycles, matmul_cycles_of, misc_cycles,
+from .. import golden
+from ..errors import CompileError
+from ..graph import QOp, QuantizedGraph
+from ..sim.isasim import (fetch_cycles, load_cycles, matmul_cycles, matmul_cycles_of, misc_cycles,
                      perf_cycles, requant_cycles, store_cycles, zero_dir_cycles, zero_dir_runs)
-from .program import LayerInfo, Program
+from ..program import LayerInfo, Program
 
 __all__ = ["compile_graph"]
 

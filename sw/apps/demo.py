@@ -1,5 +1,5 @@
 """The digits demo: train a small network in PyTorch (the MLP, or one of the CNNs of
-``sw/models.py``), quantize, compile and run it on a Stamen device."""
+``sw/apps/networks.py``), quantize, compile and run it on a Stamen device."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,21 +8,21 @@ import numpy as np
 import torch
 
 from stamen.hw.params import AccelConfig
-from stamen.sw.compiler import compile_model
+from stamen.sw.compiler.driver import compile_model
 from stamen.sw.errors import CompileError
-from stamen.sw.frontend import quantize_graph
-from stamen.sw.models import (DIGITS_SEED, DigitsLeNet, DigitsResNet, accuracy, digits_data,
+from stamen.sw.frontend.fx_graph import quantize_graph
+from stamen.sw.apps.networks import (DIGITS_SEED, DigitsLeNet, DigitsResNet, accuracy, digits_data,
                               load_digits_split, train)
-from stamen.sw.quantize import quantize
-from stamen.sw.runtime import Device
-from stamen.sw.torch_ref import REFERENCE_ENGINE, torch_quantized_forward
+from stamen.sw.frontend.quantize import quantize
+from stamen.sw.runtime.device import Device
+from stamen.sw.frontend.torch_ref import REFERENCE_ENGINE, torch_quantized_forward
 
-# DIGITS_SEED and load_digits_split live in sw/models.py (with the networks' data) and stay
+# DIGITS_SEED and load_digits_split live in sw/apps/networks.py (with the networks' data) and stay
 # importable from here.
 __all__ = ["load_digits_split", "train_mlp", "run_demo", "run_cnn_demo", "DIGITS_SEED",
            "DEMO_MODELS"]
 
-#: ``stamen demo --model`` choices: the MLP and the two CNNs of ``sw/models.py``.
+#: ``stamen demo --model`` choices: the MLP and the two CNNs of ``sw/apps/networks.py``.
 DEMO_MODELS = ("mlp", "lenet", "resnet")
 
 

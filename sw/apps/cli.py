@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from stamen.hw.params import PRESETS, AccelConfig
-from stamen.sw.bench import SUITES as BENCH_SUITES, VERILATOR_BUDGET
+from stamen.sw.apps.bench import SUITES as BENCH_SUITES, VERILATOR_BUDGET
 from stamen.sw.errors import StamenError
 from stamen.verif.vlrun import TestFailure
 
@@ -155,7 +155,7 @@ def _check_board(args: argparse.Namespace, cfg: AccelConfig) -> None:
         When the port cannot be opened, nothing answers, or the board reports another
         configuration.
     """
-    from stamen.sw.fpga import BridgeError, probe_board
+    from stamen.sw.runtime.fpga import BridgeError, probe_board
     from stamen.sw.errors import TransportError
     try:
         config_id = probe_board(args.port, args.baud, cfg)
@@ -190,7 +190,7 @@ def _cmd_verilog(args) -> int:
 
 
 def _cmd_disasm(args) -> int:
-    from stamen.sw.compiler import Program
+    from stamen.sw.compiler.driver import Program
     prog = Program.load(args.program)
     print(f"; config {prog.cfg.name} {prog.cfg.rows}x{prog.cfg.cols} hash {prog.config_hash:#010x}"
           f", {len(prog.words)} instructions at word {prog.prog_addr:#x}")
@@ -217,7 +217,7 @@ def _cmd_demo(args) -> int:
     if args.backend == "fpga":
         _check_board(args, cfg)
     save_dir = _out_dir(args.out, "--out")
-    from stamen.sw.demo import run_cnn_demo, run_demo
+    from stamen.sw.apps.demo import run_cnn_demo, run_demo
     if args.model == "mlp":
         return run_demo(cfg, backend=args.backend, images=args.images, save_dir=save_dir,
                         log=_log, **opts)
@@ -249,14 +249,14 @@ dataflow  The Eyeriss comparison of dataflows with Stamen's own numbers: every i
           does not apply). Per layer: compute and total cycles, SCALE-Sim's closed form of
           that dataflow (os: ceil(T/R)*ceil(N/C)*(K+R+C-2)-1; none for rs) and the ratio,
           utilization,
-          DRAM bytes, and the energy model of sw/energy.py (access counts x Eyeriss costs
+          DRAM bytes, and the energy model of sw/analysis/energy.py (access counts x Eyeriss costs
           DRAM 200, buffer 6, array 2, RF 1, MAC 1: total, split, per MAC), cycles and
           energy relative to ws: OUT/dataflow.csv, dataflow.json, dataflow.png.
 sparsity  Zero gating vs zero skipping on the devices (ISA simulator, whose cycle model is
           the RTL's): rs (small-rs vs small-rs-skip: every zero activation of a convolution
           window) and ws (small vs small-skip: act rows whose every lane is zero), and on
           the Eyeriss mapping of the 12x14 array (rs-eyeriss:
-          the models of sw/rs_model.py and sw/energy.py): cycles, speedup, utilization,
+          the models of sw/sim/rs_model.py and sw/analysis/energy.py): cycles, speedup, utilization,
           skipped MACs and energy against activation density 0.1..1.0 on seeded random
           layers (the target 1.7x at density 0.4 is reported, never a failure), on the
           digits LeNet's real conv inputs (20 held-out images, measured density), and per
@@ -273,14 +273,14 @@ exit with status 1 (after writing the files).
 
 def _cmd_bench(args) -> int:
     out = _out_dir(args.out, "--out")
-    from stamen.sw.bench import run_bench
+    from stamen.sw.apps.bench import run_bench
     return run_bench(out_dir=out, backend=args.backend, log=_log, quick=args.quick,
                      suite=args.suite, verilator_budget=args.verilator_budget)
 
 
 def _cmd_bitstream(args) -> int:
     out = _out_dir(args.out, "--out")
-    from stamen.sw.bitstream import build_bitstream
+    from stamen.sw.apps.bitstream import build_bitstream
     report = build_bitstream(args.board, out_dir=out, log=_log)
     print(report.table())
     print(f"bitstream: {report.bitstream}; report: {Path(args.out) / args.board / 'report.json'}")

@@ -1,5 +1,5 @@
-"""The int8 quantization scheme shared by :mod:`stamen.sw.quantize` (``Sequential`` MLPs) and
-:mod:`stamen.sw.frontend` (``torch.fx`` graphs), so both agree.
+"""The int8 quantization scheme shared by :mod:`stamen.sw.frontend.quantize` (``Sequential`` MLPs) and
+:mod:`stamen.sw.frontend.fx_graph` (``torch.fx`` graphs), so both agree.
 
 * :func:`calibration_batches`: the calibration data as checked tensors;
 * :func:`act_qparams`: an observed activation range to ``(scale, zero point)``;
@@ -7,7 +7,7 @@
   per-channel requantization;
 * :func:`nonfinite`, :func:`check_finite`, :func:`check_module_params`: NaN / inf checks.
 
-The scheme itself is described in :mod:`stamen.sw.quantize`. Every bad input raises
+The scheme itself is described in :mod:`stamen.sw.frontend.quantize`. Every bad input raises
 :class:`~stamen.sw.errors.QuantizeError` naming the tensor or layer and the rule.
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import golden
-from .errors import QuantizeError
+from .. import golden
+from ..errors import QuantizeError
 
 __all__ = ["ZERO_CHANNEL_SCALE", "act_qparams", "nonfinite", "check_finite",
            "check_module_params", "calibration_batches", "quantize_layer"]
@@ -109,7 +109,7 @@ def quantize_layer(where: str, w: np.ndarray, b: np.ndarray | None, s_in: float,
     ``(Cout, ...)`` and bias ``b`` (or None) between activations of scales ``s_in`` and ``s_out``.
 
     ``w_q`` is int8 of ``w``'s shape, ``s_w`` float64 ``(Cout,)``, the rest int32 ``(Cout,)``; see
-    :mod:`stamen.sw.quantize` for the scheme and the all-zero channel. ``where`` names the layer in
+    :mod:`stamen.sw.frontend.quantize` for the scheme and the all-zero channel. ``where`` names the layer in
     errors.
 
     Raises

@@ -2,8 +2,8 @@
 
 Four suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (8x8) and large
 (16x16) weight-stationary presets, ``dataflow`` on each dataflow of the 8x8 array,
-``sparsity`` on the row-stationary device and the models of ``sw/rs_model.py`` and
-``sw/energy.py``:
+``sparsity`` on the row-stationary device and the models of ``sw/sim/rs_model.py`` and
+``sw/analysis/energy.py``:
 
 ``gemm``
     For each GEMM ``M x K x N`` the device runs ``(x - zp) @ w`` as one program on the chosen
@@ -27,12 +27,12 @@ Four suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (8
     (:func:`dataflow_configs`: ``ws`` = ``small``, ``os`` = ``small-os``, ``rs`` =
     ``small-rs``), the conv suite's layers (:data:`CONV_LAYERS`, one seeded random image
     each, :data:`BIG_MEM_BYTES` of device memory) and the digits LeNet and ResNet of
-    :mod:`~stamen.sw.models` (trained with a fixed seed, quantized by ``stamen.quantize``, run on
+    :mod:`~stamen.sw.apps.networks` (trained with a fixed seed, quantized by ``stamen.quantize``, run on
     :data:`DATAFLOW_BATCH` held-out images in the preset's own memory) are compiled and run on
     the ISA simulator, whose cycle model equals the RTL counters for every dataflow (ideal
     memory; ``tests/test_vl_conv.py``). Per layer: compute and total cycles, SCALE-Sim's closed
     form of that dataflow (:data:`SCALESIM_FORMS`) and the ratio, utilization, DRAM bytes and
-    the energy estimate of :func:`~stamen.sw.energy.estimate_energy` (access counts from the
+    the energy estimate of :func:`~stamen.sw.analysis.energy.estimate_energy` (access counts from the
     instruction stream and the run's counters times the Eyeriss normalized costs: total, its
     dram / buffer / array / rf / mac split, energy per issued MAC), and cycles and energy
     relative to ``ws`` (``dataflow.csv``, ``dataflow.json``, ``dataflow.png``).
@@ -42,8 +42,8 @@ Four suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (8
     RTL's; compute cycles): ``rs`` (``small-rs`` / ``small-rs-skip``, which skips every zero
     activation in convolution windows) and ``ws`` (``small`` / ``small-skip``, which skips act
     rows whose every lane is zero), and on the Eyeriss mapping of Eyeriss v1's 12 x 14 PEs
-    (``rs-eyeriss``, :data:`RS_ARRAY`: :func:`~stamen.sw.rs_model.rs_conv_cycles`, each PE's
-    timing exact against ``hw/rs_pe.py``, and :func:`~stamen.sw.energy.rs_conv_energy`).
+    (``rs-eyeriss``, :data:`RS_ARRAY`: :func:`~stamen.sw.sim.rs_model.rs_conv_cycles`, each PE's
+    timing exact against ``hw/rs_pe.py``, and :func:`~stamen.sw.analysis.energy.rs_conv_energy`).
     ``sweep`` rows: the layers
     :data:`SPARSITY_LAYERS` on seeded random activations at each density of
     :data:`SPARSITY_DENSITIES` (an activation equals the zero point with probability
@@ -53,7 +53,7 @@ Four suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (8
     trained, quantized digits LeNet (the golden model's tensors, op by op, padded with the zero
     point) over :data:`SPARSITY_IMAGES` held-out images, with the measured density. ``energy``
     rows: for those layers, the compute cycles and energy of ``ws``, ``os``, ``rs``,
-    ``ws+skip`` and ``rs+skip`` (isasim runs and :func:`~stamen.sw.energy.estimate_energy`) beside
+    ``ws+skip`` and ``rs+skip`` (isasim runs and :func:`~stamen.sw.analysis.energy.estimate_energy`) beside
     ``rs-eyeriss`` and ``rs-eyeriss+skip`` on :data:`RS_ARRAY` and on the same 8x8 array
     (``sparsity.csv``, ``sparsity.json``, ``sparsity.png``).
 
@@ -76,15 +76,15 @@ import numpy as np
 
 from stamen.hw.params import DATAFLOWS, PRESETS, AccelConfig
 from stamen.sw import golden
-from stamen.sw.compiler import compile_gemm
-from stamen.sw.energy import (DATAFLOW_MODELS, compare_dataflows, comparison_csv,
+from stamen.sw.compiler.driver import compile_gemm
+from stamen.sw.analysis.energy import (DATAFLOW_MODELS, compare_dataflows, comparison_csv,
                               comparison_table, estimate_energy, implemented_configs,
                               rs_conv_energy)
 from stamen.sw.errors import CompileError
 from stamen.sw.graph import QOp, QuantizedGraph
-from stamen.sw.lower import compile_graph
-from stamen.sw.rs_model import RsConvShape, map_conv, rs_conv_cycles
-from stamen.sw.runtime import Device
+from stamen.sw.compiler.lower import compile_graph
+from stamen.sw.sim.rs_model import RsConvShape, map_conv, rs_conv_cycles
+from stamen.sw.runtime.device import Device
 
 __all__ = ["scalesim_ws_cycles", "scalesim_os_cycles", "GEMM_SHAPES", "ConvLayer", "CONV_LAYERS",
            "CHECK_LAYERS", "QUICK_CONV_LAYERS", "layer_seed", "CONV_PRESETS", "COMPUTE_TARGET",
@@ -515,7 +515,7 @@ DATAFLOW_PRESET = "small"
 _REF_DATAFLOW = "ws"
 #: Held-out digits images per run of the networks in the dataflow suite.
 DATAFLOW_BATCH = 16
-#: The digits networks of the dataflow suite: workload name -> :mod:`~stamen.sw.models` class.
+#: The digits networks of the dataflow suite: workload name -> :mod:`~stamen.sw.apps.networks` class.
 DATAFLOW_NETS = {"digits-lenet": "DigitsLeNet", "digits-resnet": "DigitsResNet"}
 #: Columns of ``dataflow.csv`` (``dataflow.json`` holds the same rows). One row per workload,
 #: layer and dataflow, and for a network a ``total`` row per dataflow. ``gemm_*`` are the layer's
@@ -571,16 +571,16 @@ class _Workload:
 
 def _digits_workloads(log: _Log, nets: dict[str, str] = DATAFLOW_NETS,
                       batch: int = DATAFLOW_BATCH) -> list[_Workload]:
-    """Train and quantize each of ``nets`` (workload name -> :mod:`~stamen.sw.models` class);
+    """Train and quantize each of ``nets`` (workload name -> :mod:`~stamen.sw.apps.networks` class);
     return them with their first ``batch`` held-out images."""
     # torch loads only for the suites that train a network (not for gemm / conv)
-    from stamen.sw import models
-    from stamen.sw.quantize import quantize_model
-    data = models.digits_data()
+    from stamen.sw.apps import networks
+    from stamen.sw.frontend.quantize import quantize_model
+    data = networks.digits_data()
     out = []
     for name, cls in nets.items():
         t0 = time.perf_counter()
-        model = models.train(getattr(models, cls)(), data)
+        model = networks.train(getattr(networks, cls)(), data)
         qg = quantize_model(model, data[0])
         x = qg.quantize_input(data[2][:batch].numpy())
         out.append(_Workload(name, qg, x, qg.reference(x), False))
@@ -691,7 +691,7 @@ def _dataflow_run(w: _Workload, cfg: AccelConfig, tag: str, log: _Log) -> list[d
                 row["error"] = (f"energy model DRAM bytes {er.dram} are not the run's "
                                 f"{lr.dram_bytes}")
         else:
-            notes.append(f"sw/energy.py has no {cfg.dataflow} model: no energy")
+            notes.append(f"sw/analysis/energy.py has no {cfg.dataflow} model: no energy")
         row["note"] = "; ".join(notes)
         rows.append(row)
     last = rows[-1]
@@ -744,7 +744,7 @@ def _dataflow_tables(rows: list[dict], configs: list[AccelConfig]) -> str:
             + "), on the ISA simulator (isasim), whose cycle model equals the RTL counters "
             "for both dataflows (ideal memory)\n"
             "ratio = compute cycles / SCALE-Sim closed form of the same dataflow; energy: the "
-            "sw/energy.py model, access counts x Eyeriss normalized costs (DRAM 200, buffer 6, "
+            "sw/analysis/energy.py model, access counts x Eyeriss normalized costs (DRAM 200, buffer 6, "
             "array 2, RF 1, MAC 1), in millions of MAC units; dram% .. mac% its split; E/MAC "
             "per issued MAC; cyc/ws and E/ws: total cycles and energy relative to ws")
     text = [head, _table(show, list(show[0]) if show else [])]
@@ -815,14 +815,14 @@ COMPARISON_BENCH_LAYERS = ("conv3x3-32-16x16", "check-5x5-16-9x9")
 
 def print_dataflow_comparison(configs=None, batch: int = 8, log: _Log = print,
                               csv_path: str | Path | None = None) -> list[dict]:
-    """Print (through ``log``) and return :func:`~stamen.sw.energy.compare_dataflows` rows for
+    """Print (through ``log``) and return :func:`~stamen.sw.analysis.energy.compare_dataflows` rows for
     the digits LeNet (trained 10 epochs, seed 0, run on ``batch`` held-out images) and the bench
     convolutions :data:`COMPARISON_BENCH_LAYERS` (one seeded random image each), for
-    ``configs`` (:func:`~stamen.sw.energy.implemented_configs` when None). Writes them as CSV
-    (:func:`~stamen.sw.energy.comparison_csv`) to ``csv_path`` when given."""
+    ``configs`` (:func:`~stamen.sw.analysis.energy.implemented_configs` when None). Writes them as CSV
+    (:func:`~stamen.sw.analysis.energy.comparison_csv`) to ``csv_path`` when given."""
     # torch loads only for the suites that train a network (not for gemm / conv)
-    from stamen.sw.frontend import quantize_graph
-    from stamen.sw.models import DigitsLeNet, digits_data, train
+    from stamen.sw.frontend.fx_graph import quantize_graph
+    from stamen.sw.apps.networks import DigitsLeNet, digits_data, train
     configs = implemented_configs() if configs is None else list(configs)
     data = digits_data(0)
     model = train(DigitsLeNet(), data, epochs=10, seed=0)
@@ -980,7 +980,7 @@ def _device_skip(graph, x: np.ndarray, layers: list[str], dataflow: str) -> dict
     """Compile ``graph`` for the zero-gating and the zero-skipping preset of ``dataflow``
     (:data:`SKIP_DEVICES`), run the images ``x`` on isasim (its cycles are the RTL's, ``tests/test_hw_matmul.py``) and
     return the sweep / lenet figures of each of ``layers`` by name (compute cycles: the MATMUL
-    engine's busy cycles; energy from :func:`~stamen.sw.energy.estimate_energy`)."""
+    engine's busy cycles; energy from :func:`~stamen.sw.analysis.energy.estimate_energy`)."""
     figs = {name: {"dataflow": dataflow, "array": "", "images": len(x), "error": ""}
             for name in layers}
     for preset, tag in zip(SKIP_DEVICES[dataflow], ("dense", "skip")):
@@ -1158,7 +1158,7 @@ def _sparsity_tables(rows: list[dict]) -> str:
         f"zero skipping, dense stream with zero gating vs compressed stream, on seeded random "
         f"activations: rs, ws = the devices (small-rs vs small-rs-skip, small vs small-skip on "
         f"isasim, whose cycles are the RTL's; compute cycles), rs-eyeriss = the Eyeriss mapping on the {array} RsArray "
-        f"(sw/rs_model.py); target speedup >= {SPARSITY_TARGET} at density "
+        f"(sw/sim/rs_model.py); target speedup >= {SPARSITY_TARGET} at density "
         f"{SPARSITY_TARGET_DENSITY}", _table(sweep, list(sweep[0]) if sweep else []),
         "the digits LeNet's real int8 conv inputs (held-out images, golden model, padded with "
         "the zero point)", _table(lenet, list(lenet[0]) if lenet else []),
@@ -1206,7 +1206,7 @@ def _plot_sparsity(rows: list[dict], path: Path) -> None:
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=6, ncol=2)
     ax.set_title("Zero skipping: the devices (rs, ws; isasim) and the Eyeriss mapping "
-                 f"(rs-eyeriss {RS_ARRAY[0]}x{RS_ARRAY[1]}, sw/rs_model.py)", fontsize=9,
+                 f"(rs-eyeriss {RS_ARRAY[0]}x{RS_ARRAY[1]}, sw/sim/rs_model.py)", fontsize=9,
                  loc="left")
     good = [r for r in rows if r["set"] == "energy" and r["energy_vs_ws"] != ""]
     layers = list(dict.fromkeys(r["layer"] for r in good))

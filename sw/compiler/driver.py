@@ -4,7 +4,7 @@ Every entry point builds a :class:`~sw.graph.QuantizedGraph` and compiles it wit
 :func:`sw.lower.compile_graph`, the one tiler and code generator: a GEMM or Linear layer over ``M``
 rows of ``K`` features is a ``1 x 1`` convolution over ``M`` images of ``1 x 1 x K`` (the MATMUL
 rows walk the images), so an MLP and a CNN share tiling, scratchpad caching, the cycle-model plan
-choice and the memory layout (``sw/lower.py``'s module docstring). Programs of these ``1 x 1``
+choice and the memory layout (``sw/compiler/lower.py``'s module docstring). Programs of these ``1 x 1``
 graphs take ``(M, K)`` int8 inputs and give ``(M, N)`` outputs (int32 for a raw GEMM).
 
 Before the expensive tiling and planning, :func:`check_fits_memory` rejects a graph whose weights
@@ -18,10 +18,10 @@ import numpy as np
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 
-from .errors import CompileError
-from .graph import QOp, QuantizedGraph
+from ..errors import CompileError
+from ..graph import QOp, QuantizedGraph
 from .lower import K_MAX_INT32, compile_graph
-from .program import FORMAT_VERSION, LayerInfo, Program
+from ..program import FORMAT_VERSION, LayerInfo, Program
 
 __all__ = ["Program", "LayerInfo", "compile_gemm", "compile_linear", "compile_model",
            "check_fits_memory", "min_device_bytes", "K_MAX_INT32", "FORMAT_VERSION"]

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .graph import QOp, QuantizedGraph
+from ..graph import QOp, QuantizedGraph
 
 __all__ = ["torch_quantized_forward", "torch_quantized_op", "to_quint8", "from_quint8",
            "quantized_engine", "fbgemm_exact", "TORCH_AO_DEPRECATION", "U8_OFFSET",

@@ -1,0 +1,1 @@
+"""Analysis: energy and access counts, the Eyeriss mapping, the dataflow comparison."""

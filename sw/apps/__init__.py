@@ -1,0 +1,1 @@
+"""Applications: the CLI, the demo and its networks, the benchmark suites, bitstreams."""

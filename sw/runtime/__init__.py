@@ -1,0 +1,1 @@
+"""Runtime: Device and its backends (isasim, golden, verilator, fpga)."""

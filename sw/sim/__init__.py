@@ -1,0 +1,1 @@
+"""Simulation models: the ISA simulator and the per-engine cycle models."""
