@@ -19,7 +19,7 @@ from stamen.hw.params import AccelConfig
 
 from .asm import disassemble, from_bytes, to_bytes
 from .graph import QuantizedGraph
-from .sim.isasim import write_zero_dir
+from .zero_dir import write_zero_dir
 
 __all__ = ["Program", "LayerInfo", "FORMAT_VERSION"]
 

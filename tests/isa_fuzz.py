@@ -227,7 +227,7 @@ class _Layout:
             img[a:a + rows.nbytes] = rows.view(np.uint8).reshape(-1)
         if cfg.compress_acts:          # some directory bits of the data area set
             slots = (self.end + cfg.zero_row_words - 1) // cfg.zero_row_words
-            from stamen.sw.sim.isasim import write_zero_dir
+            from stamen.sw.zero_dir import write_zero_dir
             s = np.arange(slots)
             write_zero_dir(cfg, img, s, rng.random(slots) < 0.2)
 

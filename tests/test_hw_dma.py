@@ -11,7 +11,7 @@ from stamen.hw import bus, isa, timing
 from stamen.hw.dma import DMA
 from stamen.hw.params import AccelConfig
 from stamen.sw import asm
-from stamen.sw.sim import isasim
+from stamen.sw.sim import cycles, isasim
 from stamen.verif import amsim
 
 CONFIGS = {
@@ -152,7 +152,7 @@ def test_load_store_blocks(cfg_name, latency, p_stall):
 
 def test_load_throughput():
     """Without latency or stalls, LOAD and STORE move one word per cycle, for every spad
-    (the cycle counts of sw.isasim.load_cycles / store_cycles)."""
+    (the cycle counts of sw.sim.cycles.load_cycles / store_cycles)."""
     cfg = CONFIGS["b2"]
     h = Harness(cfg)
     rng = np.random.default_rng(0)
@@ -209,7 +209,7 @@ def isasim_dma(cfg, sim, image, store, args):
     bb = cfg.mem_bus_bytes
     image[prog_addr * bb:prog_addr * bb + code.size] = code
     ctr = sim.run(image, prog_addr)
-    busy = ctr["cycles"] - 2 * isasim.fetch_cycles(cfg) - timing.RETIRE_CYCLES
+    busy = ctr["cycles"] - 2 * cycles.fetch_cycles(cfg) - timing.RETIRE_CYCLES
     return busy, ctr
 
 

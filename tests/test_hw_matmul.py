@@ -18,8 +18,10 @@ from stamen.hw.perf import skipped_inc_shape
 from stamen.sw import golden
 from stamen.sw.asm import to_bytes
 from stamen.sw.errors import DeviceError
-from stamen.sw.sim.isasim import IsaSim, matmul_cycles, matmul_cycles_of, ws_skipped_rows
-from stamen.sw.sim.rs_model import rs_matmul_cycles
+from stamen.sw.sim.engines import matmul_cycles, matmul_cycles_of
+from stamen.sw.sim.isasim import IsaSim
+from stamen.sw.sim.ws_engine import ws_skipped_rows
+from stamen.sw.sim.rs_engine import rs_matmul_cycles
 from stamen.verif import amsim
 
 INT8_MIN, INT8_MAX = -128, 127

@@ -15,7 +15,8 @@ from stamen.hw.timing import os_array_latency
 from stamen.sw.apps import bench
 from stamen.sw import golden
 from stamen.sw.compiler.driver import compile_gemm
-from stamen.sw.sim.isasim import IsaSim, matmul_cycles
+from stamen.sw.sim.engines import matmul_cycles
+from stamen.sw.sim.isasim import IsaSim
 from stamen.sw.compiler.lower import compile_graph
 from stamen.sw.runtime.device import Device
 from stamen.verif import amsim

@@ -9,7 +9,7 @@ from stamen.hw import bus, isa, timing
 from stamen.hw.params import AccelConfig
 from stamen.hw.postproc import PostProc
 from stamen.sw import golden
-from stamen.sw.sim import isasim
+from stamen.sw.sim.cycles import requant_cycles
 from stamen.verif import amsim
 
 CFG = AccelConfig(rows=2, cols=4, bus_bytes=2, act_spad_depth=8, wt_spad_depth=8,
@@ -119,7 +119,7 @@ def test_requant_matches_golden(cfg_name, seed):
             msg = f"seed={seed} cfg={cfg} args={args} bias={bias} mult={mult} shift={shift}"
             np.testing.assert_array_equal(got, expected, err_msg=msg)
             assert ctx.get(h.pp.fault) == 0, msg
-            assert cycles == isasim.requant_cycles(cfg, n) - timing.RETIRE_CYCLES, msg
+            assert cycles == requant_cycles(cfg, n) - timing.RETIRE_CYCLES, msg
 
     amsim.run(h, testbench)
 

@@ -1,8 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """Amaranth-simulator tests of the row-stationary array ``hw.rs_array.RsArray`` running whole
-conv layers mapped by ``sw.rs_model.map_conv``: the psums are compared element by element with
+conv layers mapped by ``sw.analysis.eyeriss.map_conv``: the psums are compared element by element with
 ``sw.golden.conv2d`` on random data (seeds printed), the counters with the model's, and each
-pass's cycles with ``sw.rs_model.chain_cycles``."""
+pass's cycles with ``sw.analysis.eyeriss.chain_cycles``."""
 from __future__ import annotations
 
 import logging
@@ -13,8 +13,8 @@ import pytest
 from stamen.hw.rs_array import RsArray
 from stamen.hw.rs_pe import RsPEConfig
 from stamen.sw import golden
-from stamen.sw.sim.rs_model import (RsConvShape, chain_cycles, map_conv, rs_conv_cycles,
-                                rs_pe_timing)
+from stamen.sw.analysis.eyeriss import RsConvShape, chain_cycles, map_conv, rs_conv_cycles
+from stamen.sw.sim.rs_pe import rs_pe_timing
 from stamen.verif import amsim
 
 log = logging.getLogger(__name__)

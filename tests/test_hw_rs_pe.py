@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """Amaranth-simulator tests of the row-stationary PE ``hw.rs_pe.RsPE`` (zero gating and zero
 skipping), its compressor ``hw.rs_compress.RsCompress`` and its cycle model
-``sw.rs_model.rs_pe_timing``. Psums are compared with ``sw.golden.conv2d`` on a 1 x W input."""
+``sw.sim.rs_pe.rs_pe_timing``. Psums are compared with ``sw.golden.conv2d`` on a 1 x W input."""
 from __future__ import annotations
 
 import logging
@@ -16,7 +16,7 @@ from stamen.hw.rs_compress import RsCompress
 from stamen.hw.rs_pe import RsMac, RsPE, RsPEConfig, RsWindow
 from stamen.hw.timing import RS_PSUM_LATENCY
 from stamen.sw import golden
-from stamen.sw.sim.rs_model import compress_row, rs_pe_cycles, rs_pe_timing
+from stamen.sw.sim.rs_pe import compress_row, rs_pe_cycles, rs_pe_timing
 from stamen.verif import amsim
 
 log = logging.getLogger(__name__)

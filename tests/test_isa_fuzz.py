@@ -70,7 +70,7 @@ def test_targeted_programs_fault_by_name(preset):
 def test_bad_param_counts_the_postproc_check():
     """A REQUANT that halts with BAD_PARAM costs its PostProc check (the RTL: busy 4 cycles, 2
     when serial, then the fault); found by the fuzzer's Verilator sample on ``wide``."""
-    from stamen.sw.sim.isasim import fetch_cycles, load_cycles, requant_fault_cycles
+    from stamen.sw.sim.cycles import fetch_cycles, load_cycles, requant_fault_cycles
     for preset, busy in (("small", 4), ("tiny", 2), ("wide", 2)):
         case = [c for c in isa_fuzz.targeted_cases(preset) if c.note.startswith("REQUANT rows=")][0]
         out = check_isasim(case)

@@ -3,7 +3,11 @@
 * ``stamen.hw`` imports only Amaranth, the standard library and itself;
 * ``stamen.sw.golden`` imports only NumPy and the standard library;
 * the compiler (``sw.compiler.*``) imports from ``hw`` only ``isa``, ``params`` and
-  ``timing``;
+  ``timing``, and takes its cost model from ``sw.sim.cycles``, never from ``sw.sim.isasim``;
+* each layer of ``stamen.sw`` imports only the layers :data:`LAYERS` allows (the modules at the
+  top of ``sw/`` are the ``core`` layer);
+* no ``<x>.dataflow`` comparison in ``sw/`` outside the engine models (``sw/sim/engines.py``,
+  ``sw/sim/*_engine.py``): behaviour that depends on the dataflow lives in them;
 * no module imports ``tests``;
 * no private name (``_x``) is imported from another module;
 * no import cycles between modules.
@@ -23,6 +27,21 @@ PACKAGES = {"stamen": ROOT / "stamen", "stamen.hw": ROOT / "hw", "stamen.sw": RO
 STDLIB = set(sys.stdlib_module_names)
 COMPILER = "stamen.sw.compiler"
 COMPILER_HW = {"stamen.hw.isa", "stamen.hw.params", "stamen.hw.timing"}
+
+#: The layers of ``stamen.sw`` (and ``stamen.verif``) and the layers each may import, bottom up.
+LAYERS = {
+    "core": set(),
+    "frontend": {"core"},
+    "sim": {"core"},
+    "compiler": {"core", "sim"},
+    "verif": {"core"},
+    "runtime": {"core", "sim", "verif"},
+    "analysis": {"core", "sim", "compiler", "runtime"},
+    "apps": {"core", "frontend", "sim", "compiler", "verif", "runtime", "analysis"},
+}
+#: The modules that may compare ``.dataflow`` (see the module docstring).
+ENGINE_MODELS = ("stamen.sw.sim.engines", "stamen.sw.sim.ws_engine", "stamen.sw.sim.os_engine",
+                 "stamen.sw.sim.rs_engine")
 
 #: Accepted violations, as the strings :func:`violations` makes.
 KNOWN: set[str] = set()
@@ -63,6 +82,27 @@ def _imports(name: str, path: Path, mods: dict[str, Path]):
             yield base, [n for n in names if n not in subs]
 
 
+def layer(module: str) -> str | None:
+    """Return the :data:`LAYERS` entry of a module, None outside ``stamen.sw`` and ``verif``."""
+    parts = module.split(".")
+    if parts[:2] == ["stamen", "verif"]:
+        return "verif"
+    if parts[:2] != ["stamen", "sw"] or len(parts) < 3:
+        return None
+    return parts[2] if parts[2] in LAYERS else "core"
+
+
+def _dataflow_tests(name: str, path: Path) -> list[str]:
+    """Return a violation per comparison with a ``.dataflow`` attribute in module ``name``."""
+    if not name.startswith("stamen.sw.") or name in ENGINE_MODELS:
+        return []
+    return [f"{name}:{node.lineno} compares .dataflow"
+            for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.Compare)
+            and any(isinstance(x, ast.Attribute) and x.attr == "dataflow"
+                    for x in (node.left, *node.comparators))]
+
+
 def _graph() -> tuple[dict[str, set[str]], list[str]]:
     """Return the module graph (stamen modules only) and the rule violations other than cycles."""
     mods = _modules()
@@ -86,10 +126,16 @@ def _graph() -> tuple[dict[str, set[str]], list[str]]:
             if name.startswith(COMPILER) and target.startswith("stamen.hw.") and \
                     target not in COMPILER_HW:
                 bad.append(f"{name} (compiler) imports {target}")
+            if name.startswith(COMPILER) and target == "stamen.sw.sim.isasim":
+                bad.append(f"{name} (compiler) imports {target}")
+            src, dst = layer(name), layer(target)
+            if src and dst and src != dst and dst not in LAYERS[src]:
+                bad.append(f"{name} ({src}) imports {target} ({dst})")
             if inside and target != name:
                 for n in names:
                     if n.startswith("_") and not n.startswith("__"):
                         bad.append(f"{name} imports private {target}.{n}")
+        bad += _dataflow_tests(name, path)
     return edges, bad
 
 
@@ -147,3 +193,17 @@ def test_the_rules_can_fail(tmp_path, monkeypatch):
     assert "stamen.hw.a (hw) imports stamen.sw.runtime.device" in bad
     assert "stamen.hw.a imports private stamen.hw.b._x" in bad
     assert "import cycle: stamen.hw.a <-> stamen.hw.b" in _cycles(edges)
+
+
+def test_the_layer_rules_can_fail(tmp_path, monkeypatch):
+    """A sim module that imports the runtime and a compiler module that branches on the dataflow
+    are caught."""
+    for sub in ("sim", "compiler"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "__init__.py").write_text("")
+    (tmp_path / "sim" / "x.py").write_text("from ..runtime.device import Device\n")
+    (tmp_path / "compiler" / "y.py").write_text("def f(cfg):\n    return cfg.dataflow == 'rs'\n")
+    monkeypatch.setitem(PACKAGES, "stamen.sw", tmp_path)
+    _, bad = _graph()
+    assert "stamen.sw.sim.x (sim) imports stamen.sw.runtime.device (runtime)" in bad
+    assert "stamen.sw.compiler.y:2 compares .dataflow" in bad

@@ -15,9 +15,9 @@ from stamen.hw.params import AccelConfig
 from stamen.sw import asm, golden
 from stamen.sw.compiler.driver import compile_gemm
 from stamen.sw.apps.bench import print_dataflow_comparison
-from stamen.sw.analysis.energy import (COSTS, COMPARISON_COLUMNS, DATAFLOW_MODELS, comparison_csv,
-                              count_accesses, estimate_energy, implemented_configs,
-                              rs_conv_energy)
+from stamen.sw.analysis.energy import (COSTS, COMPARISON_COLUMNS, comparison_csv, count_accesses,
+                                       estimate_energy, implemented_configs, rs_conv_energy)
+from stamen.sw.sim.engines import ENGINE_MODELS
 from stamen.sw.sim.isasim import IsaSim
 from stamen.sw.apps.networks import DigitsLeNet, digits_data, train
 from stamen.sw.runtime.device import Device
@@ -140,12 +140,12 @@ def test_rs_matmul_accesses_hand_checked():
     # filter and ifmap spad writes, and a psum FIFO write and read per PE per psum
     assert span.rf_fixed == (12 + 24 + 2 * 16) + (8 + 40 + 2 * 40)
     assert span.macs == 4 * 3 * 4 + 5 * 2 * 4
-    assert DATAFLOW_MODELS["rs"].rf_per_mac == 4 and DATAFLOW_MODELS["rs"].rf_per_gated == 1
+    assert ENGINE_MODELS["rs"].RF_PER_MAC == 4 and ENGINE_MODELS["rs"].RF_PER_GATED == 1
 
 
 def test_dataflow_table_and_refusals():
-    assert set(DATAFLOW_MODELS) >= {"ws", "os"}
-    assert DATAFLOW_MODELS["ws"].rf_per_mac == 1 and DATAFLOW_MODELS["os"].rf_per_mac == 2
+    assert set(ENGINE_MODELS) == {"ws", "os", "rs"}
+    assert ENGINE_MODELS["ws"].RF_PER_MAC == 1 and ENGINE_MODELS["os"].RF_PER_MAC == 2
     assert COSTS == {"dram": 200, "buffer": 6, "array": 2, "rf": 1, "mac": 1}
     with pytest.raises(ValueError, match="dataflow must be one of"):
         count_accesses(asm.assemble(HAND), TINY, "xs")
@@ -320,7 +320,7 @@ RS_X = np.array([[[5, 1, 5, 2], [3, 5, 5, 5], [4, 6, 7, 5]],
 
 
 def _rs_tiny():
-    from stamen.sw.sim.rs_model import RsConvShape, map_conv
+    from stamen.sw.analysis.eyeriss import RsConvShape, map_conv
     mapping = map_conv(RsConvShape(2, 3, 4, 2, 2, 2), 2, 2)
     # the mapping the hand counts below assume: two passes, one per input channel, each with
     # PE rows (c, ky=0), (c, ky=1), columns = output rows 0, 1, both filters (F = 2) per PE
@@ -389,7 +389,7 @@ def test_rs_energy_batch_padding_and_costs():
 
 @pytest.mark.parametrize("density", [0.2, 0.5, 1.0])
 def test_rs_energy_skip_below_dense_and_levels_sum(density):
-    from stamen.sw.sim.rs_model import RsConvShape, map_conv, rs_conv_cycles
+    from stamen.sw.analysis.eyeriss import RsConvShape, map_conv, rs_conv_cycles
     seed, zp = 7, -20
     rng = np.random.default_rng(seed)
     shape = RsConvShape(6, 9, 9, 10, 3, 3, 2)

@@ -10,9 +10,11 @@ from stamen.hw.timing import bank_release_delay
 from stamen.sw import asm, golden
 from stamen.sw.compiler.driver import Program, compile_gemm, compile_linear
 from stamen.sw.errors import CompileError, DeviceError
-from stamen.sw.sim.isasim import (IsaSim, fetch_cycles, load_cycles, matmul_cycles,
-                              matmul_cycles_of, misc_cycles, perf_cycles, store_cycles,
-                              ws_skip_cycles, ws_skipped_rows, zero_dir_cycles)
+from stamen.sw.sim.cycles import (fetch_cycles, load_cycles, misc_cycles, perf_cycles, store_cycles,
+                                  zero_dir_cycles)
+from stamen.sw.sim.engines import matmul_cycles, matmul_cycles_of
+from stamen.sw.sim.isasim import IsaSim
+from stamen.sw.sim.ws_engine import ws_skip_cycles, ws_skipped_rows
 
 PRESETS = ("tiny", "small", "small-os", "wide-4x8", "tall-8x4-os", "wide-4x8-rs")
 

@@ -13,12 +13,14 @@ import pytest
 from stamen.hw import isa
 from stamen.hw.params import RS_PASS_QUEUE, AccelConfig
 from stamen.sw import golden
-from stamen.sw.sim import isasim
+from stamen.sw.sim import matmul
 from stamen.sw.errors import DeviceError
-from stamen.sw.sim.isasim import IsaSim, fetch_cycles, load_cycles, matmul_cycles, misc_cycles
+from stamen.sw.sim.cycles import fetch_cycles, load_cycles, misc_cycles
+from stamen.sw.sim.engines import matmul_cycles
+from stamen.sw.sim.isasim import IsaSim
 from stamen.hw.timing import RS_END_CYCLES, RS_FEED_LATENCY, RS_FEED_START, RS_QUEUE_FREE
-from stamen.sw.sim.rs_model import (RsEnginePass, rs_engine_mode, rs_engine_passes,
-                                rs_fed_pe_timing, rs_matmul_cycles)
+from stamen.sw.sim.rs_engine import (RsEnginePass, rs_engine_mode, rs_engine_passes,
+                                     rs_fed_pe_timing, rs_matmul_cycles)
 
 PROG_ADDR = 16
 DATA_ADDR = 0x400
@@ -154,7 +156,7 @@ def test_chunked_matmul_equals_unchunked(preset, monkeypatch):
             args["act_addr"] = cfg.act_spad_depth - 1                       # SPAD_RANGE
         got = []
         for chunk in (1, 1 << 20):
-            monkeypatch.setattr(isasim, "_CHUNK_ELEMS", chunk)
+            monkeypatch.setattr(matmul, "CHUNK_ELEMS", chunk)
             sim = IsaSim(cfg)
             sim.spads["act"][:], sim.spads["wt"][:], sim.spads["acc"][:] = act, wt, acc0
             sim.loop = dict(loop)
@@ -173,7 +175,7 @@ def test_chunked_matmul_equals_unchunked(preset, monkeypatch):
             continue
         np.testing.assert_array_equal(a1, a2, err_msg=msg)
         want = acc0.astype(np.int64)
-        rows = isasim.act_rows(args, loop)
+        rows = matmul.act_rows(args, loop)
         for kt in range(args["k_tiles"]):                                   # hw/isa.py
             w0 = args["wt_addr"] + (0 if repeat else kt * R)
             p = (act[rows[kt]].astype(np.int64) - zp) @ wt[w0:w0 + R].astype(np.int64)
@@ -310,9 +312,9 @@ def test_rs_closed_form_matches_pass_by_pass_model(seed, monkeypatch):
     mode, strides 1 and 2, several segments and output rows, a short last group, dense and
     zero-skipping arrays of 1 to 16 PE rows, any density of zero points, chunks of one group
     and of many."""
-    from stamen.sw.sim import rs_model
+    from stamen.sw.sim import rs_engine
     for n, (cfg, args, loop, act) in enumerate(_rs_cases(seed, 30)):
-        monkeypatch.setattr(rs_model, "_RS_CHUNK_ELEMS", 1 if n % 3 == 0 else 1 << 18)
+        monkeypatch.setattr(rs_engine, "_RS_CHUNK_ELEMS", 1 if n % 3 == 0 else 1 << 18)
         want = _reference_rs_matmul_cycles(cfg, args, loop, act)
         assert rs_matmul_cycles(cfg, args, loop, act) == want, (
             f"seed={seed} n={n} rows={cfg.rows} zero_skip={cfg.zero_skip} args={args} "

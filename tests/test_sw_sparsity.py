@@ -14,7 +14,7 @@ import stamen
 from stamen.sw.apps import bench, networks
 from stamen.sw.apps.cli import main
 from stamen.sw.analysis.energy import COSTS, rs_conv_energy
-from stamen.sw.sim.rs_model import RsConvShape, map_conv, rs_conv_cycles
+from stamen.sw.analysis.eyeriss import RsConvShape, map_conv, rs_conv_cycles
 
 
 @pytest.fixture(scope="module")

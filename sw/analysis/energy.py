@@ -1,158 +1,9 @@
 """Energy estimate per layer from access counts, with the Eyeriss papers' normalized costs.
 
-This is a **model, not a measurement**: it counts the data accesses that a compiled program's
-instruction stream implies at each level of the memory hierarchy, and multiplies them by the
-normalized energy per access that Eyeriss (Chen et al., ISCA 2016 and JSSC 2017) gives relative to
-one MAC. Nothing here comes from a power simulation of Stamen's RTL.
-
-===========  ==========================================================  ======
-level        what one access is                                           cost
-===========  ==========================================================  ======
-``dram``     one byte moved between device memory and a scratchpad          200
-``buffer``   one element read or written in a scratchpad (the global        6
-             buffer: ACT, WT, ACC, OUT, PARAM)
-``array``    one operand hop between PEs (or from the array edge into a      2
-             PE, or out of it) through the systolic array / NoC
-``rf``       one access of a PE-local register (the PE "scratchpad")         1
-``mac``      one multiply-accumulate that is not zero-gated                  1
-===========  ==========================================================  ======
-
-Counting: the program's instruction words are replayed in order (decoded with
-:func:`stamen.sw.asm.fields`, the operands the ISA simulator sees); PERF instructions split them
-into layers exactly as :meth:`~stamen.sw.compiler.driver.Program.read_perf` does (layer ``i`` is the
-instructions between the ``i``-th and ``i + 1``-th PERF). ``R, C = cfg.rows, cfg.cols``; an ACT row
-holds ``R`` elements and a WT, ACC, OUT or PARAM row ``C`` (ACC and PARAM elements are int32, so
-their rows are ``4C`` bytes in device memory).
-
-================================  ==========================  =====================================
-instruction                       DRAM bytes                  buffer elements
-================================  ==========================  =====================================
-``LOAD spad rows``                ``rows * row_bytes(spad)``  ``rows * row_elems(spad)`` writes
-``STORE spad rows``               ``rows * row_bytes(spad)``  ``rows * row_elems(spad)`` reads
-``REQUANT rows``                  0                           ``rows*C`` ACC reads, ``3*C`` PARAM
-                                                              reads (bias, mult, shift rows),
-                                                              ``rows*C`` OUT writes
-``MATMUL m k_tiles accumulate``   0                           per dataflow, :data:`DATAFLOW_MODELS`
-``LOOP``, ``SYNC``, ``PERF``,     0                           0
-``HALT``
-================================  ==========================  =====================================
-
-The per-dataflow MATMUL access formulas (:data:`DATAFLOW_MODELS`; one entry per dataflow, so
-``"rs"`` is one more entry). ``m`` = rows, ``k`` = ``k_tiles``, ``a`` = ``accumulate`` (0/1),
-``P = ceil(m / R)`` passes of the output-stationary array, ``N = m*k*R*C`` issued MACs, ``G`` the
-zero-gated MACs among them:
-
-==================  ===============================  ===============================
-access              ``ws`` (weight-stationary)       ``os`` (output-stationary)
-==================  ===============================  ===============================
-buffer WT reads     ``k*R*C`` (each tile once)       ``P*k*R*C`` (weights streamed
-                                                     once per pass of ``R`` rows)
-buffer ACT reads    ``k*m*R``                        ``k*m*R``
-buffer ACC reads    ``(k - 1 + a)*m*C`` (a psum row  ``a*m*C`` (once per output)
-                    per tile, read-modify-write)
-buffer ACC writes   ``k*m*C``                        ``m*C``
-array: weights      ``k*R*C`` (shifted in once per   ``N`` (passed PE to PE each MAC)
-                    tile)
-array: acts         ``N`` (passed PE to PE each MAC) ``N`` (passed PE to PE each MAC)
-array: psums        ``N`` (passed PE to PE each MAC) ``m*C`` (drained once per output)
-RF per tile         ``k*R*C`` (weight register       0
-                    writes)
-RF per MAC          1 (stationary weight read)       2 (stationary psum read + write)
-==================  ===============================  ===============================
-
-``rs`` (row-stationary, ``hw/rs_matmul.py``) depends on the LOOP state in effect, so the replay
-tracks it: a MATMUL runs as the passes of ``sw.rs_model.rs_engine_passes`` (group ``g`` of
-``taps`` tiles, ``width`` act rows per pass, ``outputs`` ACC rows per pass). Per MATMUL: buffer WT
-reads ``k*R*C`` (each group's filter rows once, whatever the output rows), buffer ACT reads
-``R * sum(width)`` (each position once per pass), ACC reads ``C`` per output of a pass that keeps
-the old value (``accumulate`` or a later group) and ACC writes ``C * sum(outputs)``; array: a
-weight one hop to its PE (``k*R*C``), each activation beat to the ``C`` PEs of its row
-(``R*C*sum(width)``), each psum one hop per PE up its column (``R*C*sum(outputs)``); RF fixed:
-the filter spad writes (``k*R*C``), the ifmap spad writes (``R*C*sum(width)``) and each PE's psum
-FIFO, a write and a read per psum (``2*R*C*sum(outputs)``); RF per MAC 4
-(filter, ifmap, psum read and write), 1 per gated MAC (the ifmap read that finds the zero), and
-skipped MACs are not issued. With ``zero_skip`` the activation hops and ifmap writes of the
-skipped zeros are still charged (an upper bound: the replay does not see the data). On ``ws``
-with ``zero_skip`` the run's ``skipped_macs`` remove the act and psum hops (``2*skipped``) and
-the ACC read-modify-writes (``2*skipped/R``) of the all-zero act rows the engine drops; their
-ACT reads stay (the engine reads every row to find the zero ones).
-
-An ``acc_max`` MATMUL (max pooling) on ``os`` reduces each tile on its own (``hw/os_matmul.py``):
-its psums are drained and max-ed into the ACC once per tile, so its ACC reads, ACC writes and
-psum drains are those of ``ws`` (``(k - 1 + a)*m*C``, ``k*m*C``, ``k*m*C``).
-
-Then, per layer, ``mac = N - G`` and ``rf = RF per tile + RF per MAC * (N - G)``: a zero-gated MAC
-costs nothing at the MAC and the RF (Eyeriss v1 gating holds the multiplier inputs and the
-accumulator enable), but its operands still travel through the buffer and the array. The energy is
-``200*dram + 6*buffer + 2*array + 1*rf + 1*mac`` (in units of one MAC), and ``per_mac`` is that
-total divided by the issued MACs ``N``.
-
-With a run's :class:`~stamen.sw.runtime.device.Report` (any backend but ``"golden"``), the device's
-counters replace the static counts where they exist: ``issued_macs`` for ``N``, ``gated_macs`` for
-``G`` and ``dram_bytes`` for the DRAM bytes (for the ISA simulator and the RTL they equal the static
-counts; a compressed LOAD would make them differ). Without a report, ``G = 0`` (dense).
-
-Assumptions, stated plainly:
-
-* One access per element at the buffer, array and RF, whatever the width (int8 operands, 9-bit
-  ``a - zp``, int32 psums); Eyeriss normalizes per 16-bit word and so does not scale by width
-  either. DRAM counts bytes (the device counter's unit), so an int32 costs 4 DRAM accesses.
-* Instruction fetch (16 bytes per instruction) and the PERF snapshots are not charged: the Eyeriss
-  comparison counts data movement only, and the device counters do not include them.
-* The ACC is read only when its old value is used (the ISA semantics); the current WS RTL also
-  reads it on the first tile of a non-accumulating MATMUL, which this model does not charge.
-* A WS weight is charged one array hop per tile, although the RTL's column shift chain passes a
-  weight bound for PE row ``r`` through the PEs above it; the skew / de-skew registers, control,
-  clocking and leakage are not modelled; a ``wt_repeat`` MATMUL reads its one tile again for
-  every ``kt``.
-* ``os`` is modelled on the same instruction stream (its ISA and tiling are shared), mapping a
-  MATMUL as ``hw/os_matmul.py`` and SCALE-Sim's output-stationary array do: groups of ``R``
-  output rows on the PE rows, output channels on the PE columns, the reduction streamed.
-* The normalized costs are Eyeriss's 65 nm figures (DRAM 200, global buffer 6, array 2, RF 1,
-  relative to a 16-bit MAC); they rank dataflows, they do not predict Joules.
-
-Row-stationary conv layers in the Eyeriss mapping
--------------------------------------------------
-The device's ``rs`` engine puts input channels on PE rows and output channels on columns (the
-act spad's NHWC rows decide). :func:`rs_conv_energy` counts the accesses of one conv layer in
-the Eyeriss mapping instead (kernel rows on PE rows, output rows on columns), from
-its mapping (:func:`stamen.sw.sim.rs_model.map_conv`) and its int8 input, pass by pass, with the
-same costs. In a pass, ``H`` PE rows hold the items ``(c, ky)``, ``B`` column blocks (one
-filter set each) of ``E`` columns (output rows) run ``F`` interleaved filters per PE (a short
-last set is padded with zero filters, charged like real ones), ``S = kw``, ``OW = out_w``,
-``a`` = the pass's ``acc`` (0/1). A row's *beats* are its ``W = in_w`` values (dense stream) or
-its ``nnz`` values ``!= zp`` (``zero_skip``: the compressed stream), plus one end marker in
-both streams (``hw/rs_compress.py``):
-
-===================  =====================================================================
-access               per pass
-===================  =====================================================================
-buffer: filters      ``H*B*F*S`` reads: each item's filter row of each set, once
-array: filters       ``H*B*F*S*E``: multicast along the PE row, one hop per PE of the block
-RF: filter writes    ``H*B*F*S*E``: each PE writes its ``F*S`` weights into its filter spad
-buffer: ifmap        the beats of each distinct ``(c, y)`` row the pass needs, read once
-array: ifmap         the beats of each used PE's row (multicast: one hop per receiving PE)
-RF: ifmap writes     the values (not the marker) of each used PE's row
-buffer: psums        ``E*B*F*OW`` writes (each column's top PE) + ``a*E*B*F*OW`` reads (the
-                     previous pass's psums, into each column's bottom PE)
-array: psums         ``H*E*B*F*OW`` (each PE sends its psums one hop up; the top PE's go to
-                     the buffer) + ``a*E*B*F*OW`` (the previous psums into the bottom PE)
-RF per MAC           4 per issued MAC that is not gated (filter spad read, ifmap spad read,
-                     psum spad read + write); 1 per gated MAC (the ifmap read that finds the
-                     zero: ``hw/rs_pe.py`` gates the filter read and the psum write); 0 per
-                     skipped MAC (never issued)
-MAC                  issued MACs that are not gated
-===================  =====================================================================
-
-A PE issues ``F*OW*S`` MACs per row with a dense stream and ``F`` times the present
-activations of its windows with ``zero_skip``; with a dense stream and ``zero_gate`` those whose
-activation equals ``zp`` are gated. DRAM is charged once per layer, not per pass: the input
-without its padding, the weights and the int8 output, each byte once (the layer's minimum, as
-:attr:`~stamen.sw.program.LayerInfo.min_dram_bytes`; the weights once per call, however many
-images). So the rs figures are a lower bound at DRAM where ws / os count the program's real
-traffic; compressed activations in DRAM are not modelled. Each pass reloads its filters, even
-when the previous pass ran the same ones (an upper bound at the buffer); the requantization
-(bias, multiplier) is not charged.
+A model, not a measurement: the instruction stream is replayed, the accesses it implies at each
+level (DRAM, scratchpad, array hop, PE register, MAC) are counted, each MATMUL's by its engine
+model's ``accesses`` (``sim/engines.py``), and weighted by :data:`COSTS`. docs/energy.md gives
+the tables, the calling conventions and the row-stationary array's counts.
 """
 from __future__ import annotations
 
@@ -161,7 +12,6 @@ import dataclasses
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -171,10 +21,11 @@ from stamen.hw.params import AccelConfig
 from ..asm import fields
 from ..compiler.driver import compile_model
 from ..program import Program
-from ..sim.rs_model import RsMapping, rs_engine_passes, window_activations
 from ..runtime.device import Device, Report
+from ..sim.engines import ENGINE_MODELS, engine_model
+from .eyeriss import RsMapping, window_activations
 
-__all__ = ["COSTS", "LEVELS", "DataflowModel", "MatmulAccesses", "DATAFLOW_MODELS", "Accesses",
+__all__ = ["COSTS", "LEVELS", "Accesses",
            "count_accesses", "EnergyRow", "EnergyReport", "estimate_energy",
            "compare_dataflows", "comparison_table", "comparison_csv", "COMPARISON_COLUMNS",
            "implemented_configs", "rs_conv_energy"]
@@ -188,87 +39,6 @@ LEVELS = tuple(COSTS)
 _SPADS = ("act", "wt", "acc", "out", "param")
 _SPAD_OF = {isa.Spad.ACT.value: "act", isa.Spad.WT.value: "wt", isa.Spad.ACC.value: "acc",
             isa.Spad.OUT.value: "out", isa.Spad.PARAM.value: "param"}
-
-
-# -- the per-dataflow table ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MatmulAccesses:
-    """Accesses of one MATMUL before gating (see the module docstring's table)."""
-    wt_reads: int
-    act_reads: int
-    acc_reads: int
-    acc_writes: int
-    array_wt: int
-    array_act: int
-    array_psum: int
-    rf_fixed: int
-    macs: int
-
-
-@dataclass(frozen=True)
-class DataflowModel:
-    """The access model of one dataflow: ``matmul(m, k, R, C, a, mx)`` (``a`` = ``accumulate``,
-    ``mx`` = ``acc_max``) gives a MATMUL's :class:`MatmulAccesses`, ``rf_per_mac`` the PE
-    register accesses of each MAC that is not gated and ``rf_per_gated`` those of a gated one.
-    With ``loop_aware`` the call is ``matmul(cfg, args, loop)`` (the MATMUL's operands and the
-    LOOP state in effect)."""
-    name: str
-    matmul: Callable[..., MatmulAccesses]
-    rf_per_mac: int
-    doc: str
-    rf_per_gated: int = 0
-    loop_aware: bool = False
-
-
-def _ws(m: int, k: int, R: int, C: int, a: int, mx: int) -> MatmulAccesses:
-    n = m * k * R * C
-    return MatmulAccesses(wt_reads=k * R * C, act_reads=k * m * R, acc_reads=(k - 1 + a) * m * C,
-                          acc_writes=k * m * C, array_wt=k * R * C, array_act=n, array_psum=n,
-                          rf_fixed=k * R * C, macs=n)
-
-
-def _os(m: int, k: int, R: int, C: int, a: int, mx: int) -> MatmulAccesses:
-    n = m * k * R * C
-    passes = -(-m // R)
-    drains = k if mx else 1                  # acc_max: each tile is its own reduction
-    return MatmulAccesses(wt_reads=passes * k * R * C, act_reads=k * m * R,
-                          acc_reads=(drains - 1 + a) * m * C, acc_writes=drains * m * C,
-                          array_wt=n, array_act=n, array_psum=drains * m * C, rf_fixed=0,
-                          macs=n)
-
-
-def _rs(cfg: AccelConfig, args: dict, loop: dict) -> MatmulAccesses:
-    R, C = cfg.rows, cfg.cols
-    k = args["k_tiles"]
-    passes = rs_engine_passes(cfg, args, loop)
-    beats = sum(p.width for p in passes)                 # per PE row
-    outs = sum(p.outputs for p in passes)
-    kept = sum(p.outputs for p in passes if args["accumulate"] or p.kt)
-    return MatmulAccesses(wt_reads=k * R * C, act_reads=beats * R, acc_reads=kept * C,
-                          acc_writes=outs * C, array_wt=k * R * C, array_act=beats * R * C,
-                          array_psum=outs * C * R,
-                          rf_fixed=k * R * C + beats * R * C + 2 * outs * C * R,
-                          macs=args["m"] * k * R * C)
-
-
-#: The MATMUL access formulas of each modelled dataflow (the module docstring's table).
-DATAFLOW_MODELS = {
-    "ws": DataflowModel("ws", _ws, 1, "weight-stationary: weights shifted in once per tile, "
-                        "activations and psums passed PE to PE each MAC"),
-    "os": DataflowModel("os", _os, 2, "output-stationary: activations and weights passed PE to "
-                        "PE each MAC, psums drained once per output"),
-    "rs": DataflowModel("rs", _rs, 4, "row-stationary: filter rows loaded once per group, "
-                        "ifmap rows read once per pass and multicast along the PE row, psums "
-                        "accumulated in the PE and up the column", rf_per_gated=1,
-                        loop_aware=True),
-}
-
-
-def _model(dataflow: str) -> DataflowModel:
-    if dataflow not in DATAFLOW_MODELS:
-        raise ValueError(f"Energy model dataflow must be one of {tuple(DATAFLOW_MODELS)}, not "
-                         f"{dataflow!r}")
-    return DATAFLOW_MODELS[dataflow]
 
 
 # -- counting --------------------------------------------------------------------------------------
@@ -327,7 +97,8 @@ def count_accesses(words, cfg: AccelConfig, dataflow: str | None = None) -> list
         Instruction words.
     cfg : AccelConfig
     dataflow : str or None
-        The MATMUL access model (:data:`DATAFLOW_MODELS`); ``cfg.dataflow`` when None.
+        The engine model whose accesses are counted (``sim.engines.ENGINE_MODELS``);
+        ``cfg.dataflow`` when None.
 
     Raises
     ------
@@ -338,7 +109,7 @@ def count_accesses(words, cfg: AccelConfig, dataflow: str | None = None) -> list
     """
     if not isinstance(cfg, AccelConfig):
         raise TypeError(f"Energy model config must be an AccelConfig, not {cfg!r}")
-    model = _model(cfg.dataflow if dataflow is None else dataflow)
+    model = engine_model(cfg if dataflow is None else dataflow)
     R, C = cfg.rows, cfg.cols
     elems = {"act": R, "wt": C, "acc": C, "out": C, "param": C}
     spans = [Accesses()]
@@ -374,8 +145,7 @@ def count_accesses(words, cfg: AccelConfig, dataflow: str | None = None) -> list
         elif op == isa.Opcode.LOOP:
             loop = {n: a[n] for n in isa.LOOP_RESET}
         elif op == isa.Opcode.MATMUL:
-            mm = (model.matmul(cfg, a, loop) if model.loop_aware else
-                  model.matmul(a["m"], a["k_tiles"], R, C, a["accumulate"], a["acc_max"]))
+            mm = model.accesses(cfg, a, loop)
             cur.reads["wt"] += mm.wt_reads
             cur.reads["act"] += mm.act_reads
             cur.reads["acc"] += mm.acc_reads
@@ -541,7 +311,7 @@ def estimate_energy(prog, report=None, dataflow: str | None = None,
                              f"program's {[li.name for li in prog.layers]}")
         if report.backend != "golden":
             counters = report.layers
-    model = _model(dataflow)
+    model = engine_model(dataflow)
     out = EnergyReport(prog.cfg, dataflow, costs, accesses=spans,
                        from_report=counters is not None)
     for i, (info, acc) in enumerate(zip(prog.layers, layer_spans)):
@@ -551,13 +321,12 @@ def estimate_energy(prog, report=None, dataflow: str | None = None,
             c = counters[i]
             row.issued_macs, row.gated_macs = c.issued_macs, c.gated_macs
             row.dram, row.cycles = c.dram_bytes, c.cycles
-            if dataflow == "ws" and prog.cfg.dataflow == "ws":
-                # an all-zero act row the zero-skipping ws engine drops (R*C skipped MACs)
-                # saves its act and psum hops and its ACC read-modify-write (C reads, C writes)
-                row.array -= 2 * c.skipped_macs
-                row.buffer -= 2 * c.skipped_macs // prog.cfg.rows
+            if model is engine_model(prog.cfg):         # what a skipped MAC saves
+                array, buffer = model.skip_savings(prog.cfg, c.skipped_macs)
+                row.array -= array
+                row.buffer -= buffer
         row.mac = row.issued_macs - row.gated_macs
-        row.rf = acc.rf_fixed + model.rf_per_mac * row.mac + model.rf_per_gated * row.gated_macs
+        row.rf = acc.rf_fixed + model.RF_PER_MAC * row.mac + model.RF_PER_GATED * row.gated_macs
         out.layers.append(_energize(row, costs))
     tot = EnergyRow("total")
     for name in ("macs", "issued_macs", "gated_macs", "cycles", *LEVELS):
@@ -579,7 +348,7 @@ def implemented_configs(preset: str = "small") -> list[AccelConfig]:
     whose hardware exists), named ``<preset>-<dataflow>``."""
     base = AccelConfig.preset(preset)
     out = []
-    for df in DATAFLOW_MODELS:
+    for df in ENGINE_MODELS:
         try:
             out.append(base.replace(dataflow=df, name=f"{preset}-{df}"))
         except ValueError:
@@ -616,7 +385,7 @@ def compare_dataflows(graph, configs, batch: int = 1, x: np.ndarray | None = Non
     """
     rows = []
     for cfg in configs:
-        _model(cfg.dataflow)
+        engine_model(cfg)
         prog = compile_model(graph, cfg, batch)
         xin = x
         if xin is None:
@@ -670,7 +439,7 @@ def rs_conv_energy(x: np.ndarray, mapping, zp: int, zero_skip: bool = False, *,
         a batch ``(N, in_ch, in_h, in_w)`` (counts summed over the images, the weights read
         from DRAM once).
     mapping : RsMapping
-        The layer on the array (:func:`~stamen.sw.sim.rs_model.map_conv`).
+        The layer on the array (:func:`~stamen.sw.analysis.eyeriss.map_conv`).
     zp : int
         The activation zero point.
     zero_skip : bool
@@ -690,7 +459,7 @@ def rs_conv_energy(x: np.ndarray, mapping, zp: int, zero_skip: bool = False, *,
     EnergyRow
         ``kind`` ``"conv"``, ``macs`` the layer's (times the images), ``issued_macs`` and
         ``gated_macs`` the array's, ``cycles`` 0 (the cycles are
-        :func:`~stamen.sw.sim.rs_model.rs_conv_cycles`'), the access counts and their energies.
+        :func:`~stamen.sw.analysis.eyeriss.rs_conv_cycles`'), the access counts and their energies.
 
     Raises
     ------

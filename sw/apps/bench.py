@@ -2,7 +2,7 @@
 
 Four suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (8x8) and large
 (16x16) weight-stationary presets, ``dataflow`` on each dataflow of the 8x8 array,
-``sparsity`` on the row-stationary device and the models of ``sw/sim/rs_model.py`` and
+``sparsity`` on the row-stationary device and the models of ``sw/analysis/eyeriss.py`` and
 ``sw/analysis/energy.py``:
 
 ``gemm``
@@ -42,7 +42,7 @@ Four suites; results go to ``<out>/``. ``gemm`` and ``conv`` run on the small (8
     RTL's; compute cycles): ``rs`` (``small-rs`` / ``small-rs-skip``, which skips every zero
     activation in convolution windows) and ``ws`` (``small`` / ``small-skip``, which skips act
     rows whose every lane is zero), and on the Eyeriss mapping of Eyeriss v1's 12 x 14 PEs
-    (``rs-eyeriss``, :data:`RS_ARRAY`: :func:`~stamen.sw.sim.rs_model.rs_conv_cycles`, each PE's
+    (``rs-eyeriss``, :data:`RS_ARRAY`: :func:`~stamen.sw.analysis.eyeriss.rs_conv_cycles`, each PE's
     timing exact against ``hw/rs_pe.py``, and :func:`~stamen.sw.analysis.energy.rs_conv_energy`).
     ``sweep`` rows: the layers
     :data:`SPARSITY_LAYERS` on seeded random activations at each density of
@@ -77,13 +77,12 @@ import numpy as np
 from stamen.hw.params import DATAFLOWS, PRESETS, AccelConfig
 from stamen.sw import golden
 from stamen.sw.compiler.driver import compile_gemm
-from stamen.sw.analysis.energy import (DATAFLOW_MODELS, compare_dataflows, comparison_csv,
-                              comparison_table, estimate_energy, implemented_configs,
-                              rs_conv_energy)
+from stamen.sw.analysis.energy import (compare_dataflows, comparison_csv, comparison_table,
+                                       estimate_energy, implemented_configs, rs_conv_energy)
 from stamen.sw.errors import CompileError
 from stamen.sw.graph import QOp, QuantizedGraph
 from stamen.sw.compiler.lower import compile_graph
-from stamen.sw.sim.rs_model import RsConvShape, map_conv, rs_conv_cycles
+from stamen.sw.analysis.eyeriss import RsConvShape, map_conv, rs_conv_cycles
 from stamen.sw.runtime.device import Device
 
 __all__ = ["scalesim_ws_cycles", "scalesim_os_cycles", "GEMM_SHAPES", "ConvLayer", "CONV_LAYERS",
@@ -544,18 +543,17 @@ def dataflow_configs(preset: str = DATAFLOW_PRESET) -> list[AccelConfig]:
     for its own dataflow, the preset ``"<preset>-<dataflow>"`` where one exists with that
     dataflow (``small-os``), else ``preset`` with the dataflow replaced, named so."""
     base = AccelConfig.preset(preset)
-    out = []
+    known = {base.dataflow: base}
     for df in DATAFLOWS:
         named = PRESETS.get(f"{preset}-{df}")
-        if df == base.dataflow:
-            out.append(base)
-        elif named is not None and named.dataflow == df:
-            out.append(named)
-        else:
-            try:
-                out.append(base.replace(dataflow=df, name=f"{preset}-{df}"))
-            except ValueError:                          # not implemented (yet)
-                continue
+        if named is not None:
+            known.setdefault(named.dataflow, named)
+    out = []
+    for df in DATAFLOWS:
+        try:
+            out.append(known.get(df) or base.replace(dataflow=df, name=f"{preset}-{df}"))
+        except ValueError:                              # not implemented (yet)
+            continue
     return out
 
 
@@ -646,7 +644,7 @@ def _dataflow_run(w: _Workload, cfg: AccelConfig, tag: str, log: _Log) -> list[d
     try:
         prog = compile_graph(w.graph, cfg, batch=len(w.x))
         y, rep = Device(cfg, "isasim").run(prog, w.x)
-        energy = (estimate_energy(prog, rep) if cfg.dataflow in DATAFLOW_MODELS else None)
+        energy = estimate_energy(prog, rep)
     except Exception as e:                              # name the workload in its row
         log(f"{tag}: failed: {type(e).__name__}: {e}")
         return [base | {"layer": "*", "bit_exact": False, "error": f"{type(e).__name__}: {e}"}]
@@ -655,8 +653,7 @@ def _dataflow_run(w: _Workload, cfg: AccelConfig, tag: str, log: _Log) -> list[d
     qops = {q.name: q for q in w.graph.ops}
     infos = {li.name: li for li in prog.layers}
     reps = [*rep.layers, rep.total] if len(rep.layers) > 1 else list(rep.layers)
-    ers = ([*energy.layers, energy.total][:len(reps)] if energy is not None
-           else [None] * len(reps))
+    ers = [*energy.layers, energy.total][:len(reps)]
     rows = []
     for lr, er in zip(reps, ers):
         info = infos.get(lr.name) if lr is not rep.total else None
@@ -683,15 +680,12 @@ def _dataflow_run(w: _Workload, cfg: AccelConfig, tag: str, log: _Log) -> list[d
                 notes.append(f"SCALE-Sim has no {cfg.dataflow} form")
             else:
                 notes.append("no GEMM view (no MACs): no SCALE-Sim form")
-        if er is not None:
-            row.update({f"{lv}_accesses": getattr(er, lv) for lv in _ENERGY_LEVELS[1:]})
-            row.update({f"e_{lv}": getattr(er, f"e_{lv}") for lv in _ENERGY_LEVELS})
-            row.update(energy=er.total, energy_per_mac=round(er.per_mac, 4))
-            if er.dram != lr.dram_bytes:
-                row["error"] = (f"energy model DRAM bytes {er.dram} are not the run's "
-                                f"{lr.dram_bytes}")
-        else:
-            notes.append(f"sw/analysis/energy.py has no {cfg.dataflow} model: no energy")
+        row.update({f"{lv}_accesses": getattr(er, lv) for lv in _ENERGY_LEVELS[1:]})
+        row.update({f"e_{lv}": getattr(er, f"e_{lv}") for lv in _ENERGY_LEVELS})
+        row.update(energy=er.total, energy_per_mac=round(er.per_mac, 4))
+        if er.dram != lr.dram_bytes:
+            row["error"] = (f"energy model DRAM bytes {er.dram} are not the run's "
+                            f"{lr.dram_bytes}")
         row["note"] = "; ".join(notes)
         rows.append(row)
     last = rows[-1]
@@ -1080,8 +1074,8 @@ def _lenet_rows(w: _Workload, log: _Log) -> list[dict]:
     convs = _conv_inputs(w.graph, w.x)
     pos = {op.name: i for i, (op, _) in enumerate(convs)}
     lenet, energy = [], []
-    skipping = [AccelConfig.preset(skip) for _, skip in SKIP_DEVICES.values()]
-    for cfg in [*configs, *sorted(skipping, key=lambda c: c.dataflow != "ws")]:
+    skipping = [AccelConfig.preset(SKIP_DEVICES[df][1]) for df in ("ws", "rs")]
+    for cfg in [*configs, *skipping]:
         tag = f"{cfg.dataflow}+skip" if cfg.zero_skip else cfg.dataflow
         for r in _dataflow_run(w, cfg, f"[sparsity] {w.name} {tag}", log):
             if r["layer"] in pos or r["error"]:
@@ -1158,7 +1152,7 @@ def _sparsity_tables(rows: list[dict]) -> str:
         f"zero skipping, dense stream with zero gating vs compressed stream, on seeded random "
         f"activations: rs, ws = the devices (small-rs vs small-rs-skip, small vs small-skip on "
         f"isasim, whose cycles are the RTL's; compute cycles), rs-eyeriss = the Eyeriss mapping on the {array} RsArray "
-        f"(sw/sim/rs_model.py); target speedup >= {SPARSITY_TARGET} at density "
+        f"(sw/analysis/eyeriss.py); target speedup >= {SPARSITY_TARGET} at density "
         f"{SPARSITY_TARGET_DENSITY}", _table(sweep, list(sweep[0]) if sweep else []),
         "the digits LeNet's real int8 conv inputs (held-out images, golden model, padded with "
         "the zero point)", _table(lenet, list(lenet[0]) if lenet else []),
@@ -1206,7 +1200,7 @@ def _plot_sparsity(rows: list[dict], path: Path) -> None:
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=6, ncol=2)
     ax.set_title("Zero skipping: the devices (rs, ws; isasim) and the Eyeriss mapping "
-                 f"(rs-eyeriss {RS_ARRAY[0]}x{RS_ARRAY[1]}, sw/sim/rs_model.py)", fontsize=9,
+                 f"(rs-eyeriss {RS_ARRAY[0]}x{RS_ARRAY[1]}, sw/analysis/eyeriss.py)", fontsize=9,
                  loc="left")
     good = [r for r in rows if r["set"] == "energy" and r["energy_vs_ws"] != ""]
     layers = list(dict.fromkeys(r["layer"] for r in good))

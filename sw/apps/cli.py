@@ -256,7 +256,7 @@ sparsity  Zero gating vs zero skipping on the devices (ISA simulator, whose cycl
           the RTL's): rs (small-rs vs small-rs-skip: every zero activation of a convolution
           window) and ws (small vs small-skip: act rows whose every lane is zero), and on
           the Eyeriss mapping of the 12x14 array (rs-eyeriss:
-          the models of sw/sim/rs_model.py and sw/analysis/energy.py): cycles, speedup, utilization,
+          the models of sw/analysis/eyeriss.py and sw/analysis/energy.py): cycles, speedup, utilization,
           skipped MACs and energy against activation density 0.1..1.0 on seeded random
           layers (the target 1.7x at density 0.4 is reported, never a failure), on the
           digits LeNet's real conv inputs (20 held-out images, measured density), and per

@@ -54,8 +54,7 @@ from stamen.hw.params import AccelConfig
 from .. import golden
 from ..errors import CompileError
 from ..graph import QOp, QuantizedGraph
-from ..sim.isasim import (fetch_cycles, load_cycles, matmul_cycles, matmul_cycles_of, misc_cycles,
-                     perf_cycles, requant_cycles, store_cycles, zero_dir_cycles, zero_dir_runs)
+from ..sim.cycles import estimate_cycles
 from ..program import LayerInfo, Program
 
 __all__ = ["compile_graph"]
@@ -72,7 +71,6 @@ _HALF_MULT = 1 << 30
 #: Largest number of products per output whose worst-case sum of ``(a - zp) * w``
 #: (``|a - zp| <= 255``, ``|w| <= 128``) fits int32.
 K_MAX_INT32 = golden.INT32_MAX // (255 * 128)
-_SPAD_NAME = {_SP.ACT: "act", _SP.WT: "wt", _SP.ACC: "acc", _SP.OUT: "out", _SP.PARAM: "param"}
 
 
 def _ceil(a: int, b: int) -> int:
@@ -82,22 +80,6 @@ def _ceil(a: int, b: int) -> int:
 @functools.lru_cache(maxsize=1 << 16)
 def _encode(op: isa.Opcode, items: tuple) -> int:
     return isa.encode(op, **dict(items))
-
-
-@functools.lru_cache(maxsize=1 << 14)
-def _cost(cfg: AccelConfig, op, spad, a: int, b: int) -> int:
-    """Return the cycle-model cost (execution + fetch) of one instruction."""
-    if op == _OP.LOAD:
-        c = load_cycles(cfg, _SPAD_NAME[spad], a)
-    elif op == _OP.STORE:
-        c = store_cycles(cfg, _SPAD_NAME[spad], a)
-    elif op == _OP.MATMUL:
-        c = matmul_cycles(cfg, a, b)
-    elif op == _OP.REQUANT:
-        c = requant_cycles(cfg, a)
-    else:
-        c = misc_cycles(cfg)
-    return c + fetch_cycles(cfg)
 
 
 @dataclass
@@ -507,41 +489,16 @@ class _SpadCache:
         return self.place(key, slot_rows, slots), False
 
 
-@functools.lru_cache(maxsize=1 << 14)
-def _rs_matmul_cost(cfg: AccelConfig, ops: tuple, loop: tuple) -> int:
-    """Return the cycle-model cost of a row-stationary MATMUL under LOOP state ``loop`` (with a
-    dense stream: zero skipping only makes it faster)."""
-    return matmul_cycles_of(cfg.replace(zero_skip=False), dict(ops), dict(loop)) + fetch_cycles(cfg)
-
-
 def _instrs_cost(cfg: AccelConfig, instrs: list, loop: dict) -> int:
-    """Return the estimated cycles of ``instrs``, starting under LOOP state ``loop``."""
-    loop = tuple(loop.items())
+    """Return the estimated cycles of ``instrs`` (``sim.cycles.estimate_cycles``), starting
+    under LOOP state ``loop``."""
     cost = 0
     for op, ops in instrs:
+        args = dict(ops)
         if op == _OP.LOOP:
-            loop = ops
-        if op == _OP.MATMUL and cfg.dataflow == "rs":
-            cost += _rs_matmul_cost(cfg, ops, loop)
-        else:
-            cost += _estimate(cfg, op, ops)
+            loop = args
+        cost += estimate_cycles(cfg, op, args, loop)
     return cost
-
-
-def _estimate(cfg: AccelConfig, op, ops: tuple) -> int:
-    """Return the estimated cycles of one instruction (a MATMUL of a ws or os device)."""
-    d = dict(ops)
-    if op in (_OP.LOAD, _OP.STORE) and d.get("compress"):
-        # through the zero-row directory: the cost with no all-zero row, an upper bound
-        runs = zero_dir_runs(cfg, d["dram_addr"], d["rows"], d["dram_stride"])
-        return zero_dir_cycles(cfg, op == _OP.STORE, d["rows"], 0, runs) + fetch_cycles(cfg)
-    if op in (_OP.LOAD, _OP.STORE):
-        return _cost(cfg, op, d["spad"], d["rows"], 0)
-    if op == _OP.MATMUL:
-        return _cost(cfg, op, None, d["m"], d["k_tiles"])
-    if op == _OP.REQUANT:
-        return _cost(cfg, op, None, d["rows"], 0)
-    return _cost(cfg, op, None, 0, 0)
 
 
 def _plans(op: _Op, cfg: AccelConfig) -> list[dict]:
@@ -730,15 +687,15 @@ def compile_graph(graph: QuantizedGraph, cfg: AccelConfig, batch: int = 1) -> Pr
     for small_code in (False, True):
         state = _fresh_state()
         words = [_encode(_OP.PERF, (("dram_addr", perf_addr),))]
-        est = perf_cycles(cfg) + fetch_cycles(cfg)
+        est = estimate_cycles(cfg, _OP.PERF, {}, {})
         for i, op in enumerate(ops):
             op.plan, instrs = _choose(op, cfg, state, small_code)
             est += op.plan["est_cycles"]
             words.extend(_encode(o, a) for o, a in instrs)
             words.append(_encode(_OP.PERF, (("dram_addr", perf_addr + (i + 1) * pw),)))
-            est += perf_cycles(cfg) + fetch_cycles(cfg)
+            est += estimate_cycles(cfg, _OP.PERF, {}, {})
         words.append(_encode(_OP.HALT, ()))
-        est += misc_cycles(cfg) + fetch_cycles(cfg)
+        est += estimate_cycles(cfg, _OP.HALT, {}, {})
         used = prog_addr + len(words) * isa.instr_words(cfg)
         if used <= mem_words:
             break

@@ -1,82 +1,12 @@
 """ISA simulator: runs a Stamen program on a NumPy model of device memory and the five scratchpads.
 
-Semantics are exactly those of ``hw/isa.py``; numerics come from ``sw/golden.py``. Each
-instruction is executed as a whole with vectorised NumPy, so a 256x256x64 GEMM takes milliseconds.
-Any legal program runs in memory bounded by the device's own state, whatever its trip counts: a
-MATMUL is gathered a chunk of tiles at a time (at most ``_CHUNK_ELEMS`` values), and with
-``wt_repeat`` each distinct act tile is read once and counted as often as it is used (a
-``MATMUL m=512 k_tiles=65535 wt_repeat=1`` on ``small``, 33.5 M device cycles, takes
-milliseconds and a few MB). The row-stationary cycle model works pass by pass in closed form
-(``sw.rs_model.rs_matmul_cycles``). ``scripts/bench_isasim.py`` measures both.
-
-Faults (:class:`~sw.errors.DeviceError` with ``pc`` = word address of the faulting instruction) are
-checked in this order, before the instruction touches anything:
-
-1. fetch: ``pc + instr_words > mem_words`` -> ``FETCH_RANGE``;
-2. an opcode not in :class:`~hw.isa.Opcode` -> ``ILLEGAL_OPCODE``;
-3. a zero count (``rows``, ``m``, ``k_tiles``) or a ``spad`` selector outside :class:`~hw.isa.Spad`
-   -> ``BAD_ARG``; so is a LOAD / STORE with ``compress=1`` without ``cfg.compress_acts``, from
-   or to another spad than ``ACT`` (LOAD) / ``OUT`` (STORE), or with a ``dram_addr`` or
-   ``dram_stride`` that is not a multiple of ``cfg.zero_row_words``;
-4. a scratchpad row range beyond the spad depth -> ``SPAD_RANGE`` (MATMUL's act rows: after the
-   MATMUL's cycles and MACs are counted, as the device finds them while reading; its zero-gated
-   MACs are then not modelled, nor are an ``rs`` array's skipped MACs: all its MACs count as
-   ``macs``; a zero-skipping ``ws`` engine's skipped rows are, as it never skips a row beyond
-   the depth);
-5. a device-memory word range beyond ``mem_words`` (``cfg.zero_dir_base`` with
-   ``cfg.compress_acts``: LOAD, STORE and PERF never reach the zero-row directory) ->
-   ``DRAM_RANGE``;
-6. REQUANT: a shift row entry outside ``0..REQUANT_MAX_SHIFT`` -> ``BAD_PARAM`` (found by the
-   PostProc: its check's :func:`requant_fault_cycles` are counted).
-
-The raised error carries ``counters`` (the counters at the fault).
-
-Cycle model
------------
-``cycles`` and ``compute_cycles`` equal the RTL's performance counters exactly for an ideal memory
-(``SimDevice`` with ``mem_latency=0``, ``mem_stall=0``; ``tests/test_vl_device.py`` checks this for
-every program of ``tests/cases.py``), zero-skipping MATMULs included: their cycles depend on the
-ACT spad contents (:func:`matmul_cycles_of`). The in-order controller runs one instruction at a time:
-
-* every instruction costs :func:`fetch_cycles` (``instr_words + ISSUE_OVERHEAD``: the pc handshake,
-  one read per instruction word, the memory's response latency, the instruction register and the
-  cycle that checks it and dispatches it to its unit; plus ``cfg.check_cycles`` with a
-  shift-and-add range-check multiplier);
-* a LOAD, STORE, MATMUL or REQUANT then keeps its unit busy and retires in the cycle after ``busy``
-  falls: :func:`load_cycles`, :func:`store_cycles` (:func:`zero_dir_cycles` with ``compress=1``;
-  they depend on the data), :func:`matmul_cycles`, :func:`requant_cycles`
-  (each is the unit's busy cycles plus ``RETIRE_CYCLES``; REQUANT follows ``cfg.requant_lanes``
-  and ``cfg.requant_mul_bits``);
-* SYNC and HALT retire in their dispatch cycle (:func:`misc_cycles` is 0);
-* PERF freezes every counter while it writes them, so the snapshot holds the counters after the
-  PERF's own fetch and dispatch, its ``perf_words`` write cycles are never counted, and only its
-  retire cycle (:func:`perf_cycles`) is counted, after the snapshot;
-* ``compute_cycles`` counts the cycles the MatmulEngine is busy: ``matmul_cycles - RETIRE_CYCLES``
-  per MATMUL.
-
-MAC counters
-------------
-A MATMUL has ``total = m * R * C * k_tiles`` MACs (``R = cfg.rows``, ``C = cfg.cols``); let ``Z``
-be the number of zero activations it reads (entries ``a - zp == 0`` over ``(kt, i, r)``), each
-of which meets the ``C`` weights of its array row.
-
-* ``macs`` counts the MACs performed, ``gated_macs`` those of them performed with a gated
-  multiplier, ``skipped_macs`` the MACs never performed because a zero activation was skipped;
-  ``macs + skipped_macs == total``.
-* ``ws`` / ``os``: ``macs += total``; with ``cfg.zero_gate`` a MAC is gated when its activation
-  or its weight is zero, ``gated_macs += Z * C +`` (the MACs of a non-zero activation with a zero
-  weight).
-* ``ws`` with ``cfg.zero_skip`` skips whole act rows (:func:`ws_skipped_rows`: all ``R`` lanes
-  zero, a tile after the first or ``accumulate``, not ``acc_max``, not the MATMUL's final row,
-  inside the ACT depth); each skipped row's ``R * C`` MACs (those the array would have
-  performed for it) count as ``skipped_macs`` and not as ``macs``; the fed rows are counted as
-  above (``gated_macs`` loses the skipped rows' ``R * C`` each).
-* ``rs``: a row-stationary PE gates and skips on a zero activation only, never on a zero weight.
-  With ``cfg.zero_skip`` the zero activations of the tiles in windows of two taps or more are
-  skipped (``sw.rs_model.rs_skipped_tiles``; one-tap passes are fed dense): ``skipped_macs``
-  adds their ``Z_skip * C`` and ``macs += total - Z_skip * C``. The other zero activations
-  (all of them without ``zero_skip``) are performed, and gated with ``cfg.zero_gate``:
-  ``gated_macs += (Z - Z_skip) * C``.
+Semantics are exactly those of ``hw/isa.py``, numerics those of ``sw/golden.py``; each instruction
+runs as a whole with vectorised NumPy, in memory bounded by the device's own state (a MATMUL a
+chunk of tiles at a time). ``cycles`` and the other counters equal the RTL's for an ideal memory:
+the instruction figures come from ``sim/cycles.py`` and each MATMUL's from its engine model
+(``sim/engines.py``). A fault raises :class:`~stamen.sw.errors.DeviceError` with the faulting
+``pc`` and the counters at the fault. docs/internals.md ("ISA simulator") gives the fault order,
+the cycle model and the MAC counters.
 """
 from __future__ import annotations
 
@@ -84,311 +14,19 @@ import numpy as np
 
 from stamen.hw import isa
 from stamen.hw.params import AccelConfig
-from stamen.hw.timing import (ACC_WRITE_LATENCY, ACT_READ_LATENCY, DMA_READ_LATENCY,
-                              DMA_WRITE_LATENCY, ISSUE_OVERHEAD, MISC_CYCLES, OS_ACT_LATENCY,
-                              REQUANT_FAULT_BUSY, REQUANT_LATENCY, REQUANT_SERIAL_FAULT_BUSY,
-                              REQUANT_SERIAL_LATENCY, RETIRE_CYCLES, ZERO_DIR_LOAD_CYCLES,
-                              ZERO_DIR_STORE_CYCLES, array_latency, bank_release_delay,
-                              os_array_latency)
+from stamen.hw.timing import RETIRE_CYCLES
 
 from .. import golden
 from ..asm import fields
 from ..errors import DeviceError
 from ..faults import bad_arg_reason
+from ..zero_dir import read_zero_dir, write_zero_dir, zero_dir_runs
+from .cycles import (fetch_cycles, load_cycles, misc_cycles, perf_cycles, requant_cycles,
+                     requant_fault_cycles, store_cycles, zero_dir_cycles)
+from .engines import engine_model
+from .matmul import act_chunks, act_rows, act_tiles
 
-__all__ = ["IsaSim", "fetch_cycles", "load_cycles", "store_cycles", "zero_dir_cycles",
-           "zero_dir_runs", "read_zero_dir", "write_zero_dir", "matmul_cycles",
-           "matmul_cycles_of", "requant_cycles", "perf_cycles", "misc_cycles",
-           "act_rows", "ws_skipped_rows", "ws_skip_cycles", "requant_fault_cycles"]
-
-# The latencies in the formulas below (ISSUE_OVERHEAD, RETIRE_CYCLES, ...) are the RTL's own,
-# from stamen.hw.timing; the tests named there check the RTL against them.
-
-
-def fetch_cycles(cfg: AccelConfig) -> int:
-    """Return the cycles of fetching, decoding and dispatching one instruction:
-    ``instr_words + ISSUE_OVERHEAD + cfg.check_cycles`` (the last is the range checks'
-    shift-and-add multiplier, 0 unless ``cfg.check_mul_bits``)."""
-    return isa.instr_words(cfg) + ISSUE_OVERHEAD + cfg.check_cycles
-
-
-def load_cycles(cfg: AccelConfig, spad: str, rows: int) -> int:
-    """Return the cycles of a LOAD after dispatch:
-    ``rows * row_words + DMA_READ_LATENCY + RETIRE_CYCLES``."""
-    return rows * cfg.spad_row_words(spad) + DMA_READ_LATENCY + RETIRE_CYCLES
-
-
-def store_cycles(cfg: AccelConfig, spad: str, rows: int) -> int:
-    """Return the cycles of a STORE after dispatch:
-    ``rows * row_words + DMA_WRITE_LATENCY + RETIRE_CYCLES``."""
-    return rows * cfg.spad_row_words(spad) + DMA_WRITE_LATENCY + RETIRE_CYCLES
-
-
-def zero_dir_runs(cfg: AccelConfig, dram_addr: int, rows: int, dram_stride: int) -> int:
-    """Return how many directory words a LOAD / STORE with ``compress=1`` accesses: the runs of
-    consecutive rows whose slots' bits lie in the same directory word."""
-    per_word = cfg.zero_row_words * cfg.mem_bus_bits          # memory words one dir word covers
-    words = (dram_addr + np.arange(rows, dtype=np.int64) * dram_stride) // per_word
-    return 1 + int(np.count_nonzero(np.diff(words)))
-
-
-def read_zero_dir(cfg: AccelConfig, mem: np.ndarray, slots: np.ndarray) -> np.ndarray:
-    """Return the zero-row directory bits of row ``slots`` in the memory image ``mem`` (uint8,
-    ``cfg.mem_bytes``; bit ``n``: bit ``n % 8`` of byte ``n // 8`` from word
-    ``cfg.zero_dir_base``, ``hw/isa.py``) as a bool array."""
-    directory = mem[cfg.zero_dir_base * cfg.mem_bus_bytes:]
-    return ((directory[slots // 8] >> (slots % 8).astype(np.uint8)) & 1).astype(bool)
-
-
-def write_zero_dir(cfg: AccelConfig, mem: np.ndarray, slots: np.ndarray,
-                   zero: np.ndarray) -> None:
-    """Set the zero-row directory bits of the distinct row ``slots`` in the memory image ``mem``
-    to ``zero`` (as :func:`read_zero_dir` reads them)."""
-    directory = mem[cfg.zero_dir_base * cfg.mem_bus_bytes:]
-    bits = (1 << (slots % 8)).astype(np.uint8)
-    np.bitwise_and.at(directory, slots // 8, ~bits)
-    np.bitwise_or.at(directory, slots[zero] // 8, bits[zero])
-
-
-def zero_dir_cycles(cfg: AccelConfig, store: bool, rows: int, zero_rows: int,
-                    dir_words: int) -> int:
-    """Return the cycles after dispatch of a LOAD / STORE with ``compress=1`` of ``rows`` rows,
-    ``zero_rows`` of them all-zp (their directory bit set: LOAD; all bytes ``zp``: STORE), whose
-    bits lie in ``dir_words`` runs of one directory word (:func:`zero_dir_runs`), for an ideal
-    memory: ``S + dir_words * ZERO_DIR_LOAD_CYCLES + DMA_READ_LATENCY + RETIRE_CYCLES`` (LOAD)
-    or ``S + dir_words * ZERO_DIR_STORE_CYCLES + RETIRE_CYCLES`` (STORE), with
-    ``S = zero_rows + (rows - zero_rows) * row_words`` (a row of data moves one word per
-    cycle, an all-zp row takes one cycle)."""
-    s = zero_rows + (rows - zero_rows) * cfg.zero_row_words
-    if store:
-        return s + dir_words * ZERO_DIR_STORE_CYCLES + RETIRE_CYCLES
-    return s + dir_words * ZERO_DIR_LOAD_CYCLES + DMA_READ_LATENCY + RETIRE_CYCLES
-
-
-def matmul_cycles(cfg: AccelConfig, m: int, k_tiles: int) -> int:
-    """Return the cycles of a MATMUL after dispatch: from its acceptance by the MatmulEngine to
-    the cycle ``busy`` is low (the busy cycles plus ``RETIRE_CYCLES``).
-
-    The engine reads tile 0's weights in cycles ``1 .. R``. Tile ``t``'s ``m`` activation rows
-    are read back to back, starting in the cycle its last weight row is read and after tile
-    ``t - 1``'s rows; tile ``t``'s weights are read after tile ``t - 1``'s, and for ``t >= 2``
-    only from :func:`bank_release_delay` cycles after tile ``t - 2``'s last act read (two weight
-    banks). The first act read of the last tile ``k = k_tiles - 1`` is therefore the longest path
-    ``R + max(k * s, (k // 2) * J + (k % 2) * s)`` with ``s = max(m, R)`` (a tile paced by its
-    activations or by its weight reads) and ``J = m + bank_release_delay + R - 2`` (two tiles
-    paced by a bank release). Its last row is read ``m - 1`` cycles later, enters the array
-    ``ACT_READ_LATENCY`` later, leaves it :func:`array_latency` later, and ``busy`` is low
-    ``ACC_WRITE_LATENCY`` after that. With ``m >= 2R + C - 3`` this is ``k_tiles*m + 2R + C + 3``.
-    With ``cfg.zero_skip`` this is the figure of a MATMUL that skips no row, an upper bound
-    (the exact, data-dependent figure is :func:`ws_skip_cycles`, through
-    :func:`matmul_cycles_of`).
-
-    Output-stationary (``cfg.dataflow == "os"``, ``hw/os_matmul.py``): the ``m`` rows go in
-    ``G = ceil(m / R)`` groups of ``R``; each group streams its whole reduction, ``k_tiles * R``
-    steps, one per cycle and back to back with the next group (its outputs drain while the
-    next group computes), the act read of step ``u`` in cycle ``1 + u``. The last group's row
-    ``r = (m - 1) % R`` gets its last operand ``2 + r`` cycles after the last step's read (the
-    act read, the transposing shift register, the skew of PE row ``r``), leaves the array
-    ``C + 1`` cycles later (two PE stages, ``C - 1`` columns, the de-skew), and ``busy`` is low
-    ``ACC_WRITE_LATENCY`` after that: ``G*k_tiles*R + (m - 1) % R + C + 5`` cycles. SCALE-Sim's
-    output-stationary form ``G*(K + R + C - 2) - 1`` (``K = k_tiles*R``) pays every group's fill
-    and drain; here they overlap the next group's reduction and are paid once.
-    """
-    if cfg.dataflow == "rs":
-        raise ValueError("A row-stationary MATMUL's cycles depend on the LOOP state: use "
-                         "matmul_cycles_of")
-    if cfg.dataflow == "os":
-        groups = -(-m // cfg.rows)
-        steps = groups * k_tiles * cfg.rows
-        return (steps + (m - 1) % cfg.rows + OS_ACT_LATENCY
-                + os_array_latency(cfg.rows, cfg.cols) + ACC_WRITE_LATENCY)
-    r = cfg.rows
-    s = max(m, r)
-    pair = m + bank_release_delay(cfg) + r - 2
-    k = k_tiles - 1
-    last_tile_first_read = r + max(k * s, (k // 2) * pair + (k % 2) * s)
-    return (last_tile_first_read + m - 1 + ACT_READ_LATENCY + array_latency(cfg.rows, cfg.cols)
-            + ACC_WRITE_LATENCY)
-
-
-def matmul_cycles_of(cfg: AccelConfig, args: dict, loop: dict,
-                     act: np.ndarray | None = None) -> int:
-    """Return the cycles of the MATMUL ``args`` under LOOP state ``loop``, like
-    :func:`matmul_cycles`: for ``dataflow="rs"`` ``sw.rs_model.rs_matmul_cycles`` (its passes
-    follow the LOOP state; with ``zero_skip`` they depend on the ACT spad contents ``act``);
-    for ``"ws"`` with ``zero_skip`` :func:`ws_skip_cycles` of :func:`ws_skipped_rows` (it
-    needs ``act``; computed a chunk of tiles at a time), else :func:`matmul_cycles` of ``m``
-    and ``k_tiles``."""
-    if cfg.dataflow == "rs":
-        from .rs_model import rs_matmul_cycles
-        return rs_matmul_cycles(cfg, args, loop, act)
-    if cfg.dataflow == "ws" and cfg.zero_skip:
-        if act is None:
-            raise ValueError("A zero-skipping ws MATMUL's cycles depend on the ACT spad "
-                             "contents: pass act")
-        return _ws_cycles_of_costs(cfg, _ws_skip_costs(cfg, args, loop, act)[0])
-    return matmul_cycles(cfg, args["m"], args["k_tiles"])
-
-
-#: Elements (act rows times lanes or columns) a MATMUL's operands are gathered in at a time:
-#: isasim runs a MATMUL a chunk of whole tiles at a time, so its memory is bounded by this
-#: and by the scratchpads, never by ``k_tiles * m``.
-_CHUNK_ELEMS = 1 << 20
-
-
-def _act_tiles(args: dict, loop: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Return the act row of each tile's row 0, ``(k_tiles,)``, and each row's offset from it,
-    ``(m,)``: :func:`act_rows` is their outer sum."""
-    kt = np.arange(args["k_tiles"], dtype=np.int64)
-    i = np.arange(args["m"], dtype=np.int64)
-    w0, w1, mw = loop["k_wrap0"], loop["k_wrap1"], loop["m_wrap"]
-    t0, rest = (kt % w0, kt // w0) if w0 else (kt, 0 * kt)
-    t1, t2 = (rest % w1, rest // w1) if w1 else (rest, 0 * kt)
-    i0, i1 = (i % mw, i // mw) if mw else (i, 0 * i)
-    tile = (args["act_addr"] + t0 * args["act_stride"] + t1 * loop["k_stride1"]
-            + t2 * loop["k_stride2"])
-    return tile, i0 * loop["m_stride"] + i1 * loop["m_stride1"]
-
-
-def _chunks(bases: np.ndarray, offs: np.ndarray, width: int):
-    """Yield ``(c0, c1, rows)``: the act rows ``bases[c0:c1, None] + offs`` of tiles ``c0 ..
-    c1 - 1``, in chunks of at most :data:`_CHUNK_ELEMS` elements of ``width`` per row."""
-    step = max(1, _CHUNK_ELEMS // (len(offs) * width))
-    for c0 in range(0, len(bases), step):
-        yield c0, min(c0 + step, len(bases)), bases[c0:c0 + step, None] + offs[None, :]
-
-
-def act_rows(args: dict, loop: dict) -> np.ndarray:
-    """Return the ``(k_tiles, m)`` act-spad rows (exact, however far beyond the depth) that the
-    MATMUL ``args`` reads under LOOP state ``loop`` (``hw/isa.py``'s ``act_row``)."""
-    tile, offs = _act_tiles(args, loop)
-    return tile[:, None] + offs[None, :]
-
-
-def _zp_rows(cfg: AccelConfig, rows: np.ndarray, act: np.ndarray, zp: int) -> np.ndarray:
-    """Return which act ``rows`` lie inside the ACT depth with all ``R`` lanes equal to ``zp``."""
-    inside = rows < cfg.act_spad_depth
-    return (act[np.where(inside, rows, 0)] == zp).all(axis=2) & inside
-
-
-def _ws_zero_rows(cfg: AccelConfig, args: dict, rows: np.ndarray, act: np.ndarray, kt0: int
-                  ) -> np.ndarray:
-    """Return which of the act ``rows`` (tiles ``kt0 ..``) a zero-skipping ``ws`` engine
-    skips (:func:`ws_skipped_rows`)."""
-    zero = _zp_rows(cfg, rows, act, args["zp"])
-    if args["acc_max"]:
-        return np.zeros_like(zero)
-    if not args["accumulate"] and kt0 == 0:
-        zero[0] = False
-    if kt0 + len(rows) == args["k_tiles"]:
-        zero[-1, -1] = False
-    return zero
-
-
-def ws_skipped_rows(cfg: AccelConfig, args: dict, loop: dict, act: np.ndarray) -> np.ndarray:
-    """Return which act rows ``(kt, i)`` of the MATMUL ``args`` a zero-skipping ``ws`` engine
-    skips (``hw/matmul.py``'s ``SkipActStreamer``), a ``(k_tiles, m)`` bool array: a row whose
-    ``R`` lanes all equal ``zp`` in the ACT spad contents ``act`` (``(depth, R)`` int8), inside
-    the ACT depth, whose zero product changes nothing (``accumulate`` or ``kt > 0``, and not
-    ``acc_max``), and that is not the MATMUL's final row ``(k_tiles - 1, m - 1)``."""
-    return _ws_zero_rows(cfg, args, act_rows(args, loop), act, 0)
-
-
-def _ws_tile_costs(skipped: np.ndarray) -> np.ndarray:
-    """Return each tile's cycles of act-row pairs (:func:`ws_skip_cycles`), ``(k_tiles,)``."""
-    k_tiles, m = skipped.shape
-    fed = ~skipped
-    if m % 2:
-        fed = np.concatenate([fed, np.zeros((k_tiles, 1), bool)], axis=1)
-    return np.maximum(1, fed[:, 0::2].astype(np.int64) + fed[:, 1::2]).sum(axis=1)
-
-
-def _ws_skip_costs(cfg: AccelConfig, args: dict, loop: dict, act: np.ndarray
-                   ) -> tuple[np.ndarray, int]:
-    """Return a zero-skipping ``ws`` MATMUL's tile costs (:func:`_ws_tile_costs`) and its
-    skipped rows. The rows of each distinct tile are read once, a chunk at a time; the first
-    tile (without ``accumulate``) and the last one, whose rows the rule treats apart, are
-    counted on their own."""
-    tile, offs = _act_tiles(args, loop)
-    k_tiles = len(tile)
-    if args["acc_max"]:
-        return np.repeat(_ws_tile_costs(np.zeros((1, len(offs)), bool)), k_tiles), 0
-    bases, inv, counts = np.unique(tile, return_inverse=True, return_counts=True)
-    costs_b = np.empty(len(bases), np.int64)
-    zero_b = np.empty(len(bases), np.int64)
-    for c0, c1, rows in _chunks(bases, offs, cfg.rows):
-        zero = _zp_rows(cfg, rows, act, args["zp"])
-        costs_b[c0:c1] = _ws_tile_costs(zero)
-        zero_b[c0:c1] = zero.sum(axis=1)
-    costs = costs_b[inv]
-    skipped = int((counts * zero_b).sum())
-    for t in sorted({k_tiles - 1} | (set() if args["accumulate"] else {0})):
-        zero = _ws_zero_rows(cfg, args, tile[t] + offs[None, :], act, t)
-        costs[t] = _ws_tile_costs(zero)[0]
-        skipped += int(zero.sum()) - int(zero_b[inv[t]])
-    return costs, skipped
-
-
-def ws_skip_cycles(cfg: AccelConfig, skipped: np.ndarray) -> int:
-    """Return the cycles of a zero-skipping ``ws`` MATMUL (like :func:`matmul_cycles`) whose
-    skipped rows are ``skipped`` (``(k_tiles, m)`` bool, :func:`ws_skipped_rows`).
-
-    The engine reads tile ``t``'s rows in pairs ``(i, i + 1)``, ``i`` even, one pair per cycle,
-    and a pair that feeds both its rows to the array takes a second cycle: tile ``t`` costs
-    ``T_t = sum(max(1, fed rows of the pair))``. Weights as in :func:`matmul_cycles`: tile
-    ``t``'s ``R`` weight reads start after tile ``t - 1``'s last (``L_{t-1} + 1``, ``L_{-1} =
-    0``) and, for ``t >= 2``, not before tile ``t - 2``'s bank release ``E_{t-2} +
-    bank_release_delay - 1``; they end at ``L_t``. Tile ``t``'s pairs start at ``S_t = max(L_t,
-    E_{t-1})`` and its last pair is taken at ``E_t = S_t + T_t``. The final row is on the array
-    ``ACT_READ_LATENCY - 1`` cycles later, leaves it :func:`array_latency` later and ``busy``
-    is low ``ACC_WRITE_LATENCY`` after that. With no skipped row this is :func:`matmul_cycles`.
-    """
-    return _ws_cycles_of_costs(cfg, _ws_tile_costs(skipped))
-
-
-def _ws_cycles_of_costs(cfg: AccelConfig, costs: np.ndarray) -> int:
-    """Return :func:`ws_skip_cycles` from the tiles' costs (:func:`_ws_tile_costs`)."""
-    r = cfg.rows
-    release = bank_release_delay(cfg) - 1
-    last_wt, end = 0, 0
-    ends = []
-    for t, cost in enumerate(costs.tolist()):
-        first_wt = last_wt + 1 if t < 2 else max(last_wt + 1, ends[t - 2] + release)
-        last_wt = first_wt + r - 1
-        end = max(last_wt, end) + cost
-        ends.append(end)
-    return end + ACT_READ_LATENCY - 1 + array_latency(cfg.rows, cfg.cols) + ACC_WRITE_LATENCY
-
-
-def requant_cycles(cfg: AccelConfig, rows: int) -> int:
-    """Return the cycles of a REQUANT after dispatch: ``rows + REQUANT_LATENCY + RETIRE_CYCLES``,
-    or with ``cfg.requant_serial`` (fewer requantization lanes than ``cols`` or a shift-and-add
-    multiplier) ``rows * cfg.requant_row_cycles + cfg.requant_group_cycles +
-    REQUANT_SERIAL_LATENCY + RETIRE_CYCLES``."""
-    if cfg.requant_serial:
-        return (rows * cfg.requant_row_cycles + cfg.requant_group_cycles + REQUANT_SERIAL_LATENCY
-                + RETIRE_CYCLES)
-    return rows + REQUANT_LATENCY + RETIRE_CYCLES
-
-
-def requant_fault_cycles(cfg: AccelConfig) -> int:
-    """Return the cycles after dispatch of a REQUANT that halts with ``BAD_PARAM``:
-    ``REQUANT_FAULT_BUSY`` (``REQUANT_SERIAL_FAULT_BUSY`` with ``cfg.requant_serial``)
-    ``+ RETIRE_CYCLES``, whatever its ``rows``."""
-    busy = REQUANT_SERIAL_FAULT_BUSY if cfg.requant_serial else REQUANT_FAULT_BUSY
-    return busy + RETIRE_CYCLES
-
-
-def perf_cycles(cfg: AccelConfig) -> int:
-    """Return the counted cycles of a PERF after dispatch: ``RETIRE_CYCLES``, counted after the
-    snapshot (the counters are frozen while PERF writes them)."""
-    return RETIRE_CYCLES
-
-
-def misc_cycles(cfg: AccelConfig) -> int:
-    """Return the cycles of SYNC or HALT after dispatch: ``MISC_CYCLES``."""
-    return MISC_CYCLES
-
+__all__ = ["IsaSim"]
 
 _SPAD_NAMES = ("act", "wt", "acc", "out", "param")
 _SPAD_DTYPES = {"act": np.int8, "wt": np.int8, "acc": np.dtype("<i4"), "out": np.int8,
@@ -418,6 +56,7 @@ class IsaSim:
             self.spads[name] = np.zeros((cfg.spad_depth(name), width), _SPAD_DTYPES[name])
         self._decoded: dict[int, tuple] = {}
         self.loop = dict(isa.LOOP_RESET)
+        self.engine = engine_model(cfg)
 
     # -- decode ---------------------------------------------------------------------------------
     def _decode(self, word: int, pc: int):
@@ -620,14 +259,9 @@ class IsaSim:
         wt_rows = R if a["wt_repeat"] else kt * R
         self._spad_check(pc, "wt", a["wt_addr"], wt_rows)
         self._spad_check(pc, "acc", a["acc_addr"], m)
-        act = self.spads["act"]
-        skip_rows = 0
-        if cfg.dataflow == "ws" and cfg.zero_skip:
-            costs, skip_rows = _ws_skip_costs(cfg, a, self.loop, act)
-            cyc = _ws_cycles_of_costs(cfg, costs)
-        else:
-            cyc = matmul_cycles_of(cfg, a, self.loop, act)
-        tile, offs = _act_tiles(a, self.loop)
+        timing = self.engine.timing(cfg, a, self.loop, self.spads["act"])
+        cyc, skip_rows = timing.cycles, timing.skipped_rows
+        tile, offs = act_tiles(a, self.loop)
         act_last = int(tile.max() + offs.max())
         if act_last >= cfg.act_spad_depth:             # found as the rows are read: at the end
             ctr["cycles"] += cyc
@@ -653,7 +287,7 @@ class IsaSim:
         m, zp = a["m"], a["zp"]
         act, wt = self.spads["act"], self.spads["wt"]
         repeat, acc_max = a["wt_repeat"], a["acc_max"]
-        tile, offs = _act_tiles(a, self.loop)
+        tile, offs = act_tiles(a, self.loop)
         if repeat:
             w_tile = wt[a["wt_addr"]:a["wt_addr"] + R].astype(np.int64)
             tile, inv, counts = np.unique(tile, return_inverse=True, return_counts=True)
@@ -661,7 +295,7 @@ class IsaSim:
         out = None if acc_max else np.zeros((m, C), np.int64)
         zeros = np.zeros(len(tile), np.int64)           # zero activations per (distinct) tile
         gated_w = 0                                     # non-zero acts meeting a zero weight
-        for c0, c1, rows in _chunks(tile, offs, max(R, C)):
+        for c0, c1, rows in act_chunks(tile, offs, max(R, C)):
             raw = act[rows]                                                  # (ck, m, R)
             za = raw == zp
             zeros[c0:c1] = za.sum(axis=(1, 2))
@@ -670,7 +304,7 @@ class IsaSim:
                 wts = w_tile                                                 # (R, C)
             else:
                 wts = wt[a["wt_addr"] + c0 * R:a["wt_addr"] + c1 * R].astype(np.int64)
-            if cfg.zero_gate and cfg.dataflow != "rs":
+            if cfg.zero_gate and self.engine.GATES_ZERO_WEIGHTS:
                 zw = (wts == 0).reshape(-1, R, C).sum(axis=2)                # (1 or ck, R)
                 per_tile = ((m - za.sum(axis=1)) * zw).sum(axis=1)
                 gated_w += int((per_tile * counts[c0:c1]).sum() if repeat else per_tile.sum())
@@ -696,31 +330,10 @@ class IsaSim:
         if a["accumulate"]:
             out = np.maximum(out, acc[lo:hi]) if acc_max else out + acc[lo:hi]
         acc[lo:hi] = golden.wrap_int32(out)
-        self._count_macs(zeros, gated_w, ctr, a, skip_rows)
-
-    def _count_macs(self, zeros, gated_w, ctr, args, skip_rows=0):
-        """Add a MATMUL's MACs to ``macs``, ``gated_macs`` and ``skipped_macs`` (module
-        docstring, "MAC counters") from its zero activations per tile ``zeros`` (``(k_tiles,)``),
-        the MACs of a non-zero activation with a zero weight ``gated_w`` (``ws`` / ``os``) and
-        the act rows a zero-skipping ``ws`` engine skips."""
-        cfg = self.cfg
-        R, C = cfg.rows, cfg.cols
-        total = args["m"] * R * C * args["k_tiles"]
-        if cfg.dataflow == "rs":        # a row-stationary PE gates or skips on zero acts only
-            skip = np.zeros(len(zeros), bool)
-            if cfg.zero_skip:
-                from .rs_model import rs_skipped_tiles
-                skip = rs_skipped_tiles(cfg, args, self.loop)
-            skipped = int(zeros[skip].sum()) * C
-            ctr["skipped_macs"] += skipped
-            ctr["macs"] += total - skipped
-            if cfg.zero_gate:
-                ctr["gated_macs"] += int(zeros[~skip].sum()) * C
-            return
-        ctr["skipped_macs"] += skip_rows * R * C
-        ctr["macs"] += total - skip_rows * R * C
-        if cfg.zero_gate:
-            ctr["gated_macs"] += (int(zeros.sum()) - skip_rows * R) * C + gated_w
+        n = self.engine.count_macs(cfg, a, self.loop, zeros, gated_w, skip_rows)
+        ctr["macs"] += n.macs
+        ctr["gated_macs"] += n.gated
+        ctr["skipped_macs"] += n.skipped
 
     def _requant(self, a, pc, ctr):
         cfg = self.cfg

@@ -1,382 +1,33 @@
-"""Analytic model of the row-stationary PE (``hw.rs_pe.RsPE``): its exact cycles for a row.
+"""Model of the row-stationary MATMUL engine (``hw/rs_matmul.py``): passes, cycles, MACs, accesses.
 
-NumPy, with the RTL's latencies from ``hw/timing.py``. The timing is the one the module
-docstring of ``hw/rs_pe.py`` states, for streams that never stall (the next activation beat
-always presented, incoming psums always valid, outgoing psums always taken).
+The members every engine model has are listed in ``sim/ws_engine.py``'s docstring; the engine's
+passes and its event model are described in docs/internals.md ("Row-stationary device engine").
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
+from stamen.hw.params import RS_MAX_STRIDE, RS_PASS_QUEUE, RS_SEGMENT, AccelConfig
 from stamen.hw.timing import (RS_END_CYCLES, RS_FEED_LATENCY, RS_FEED_START, RS_PSUM_LATENCY,
                               RS_QUEUE_FREE)
 
-__all__ = ["compress_row", "RsPeTiming", "rs_pe_timing", "rs_pe_cycles", "RsConvShape",
-           "linear_shape", "RsPass", "RsMapping", "map_conv", "chain_cycles",
-           "RsLayerCycles", "rs_conv_cycles", "window_activations", "RsEnginePass",
+from .matmul import MacCounts, MatmulAccesses, MatmulTiming
+from .rs_pe import RsPeTiming, check_positive
+
+__all__ = ["matmul_cycles", "timing", "estimate", "count_macs", "accesses", "skip_savings",
+           "GATES_ZERO_WEIGHTS", "RF_PER_MAC", "RF_PER_GATED", "DESCRIPTION", "RsEnginePass",
            "rs_engine_mode", "rs_engine_passes", "rs_engine_pass_rows", "rs_matmul_cycles",
            "rs_fed_pe_timing", "rs_skipped_tiles"]
 
-
-def _row(acts) -> np.ndarray:
-    a = np.asarray(acts)
-    if a.ndim != 1 or a.dtype != np.int8:
-        raise TypeError(f"Activation row must be a 1-D int8 array, not {a.dtype} {a.shape}")
-    return a
-
-
-def _check_positive(name: str, v) -> int:
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, not {v!r}")
-    return int(v)
-
-
-def compress_row(acts, zp: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the compressed form of a row: the values ``!= zp`` and their offsets (int64),
-    in increasing offset; the stream ends with a marker carrying ``len(acts)``."""
-    a = _row(acts)
-    offsets = np.flatnonzero(a != zp)
-    return a[offsets], offsets
-
-
-@dataclass(frozen=True)
-class RsPeTiming:
-    """Timing of one row on the PE, in cycles counted from its command handshake (cycle 0).
-
-    Attributes
-    ----------
-    cycles : int
-        Busy cycles: the command, the fill, the windows and the end marker; the next row's
-        command is accepted in cycle ``cycles``.
-    psum_cycles : tuple of int
-        The cycle each psum is valid on ``o_psums``, in output order (window-major, then filter).
-    """
-    cycles: int
-    psum_cycles: tuple[int, ...]
-
-
-def rs_pe_timing(acts, taps: int, *, stride: int = 1, zp: int = 0, zero_skip: bool = False,
-                 filters: int = 1) -> RsPeTiming:
-    """Return the exact timing of ``RsPE`` on one row.
-
-    With ``present`` the positions that have a beat (all with a dense stream, the ones
-    ``!= zp`` with a compressed one), ``m_x`` the present positions in window ``x``
-    (``[x*stride, x*stride + taps - 1]``) and ``n_x`` those in ``(end_{x-1}, end_x]``
-    (``end_x = x*stride + taps - 1``, ``end_{-1} = -1``):
-    ``t_0 = 1 + n_0``, ``T_x = max(filters * max(1, m_x), n_{x+1})``, ``t_{x+1} = t_x + T_x``,
-    psum ``(x, f)`` at ``t_x + filters*(max(1, m_x) - 1) + f + RS_PSUM_LATENCY``, and
-    ``cycles = t_OW + 1``.
-
-    Parameters
-    ----------
-    acts : int8 array (W,)
-        The dense row.
-    taps, stride, filters : int
-        Filter row length S, stride U and interleaved filters F.
-    zp : int
-        Activation zero point (what counts as a zero with ``zero_skip``).
-    zero_skip : bool
-        Compressed (True) or dense (False) activation stream.
-
-    Raises
-    ------
-    TypeError, ValueError
-        For a row that is not 1-D int8, or a non-positive ``taps``, ``stride`` or ``filters``.
-    """
-    a = _row(acts)
-    taps = _check_positive("Filter taps", taps)
-    stride = _check_positive("Stride", stride)
-    filters = _check_positive("Filters", filters)
-    width = len(a)
-    present = (a != zp) if zero_skip else np.ones(width, bool)
-    prefix = np.concatenate([[0], np.cumsum(present)])
-
-    def count(lo: int, hi: int) -> int:      # present positions in [lo, hi]
-        lo, hi = max(lo, 0), min(hi, width - 1)
-        return int(prefix[hi + 1] - prefix[lo]) if hi >= lo else 0
-
-    n_out = (width - taps) // stride + 1 if width >= taps else 0
-    t = 1 + count(0, taps - 1)
-    psum_cycles = []
-    for x in range(n_out):
-        start, end = x * stride, x * stride + taps - 1
-        m = count(start, end)
-        ops = filters * max(1, m)
-        psum_cycles += [t + ops - filters + f + RS_PSUM_LATENCY for f in range(filters)]
-        t += max(ops, count(end + 1, end + stride))
-    return RsPeTiming(cycles=t + 1, psum_cycles=tuple(psum_cycles))
-
-
-def rs_pe_cycles(acts, taps: int, *, stride: int = 1, zp: int = 0, zero_skip: bool = False,
-                 filters: int = 1) -> int:
-    """Return the busy cycles of ``RsPE`` on one row (:attr:`RsPeTiming.cycles`).
-
-    With a dense stream, ``W >= taps`` and ``filters*taps >= stride`` this is
-    ``2 + taps + OW*filters*taps``; with zero skipping a window costs
-    ``filters * max(1, non-zeros in it)`` (plus load cycles only where the next window brings
-    more new non-zeros than that).
-    """
-    return rs_pe_timing(acts, taps, stride=stride, zp=zp, zero_skip=zero_skip,
-                        filters=filters).cycles
-
-
-# -- the row-stationary array: mapping a conv layer, and the array's cycles -------------------------
-
-@dataclass(frozen=True)
-class RsConvShape:
-    """A conv layer as the row-stationary array sees it (input already padded).
-
-    ``in_ch`` x ``in_h`` x ``in_w`` int8 input, ``out_ch`` filters of ``in_ch // groups`` x
-    ``kh`` x ``kw``, stride ``stride`` in both directions. A Linear layer of ``K`` inputs and
-    ``N`` outputs over a batch of ``B`` is ``RsConvShape(K, 1, B, N, 1, 1)``: a 1 x 1 conv whose
-    ifmap row is the batch (:func:`linear_shape`).
-    """
-    in_ch: int
-    in_h: int
-    in_w: int
-    out_ch: int
-    kh: int
-    kw: int
-    stride: int = 1
-    groups: int = 1
-
-    def __post_init__(self):
-        for f in ("in_ch", "in_h", "in_w", "out_ch", "kh", "kw", "stride", "groups"):
-            _check_positive(f"RsConvShape.{f}", getattr(self, f))
-        if self.in_ch % self.groups or self.out_ch % self.groups:
-            raise ValueError(f"RsConvShape: groups ({self.groups}) must divide in_ch "
-                             f"({self.in_ch}) and out_ch ({self.out_ch})")
-        if self.kh > self.in_h or self.kw > self.in_w:
-            raise ValueError(f"RsConvShape: kernel {self.kh}x{self.kw} is larger than the "
-                             f"(padded) input {self.in_h}x{self.in_w}")
-
-    @property
-    def out_h(self) -> int:
-        return (self.in_h - self.kh) // self.stride + 1
-
-    @property
-    def out_w(self) -> int:
-        return (self.in_w - self.kw) // self.stride + 1
-
-    @property
-    def macs(self) -> int:
-        return (self.out_ch * self.out_h * self.out_w * (self.in_ch // self.groups)
-                * self.kh * self.kw)
-
-
-def linear_shape(in_features: int, out_features: int, batch: int = 1) -> RsConvShape:
-    """Return a Linear layer as a 1 x 1 conv whose ifmap row is the batch."""
-    return RsConvShape(in_features, 1, batch, out_features, 1, 1)
-
-
-@dataclass(frozen=True)
-class RsPass:
-    """One pass of the array: every used PE runs one row command, all started together.
-
-    PE row ``i`` (0 = top) holds filter row ``ky`` of input channel ``c`` for
-    ``items[i] = (c, ky)``; column ``j`` computes output row ``out_rows[j % len(out_rows)]`` for
-    the filters ``filter_sets[j // len(out_rows)]`` (horizontal replication: several blocks of
-    columns, each a different set of filters), so PE ``(i, j)`` receives ifmap row
-    ``out_row*stride + ky`` of channel ``c``. Psums run up each column; the bottom used PE adds
-    the psums of the previous pass over the same outputs when ``acc``, and the top PE's psums
-    (output column outer, filter inner) go to the psum buffer.
-    """
-    group: int
-    items: tuple[tuple[int, int], ...]
-    out_rows: tuple[int, ...]
-    filter_sets: tuple[tuple[int, ...], ...]
-    acc: bool
-
-    @property
-    def used_rows(self) -> int:
-        return len(self.items)
-
-    @property
-    def used_cols(self) -> int:
-        return len(self.out_rows) * len(self.filter_sets)
-
-    @property
-    def filters(self) -> int:
-        """Interleaved filters per PE (every block runs this many; a short last set is padded
-        with zero filters whose psums are dropped)."""
-        return max(len(s) for s in self.filter_sets)
-
-    def pe_rows(self, shape: RsConvShape):
-        """Yield ``(i, j, c, y, ky, filters)``: each used PE, the ifmap row it receives and its
-        filters."""
-        e = len(self.out_rows)
-        for j in range(self.used_cols):
-            oy, fs = self.out_rows[j % e], self.filter_sets[j // e]
-            for i, (c, ky) in enumerate(self.items):
-                yield i, j, c, oy * shape.stride + ky, ky, fs
-
-
-@dataclass(frozen=True)
-class RsMapping:
-    """A conv layer mapped onto a ``rows`` x ``cols`` row-stationary array (:func:`map_conv`)."""
-    shape: RsConvShape
-    rows: int
-    cols: int
-    filters: int           # F: interleaved filters per PE
-    strip: int             # e: output rows per column block
-    blocks: int            # column blocks (horizontal replication over filter sets)
-    passes: tuple[RsPass, ...]
-
-    @property
-    def pe_slots(self) -> int:
-        """PE row commands issued (over all passes)."""
-        return sum(p.used_rows * p.used_cols for p in self.passes)
-
-    @property
-    def mapped_utilization(self) -> float:
-        """Share of the array's PEs the passes use, averaged over passes (spatial mapping)."""
-        return self.pe_slots / (len(self.passes) * self.rows * self.cols)
-
-
-def map_conv(shape: RsConvShape, rows: int, cols: int, pe: "RsPEConfig | None" = None
-             ) -> RsMapping:
-    """Map a conv layer onto the row-stationary array, Eyeriss style.
-
-    The logical PE set of one channel is ``kh`` x ``out_h`` (filter rows down, output rows across).
-    *Folding* when it is larger than the array: the ``(channel, filter row)`` items of a group
-    are cut into passes of ``rows`` PE rows whose psums accumulate through the psum buffer
-    (``acc``), and the output rows into strips of ``cols``. *Replication* when smaller: the
-    items of several channels stack in one column (their psums add on the way up), and when a
-    strip is narrower than the array, ``cols // out_h`` blocks of columns run different filter
-    sets side by side. Each PE interleaves ``F`` filters, at most the psum spad depth and half
-    the filter spad (``F * kw <= wt_depth // 2``, so the next pass's filters load into the other
-    half while a pass runs), balanced over the filter sets (40 filters with at most 24 per set
-    run as two sets of 20).
-
-    Raises
-    ------
-    ValueError
-        When the layer does not fit the PE: a filter row longer than ``pe.max_taps``, a
-        stride above ``pe.max_stride``, an ifmap row wider than ``pe.max_width``.
-    """
-    from stamen.hw.rs_pe import RsPEConfig
-    pe = RsPEConfig() if pe is None else pe
-    rows, cols = _check_positive("Array rows", rows), _check_positive("Array cols", cols)
-    if shape.kw > pe.max_taps:
-        raise ValueError(f"conv kernel width {shape.kw} exceeds the row-stationary PE's "
-                         f"{pe.max_taps} taps (ifmap spad {pe.ifmap_depth} - max stride "
-                         f"{pe.max_stride})")
-    if shape.stride > pe.max_stride:
-        raise ValueError(f"conv stride {shape.stride} exceeds the row-stationary PE's max "
-                         f"stride {pe.max_stride}")
-    if shape.in_w > pe.max_width:
-        raise ValueError(f"conv input row of {shape.in_w} exceeds the row-stationary PE's "
-                         f"max width {pe.max_width}")
-    g_in, g_out = shape.in_ch // shape.groups, shape.out_ch // shape.groups
-    f_max = min(g_out, pe.psum_depth, pe.wt_depth // (2 * shape.kw))
-    f = -(-g_out // -(-g_out // f_max))      # balanced sets: no padding filters when avoidable
-    strip = min(shape.out_h, cols)
-    blocks = max(1, cols // strip)
-    fsets = [tuple(range(s, min(s + f, g_out))) for s in range(0, g_out, f)]
-    items = [(c, ky) for c in range(g_in) for ky in range(shape.kh)]
-    passes = []
-    for g in range(shape.groups):
-        for b0 in range(0, len(fsets), blocks):
-            sets = tuple(tuple(g * g_out + o for o in s) for s in fsets[b0:b0 + blocks])
-            for oy0 in range(0, shape.out_h, strip):
-                out_rows = tuple(range(oy0, min(oy0 + strip, shape.out_h)))
-                for i0 in range(0, len(items), rows):
-                    its = tuple((g * g_in + c, ky) for c, ky in items[i0:i0 + rows])
-                    passes.append(RsPass(g, its, out_rows, sets, i0 > 0))
-    return RsMapping(shape, rows, cols, f, strip, blocks, tuple(passes))
-
-
-def chain_cycles(timings: list[RsPeTiming]) -> int:
-    """Return the cycles of one column of chained PEs (``timings[0]`` the top PE) from their
-    common command handshake until the top PE's last psum has left and every PE is idle, with
-    ideal streams at the column's ends (incoming psums always valid, outgoing always taken).
-
-    Each PE runs its own unstalled timing (:func:`rs_pe_timing`) delayed by the stalls so far: a
-    psum's last op waits in the MAC stage until the PE below has delivered the matching psum
-    and the PE above has taken the previous one (one output register per PE). A stall freezes
-    the PE, so its later events shift by it (max-plus recursion); this is exact when the stalled
-    PE has no activation beats left to load meanwhile and an upper bound otherwise.
-    """
-    h = len(timings)
-    n = len(timings[0].psum_cycles)
-    if any(len(t.psum_cycles) != n for t in timings):
-        raise ValueError("chained PEs must produce the same number of psums")
-    s = [[0] * n for _ in range(h)]        # cycle each psum's last op is in the MAC stage
-    delay = [0] * h
-    for k in range(n):
-        for i in reversed(range(h)):        # bottom PE first: its psum feeds the one above
-            t = timings[i].psum_cycles[k] - 1 + delay[i]
-            if i + 1 < h:
-                t = max(t, s[i + 1][k] + 1)
-            if i > 0 and k > 0:
-                t = max(t, s[i - 1][k - 1])
-            delay[i] = t - (timings[i].psum_cycles[k] - 1)
-            s[i][k] = t
-    end = max(tm.cycles + d for tm, d in zip(timings, delay))
-    if n:
-        end = max(end, s[0][n - 1] + 2)     # the top PE's last psum taken
-    return end
-
-
-def window_activations(x: np.ndarray, shape: RsConvShape, zp: int) -> np.ndarray:
-    """Return, for each ifmap row of ``x`` (any leading axes, the last one ``in_w`` wide), its
-    activations ``!= zp`` summed over the row's ``out_w`` windows (an activation counts once
-    per window that holds it): the ops a compressed row costs a PE per filter."""
-    win = np.lib.stride_tricks.sliding_window_view(np.asarray(x) != zp, shape.kw, axis=-1)
-    return win[..., ::shape.stride, :][..., :shape.out_w, :].sum(axis=(-2, -1))
-
-
-@dataclass(frozen=True)
-class RsLayerCycles:
-    """Cycles of a conv layer on the row-stationary array (:func:`rs_conv_cycles`)."""
-    cycles: int             # sum over passes of the slowest column
-    pass_cycles: tuple[int, ...]
-    macs: int               # the layer's MACs (dense)
-    issued_macs: int        # MACs the PEs spent a cycle on (skipped ones excluded)
-    skipped_macs: int
-    pe_utilization: float   # issued MACs / (PEs x cycles): the share of PE cycles spent on a MAC op
-
-
-def rs_conv_cycles(x: np.ndarray, mapping: RsMapping, zp: int, zero_skip: bool = False
-                   ) -> RsLayerCycles:
-    """Return the array cycles of a conv layer on one input ``x`` (int8, ``(in_ch, in_h, in_w)``,
-    already padded with ``zp``), pass by pass: each pass costs its slowest column
-    (:func:`chain_cycles`), passes run back to back (filters preloaded, see :func:`map_conv`).
-    """
-    shape = mapping.shape
-    x = np.asarray(x)
-    if x.dtype != np.int8 or x.shape != (shape.in_ch, shape.in_h, shape.in_w):
-        raise ValueError(f"rs_conv_cycles: input must be int8 of shape "
-                         f"{(shape.in_ch, shape.in_h, shape.in_w)}, not {x.dtype} {x.shape}")
-    cache: dict = {}
-    live = window_activations(x, shape, zp)
-
-    def timing(c: int, y: int, f: int) -> RsPeTiming:
-        key = (c, y, f)
-        if key not in cache:
-            cache[key] = rs_pe_timing(x[c, y], shape.kw, stride=shape.stride, zp=zp,
-                                      zero_skip=zero_skip, filters=f)
-        return cache[key]
-
-    per_pass, issued, skipped = [], 0, 0
-    for p in mapping.passes:
-        f = p.filters
-        cols: dict[int, list] = {}
-        for i, j, c, y, ky, fs in p.pe_rows(shape):
-            cols.setdefault(j, []).append(timing(c, y, f))
-            n_present = int(live[c, y]) if zero_skip else shape.out_w * shape.kw
-            issued += f * n_present
-            skipped += f * (shape.out_w * shape.kw - n_present)
-        per_pass.append(max(chain_cycles(t) for t in cols.values()))
-    total = sum(per_pass)
-    pes = mapping.rows * mapping.cols
-    return RsLayerCycles(total, tuple(per_pass), shape.macs, issued, skipped,
-                         issued / (pes * total) if total else 0.0)
-
-
-# -- the row-stationary device engine (hw/rs_matmul.py): a MATMUL's passes and cycles -----------
+#: A row-stationary PE gates and skips on a zero activation only, never on a zero weight.
+GATES_ZERO_WEIGHTS = False
+#: PE register accesses of a performed MAC (act, filter, psum read and write) / of a gated one.
+RF_PER_MAC, RF_PER_GATED = 4, 1
+DESCRIPTION = ("row-stationary: filter rows loaded once per group, ifmap rows read once per pass "
+               "and multicast along the PE row, psums accumulated in the PE and up the column")
 
 
 @dataclass(frozen=True)
@@ -402,7 +53,6 @@ def rs_engine_mode(cfg, args: dict, loop: dict) -> tuple[bool, int, int, int]:
     window mode when ``2 <= k_wrap0 <= cfg.rs_max_taps``, not ``acc_max`` and
     ``m_stride == stride * act_stride`` for a stride of 1 or 2; else tap mode (one tap, stride
     1, positions ``m_stride`` apart)."""
-    from stamen.hw.params import RS_MAX_STRIDE
     s, a, ms = loop["k_wrap0"], args["act_stride"], loop["m_stride"]
     strides = [u for u in range(1, RS_MAX_STRIDE + 1) if ms == u * a]
     if 2 <= s <= cfg.rs_max_taps and not args["acc_max"] and strides:
@@ -416,7 +66,6 @@ def _engine_groups(cfg, args: dict, loop: dict):
     ``(offset, outputs, acc_row, first)`` in order (the run of a pass starts at act row
     ``gbase + offset``). The segments are built once per MATMUL, so walking the groups costs
     no more than the group count."""
-    from stamen.hw.params import RS_SEGMENT
     _, taps, stride, pstep = rs_engine_mode(cfg, args, loop)
     m, k_tiles = args["m"], args["k_tiles"]
     row_outputs = loop["m_wrap"] or m
@@ -508,7 +157,6 @@ def rs_matmul_cycles(cfg, args: dict, loop: dict, act: "np.ndarray | None" = Non
     previous pass's psums). While every PE row has the same timing (a dense pass that all
     rows start together) both collapse to integers.
     """
-    from stamen.hw.params import RS_PASS_QUEUE
     R = cfg.rows
     zp = args["zp"]
     _, _, U, pstep = rs_engine_mode(cfg, args, loop)
@@ -699,3 +347,59 @@ def rs_fed_pe_timing(present: np.ndarray, taps: int, stride: int, watermark: boo
         last_load = load(x * stride + taps - 1 + stride, t)
         t = max(t + ops, last_load + 1, seen(x * stride + taps - 1 + stride))
     return RsPeTiming(cycles=t + 1, psum_cycles=tuple(psum_cycles))
+
+
+def matmul_cycles(cfg: AccelConfig, m: int, k_tiles: int) -> int:
+    """A row-stationary MATMUL's cycles depend on the LOOP state: raises ``ValueError``."""
+    raise ValueError("A row-stationary MATMUL's cycles depend on the LOOP state: use "
+                     "matmul_cycles_of")
+
+
+def timing(cfg: AccelConfig, args: dict, loop: dict, act: np.ndarray | None = None
+           ) -> MatmulTiming:
+    """Return the exact cycles of the MATMUL ``args`` (:func:`rs_matmul_cycles`)."""
+    return MatmulTiming(rs_matmul_cycles(cfg, args, loop, act))
+
+
+def estimate(cfg: AccelConfig, args: dict, loop: dict) -> int:
+    """Return the cycles with a dense stream (zero skipping only makes a MATMUL faster)."""
+    return _dense_cycles(cfg, tuple(args.items()), tuple(loop.items()))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _dense_cycles(cfg: AccelConfig, args: tuple, loop: tuple) -> int:
+    return rs_matmul_cycles(cfg.replace(zero_skip=False), dict(args), dict(loop))
+
+
+def count_macs(cfg: AccelConfig, args: dict, loop: dict, zeros: np.ndarray, gated_w: int,
+               skipped_rows: int) -> MacCounts:
+    """Return a MATMUL's counter additions from its zero activations per tile ``zeros``: those
+    of the tiles :func:`rs_skipped_tiles` marks are skipped (``C`` MACs each), the others are
+    performed, and gated with ``cfg.zero_gate``; zero weights change nothing."""
+    C = cfg.cols
+    total = args["m"] * cfg.rows * C * args["k_tiles"]
+    skip = rs_skipped_tiles(cfg, args, loop)
+    skipped = int(zeros[skip].sum()) * C
+    gated = int(zeros[~skip].sum()) * C if cfg.zero_gate else 0
+    return MacCounts(total - skipped, gated, skipped)
+
+
+def accesses(cfg: AccelConfig, args: dict, loop: dict) -> MatmulAccesses:
+    """Return a MATMUL's accesses, pass by pass (:func:`rs_engine_passes`): filters read once per
+    group, each pass's run read once and multicast along the PE rows, psums up the columns."""
+    R, C = cfg.rows, cfg.cols
+    k = args["k_tiles"]
+    passes = rs_engine_passes(cfg, args, loop)
+    beats = sum(p.width for p in passes)                 # per PE row
+    outs = sum(p.outputs for p in passes)
+    kept = sum(p.outputs for p in passes if args["accumulate"] or p.kt)
+    return MatmulAccesses(wt_reads=k * R * C, act_reads=beats * R, acc_reads=kept * C,
+                          acc_writes=outs * C, array_wt=k * R * C, array_act=beats * R * C,
+                          array_psum=outs * C * R,
+                          rf_fixed=k * R * C + beats * R * C + 2 * outs * C * R,
+                          macs=args["m"] * k * R * C)
+
+
+def skip_savings(cfg: AccelConfig, skipped_macs: int) -> tuple[int, int]:
+    """No buffer or array accesses are modelled as saved by a skipped zero."""
+    return 0, 0
