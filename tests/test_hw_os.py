@@ -12,7 +12,7 @@ from stamen.hw.os_array import OsPE, OsSystolicArray
 from stamen.hw.os_matmul import OsActAddressGenerator, OsMatmulEngine
 from stamen.hw.params import OPERAND_WIDTH, WT_WIDTH, AccelConfig
 from stamen.hw.timing import os_array_latency
-from stamen.sw.apps import bench
+from stamen.sw.apps.bench import common, conv, gemm
 from stamen.sw import golden
 from stamen.sw.compiler.driver import compile_gemm
 from stamen.sw.sim.engines import matmul_cycles
@@ -252,19 +252,19 @@ def test_os_compute_cycles_track_scalesim():
     and ``compute_cycles / SCALE-Sim OS <= OS_TARGET``."""
     cfg = AccelConfig.preset("small-os")
     R, C = cfg.rows, cfg.cols
-    rng = np.random.default_rng(bench.BENCH_SEED)
+    rng = np.random.default_rng(common.BENCH_SEED)
     ratios = {}
-    for m, k, n in bench.GEMM_SHAPES:
+    for m, k, n in gemm.GEMM_SHAPES:
         x = rng.integers(-128, 128, (m, k), dtype=np.int8)
         w = rng.integers(-128, 128, (k, n), dtype=np.int8)
         zp = int(rng.integers(-128, 128))
         y, rep = Device(cfg, "isasim").run(compile_gemm(w, cfg, m=m, zp=zp), x)
         np.testing.assert_array_equal(y, golden.gemm(x, w, zp), err_msg=f"gemm {m}x{k}x{n}")
-        ratios[f"gemm {m}x{k}x{n}"] = rep.compute_cycles / bench.scalesim_os_cycles(m, k, n, R, C)
-    layers = [la for la in bench.CONV_LAYERS if la.name == "conv3x3-32-16x16"]
-    for layer in layers + list(bench.CHECK_LAYERS):
-        graph, x = bench.conv_layer_graph(layer, bench.layer_seed(layer))
+        ratios[f"gemm {m}x{k}x{n}"] = rep.compute_cycles / common.scalesim_os_cycles(m, k, n, R, C)
+    layers = [la for la in conv.CONV_LAYERS if la.name == "conv3x3-32-16x16"]
+    for layer in layers + list(conv.CHECK_LAYERS):
+        graph, x = common.conv_layer_graph(layer, common.layer_seed(layer))
         y, rep = Device(cfg, "isasim").run(compile_graph(graph, cfg), x)
         np.testing.assert_array_equal(y, graph.reference(x), err_msg=layer.name)
-        ratios[layer.name] = rep.compute_cycles / bench.scalesim_os_cycles(*layer.gemm, R, C)
+        ratios[layer.name] = rep.compute_cycles / common.scalesim_os_cycles(*layer.gemm, R, C)
     assert max(ratios.values()) <= OS_TARGET, ratios

@@ -10,7 +10,7 @@ import pytest
 
 from stamen.hw import params
 from stamen.hw.params import AccelConfig
-from stamen.sw.apps import bench
+from stamen.sw.apps.bench import common, conv, dataflow
 from stamen.sw.apps.cli import main
 from stamen.sw.analysis.energy import COSTS, estimate_energy
 from stamen.sw.graph import QuantizedGraph
@@ -31,15 +31,15 @@ def _scalesim_os(t, k, n, rows, cols):
 
 def test_scalesim_ws_cycles_closed_form():
     # one fold of an 8x8 array streaming 64 rows: fill 2R+C-2 = 22 plus 64
-    assert bench.scalesim_ws_cycles(64, 8, 8, 8, 8) == 22 + 64 - 1
-    assert bench.scalesim_ws_cycles(256, 288, 32, 8, 8) == 36 * 4 * (22 + 256) - 1
+    assert common.scalesim_ws_cycles(64, 8, 8, 8, 8) == 22 + 64 - 1
+    assert common.scalesim_ws_cycles(256, 288, 32, 8, 8) == 36 * 4 * (22 + 256) - 1
 
 
 def test_conv_layer_gemm_view():
-    layer = bench.ConvLayer("l", 28, 28, 128, 256, 3, 2, 1)
+    layer = common.ConvLayer("l", 28, 28, 128, 256, 3, 2, 1)
     assert layer.out_hw == (14, 14)
     assert layer.gemm == (196, 9 * 128, 256)
-    conv2 = bench.CONV_LAYERS[0]
+    conv2 = conv.CONV_LAYERS[0]
     assert conv2.out_hw == (27, 27) and conv2.gemm == (729, 2400, 256)
 
 
@@ -51,17 +51,17 @@ def test_quick_conv_bench_on_isasim(tmp_path, capsys):
     data = json.loads((tmp_path / "conv.json").read_text())
     assert (tmp_path / "conv.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "gemm.csv").exists()
-    assert len(rows) == len(data) == len(bench.CONV_PRESETS) * len(bench.QUICK_CONV_LAYERS)
+    assert len(rows) == len(data) == len(common.CONV_PRESETS) * len(conv.QUICK_CONV_LAYERS)
     assert [r["array"] for r in rows] == ["8x8", "16x16"]
     for r, d in zip(rows, data):
         cfg = AccelConfig.preset(r["preset"])
-        layer = bench.QUICK_CONV_LAYERS[0]
+        layer = conv.QUICK_CONV_LAYERS[0]
         t, k, n = (int(r[c]) for c in ("gemm_t", "gemm_k", "gemm_n"))
         assert (t, k, n) == (64, 9 * layer.cin, layer.cout) == (d["gemm_t"], d["gemm_k"],
                                                                 d["gemm_n"])
         assert r["set"] == "layer" and r["backend"] == "isasim" and r["error"] == ""
         assert r["bit_exact"] == "True"
-        assert int(r["mem_bytes"]) == bench.BIG_MEM_BYTES
+        assert int(r["mem_bytes"]) == common.BIG_MEM_BYTES
         ss = int(r["scalesim_ws_cycles"])
         assert ss == _scalesim_ws(t, k, n, cfg.rows, cfg.cols)
         compute, total = int(r["compute_cycles"]), int(r["total_cycles"])
@@ -69,7 +69,7 @@ def test_quick_conv_bench_on_isasim(tmp_path, capsys):
         # the ratios come from the measured cycles, and are sane
         assert float(r["compute_ratio"]) == pytest.approx(compute / ss, abs=1e-4)
         assert float(r["e2e_ratio"]) == pytest.approx(total / ss, abs=1e-4)
-        assert 0.3 < float(r["compute_ratio"]) <= bench.COMPUTE_TARGET
+        assert 0.3 < float(r["compute_ratio"]) <= conv.COMPUTE_TARGET
         assert float(r["e2e_ratio"]) > float(r["compute_ratio"])
         macs = t * k * n
         assert float(r["utilization"]) == pytest.approx(
@@ -82,27 +82,28 @@ def test_quick_conv_bench_on_isasim(tmp_path, capsys):
     # the two arrays give different counts: nothing is copied from one row to the other
     assert rows[0]["compute_cycles"] != rows[1]["compute_cycles"]
     out = capsys.readouterr().out
-    assert "compute_ratio" in out and bench.QUICK_CONV_LAYERS[0].name in out
+    assert "compute_ratio" in out and conv.QUICK_CONV_LAYERS[0].name in out
 
 
 def test_scalesim_os_cycles_closed_form():
     # one group of 8 output rows, one column fold: the K-step reduction plus fill R+C-2 = 14
-    assert bench.scalesim_os_cycles(8, 64, 8, 8, 8) == 64 + 14 - 1
-    assert bench.scalesim_os_cycles(64, 288, 32, 8, 8) == _scalesim_os(64, 288, 32, 8, 8)
-    assert bench.SCALESIM_FORMS == {"ws": bench.scalesim_ws_cycles,
-                                    "os": bench.scalesim_os_cycles}
+    assert common.scalesim_os_cycles(8, 64, 8, 8, 8) == 64 + 14 - 1
+    assert common.scalesim_os_cycles(64, 288, 32, 8, 8) == _scalesim_os(64, 288, 32, 8, 8)
+    assert common.SCALESIM_FORMS == {"ws": common.scalesim_ws_cycles,
+                                     "os": common.scalesim_os_cycles}
 
 
 def test_dataflow_configs_come_from_the_config_code(monkeypatch):
-    configs = bench.dataflow_configs()
+    configs = dataflow.dataflow_configs()
     assert [c.dataflow for c in configs][:2] == ["ws", "os"]
     assert [c.name for c in configs][:2] == ["small", "small-os"]
     for cfg in configs:
         # the 8x8 small preset, only the dataflow differs
         assert cfg == AccelConfig.preset("small").replace(dataflow=cfg.dataflow)
-    # a dataflow whose hardware appears joins the suite without a change in sw/apps/bench.py
+    # a dataflow whose hardware appears joins the suite without a change in
+    # sw/apps/bench/dataflow.py
     monkeypatch.setattr(params, "_IMPLEMENTED_DATAFLOWS", params.DATAFLOWS)
-    assert [c.dataflow for c in bench.dataflow_configs()] == list(params.DATAFLOWS)
+    assert [c.dataflow for c in dataflow.dataflow_configs()] == list(params.DATAFLOWS)
 
 
 def test_quick_dataflow_bench_on_isasim(tmp_path, capsys):
@@ -113,8 +114,8 @@ def test_quick_dataflow_bench_on_isasim(tmp_path, capsys):
     data = json.loads((tmp_path / "dataflow.json").read_text())
     assert (tmp_path / "dataflow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "conv.csv").exists() and not (tmp_path / "gemm.csv").exists()
-    configs = bench.dataflow_configs()
-    layer = bench.QUICK_CONV_LAYERS[0]
+    configs = dataflow.dataflow_configs()
+    layer = conv.QUICK_CONV_LAYERS[0]
     assert len(rows) == len(data) == len(configs)
     assert [r["dataflow"] for r in rows] == [c.dataflow for c in configs]
     by_df = {r["dataflow"]: r for r in rows}
@@ -122,7 +123,7 @@ def test_quick_dataflow_bench_on_isasim(tmp_path, capsys):
         assert r["workload"] == r["layer"] == layer.name
         assert r["backend"] == "isasim" and r["error"] == "" and r["bit_exact"] == "True"
         assert r["array"] == f"{cfg.rows}x{cfg.cols}"
-        assert int(r["mem_bytes"]) == bench.BIG_MEM_BYTES
+        assert int(r["mem_bytes"]) == common.BIG_MEM_BYTES
         t, k, n = (int(r[c]) for c in ("gemm_t", "gemm_k", "gemm_n"))
         assert (t, k, n) == layer.gemm
         macs, compute, total = (int(r[c]) for c in ("macs", "compute_cycles", "total_cycles"))
@@ -135,7 +136,7 @@ def test_quick_dataflow_bench_on_isasim(tmp_path, capsys):
             ss = int(r["scalesim_cycles"])
             assert ss == form(t, k, n, cfg.rows, cfg.cols)
             assert float(r["compute_ratio"]) == pytest.approx(compute / ss, abs=1e-4)
-            assert 0.3 < float(r["compute_ratio"]) <= bench.COMPUTE_TARGET
+            assert 0.3 < float(r["compute_ratio"]) <= conv.COMPUTE_TARGET
         assert float(r["utilization"]) == pytest.approx(macs / (compute * cfg.rows * cfg.cols),
                                                         abs=1e-4)
         # the energy split recomputed from the CSV's own access columns and Eyeriss's costs
@@ -159,8 +160,8 @@ def test_quick_dataflow_bench_on_isasim(tmp_path, capsys):
         assert d["compute_cycles"] == compute and d["energy"] == pytest.approx(energy)
         assert d["bit_exact"] is True
     # the same figures from an independent run of the layer on the os device
-    graph, x = bench.conv_layer_graph(layer, bench.layer_seed(layer))
-    cfg = AccelConfig.preset("small-os").replace(mem_bytes=bench.BIG_MEM_BYTES)
+    graph, x = common.conv_layer_graph(layer, common.layer_seed(layer))
+    cfg = AccelConfig.preset("small-os").replace(mem_bytes=common.BIG_MEM_BYTES)
     prog = compile_graph(graph, cfg)
     y, rep = Device(cfg, "isasim").run(prog, x)
     np.testing.assert_array_equal(y, graph.reference(x), err_msg=f"cfg={cfg}")

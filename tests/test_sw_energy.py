@@ -14,7 +14,7 @@ from stamen.hw import isa
 from stamen.hw.params import AccelConfig
 from stamen.sw import asm, golden
 from stamen.sw.compiler.driver import compile_gemm
-from stamen.sw.apps.bench import print_dataflow_comparison
+from stamen.sw.apps.bench.dataflow import print_dataflow_comparison
 from stamen.sw.analysis.energy import (COSTS, COMPARISON_COLUMNS, comparison_csv, count_accesses,
                                        estimate_energy, implemented_configs, rs_conv_energy)
 from stamen.sw.sim.engines import ENGINE_MODELS

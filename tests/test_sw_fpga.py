@@ -23,6 +23,7 @@ from stamen.sw.compiler.driver import compile_gemm
 from stamen.sw.errors import (BoardError, DeviceError, DeviceTimeoutError, StamenError,
                               TransportError)
 from stamen.sw.faults import FAULT_TEXT, bad_arg_reason, explain_fault
+from stamen.sw.run_result import RunResult
 from stamen.sw.sim.isasim import IsaSim
 from stamen.sw.runtime.device import Device
 
@@ -182,8 +183,8 @@ def test_limits_are_checked():
     for bad in ({"timeout_s": "5"}, {"max_cycles": 1.5}, {"max_cycles": True}):
         with pytest.raises(TypeError, match="must be a positive"):
             Device(TINY, "fpga", port="fake", **bad)
-    assert Device(TINY, "fpga", port="fake", timeout=2).timeout_s == 120
-    assert Device(TINY, "fpga", port="fake", timeout_s=float("inf")).timeout_s == float("inf")
+    assert Device(TINY, "fpga", port="fake", timeout=2).runner.timeout_s == 120
+    assert Device(TINY, "fpga", port="fake", timeout_s=float("inf")).runner.timeout_s == float("inf")
 
 
 # -- BAD_ARG explained as the ISA simulator explains it -------------------------------------
@@ -250,9 +251,9 @@ def test_bad_arg_reason_on_verilator_is_isasim_s(monkeypatch):
                 res["perf"] = IsaSim(cfg).run(mem, job.prog_addr)
             except DeviceError as e:
                 res.update(error=e.code.value, fault_pc=e.pc, perf=e.counters)
-            out.append(device_job.SimResult(done=True, ran=True, timeout=False,
-                                            config_id=cfg.config_hash, reads=[], wall_s=0.0,
-                                            total_s=0.0, **res))
+            out.append(RunResult(done=True, ran=True, timeout=False,
+                                 config_id=cfg.config_hash, reads=[], wall_s=0.0,
+                                 total_s=0.0, **res))
         return out
 
     monkeypatch.setattr(device_job, "run_jobs", fake_run_jobs)
@@ -269,10 +270,10 @@ def test_verilator_timeout_names_max_cycles(monkeypatch):
     from stamen.verif import device_job
 
     def never_done(cfg, jobs, log=None, name="job"):
-        return [device_job.SimResult(done=False, error=0, fault_pc=0, timeout=True,
-                                     config_id=cfg.config_hash, ran=True,
-                                     perf=dict.fromkeys(isa.PERF_COUNTERS, 0) | {"cycles": 501},
-                                     reads=[], wall_s=0.1, total_s=0.1) for _ in jobs]
+        return [RunResult(done=False, error=0, fault_pc=0, timeout=True,
+                          config_id=cfg.config_hash, ran=True,
+                          perf=dict.fromkeys(isa.PERF_COUNTERS, 0) | {"cycles": 501},
+                          reads=[], wall_s=0.1, total_s=0.1) for _ in jobs]
 
     monkeypatch.setattr(device_job, "run_jobs", never_done)
     prog, x = _gemm(TINY)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import stamen
-from stamen.sw.apps import bench, networks
+from stamen.sw.apps import networks
+from stamen.sw.apps.bench import sparsity
 from stamen.sw.apps.cli import main
 from stamen.sw.analysis.energy import COSTS, rs_conv_energy
 from stamen.sw.analysis.eyeriss import RsConvShape, map_conv, rs_conv_cycles
@@ -23,7 +24,7 @@ def quick(tmp_path_factory):
     pass (the target is reported, not enforced)."""
     out = tmp_path_factory.mktemp("sparsity")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bench, "SPARSITY_TARGET", float("inf"))
+        mp.setattr(sparsity, "SPARSITY_TARGET", float("inf"))
         rc = main(["bench", "--quick", "--suite", "sparsity", "--out", str(out)])
     with open(out / "sparsity.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -35,10 +36,11 @@ def test_files_written(quick):
     assert rc == 0
     assert (out / "sparsity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (out / "gemm.csv").exists() and not (out / "dataflow.csv").exists()
-    assert len(rows) == len(data) and list(rows[0]) == list(bench.SPARSITY_FIELDS)
+    assert len(rows) == len(data) and list(rows[0]) == list(sparsity.SPARSITY_FIELDS)
     sets = [r["set"] for r in data]
-    assert sets.count("sweep") == ((len(bench.SKIP_DEVICES) + 1) * len(bench.QUICK_SPARSITY_LAYERS)
-                                   * len(bench.QUICK_SPARSITY_DENSITIES))
+    assert sets.count("sweep") == ((len(sparsity.SKIP_DEVICES) + 1)
+                                   * len(sparsity.QUICK_SPARSITY_LAYERS)
+                                   * len(sparsity.QUICK_SPARSITY_DENSITIES))
     # the LeNet's four conv layers (conv1-3 and the Linear as a conv) and their total, on the
     # devices and on the model
     for df in ("rs", "ws", "rs-eyeriss"):
@@ -52,11 +54,11 @@ def test_files_written(quick):
 @pytest.mark.parametrize("dataflow", ["rs", "ws", "rs-eyeriss"])
 def test_sweep_invariants(quick, dataflow):
     _, _, _, data = quick
-    layer = bench.QUICK_SPARSITY_LAYERS[0]
+    layer = sparsity.QUICK_SPARSITY_LAYERS[0]
     oh, ow = layer.out_hw
     macs = layer.cout * oh * ow * layer.cin * layer.k * layer.k
     sweep = [r for r in data if r["set"] == "sweep" and r["dataflow"] == dataflow]
-    assert [r["density"] for r in sweep] == list(bench.QUICK_SPARSITY_DENSITIES)
+    assert [r["density"] for r in sweep] == list(sparsity.QUICK_SPARSITY_DENSITIES)
     for r in sweep:
         msg = f"{dataflow} seed={r['seed']} density={r['density']}"
         rows, cols = map(int, r["array"].split("x"))
@@ -70,7 +72,7 @@ def test_sweep_invariants(quick, dataflow):
         assert r["skipped_share"] == pytest.approx(r["skipped_macs"] / macs, abs=1e-4)
         assert r["utilization_dense"] == pytest.approx(macs / (rows * cols * r["cycles_dense"]),
                                                        abs=1e-4)
-        if dataflow in bench.SKIP_DEVICES:
+        if dataflow in sparsity.SKIP_DEVICES:
             # the -skip presets also move act rows through the zero-row directory, whose words
             # may cost more than the few all-zero rows of random activations save
             assert r["energy_skip"] <= 1.05 * r["energy_dense"], msg
@@ -88,7 +90,7 @@ def test_sweep_invariants(quick, dataflow):
             # rs skips (or gates) exactly the zero activations
             assert r["gated_macs_dense"] == r["skipped_macs"], msg
             assert abs(r["skipped_share"] - (1 - r["measured_density"])) < 0.05, msg
-        if r["density"] == bench.SPARSITY_TARGET_DENSITY:
+        if r["density"] == sparsity.SPARSITY_TARGET_DENSITY:
             assert r["meets_target"] is False, msg          # the target was made unreachable
             assert r["speedup"] > (1.0 if dataflow == "ws" else 1.05), msg
         else:
@@ -99,7 +101,7 @@ def test_sweep_invariants(quick, dataflow):
     assert full["density"] == 1.0 and full["measured_density"] == 1.0
     assert full["speedup"] == 1.0 and full["cycles_skip"] == full["cycles_dense"]
     assert full["skipped_macs"] == 0
-    if dataflow not in bench.SKIP_DEVICES:     # the devices: the directory's words (above)
+    if dataflow not in sparsity.SKIP_DEVICES:     # the devices: the directory's words (above)
         assert full["energy_ratio"] == 1.0
     # a lower density zeroes a superset of the positions
     skipped = [r["skipped_macs"] for r in sweep]
@@ -118,7 +120,7 @@ def lenet_inputs():
     for the quick run's held-out images, evaluated here op by op with the golden model."""
     data = networks.digits_data()
     qg = stamen.quantize(networks.train(networks.DigitsLeNet(), data), data[0])
-    x = qg.quantize_input(data[2][:bench.QUICK_SPARSITY_IMAGES].numpy())
+    x = qg.quantize_input(data[2][:sparsity.QUICK_SPARSITY_IMAGES].numpy())
     vals = {"input": x}
     for op in qg.ops:
         vals[op.name] = op.run(*(vals[t] for t in op.inputs))
@@ -131,7 +133,7 @@ def test_lenet_densities_and_cycles_match_the_data(quick, lenet_inputs):
     assert set(rows) == {*lenet_inputs, "total"}
     for name, (op, x) in lenet_inputs.items():
         r, zp = rows[name], op.zp_in[0]
-        assert r["images"] == len(x) == bench.QUICK_SPARSITY_IMAGES
+        assert r["images"] == len(x) == sparsity.QUICK_SPARSITY_IMAGES
         assert r["measured_density"] == pytest.approx(np.mean(x != zp), abs=1e-4), name
         assert r["zp"] == zp
         assert r["cycles_skip"] <= r["cycles_dense"], name
@@ -142,7 +144,7 @@ def test_lenet_densities_and_cycles_match_the_data(quick, lenet_inputs):
         xp = xp.transpose(0, 3, 1, 2).copy()
         shape = RsConvShape(*xp.shape[1:], cout, kh, kw, op.stride[0])
         assert r["macs"] == op.macs_per_image * len(x) == shape.macs * len(x), name
-        mapping = map_conv(shape, *bench.RS_ARRAY)
+        mapping = map_conv(shape, *sparsity.RS_ARRAY)
         for skip, tag in ((False, "dense"), (True, "skip")):
             got = [rs_conv_cycles(img, mapping, zp, skip) for img in xp]
             assert r[f"cycles_{tag}"] == sum(g.cycles for g in got), (name, tag)
@@ -159,7 +161,7 @@ def test_energy_rows_per_dataflow(quick, lenet_inputs):
     _, _, _, data = quick
     energy = [r for r in data if r["set"] == "energy"]
     lenet = {(r["layer"], r["dataflow"]): r for r in data if r["set"] == "lenet"}
-    arrays = {f"{r}x{c}" for r, c in (bench.RS_ARRAY, (8, 8))}
+    arrays = {f"{r}x{c}" for r, c in (sparsity.RS_ARRAY, (8, 8))}
     for name in lenet_inputs:
         mine = [r for r in energy if r["layer"] == name]
         assert {(r["dataflow"], r["array"]) for r in mine} == (
@@ -173,12 +175,12 @@ def test_energy_rows_per_dataflow(quick, lenet_inputs):
             assert r["compute_cycles"] > 0 and r["error"] == "", name
         for df in ("ws", "os", "rs", "ws+skip", "rs+skip"):
             assert by[df, "8x8"]["bit_exact"] is True, (name, df)
-        rs_array = f"{bench.RS_ARRAY[0]}x{bench.RS_ARRAY[1]}"
+        rs_array = f"{sparsity.RS_ARRAY[0]}x{sparsity.RS_ARRAY[1]}"
         for dense, skip, array in (("rs", "rs+skip", "8x8"), ("ws", "ws+skip", "8x8"),
                                    ("rs-eyeriss", "rs-eyeriss+skip", rs_array)):
             d, k = by[dense, array], by[skip, array]
             # devices: the zero-row directory's words may cost a layer a little (the sweep)
-            assert k["energy"] <= (1.05 if dense in bench.SKIP_DEVICES else 1) * d["energy"], \
+            assert k["energy"] <= (1.05 if dense in sparsity.SKIP_DEVICES else 1) * d["energy"], \
                 (name, dense)
             # the energy rows' cycles are the lenet rows' (one run on the device, one model)
             row = lenet[name, dense]
@@ -193,13 +195,13 @@ def test_energy_rows_per_dataflow(quick, lenet_inputs):
 
 
 def test_rs_models_that_disagree_fail_the_run(tmp_path, monkeypatch, capsys):
-    real = bench.rs_conv_energy
+    real = sparsity.rs_conv_energy
 
     def one_more_mac(*args, **kwargs):
         er = real(*args, **kwargs)
         er.issued_macs += 1
         return er
-    monkeypatch.setattr(bench, "rs_conv_energy", one_more_mac)
+    monkeypatch.setattr(sparsity, "rs_conv_energy", one_more_mac)
     assert main(["bench", "--quick", "--suite", "sparsity", "--out", str(tmp_path)]) == 1
     assert "the energy model issues" in capsys.readouterr().err
     rows = json.loads((tmp_path / "sparsity.json").read_text())

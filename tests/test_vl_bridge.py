@@ -133,7 +133,7 @@ def test_linear_over_socket(board, tmp_path):
              len(items), ", ".join(map(str, picked)), figures["bytes_to_device"],
              figures["bytes_from_device"], wall, figures["sim_cycles"],
              sum(r.cycles for _, r in got))
-    res = dev.last_bridge_result                         # the last run's own counts
+    res = dev.runner.last_bridge_result                        # the last run's own counts
     assert 0 < res.bytes_sent < figures["bytes_to_device"]
     (vlrun.BUILD_ROOT / "vl" / "bridge-e2e.json").write_text(json.dumps(
         {"cases": [str(c) for c in picked], "wall_s": wall, "sim": figures,

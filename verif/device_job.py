@@ -16,10 +16,11 @@ from amaranth.lib import data
 
 from stamen.hw import isa
 from stamen.hw.params import COUNTER_WIDTH, AccelConfig
+from stamen.sw.run_result import RunResult
 from stamen.verif import vlrun
 
 __all__ = ["TOP", "perf_layout", "write_job", "read_job", "write_result", "read_result",
-           "build_dir_for", "hw_digest", "build_device", "run_jobs", "Job", "SimResult", "MAX_LATENCY"]
+           "build_dir_for", "hw_digest", "build_device", "run_jobs", "Job", "MAX_LATENCY"]
 
 #: Verilog module name of the simulated device.
 TOP = "stamen_device"
@@ -144,21 +145,6 @@ def _write_device_verilog(cfg: AccelConfig, out: Path, log) -> Path:
 
 
 @dataclass
-class SimResult:
-    """What one device run returned."""
-    done: bool
-    error: int
-    fault_pc: int
-    timeout: bool
-    config_id: int
-    ran: bool
-    perf: dict
-    reads: list
-    wall_s: float
-    total_s: float
-
-
-@dataclass
 class Job:
     """One memory image to run: what to load, where the program starts, what to read back."""
     image: np.ndarray
@@ -170,7 +156,7 @@ class Job:
     max_cycles: int = 10**8
 
 
-def run_jobs(cfg: AccelConfig, jobs: list[Job], log=None, name: str = "job") -> list[SimResult]:
+def run_jobs(cfg: AccelConfig, jobs: list[Job], log=None, name: str = "job") -> list[RunResult]:
     """Run memory images one after another in one Verilator process; return one result each."""
     for job in jobs:
         if not 0 <= job.mem_latency <= MAX_LATENCY:
@@ -196,7 +182,7 @@ def run_jobs(cfg: AccelConfig, jobs: list[Job], log=None, name: str = "job") -> 
     results = []
     for path in paths:
         meta, reads = read_result(path)
-        results.append(SimResult(done=bool(meta["done"]), error=meta["error"],
+        results.append(RunResult(done=bool(meta["done"]), error=meta["error"],
                                  fault_pc=meta["fault_pc"], timeout=bool(meta["timeout"]),
                                  config_id=meta["config_id"], ran=bool(meta["ran"]),
                                  perf=meta["perf"], reads=reads, wall_s=meta["wall_s"],

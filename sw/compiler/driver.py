@@ -20,7 +20,8 @@ from stamen.hw.params import AccelConfig
 
 from ..errors import CompileError
 from ..graph import QOp, QuantizedGraph
-from .lower import K_MAX_INT32, compile_graph
+from .lower import compile_graph
+from .ops import K_MAX_INT32
 from ..program import FORMAT_VERSION, LayerInfo, Program
 
 __all__ = ["Program", "LayerInfo", "compile_gemm", "compile_linear", "compile_model",

@@ -1,1 +1,1 @@
-"""Front end: a PyTorch model in, a quantized graph out (quantize, fx_graph, calibration, prune, torch_ref)."""
+"""Front end: a PyTorch model in, a quantized graph out (quantize, fx_graph, fx_ops, calibration, prune, torch_ref)."""

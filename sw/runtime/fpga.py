@@ -24,6 +24,7 @@ from stamen.hw.bridge import (CSR_BYTES, REPLY_SYNC, Cmd, Csr, Reply, decode_rep
                               encode_request, reply_payload_bytes)
 from stamen.hw.params import AccelConfig
 from stamen.sw.errors import StamenError, TransportError
+from stamen.sw.run_result import RunResult
 
 __all__ = ["BridgeError", "BridgeTimeoutError", "BridgeProtocolError", "BridgeClient",
            "BridgeResult", "BoardStatus", "run_on_bridge", "open_port", "probe_board",
@@ -80,27 +81,13 @@ class BoardStatus:
 
 
 @dataclass
-class BridgeResult:
-    """What one run on the bridge returned (the fields of the Verilator backend's ``SimResult``).
-
-    With ``timeout`` set, ``limit`` names the limit that ended the wait (``"max_cycles"`` or
-    ``"timeout_s"``) and ``cycles`` holds the board's cycle counter at that moment."""
-    done: bool
-    error: int
-    fault_pc: int
-    timeout: bool
-    config_id: int
-    ran: bool
-    perf: dict
-    reads: list
-    wall_s: float
-    total_s: float
+class BridgeResult(RunResult):
+    """A :class:`~stamen.sw.run_result.RunResult` plus what the exchange with the bridge cost:
+    bytes each way, status polls and the seconds of each phase (upload, run, read-back)."""
     bytes_sent: int = 0
     bytes_received: int = 0
     polls: int = 0
     phases: dict = field(default_factory=dict)
-    limit: str | None = None
-    cycles: int | None = None
 
 
 class BridgeClient:

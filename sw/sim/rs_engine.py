@@ -15,7 +15,7 @@ from stamen.hw.timing import (RS_END_CYCLES, RS_FEED_LATENCY, RS_FEED_START, RS_
                               RS_QUEUE_FREE)
 
 from .matmul import MacCounts, MatmulAccesses, MatmulTiming
-from .rs_pe import RsPeTiming, check_positive
+from .rs_pe import RsPeTiming
 
 __all__ = ["matmul_cycles", "timing", "estimate", "count_macs", "accesses", "skip_savings",
            "GATES_ZERO_WEIGHTS", "RF_PER_MAC", "RF_PER_GATED", "DESCRIPTION", "RsEnginePass",
