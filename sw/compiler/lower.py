@@ -19,7 +19,8 @@ from ..graph import QuantizedGraph
 from ..program import Program
 from ..sim.cycles import estimate_cycles
 from .codegen import CodegenState, encode
-from .ops import STRIDE_MAX, ceil_div, layer_info, lower_graph
+from .layout import DataLayout, mark_compressed, place_data
+from .ops import layer_info, lower_graph
 from .plans import choose_plan
 
 __all__ = ["compile_graph"]
@@ -49,81 +50,53 @@ def compile_graph(graph: QuantizedGraph, cfg: AccelConfig, batch: int = 1) -> Pr
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise CompileError(f"Batch size must be a positive integer, not {batch!r}")
     batch = int(batch)
-    bb = cfg.mem_bus_bytes
     tensors, ops = lower_graph(graph, cfg, batch)
-    if cfg.compress_acts:
-        # The int8 activations go through the zero-row directory: the input's bits and the
-        # other tensors' halo bits are set with the memory image (Program.memory_image), the
-        # rows an op writes by its compressed STOREs (from OUT) before any compressed LOAD reads
-        # them. The output (read by the host) and raw int32 outputs stay plain.
-        tensors["input"].compressed = graph.output != "input"
-        for op in ops:
-            if op.params is not None and op.out.name != graph.output:
-                op.out.compressed = True
-    mem_words = cfg.zero_dir_base               # below the zero-row directory, if any
+    mark_compressed(cfg, graph, tensors, ops)
+    data = place_data(cfg, tensors, ops, batch)
+    words, est = _emit(cfg, ops, data)
+    meta = _program_meta(cfg, graph, batch, tensors, ops, data, words, est)
+    return Program(cfg, words, meta, data.const, graph)
 
-    # -- layout: perf, constants, tensors
+
+def _emit(cfg: AccelConfig, ops: list, data: DataLayout) -> tuple[list[int], int]:
+    """Choose every op's plan and return the program's words (a PERF before the first op and
+    after each, then HALT) and its estimated cycles. When the code does not fit below the
+    zero-row directory, the plans with the fewest instructions are used instead."""
     pw = isa.perf_words(cfg)
-    perf_addr = 0
-    addr = perf_addr + (len(ops) + 1) * pw
-    const_addr = addr
-    chunks = []
-    for op in ops:
-        for t in op.terms:
-            for nt, tiles in t.tiles.items():
-                blob = np.ascontiguousarray(tiles).reshape(-1).view(np.uint8)
-                t.w_addr[nt] = addr
-                chunks.append(blob)
-                addr += blob.size // bb
-        if op.params is not None:
-            op.p_addr = addr
-            blob = np.ascontiguousarray(op.params).reshape(-1).view(np.uint8)
-            chunks.append(blob)
-            addr += blob.size // bb
-    const = np.concatenate(chunks) if chunks else np.zeros(0, np.uint8)
-    for t in tensors.values():
-        if t.compressed:                        # its rows start on directory slots
-            addr = ceil_div(addr, cfg.zero_row_words) * cfg.zero_row_words
-        t.addr = addr
-        addr += t.words(bb)
-        if t.pix_words(bb) > STRIDE_MAX:
-            raise CompileError(f"{t.name}: a pixel of {t.cp} padded channels exceeds the "
-                               f"largest DMA stride ({STRIDE_MAX} words of {bb} bytes)")
-    if addr > mem_words:
-        raise CompileError(f"Program data needs {addr} words of device memory (weights, params "
-                           f"and {len(tensors)} tensors for batch {batch}) but the device has "
-                           f"{mem_words} ({cfg.name})")
-
-    # -- plan and emit
-    prog_addr = addr
+    perf = estimate_cycles(cfg, _OP.PERF, {}, {})
     for small_code in (False, True):
         state = CodegenState()
-        words = [encode(_OP.PERF, (("dram_addr", perf_addr),))]
-        est = estimate_cycles(cfg, _OP.PERF, {}, {})
+        words = [encode(_OP.PERF, (("dram_addr", data.perf_addr),))]
+        est = perf
         for i, op in enumerate(ops):
             op.plan, instrs, state = choose_plan(op, cfg, state, small_code)
-            est += op.plan.est_cycles
+            est += op.plan.est_cycles + perf
             words.extend(encode(o, a) for o, a in instrs)
-            words.append(encode(_OP.PERF, (("dram_addr", perf_addr + (i + 1) * pw),)))
-            est += estimate_cycles(cfg, _OP.PERF, {}, {})
+            words.append(encode(_OP.PERF, (("dram_addr", data.perf_addr + (i + 1) * pw),)))
         words.append(encode(_OP.HALT, ()))
         est += estimate_cycles(cfg, _OP.HALT, {}, {})
-        used = prog_addr + len(words) * isa.instr_words(cfg)
-        if used <= mem_words:
-            break
-    if used > mem_words:
-        raise CompileError(f"Program needs {used} words of device memory (code "
-                           f"{len(words) * isa.instr_words(cfg)}, data {prog_addr}) but the "
-                           f"device has {mem_words} ({cfg.name})")
+        code = len(words) * isa.instr_words(cfg)
+        if data.prog_addr + code <= cfg.zero_dir_base:
+            return words, est
+    raise CompileError(f"Program needs {data.prog_addr + code} words of device memory (code "
+                       f"{code}, data {data.prog_addr}) but the device has {cfg.zero_dir_base} "
+                       f"({cfg.name})")
+
+
+def _program_meta(cfg: AccelConfig, graph: QuantizedGraph, batch: int, tensors: dict, ops: list,
+                  data: DataLayout, words: list[int], est: int) -> dict:
+    """Return the program's metadata: addresses, tensor layouts, shapes, layers and plans."""
+    bb = cfg.mem_bus_bytes
     out = tensors[graph.output]
     in_shape, out_shape = [batch, *graph.input_shape], [batch, *graph.output_shape]
     if graph.input_shape[:2] == (1, 1):                 # MLP style: 2-D rows
         in_shape = [batch, graph.input_shape[2]]
         if graph.output_shape[:2] == (1, 1):
             out_shape = [batch, graph.output_shape[2]]
-    meta = {
-        "prog_addr": prog_addr, "used_words": used, "perf_addr": perf_addr,
-        "const_addr": const_addr,
+    return {
+        "prog_addr": data.prog_addr,
+        "used_words": data.prog_addr + len(words) * isa.instr_words(cfg),
+        "perf_addr": data.perf_addr, "const_addr": data.const_addr,
         "input": tensors["input"].layout(bb), "output": out.layout(bb),
         "fills": [t.layout(bb) for t in tensors.values()],
         "input_shape": in_shape, "output_shape": out_shape,
@@ -132,4 +105,3 @@ def compile_graph(graph: QuantizedGraph, cfg: AccelConfig, batch: int = 1) -> Pr
         "layers": [vars(layer_info(op, batch)) for op in ops],
         "tensors": [{"name": op.q.name, **dataclasses.asdict(op.plan)} for op in ops],
     }
-    return Program(cfg, words, meta, const, graph)
