@@ -227,6 +227,35 @@ class TxFramer(wiring.Component):
         return m
 
 
+class _BridgeRegs:
+    """The registers :class:`HostBridge`'s states share. The header goes straight into the
+    registers that use it: the command (``kind``, decoded: 0 for an unknown one, else 1 + its
+    index in Cmd), the address's low bits (``addr_high``: a bit above them is set) and the count.
+    ``shift`` holds a memory word or the significant bytes of a CSR (the widest CSR value); a
+    WRITE_CSR's further bytes only record whether they are non-zero (``csr_high``)."""
+
+    def __init__(self, cfg: AccelConfig, csr_values: list, timeout: int):
+        csr_bytes = min(CSR_BYTES, -(-max(len(v) for v in csr_values) // 8))
+        self.width = max(8 * csr_bytes, cfg.mem_bus_bits)
+        self.csr_high = Signal(name="csr_high")
+        self.kind = Signal(range(len(Cmd) + 1), name="kind")
+        self.addr_high = Signal(name="addr_high")
+        self.crc = Signal(8, name="crc")
+        self.code = Signal(Reply, name="code")          # the reply status to send
+        self.more = Signal(name="more")                 # the reply has a payload after the status
+        self.is_csr = Signal(name="is_csr")             # the payload items are CSRs, not words
+        # Holds only checked addresses: a word address (< mem_words) or a CSR index.
+        self.addr = Signal(max(cfg.mem_addr_width, (len(CSRS) - 1).bit_length()), name="addr")
+        self.count = Signal(16, name="count")
+        # item being sent (from bit 0) or received (at the top)
+        self.shift = Signal(self.width, name="shift")
+        self.idx = Signal(range(max(HEADER_BYTES, self.width // 8)), name="idx")
+        self.last_idx = Mux(self.is_csr, CSR_BYTES - 1, cfg.mem_bus_bytes - 1)
+        self.timer = Signal(range(timeout + 1), name="timer")
+        self.expired = self.timer == timeout
+        self.waiting = Signal(name="waiting")           # inside a frame: a quiet line times out
+
+
 class HostBridge(wiring.Component):
     """Execute the framed commands of this module's protocol, received byte by byte.
 
@@ -286,170 +315,170 @@ class HostBridge(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._cfg
-        bb, bits = cfg.mem_bus_bytes, cfg.mem_bus_bits
-        # The shift register holds a memory word or the significant bytes of a CSR (the widest
-        # CSR value); a WRITE_CSR's further bytes only record whether they are non-zero.
-        csr_bytes = min(CSR_BYTES, -(-max(len(v) for v in self._csr_values()) // 8))
-        width = max(8 * csr_bytes, bits)
-        csr_high = Signal()              # WRITE_CSR: a byte beyond the register is non-zero
         m.submodules.framer = framer = TxFramer()
         wiring.connect(m, framer.o_data, wiring.flipped(self.o_tx))
-        beat, rx, req, rsp = framer.i_beat, self.i_rx, self.o_mem_req, self.i_mem_rsp
-
-        # The header goes straight into the registers that use it: the command (decoded: 0 for
-        # an unknown one, else 1 + its index in Cmd), the address's low bits (addr_high: a bit
-        # above them is set) and the count.
-        kind = Signal(range(len(Cmd) + 1))
-        addr_high = Signal()
-        crc = Signal(8)
-        code = Signal(Reply)             # the reply status to send
-        more = Signal()                  # the reply has a payload (after the status beat)
-        is_csr = Signal()                # the payload items are CSRs, not memory words
-        # Holds only checked addresses: a word address (< mem_words) or a CSR index.
-        addr = Signal(max(cfg.mem_addr_width, (len(CSRS) - 1).bit_length()))
-        count = Signal(16)
-        shift = Signal(width)            # item being sent (from bit 0) or received (at the top)
-        idx = Signal(range(max(HEADER_BYTES, width // 8)))
-        last_idx = Mux(is_csr, CSR_BYTES - 1, bb - 1)
-        timer = Signal(range(self._timeout + 1))
-        expired = timer == self._timeout
-        waiting = Signal()               # inside a frame: a quiet line times out
-
-        got = rx.valid & rx.ready
-        byte, ferr = rx.p.data, rx.p.framing_error
-        crc_next = _crc8_step(crc, byte)
-        with m.If(got):
-            m.d.sync += crc.eq(crc_next)
-        with m.If(~waiting | got):
-            m.d.sync += timer.eq(0)
-        with m.Elif(~expired):
-            m.d.sync += timer.eq(timer + 1)
+        r = _BridgeRegs(cfg, self._csr_values(), self._timeout)
+        rx, req = self.i_rx, self.o_mem_req
+        r.beat = framer.i_beat
+        r.got = rx.valid & rx.ready
+        r.byte, r.ferr = rx.p.data, rx.p.framing_error
+        r.crc_next = _crc8_step(r.crc, r.byte)
+        with m.If(r.got):
+            m.d.sync += r.crc.eq(r.crc_next)
+        with m.If(~r.waiting | r.got):
+            m.d.sync += r.timer.eq(0)
+        with m.Elif(~r.expired):
+            m.d.sync += r.timer.eq(r.timer + 1)
         m.d.sync += self.start.eq(0)
-        m.d.comb += [req.p.addr.eq(addr), req.p.wdata.eq(shift[width - bits:])]
+        m.d.comb += [req.p.addr.eq(r.addr), req.p.wdata.eq(r.shift[r.width - cfg.mem_bus_bits:])]
+        with m.FSM():
+            self._receive_states(m, r)
+            self._send_states(m, r)
+        return m
+
+    @staticmethod
+    def _reply(m, r, status, has_payload=False):
+        """Go to the reply of ``status`` (with a payload after it: ``has_payload``)."""
+        m.d.sync += [r.code.eq(status), r.more.eq(has_payload)]
+        m.next = "REPLY"
+
+    @staticmethod
+    def _drain(m, r, status):
+        """Drop the rest of the frame, then reply ``status`` once the line is quiet."""
+        m.d.sync += r.code.eq(status)
+        m.next = "DRAIN"
+
+    def _receive_states(self, m, r):
+        """The states that take a request: sync, header, its check, a write's payload and
+        checksum, and the drain of a refused frame."""
+        cfg = self._cfg
+        rx, req = self.i_rx, self.o_mem_req
+        got, byte, ferr = r.got, r.byte, r.ferr
 
         def reply(status, has_payload=False):
-            m.d.sync += [code.eq(status), more.eq(has_payload)]
-            m.next = "REPLY"
+            self._reply(m, r, status, has_payload)
 
         def drain(status):
-            m.d.sync += code.eq(status)
-            m.next = "DRAIN"
+            self._drain(m, r, status)
 
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += rx.ready.eq(1)
-                m.d.sync += [crc.eq(0), idx.eq(0), csr_high.eq(0), addr_high.eq(0)]
-                with m.If(got):
-                    with m.If(ferr):
-                        drain(Reply.FRAMING)
-                    with m.Elif(byte == REQ_SYNC):
-                        m.next = "HEADER"
+        with m.State("IDLE"):
+            m.d.comb += rx.ready.eq(1)
+            m.d.sync += [r.crc.eq(0), r.idx.eq(0), r.csr_high.eq(0), r.addr_high.eq(0)]
+            with m.If(got):
+                with m.If(ferr):
+                    drain(Reply.FRAMING)
+                with m.Elif(byte == REQ_SYNC):
+                    m.next = "HEADER"
+                with m.Else():
+                    drain(Reply.BAD_SYNC)
+        with m.State("HEADER"):
+            m.d.comb += [rx.ready.eq(1), r.waiting.eq(1)]
+            with m.If(got):
+                m.d.sync += r.idx.eq(r.idx + 1)
+                self._header_byte(m, r.idx, byte, r.kind, r.addr, r.addr_high, r.count)
+                with m.If(ferr):
+                    drain(Reply.FRAMING)
+                with m.Elif(r.idx == HEADER_BYTES - 1):
+                    m.d.sync += r.idx.eq(0)
+                    with m.If(r.crc_next == 0):
+                        m.next = "CHECK"
                     with m.Else():
-                        drain(Reply.BAD_SYNC)
-            with m.State("HEADER"):
-                m.d.comb += [rx.ready.eq(1), waiting.eq(1)]
-                with m.If(got):
-                    m.d.sync += idx.eq(idx + 1)
-                    self._header_byte(m, idx, byte, kind, addr, addr_high, count)
-                    with m.If(ferr):
-                        drain(Reply.FRAMING)
-                    with m.Elif(idx == HEADER_BYTES - 1):
-                        m.d.sync += idx.eq(0)
-                        with m.If(crc_next == 0):
-                            m.next = "CHECK"
-                        with m.Else():
-                            drain(Reply.BAD_CHECKSUM)
-                with m.Elif(expired):
-                    reply(Reply.TIMEOUT)
-            with m.State("CHECK"):
-                self._check(m, kind, addr, addr_high, count, is_csr, reply, drain)
-            with m.State("WDATA"):
-                m.d.comb += [rx.ready.eq(1), waiting.eq(1)]
-                with m.If(got):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(~is_csr | (idx < width // 8)):
-                        m.d.sync += shift.eq(Cat(shift[8:], byte))
-                    with m.Elif(byte != 0):
-                        m.d.sync += csr_high.eq(1)
-                    with m.If(ferr):
-                        drain(Reply.FRAMING)
-                    with m.Elif(idx == last_idx):
-                        m.d.sync += idx.eq(0)
-                        with m.If(is_csr):
-                            m.next = "WCRC"
-                        with m.Else():
-                            m.next = "WBUS"
-                with m.Elif(expired):
-                    reply(Reply.TIMEOUT)
-            with m.State("WBUS"):
-                m.d.comb += [req.valid.eq(1), req.p.we.eq(1)]
-                with m.If(req.ready):
-                    m.d.sync += [addr.eq(addr + 1), count.eq(count - 1)]
-                    with m.If(count == 1):
+                        drain(Reply.BAD_CHECKSUM)
+            with m.Elif(r.expired):
+                reply(Reply.TIMEOUT)
+        with m.State("CHECK"):
+            self._check(m, r.kind, r.addr, r.addr_high, r.count, r.is_csr, reply, drain)
+        with m.State("WDATA"):
+            m.d.comb += [rx.ready.eq(1), r.waiting.eq(1)]
+            with m.If(got):
+                m.d.sync += r.idx.eq(r.idx + 1)
+                with m.If(~r.is_csr | (r.idx < r.width // 8)):
+                    m.d.sync += r.shift.eq(Cat(r.shift[8:], byte))
+                with m.Elif(byte != 0):
+                    m.d.sync += r.csr_high.eq(1)
+                with m.If(ferr):
+                    drain(Reply.FRAMING)
+                with m.Elif(r.idx == r.last_idx):
+                    m.d.sync += r.idx.eq(0)
+                    with m.If(r.is_csr):
                         m.next = "WCRC"
                     with m.Else():
-                        m.next = "WDATA"
-            with m.State("WCRC"):
-                m.d.comb += [rx.ready.eq(1), waiting.eq(1)]
-                value = shift[width - 8 * min(CSR_BYTES, width // 8):]
-                with m.If(got):
-                    with m.If(ferr):
-                        drain(Reply.FRAMING)
-                    with m.Elif(crc_next != 0):
-                        reply(Reply.BAD_CHECKSUM)
-                    with m.Elif(is_csr & (csr_high | (value >= cfg.mem_words))):
-                        reply(Reply.RANGE)
-                    with m.Else():
-                        with m.If(is_csr):
-                            m.d.sync += self.prog_addr.eq(value)
-                        reply(Reply.OK)
-                with m.Elif(expired):
-                    reply(Reply.TIMEOUT)
-            with m.State("DRAIN"):
-                m.d.comb += [rx.ready.eq(1), waiting.eq(1)]
-                with m.If(expired):
-                    reply(code)
-            with m.State("REPLY"):
-                m.d.comb += [beat.valid.eq(1), beat.p.data.eq(code), beat.p.last.eq(~more)]
-                with m.If(beat.ready):
-                    m.d.sync += more.eq(0)
-                    with m.If(~more):
+                        m.next = "WBUS"
+            with m.Elif(r.expired):
+                reply(Reply.TIMEOUT)
+        with m.State("WBUS"):
+            m.d.comb += [req.valid.eq(1), req.p.we.eq(1)]
+            with m.If(req.ready):
+                m.d.sync += [r.addr.eq(r.addr + 1), r.count.eq(r.count - 1)]
+                with m.If(r.count == 1):
+                    m.next = "WCRC"
+                with m.Else():
+                    m.next = "WDATA"
+        with m.State("WCRC"):
+            m.d.comb += [rx.ready.eq(1), r.waiting.eq(1)]
+            value = r.shift[r.width - 8 * min(CSR_BYTES, r.width // 8):]
+            with m.If(got):
+                with m.If(ferr):
+                    drain(Reply.FRAMING)
+                with m.Elif(r.crc_next != 0):
+                    reply(Reply.BAD_CHECKSUM)
+                with m.Elif(r.is_csr & (r.csr_high | (value >= cfg.mem_words))):
+                    reply(Reply.RANGE)
+                with m.Else():
+                    with m.If(r.is_csr):
+                        m.d.sync += self.prog_addr.eq(value)
+                    reply(Reply.OK)
+            with m.Elif(r.expired):
+                reply(Reply.TIMEOUT)
+        with m.State("DRAIN"):
+            m.d.comb += [rx.ready.eq(1), r.waiting.eq(1)]
+            with m.If(r.expired):
+                reply(r.code)
+
+    def _send_states(self, m, r):
+        """The states that send a reply: its status beat, then the CSR values or memory words
+        of its payload, a byte at a time (the framer adds SYNC and the CRC)."""
+        req, rsp, beat = self.o_mem_req, self.i_mem_rsp, r.beat
+        with m.State("REPLY"):
+            m.d.comb += [beat.valid.eq(1), beat.p.data.eq(r.code), beat.p.last.eq(~r.more)]
+            with m.If(beat.ready):
+                m.d.sync += r.more.eq(0)
+                with m.If(~r.more):
+                    m.next = "IDLE"
+                with m.Elif(r.is_csr):
+                    m.next = "LOAD_CSR"
+                with m.Else():
+                    m.next = "READ_REQ"
+        with m.State("LOAD_CSR"):
+            # The index was checked (< len(CSRS)): its low bits select.
+            values = self._csr_values()
+            with m.Switch(r.addr[:(len(values) - 1).bit_length()]):
+                for i, value in enumerate(values):
+                    with m.Case(i):
+                        m.d.sync += r.shift.eq(value)
+            m.next = "SEND"
+        with m.State("READ_REQ"):
+            m.d.comb += req.valid.eq(1)
+            with m.If(req.ready):
+                m.next = "READ_RSP"
+        with m.State("READ_RSP"):
+            m.d.comb += rsp.ready.eq(1)
+            with m.If(rsp.valid):
+                m.d.sync += r.shift.eq(rsp.p.rdata)
+                m.next = "SEND"
+        with m.State("SEND"):
+            m.d.comb += [beat.valid.eq(1), beat.p.data.eq(r.shift[:8]),
+                         beat.p.last.eq((r.count == 1) & (r.idx == r.last_idx))]
+            with m.If(beat.ready):
+                m.d.sync += [r.shift.eq(r.shift >> 8), r.idx.eq(r.idx + 1)]
+                with m.If(r.idx == r.last_idx):
+                    m.d.sync += [r.idx.eq(0), r.addr.eq(r.addr + 1), r.count.eq(r.count - 1)]
+                    with m.If(r.count == 1):
                         m.next = "IDLE"
-                    with m.Elif(is_csr):
+                    with m.Elif(r.is_csr):
                         m.next = "LOAD_CSR"
                     with m.Else():
                         m.next = "READ_REQ"
-            with m.State("LOAD_CSR"):
-                # The index was checked (< len(CSRS)): its low bits select.
-                values = self._csr_values()
-                with m.Switch(addr[:(len(values) - 1).bit_length()]):
-                    for i, value in enumerate(values):
-                        with m.Case(i):
-                            m.d.sync += shift.eq(value)
-                m.next = "SEND"
-            with m.State("READ_REQ"):
-                m.d.comb += req.valid.eq(1)
-                with m.If(req.ready):
-                    m.next = "READ_RSP"
-            with m.State("READ_RSP"):
-                m.d.comb += rsp.ready.eq(1)
-                with m.If(rsp.valid):
-                    m.d.sync += shift.eq(rsp.p.rdata)
-                    m.next = "SEND"
-            with m.State("SEND"):
-                m.d.comb += [beat.valid.eq(1), beat.p.data.eq(shift[:8]),
-                             beat.p.last.eq((count == 1) & (idx == last_idx))]
-                with m.If(beat.ready):
-                    m.d.sync += [shift.eq(shift >> 8), idx.eq(idx + 1)]
-                    with m.If(idx == last_idx):
-                        m.d.sync += [idx.eq(0), addr.eq(addr + 1), count.eq(count - 1)]
-                        with m.If(count == 1):
-                            m.next = "IDLE"
-                        with m.Elif(is_csr):
-                            m.next = "LOAD_CSR"
-                        with m.Else():
-                            m.next = "READ_REQ"
-        return m
 
     @staticmethod
     def _header_byte(m, idx, byte, kind, addr, addr_high, count):

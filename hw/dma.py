@@ -117,101 +117,122 @@ class DMA(wiring.Component):
 def _row_engine(m: Module, cfg: AccelConfig, dma):
     """Build the row engine of :class:`DMA` (LOAD / STORE without the directory) in ``m``,
     driving the DMA ports of the interface ``dma``."""
-    width = cfg.mem_bus_bits
-    words = {s: cfg.spad_row_words(s) for s in bus.SPADS}
-    max_words = max(words.values())
-    depth = max(cfg.spad_depth(s) for s in bus.SPADS)
-
-    # Command state: only what the transfer needs (the controller has range-checked it, so
-    # rows <= depth and every spad row and memory word is in range).
-    store = Signal()
-    sel = {s: Signal(name=f"sel_{s}") for s in bus.SPADS}       # the spad, one-hot
-    n_words = Signal(range(max_words + 1))
-    stride = Signal(cfg.mem_addr_width)
-    # Rows still to request (req_left) and to write (LOAD) or to read (STORE) (spad_left);
-    # spad_ptr: the scratchpad row being written (LOAD) or the next to read (STORE).
-    req_left, spad_left = (Signal(range(depth + 1), name=n) for n in ("req_left", "spad_left"))
-    spad_ptr = Signal(max(bus.spad_addr_width(cfg, s) for s in bus.SPADS))
-    req_word, rsp_word = Signal(range(max_words)), Signal(range(max_words))
-    row_base = Signal(cfg.mem_addr_width)
-
+    r = _RowRegs(cfg)
     m.d.comb += dma.i_cmd.ready.eq(~dma.busy)
     with m.If(dma.i_cmd.valid & dma.i_cmd.ready):
         p = dma.i_cmd.payload
-        m.d.sync += [store.eq(p.store), dma.busy.eq(1), row_base.eq(p.args.dram_addr),
-                     stride.eq(p.args.dram_stride), req_left.eq(p.args.rows),
-                     spad_left.eq(p.args.rows), spad_ptr.eq(p.args.spad_addr),
-                     req_word.eq(0), rsp_word.eq(0)]
+        m.d.sync += [r.store.eq(p.store), dma.busy.eq(1), r.row_base.eq(p.args.dram_addr),
+                     r.stride.eq(p.args.dram_stride), r.req_left.eq(p.args.rows),
+                     r.spad_left.eq(p.args.rows), r.spad_ptr.eq(p.args.spad_addr),
+                     r.req_word.eq(0), r.rsp_word.eq(0)]
         for i, s in enumerate(bus.SPADS):
-            m.d.sync += sel[s].eq(p.args.spad == isa.Spad(i))
+            m.d.sync += r.sel[s].eq(p.args.spad == isa.Spad(i))
         with m.Switch(p.args.spad):
             for i, s in enumerate(bus.SPADS):
                 with m.Case(isa.Spad(i)):
-                    m.d.sync += n_words.eq(words[s])
+                    m.d.sync += r.n_words.eq(r.words[s])
+    row_sent = _row_requests(m, cfg, dma, r)
+    row_done = _row_load_responses(m, cfg, dma, r)
+    _row_store_reads(m, cfg, dma, r, row_sent)
+    # Finish with the last memory write accepted (STORE) or the last row written (LOAD).
+    with m.If(Mux(r.store, row_sent & (r.req_left == 1), row_done & (r.spad_left == 1))):
+        m.d.sync += dma.busy.eq(0)
 
-    # Request side: one word address per accepted request, row by row.
+
+class _RowRegs:
+    """The command state of the row engine: only what the transfer needs (the controller has
+    range-checked it, so rows <= depth and every spad row and memory word is in range). Rows
+    still to request (``req_left``) and to write (LOAD) or to read (STORE) (``spad_left``);
+    ``spad_ptr``: the scratchpad row being written (LOAD) or the next to read (STORE)."""
+
+    def __init__(self, cfg: AccelConfig):
+        self.words = {s: cfg.spad_row_words(s) for s in bus.SPADS}
+        self.max_words = max(self.words.values())
+        depth = max(cfg.spad_depth(s) for s in bus.SPADS)
+        self.store = Signal(name="store")
+        self.sel = {s: Signal(name=f"sel_{s}") for s in bus.SPADS}      # the spad, one-hot
+        self.n_words = Signal(range(self.max_words + 1), name="n_words")
+        self.stride = Signal(cfg.mem_addr_width, name="stride")
+        self.req_left = Signal(range(depth + 1), name="req_left")
+        self.spad_left = Signal(range(depth + 1), name="spad_left")
+        self.spad_ptr = Signal(max(bus.spad_addr_width(cfg, s) for s in bus.SPADS),
+                               name="spad_ptr")
+        self.req_word = Signal(range(self.max_words), name="req_word")
+        self.rsp_word = Signal(range(self.max_words), name="rsp_word")
+        self.row_base = Signal(cfg.mem_addr_width, name="row_base")
+        self.rd_live = Signal(name="rd_live")   # STORE: the read port holds the row to write
+        self.wdata = Signal(cfg.mem_bus_bits, name="wdata")
+
+
+def _row_requests(m: Module, cfg: AccelConfig, dma, r: _RowRegs):
+    """Request side: one word address per accepted request, row by row; return the signal of
+    a row's last request accepted this cycle."""
     req = dma.o_mem_req
-    rd_live = Signal()                          # STORE: the read port holds the row to write
-    wdata = Signal(width)
     m.d.comb += [
-        req.valid.eq(dma.busy & (req_left != 0) & (~store | rd_live)),
-        req.p.addr.eq(row_base + req_word),
-        req.p.we.eq(store),
-        req.p.wdata.eq(wdata),
+        req.valid.eq(dma.busy & (r.req_left != 0) & (~r.store | r.rd_live)),
+        req.p.addr.eq(r.row_base + r.req_word),
+        req.p.we.eq(r.store),
+        req.p.wdata.eq(r.wdata),
     ]
     accept = req.valid & req.ready
-    row_sent = accept & (req_word == n_words - 1)
+    row_sent = accept & (r.req_word == r.n_words - 1)
     with m.If(accept):
         with m.If(row_sent):
-            m.d.sync += [req_word.eq(0), req_left.eq(req_left - 1),
-                         row_base.eq(row_base + stride)]
+            m.d.sync += [r.req_word.eq(0), r.req_left.eq(r.req_left - 1),
+                         r.row_base.eq(r.row_base + r.stride)]
         with m.Else():
-            m.d.sync += req_word.eq(req_word + 1)
+            m.d.sync += r.req_word.eq(r.req_word + 1)
+    return row_sent
 
-    # LOAD response side: shift words in at the top; a row of n words ends in the top n words.
+
+def _row_load_responses(m: Module, cfg: AccelConfig, dma, r: _RowRegs):
+    """LOAD response side: shift words in at the top, so a row of ``n`` words ends in the top
+    ``n`` words; return the signal of a row written this cycle."""
+    width = cfg.mem_bus_bits
     rsp = dma.i_mem_rsp
-    m.d.comb += rsp.ready.eq(dma.busy & ~store)
-    lbuf = Signal(max_words * width)
+    m.d.comb += rsp.ready.eq(dma.busy & ~r.store)
+    lbuf = Signal(r.max_words * width, name="lbuf")
     lbuf_next = Cat(lbuf[width:], rsp.p.rdata)
     got = rsp.valid & rsp.ready
-    row_done = got & (rsp_word == n_words - 1)
+    row_done = got & (r.rsp_word == r.n_words - 1)
     with m.If(got):
         m.d.sync += lbuf.eq(lbuf_next)
         with m.If(row_done):
-            m.d.sync += [rsp_word.eq(0), spad_ptr.eq(spad_ptr + 1),
-                         spad_left.eq(spad_left - 1)]
+            m.d.sync += [r.rsp_word.eq(0), r.spad_ptr.eq(r.spad_ptr + 1),
+                         r.spad_left.eq(r.spad_left - 1)]
         with m.Else():
-            m.d.sync += rsp_word.eq(rsp_word + 1)
+            m.d.sync += r.rsp_word.eq(r.rsp_word + 1)
     for s in bus.SPADS:
         wr = getattr(dma, f"{s}_wr")
-        m.d.comb += [wr.addr.eq(spad_ptr),
-                     wr.data.eq(lbuf_next[(max_words - words[s]) * width:]),
-                     wr.en.eq(row_done & sel[s])]
+        m.d.comb += [wr.addr.eq(r.spad_ptr),
+                     wr.data.eq(lbuf_next[(r.max_words - r.words[s]) * width:]),
+                     wr.en.eq(row_done & r.sel[s])]
+    return row_done
 
-    # STORE read side: a read port holds its data while en=0, so it is the row buffer; the
-    # next row is read as the last word of a row is accepted (the first one cycle after the
-    # command, so that the first request comes 2 cycles after it, as with a row buffer).
-    primed = Signal()
-    m.d.sync += primed.eq(dma.busy & store)
-    issue_rd = (dma.busy & store & (spad_left != 0) & ((primed & ~rd_live) | row_sent))
+
+def _row_store_reads(m: Module, cfg: AccelConfig, dma, r: _RowRegs, row_sent):
+    """STORE read side: a read port holds its data while en=0, so it is the row buffer; the
+    next row is read as the last word of a row is accepted (the first one cycle after the
+    command, so that the first request comes 2 cycles after it, as with a row buffer)."""
+    width = cfg.mem_bus_bits
+    primed = Signal(name="primed")
+    m.d.sync += primed.eq(dma.busy & r.store)
+    issue_rd = (dma.busy & r.store & (r.spad_left != 0)
+                & ((primed & ~r.rd_live) | row_sent))
     for s in bus.SPADS:
         rd = getattr(dma, f"{s}_rd")
-        m.d.comb += [rd.addr.eq(spad_ptr), rd.en.eq(issue_rd & sel[s])]
+        m.d.comb += [rd.addr.eq(r.spad_ptr), rd.en.eq(issue_rd & r.sel[s])]
     for s in bus.SPADS:
-        with m.If(sel[s]):
+        with m.If(r.sel[s]):
             data_ = getattr(dma, f"{s}_rd").data.as_value()
-            if words[s] == 1:
-                m.d.comb += wdata.eq(data_)
+            if r.words[s] == 1:
+                m.d.comb += r.wdata.eq(data_)
             else:
-                m.d.comb += wdata.eq(data_.word_select(
-                    req_word[:(words[s] - 1).bit_length()], width))
+                m.d.comb += r.wdata.eq(data_.word_select(
+                    r.req_word[:(r.words[s] - 1).bit_length()], width))
     with m.If(issue_rd):
-        m.d.sync += [spad_ptr.eq(spad_ptr + 1), spad_left.eq(spad_left - 1)]
-    m.d.sync += rd_live.eq(issue_rd | (rd_live & ~row_sent))
-
-    # Finish with the last memory write accepted (STORE) or the last row written (LOAD).
-    with m.If(Mux(store, row_sent & (req_left == 1), row_done & (spad_left == 1))):
-        m.d.sync += dma.busy.eq(0)
+        m.d.sync += [r.spad_ptr.eq(r.spad_ptr + 1), r.spad_left.eq(r.spad_left - 1)]
+    m.d.sync += r.rd_live.eq(issue_rd | (r.rd_live & ~row_sent))
 
 
 class ZeroRowDMA(wiring.Component):
@@ -268,109 +289,131 @@ class ZeroRowDMA(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self._cfg
-        width, rw = cfg.mem_bus_bits, cfg.zero_row_words
-        slot_shift = exact_log2(rw)                     # word address -> row slot
-        word_shift = slot_shift + exact_log2(width)     # word address -> directory word
-        aw = cfg.mem_addr_width
-        depth = max(cfg.spad_depth("act"), cfg.spad_depth("out"))
-
-        store = Signal()
-        zp = Signal(isa.DmaArgs.as_shape()["zp"].shape)
-        stride = Signal(aw)
-        # Rows the request side has still to pass (req_left) and the rows still to write to the
-        # ACT spad (LOAD) or to read from the OUT spad (STORE) (spad_left); the request side's
-        # row address and the response side's (LOAD); spad_ptr as in the row engine.
-        req_left, spad_left = (Signal(range(depth + 1), name=n) for n in ("req_left", "spad_left"))
-        req_addr, rsp_addr = Signal(aw), Signal(aw)
-        req_word, rsp_word = Signal(range(rw)), Signal(range(rw))
-        spad_ptr = Signal(max(bus.spad_addr_width(cfg, s) for s in ("act", "out")))
-        # The directory word held (dir_data, its index held_idx; valid while have) and a
-        # directory read in flight (pending).
-        dir_data = Signal(width)
-        held_idx = Signal(max(1, aw - word_shift))
-        have, pending = Signal(), Signal()
-
+        r = _ZeroRowRegs(self._cfg)
         m.d.comb += self.i_cmd.ready.eq(~self.busy)
         with m.If(self.i_cmd.valid & self.i_cmd.ready):
             p = self.i_cmd.payload
-            m.d.sync += [store.eq(p.store), zp.eq(p.args.zp), self.busy.eq(1),
-                         stride.eq(p.args.dram_stride), req_left.eq(p.args.rows),
-                         spad_left.eq(p.args.rows), req_addr.eq(p.args.dram_addr),
-                         rsp_addr.eq(p.args.dram_addr), spad_ptr.eq(p.args.spad_addr),
-                         req_word.eq(0), rsp_word.eq(0), have.eq(0), pending.eq(0)]
+            m.d.sync += [r.store.eq(p.store), r.zp.eq(p.args.zp), self.busy.eq(1),
+                         r.stride.eq(p.args.dram_stride), r.req_left.eq(p.args.rows),
+                         r.spad_left.eq(p.args.rows), r.req_addr.eq(p.args.dram_addr),
+                         r.rsp_addr.eq(p.args.dram_addr), r.spad_ptr.eq(p.args.spad_addr),
+                         r.req_word.eq(0), r.rsp_word.eq(0), r.have.eq(0), r.pending.eq(0)]
+        passed = self._request_side(m, r)
+        self._store_reads(m, r, passed)
+        self._response_side(m, r)
+        return m
 
-        def dir_bit(addr):
-            return dir_data.bit_select(addr[slot_shift:word_shift], 1)
-
-        # Request side. A row needs the directory word of its slot; STORE writes the held word
-        # back before it reads another one and after its last row.
+    def _request_side(self, m, r):
+        """Walk the rows: a row needs the directory word of its slot (STORE writes the held word
+        back before it reads another one and after its last row); return the signal of a row
+        passed this cycle."""
+        cfg = self._cfg
+        width, rw = cfg.mem_bus_bits, cfg.zero_row_words
+        store, zp = r.store, r.zp
         row = self.out_rd.data
-        rd_live = Signal()                          # STORE: out_rd holds the request side's row
-        idx = req_addr[word_shift:]
-        at_row = self.busy & (req_left != 0)
-        need_dir = at_row & (~have | (idx != held_idx))
-        dir_wr = self.busy & store & have & (need_dir | (req_left == 0))
-        dir_rd = need_dir & ~pending & ~dir_wr
-        step = at_row & ~need_dir & (~store | rd_live)
-        all_zp = Mux(store, Cat(*(row[j] == zp for j in range(cfg.cols))).all(), dir_bit(req_addr))
+        idx = r.req_addr[r.word_shift:]
+        at_row = self.busy & (r.req_left != 0)
+        need_dir = at_row & (~r.have | (idx != r.held_idx))
+        dir_wr = self.busy & store & r.have & (need_dir | (r.req_left == 0))
+        dir_rd = need_dir & ~r.pending & ~dir_wr
+        step = at_row & ~need_dir & (~store | r.rd_live)
+        all_zp = Mux(store, Cat(*(row[j] == zp for j in range(cfg.cols))).all(),
+                     r.dir_bit(r.req_addr))
         zero_row = step & all_zp
         data_row = step & ~all_zp
         req = self.o_mem_req
-        row_word = row.as_value() if rw == 1 else row.as_value().word_select(req_word, width)
+        row_word = row.as_value() if rw == 1 else row.as_value().word_select(r.req_word, width)
         m.d.comb += [
             req.valid.eq(dir_wr | dir_rd | data_row),
-            req.p.addr.eq(Mux(data_row, req_addr + req_word,
-                              cfg.zero_dir_base + Mux(dir_wr, held_idx, idx))),
+            req.p.addr.eq(Mux(data_row, r.req_addr + r.req_word,
+                              cfg.zero_dir_base + Mux(dir_wr, r.held_idx, idx))),
             req.p.we.eq(dir_wr | (data_row & store)),
-            req.p.wdata.eq(Mux(dir_wr, dir_data, row_word)),
+            req.p.wdata.eq(Mux(dir_wr, r.dir_data, row_word)),
         ]
         accept = req.valid & req.ready
-        row_sent = data_row & accept & (req_word == rw - 1)
+        row_sent = data_row & accept & (r.req_word == rw - 1)
         passed = zero_row | row_sent
         with m.If(data_row & accept):
-            m.d.sync += req_word.eq(Mux(row_sent, 0, req_word + 1))
+            m.d.sync += r.req_word.eq(Mux(row_sent, 0, r.req_word + 1))
         with m.If(passed):
-            m.d.sync += [req_left.eq(req_left - 1), req_addr.eq(req_addr + stride)]
+            m.d.sync += [r.req_left.eq(r.req_left - 1), r.req_addr.eq(r.req_addr + r.stride)]
             with m.If(store):
-                m.d.sync += dir_bit(req_addr).eq(zero_row)
+                m.d.sync += r.dir_bit(r.req_addr).eq(zero_row)
         with m.If(dir_wr & accept):
-            m.d.sync += have.eq(0)
-            with m.If(req_left == 0):
+            m.d.sync += r.have.eq(0)
+            with m.If(r.req_left == 0):
                 m.d.sync += self.busy.eq(0)         # STORE done
         with m.If(dir_rd & accept):
-            m.d.sync += pending.eq(1)
+            m.d.sync += r.pending.eq(1)
+        r.idx = idx
+        return passed
 
-        # STORE: read the next OUT row as the current one is passed (the first right away).
-        issue_rd = self.busy & store & (spad_left != 0) & (~rd_live | passed)
-        m.d.comb += [self.out_rd.addr.eq(spad_ptr), self.out_rd.en.eq(issue_rd)]
+    def _store_reads(self, m, r, passed):
+        """STORE: read the next OUT row as the current one is passed (the first right away)."""
+        issue_rd = self.busy & r.store & (r.spad_left != 0) & (~r.rd_live | passed)
+        m.d.comb += [self.out_rd.addr.eq(r.spad_ptr), self.out_rd.en.eq(issue_rd)]
         with m.If(issue_rd):
-            m.d.sync += [spad_ptr.eq(spad_ptr + 1), spad_left.eq(spad_left - 1)]
-        m.d.sync += rd_live.eq(issue_rd | (rd_live & ~passed))
+            m.d.sync += [r.spad_ptr.eq(r.spad_ptr + 1), r.spad_left.eq(r.spad_left - 1)]
+        m.d.sync += r.rd_live.eq(issue_rd | (r.rd_live & ~passed))
 
-        # Response side: the directory word once every earlier row is written (LOAD) or at
-        # once (STORE); LOAD rows in order behind the request side.
+    def _response_side(self, m, r):
+        """Take the directory word once every earlier row is written (LOAD) or at once (STORE);
+        write LOAD rows in order behind the request side (an all-``zp`` row for a set bit)."""
+        cfg = self._cfg
+        width, rw = cfg.mem_bus_bits, cfg.zero_row_words
         rsp = self.i_mem_rsp
-        behind = ~store & (spad_left != req_left)
-        dir_turn = pending & ~behind
-        rsp_zero = dir_bit(rsp_addr)
-        m.d.comb += rsp.ready.eq(self.busy & (dir_turn | (~store & ~rsp_zero)))
+        behind = ~r.store & (r.spad_left != r.req_left)
+        dir_turn = r.pending & ~behind
+        rsp_zero = r.dir_bit(r.rsp_addr)
+        m.d.comb += rsp.ready.eq(self.busy & (dir_turn | (~r.store & ~rsp_zero)))
         got = rsp.valid & rsp.ready
         with m.If(got & dir_turn):
-            m.d.sync += [dir_data.eq(rsp.p.rdata), held_idx.eq(idx), have.eq(1), pending.eq(0)]
+            m.d.sync += [r.dir_data.eq(rsp.p.rdata), r.held_idx.eq(r.idx), r.have.eq(1),
+                         r.pending.eq(0)]
         data_got = got & ~dir_turn
-        lbuf = Signal(rw * width)
+        lbuf = Signal(rw * width, name="lbuf")
         lbuf_next = Cat(lbuf[width:], rsp.p.rdata)
-        row_done = data_got & (rsp_word == rw - 1)
+        row_done = data_got & (r.rsp_word == rw - 1)
         zero_done = self.busy & behind & rsp_zero
         with m.If(data_got):
-            m.d.sync += [lbuf.eq(lbuf_next), rsp_word.eq(Mux(row_done, 0, rsp_word + 1))]
+            m.d.sync += [lbuf.eq(lbuf_next), r.rsp_word.eq(Mux(row_done, 0, r.rsp_word + 1))]
         written = row_done | zero_done
-        m.d.comb += [self.act_wr.addr.eq(spad_ptr), self.act_wr.en.eq(written),
-                     self.act_wr.data.eq(Mux(zero_done, Cat(*([zp] * cfg.rows)), lbuf_next))]
+        m.d.comb += [self.act_wr.addr.eq(r.spad_ptr), self.act_wr.en.eq(written),
+                     self.act_wr.data.eq(Mux(zero_done, Cat(*([r.zp] * cfg.rows)), lbuf_next))]
         with m.If(written):
-            m.d.sync += [spad_ptr.eq(spad_ptr + 1), spad_left.eq(spad_left - 1),
-                         rsp_addr.eq(rsp_addr + stride)]
-            with m.If(spad_left == 1):
+            m.d.sync += [r.spad_ptr.eq(r.spad_ptr + 1), r.spad_left.eq(r.spad_left - 1),
+                         r.rsp_addr.eq(r.rsp_addr + r.stride)]
+            with m.If(r.spad_left == 1):
                 m.d.sync += self.busy.eq(0)         # LOAD done
-        return m
+
+
+class _ZeroRowRegs:
+    """The registers :class:`ZeroRowDMA`'s sides share: the command, the rows the request side
+    has still to pass (``req_left``) and the rows still to write to ACT (LOAD) or to read from
+    OUT (STORE) (``spad_left``), the request side's and the response side's row addresses, the
+    directory word held (``dir_data``, its index ``held_idx``; valid while ``have``) and a
+    directory read in flight (``pending``)."""
+
+    def __init__(self, cfg: AccelConfig):
+        aw = cfg.mem_addr_width
+        depth = max(cfg.spad_depth("act"), cfg.spad_depth("out"))
+        self.slot_shift = exact_log2(cfg.zero_row_words)                # word address -> slot
+        self.word_shift = self.slot_shift + exact_log2(cfg.mem_bus_bits)  # -> directory word
+        self.store = Signal(name="store")
+        self.zp = Signal(isa.DmaArgs.as_shape()["zp"].shape, name="zp")
+        self.stride = Signal(aw, name="stride")
+        self.req_left = Signal(range(depth + 1), name="req_left")
+        self.spad_left = Signal(range(depth + 1), name="spad_left")
+        self.req_addr, self.rsp_addr = Signal(aw, name="req_addr"), Signal(aw, name="rsp_addr")
+        self.req_word = Signal(range(cfg.zero_row_words), name="req_word")
+        self.rsp_word = Signal(range(cfg.zero_row_words), name="rsp_word")
+        self.spad_ptr = Signal(max(bus.spad_addr_width(cfg, s) for s in ("act", "out")),
+                               name="spad_ptr")
+        self.dir_data = Signal(cfg.mem_bus_bits, name="dir_data")
+        self.held_idx = Signal(max(1, aw - self.word_shift), name="held_idx")
+        self.have, self.pending = Signal(name="have"), Signal(name="pending")
+        self.rd_live = Signal(name="rd_live")       # STORE: out_rd holds the request side's row
+
+    def dir_bit(self, addr):
+        """The held directory word's bit of the row at word address ``addr``."""
+        return self.dir_data.bit_select(addr[self.slot_shift:self.word_shift], 1)

@@ -1,7 +1,7 @@
 """The row-stationary PE array (Eyeriss): ``rows`` x ``cols`` :class:`~.rs_pe.RsPE` with filter
 rows multicast along PE rows and psums accumulated up the columns.
 
-One *pass* (``sw.rs_model.RsPass``; ``sw.rs_model.map_conv`` maps a conv layer to passes) runs
+One *pass* (``sw.analysis.eyeriss.RsPass``; ``sw.analysis.eyeriss.map_conv`` maps a conv layer to passes) runs
 one row command on every used PE, all started in the same cycle:
 
 * **Filters.** PE row ``i`` holds one filter row (``F`` interleaved filters of ``S`` taps) of

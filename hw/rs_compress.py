@@ -7,7 +7,7 @@ int8 activations with zero point ``zp`` travels as :func:`~stamen.hw.rs_pe.rs_ac
 beats: one ``(value, offset, end=0)`` beat per activation with ``value != zp``, in increasing
 ``offset`` (its position, ``0 <= offset < W``), then one end-of-row marker ``(end=1,
 offset=W)``. A row of zeros is the marker alone; the dense row is rebuilt as
-``a = full(W, zp); a[offset] = value``. ``sw.rs_model.compress_row`` is the reference.
+``a = full(W, zp); a[offset] = value``. ``sw.sim.rs_pe.compress_row`` is the reference.
 
 In device memory (not built yet) the same information fits a byte stream a DMA can write and
 read without arithmetic beyond a prefix count. Two candidates:

@@ -1,35 +1,8 @@
 """The row-stationary MATMUL engine: the shared ISA's MATMULs as 1-D convolutions on an
 :class:`~.rs_array.RsArray` of Eyeriss-style PEs (``dataflow="rs"``).
 
-Mapping
--------
-A MATMUL multiplies act rows (``R`` lanes: ``R`` input channels of one pixel) by ``R x C`` weight
-tiles. PE ``(r, j)`` of the ``R x C`` array takes lane ``r`` (one input channel) and weight column
-``j`` (one output channel): its filter spad holds filter row ``W[kt][r][j]`` for the taps ``kt``
-of a *group*, its ifmap spad slides along lane ``r`` of a run of act rows, and the psums of a
-column are added up the column (the ``R`` channels) into ACC column ``j``.
-So an ifmap row is read once from the act spad and multicast along its PE row, a filter row stays
-in its PE for every output row of the group, and psums accumulate in the PE (over the taps) and
-up the column (over the channels): the row-stationary reuse of Eyeriss, with the act spad's
-NHWC rows deciding which dimension goes where (the Eyeriss mapping that puts kernel rows on PE
-rows is modelled by ``sw.rs_model.map_conv``).
-
-Groups and passes
------------------
-With ``act_row`` of ``hw/isa.py``, write ``S = k_wrap0`` and ``OW = m_wrap`` (``m`` when 0). When
-``2 <= S <= cfg.rs_max_taps``, the MATMUL is not ``acc_max`` and ``m_stride = U * act_stride``
-with ``U`` in ``1..RS_MAX_STRIDE``, the tiles ``kt = g*S .. g*S + S - 1`` of *group* ``g`` read::
-
-    act_row(g*S + s, i1*OW + i0) = base(g, i1) + (i0*U + s) * act_stride
-
-a sliding window of ``S`` taps and stride ``U`` over the positions ``p`` of the run
-``base + p*act_stride`` (*window mode*: a convolution's kernel columns). Otherwise every tile is
-a group of one tap, and the run is ``base(kt, i1) + i0*m_stride`` with ``U = 1`` (*tap mode*:
-Linear layers, pooling, residual adds). Each group runs one *pass* per output row ``i1`` and
-segment of at most ``RS_SEGMENT`` outputs: every PE runs one row command on the segment's run
-(``(n-1)*U + taps`` positions for ``n`` outputs; a last group may have fewer taps), and the top
-PEs' psums are added (or, for the first group without ``accumulate``, written; with ``acc_max``
-max-ed) into ACC rows ``acc_addr + i1*OW + i0``. The results are those of ``hw/isa.py``.
+docs/internals.md ("Row-stationary device engine") gives the mapping (PE ``(r, j)``: lane ``r``,
+weight column ``j``), the groups (window mode, tap mode) and the passes.
 
 Units
 -----
@@ -64,7 +37,7 @@ Units
   into its ACC row, pass by pass.
 
 The engine's cycles are therefore the rows' own paces, bounded by the passes in flight, plus
-the first group's load and the pipeline latencies (``sw.rs_model.rs_matmul_cycles``): those
+the first group's load and the pipeline latencies (``sw/sim/rs_engine.py``'s ``rs_matmul_cycles``): those
 of ``hw/timing.py`` (``RS_FEED_START``, ``RS_FEED_LATENCY``, ``RS_QUEUE_FREE``,
 ``RS_END_CYCLES``, the PEs' ``RS_PSUM_LATENCY``), which follow from the units' registers below;
 ``tests/test_hw_matmul.py`` checks the engine's cycles against that model.

@@ -9,76 +9,11 @@ a stride ``U``, the psum rows::
 interleaved as in Eyeriss v1). ``i_psums`` carries the psum rows of the PE above (the vertical
 accumulation input) in the same order; a row command with ``acc == 0`` takes none and adds 0.
 
-Scratchpads (depths from :class:`RsPEConfig`; Eyeriss v1: 224 / 12 / 24)
-------------------------------------------------------------------------
-* filter spad, ``wt_depth`` int8: a ``lib.memory.Memory`` (one synchronous read port, one write
-  port, read latency 1 cycle): the largest spad, one read per MAC, maps to a block RAM.
-  Filter ``f`` of a row command occupies ``wt_base + f*S .. wt_base + f*S + S - 1``.
-* ifmap spad, ``ifmap_depth`` entries of ``(a - zp, offset)``: a circular register file. It
-  holds the sliding window of the present (dense: all; compressed: non-zero) activations,
-  plus the beats of the next window loaded ahead. Every cycle it is read at two entries (the
-  current one and the next, to know whether the current one is the window's last), which a
-  register file does and a block RAM does not. Taps are limited to
-  ``max_taps = ifmap_depth - max_stride`` (window plus the next window's new positions).
-* psum spad, ``psum_depth`` int32: a register file of one accumulator per interleaved filter
-  (so ``F <= psum_depth``), read-modify-written every cycle at an index that changes every cycle.
-
-Dataflow inside the PE (why output-major)
------------------------------------------
-The PE walks the windows ``x = 0, 1, ...`` in order; for window ``x`` it visits the activations
-of the ifmap spad with ``x*U <= offset <= x*U + S - 1``, oldest first, and for each of them the
-``F`` filters: one op per cycle, with tap ``s = offset - x*U`` and weight address
-``wt_base + f*S + s``. So the non-zero activation at position ``j`` is multiplied, exactly once,
-with ``w[f][s]`` for every ``(x, s)`` with ``x*U + s == j`` (the windows containing ``j``), and
-its product goes into psum ``x``. Walking outputs rather than scattering each activation into
-all its psums keeps one accumulator per filter (no read-modify-write hazards on a psum window,
-no stalls for a full psum buffer) and gives the exact, closed-form timing below. Zero skipping
-needs no address arithmetic beyond ``offset - x*U``: absent activations simply are not in the
-window. An activation is popped from the ifmap spad once the last window containing it ends.
-
-Zero gating and skipping
-------------------------
-``zero_skip=False``: ``i_acts`` is the dense row (every activation, offsets implicit and
-ignored); an op whose activation equals ``zp`` is gated when ``zero_gate``: no filter spad
-read, the multiplier input register ``s1_act`` and the read data hold, the accumulator is not
-written (unless the op opens a window, which clears it), and ``gated_inc`` counts it.
-``zero_skip=True``: ``i_acts`` is the compressed row (see ``hw.rs_compress``): the non-zero
-activations with their offsets; the absent ones cost no cycle, and ``skipped_inc`` counts the
-MACs they would have needed. The psums are the same in every mode.
-
-Counters (combinational, for the cycle an op issues):
-``macs_inc`` an op with an activation issued (gated or not); ``gated_inc`` it is gated;
-``skipped_inc`` ``S - m_x`` when the last op of a filter of window ``x`` issues, ``m_x`` being
-the activations present in the window (0 with a dense stream). Per row:
-``macs + skipped == OW*S*F``, and a dense row's ``gated`` equals the compressed row's ``skipped``.
-
-Cycle behaviour (exact, when ``i_acts`` always presents its next beat, ``i_psums`` is always
-valid and ``o_psums`` always ready; ``sw.rs_model.rs_pe_timing`` implements it)
--------------------------------------------------------------------------------------------
-Let ``present(p)`` be whether position ``p`` has a beat on ``i_acts`` (dense: all ``p < W``),
-``m_x`` the present positions in ``[x*U, x*U + S - 1]`` and ``n_x`` those in
-``(end_{x-1}, end_x]`` with ``end_x = x*U + S - 1``, ``end_{-1} = -1`` (``n_OW``: the tail after
-the last window). Cycles count from the command handshake, cycle 0:
-
-* cycles ``1 .. n_0``: fill, one beat of window 0 per cycle;
-* window ``x`` starts at ``t_0 = 1 + n_0``, ``t_{x+1} = t_x + T_x``,
-  ``T_x = max(F * max(1, m_x), n_{x+1})``: one op per cycle (``F`` per present activation; an
-  empty window still spends ``F`` cycles, one per psum it emits), while the next window's beats
-  load, one per cycle, in parallel;
-* the psum ``(x, f)`` is valid on ``o_psums`` at ``t_x + F*(max(1, m_x) - 1) + f + 2``
-  (``hw/timing.py``'s ``RS_PSUM_LATENCY = 2``: filter spad read, then multiply-accumulate;
-  ``tests/test_hw_rs_pe.py`` checks it);
-* the end marker is consumed at ``t_OW`` and the next command accepted at ``t_OW + 1``, so a row
-  keeps the PE busy ``cycles = 2 + n_0 + sum_x T_x`` cycles (back-to-back rows overlap only
-  the last psums' 2-cycle drain). With a dense row (and ``F*S >= U``):
-  ``2 + S + OW*F*S``; with ``W < S``: ``2 + W`` and no psum.
-So a non-zero activation costs ``F`` cycles per window that contains it (at most
-``ceil(S/U)``), a zero one nothing, and a window at least ``F`` cycles (the psum port's rate).
-
-A stalled stream (``i_acts`` or ``i_psums`` not valid, ``o_psums`` not ready) only adds cycles.
-Row command fields out of range (``taps`` not in ``1..max_taps``, ``stride`` not in
-``1..max_stride``, ``filters`` not in ``1..psum_depth``, ``wt_base + filters*taps > wt_depth``,
-rows wider than ``max_width``) give undefined results.
+The scratchpads, the output-major walk, zero gating and skipping, the counters and the exact
+cycle behaviour (which ``sw/sim/rs_pe.py`` implements) are in docs/internals.md
+("Row-stationary PE"). Row command fields out of range (``taps`` not in ``1..max_taps``,
+``stride`` not in ``1..max_stride``, ``filters`` not in ``1..psum_depth``, ``wt_base +
+filters*taps > wt_depth``, rows wider than ``max_width``) give undefined results.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Pipeline latencies of the device: the one source for the RTL and the cycle models.
 
-Amaranth-free (standard library only), so the host's models (``sw.isasim``, ``sw.rs_model``)
-and the compiler may import it. Each number names the block whose pipeline it describes. Where
+Amaranth-free (standard library only), so the host's models (``sw/sim/``) and the compiler may
+import it. Each number names the block whose pipeline it describes. Where
 a block builds its pipeline from a number (a delay line, a counter), it imports it from here;
 where the latency follows from the block's structure, the block's docstring points here and the
 test named beside the number checks the RTL against it (all latencies for an ideal memory: the
@@ -98,7 +98,7 @@ def os_array_latency(rows: int, cols: int) -> int:
 
 
 # -- row-stationary RsMatmulEngine (hw/rs_pe.py, hw/rs_matmul.py; tests/test_hw_rs_pe.py,
-#    tests/test_hw_matmul.py compare sw.rs_model's cycles) -------------------------------------
+#    tests/test_hw_matmul.py compare sw.sim.rs_engine's cycles) -------------------------------------
 #: RsPE: cycles from the op completing a psum to that psum being valid on ``o_psums`` (filter
 #: spad read, then multiply-accumulate).
 RS_PSUM_LATENCY = 2
