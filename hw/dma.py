@@ -253,7 +253,7 @@ class ZeroRowDMA(wiring.Component):
 
     Without backpressure ``busy`` lasts ``S + 2*D + 1`` cycles (LOAD with a memory that
     answers in the next cycle) or ``S + 3*D`` (STORE), ``S = Z + (rows - Z) * row_words`` for
-    ``Z`` all-zp rows, ``D`` runs of rows in one directory word (``sw.isasim.zero_dir_cycles``;
+    ``Z`` all-zp rows, ``D`` runs of rows in one directory word (``sw.sim.cycles.zero_dir_cycles``;
     ``hw/timing.py``'s ``ZERO_DIR_LOAD_CYCLES`` / ``ZERO_DIR_STORE_CYCLES``).
 
     Members

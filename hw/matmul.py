@@ -528,7 +528,7 @@ class MatmulEngine(MatmulEngineBase):
     committed. The unit reads tile 0's weights (``R`` cycles), then streams activation rows back
     to back, one per cycle, while the next tile's weights are shifted into the other bank as soon
     as it is free (``rows + cols - 2`` cycles after the last activation row using it entered
-    the array). The cycle count from acceptance to ``busy`` low is ``sw.isasim.matmul_cycles``
+    the array). The cycle count from acceptance to ``busy`` low is ``sw.sim.ws_engine.matmul_cycles``
     (``tests/test_hw_matmul.py`` checks it); with ``m >= 2R + C - 3`` there are no bubbles
     between tiles and it is ``k_tiles*m + 2R + C + 3``.
     Each row's ACC read-modify-write reads in the cycle its psums leave the array and writes in
@@ -552,7 +552,7 @@ class MatmulEngine(MatmulEngineBase):
     flag and the final-row flag of each fed row travel beside the array
     (:func:`skip_tag_layout`) to a :class:`SkipAccumulator`; the bank release is timed from
     the cycle that takes a tile's last pair. Results are those of ``hw/isa.py`` bit for bit;
-    the cycles depend on the ACT contents and are ``sw.isasim.matmul_cycles_of`` (exact; with
+    the cycles depend on the ACT contents and are ``sw.sim.engines.matmul_cycles_of`` (exact; with
     no skipped row, the dense figure). The same row of two tiles may then be one cycle apart
     when ``R <= 2``, so the ACC read port must be transparent (:func:`acc_read_transparent`).
 

@@ -315,7 +315,7 @@ class OsMatmulEngine(MatmulEngineBase):
     The same unit as :class:`~hw.matmul.MatmulEngine` (same members, command protocol, LOOP
     state, ``fault`` and counter semantics; ``macs_inc`` / ``gated_inc`` sum to the same totals),
     scheduled as the module docstring describes. The cycle count from acceptance to ``busy``
-    low is ``sw.isasim.matmul_cycles`` for ``dataflow="os"``:
+    low is ``sw.sim.os_engine.matmul_cycles``:
     ``ceil(m/R)*k_tiles*R + (m-1) % R + C + 5`` (``tests/test_hw_matmul.py`` and
     ``tests/test_hw_os.py`` check it): the act read of step ``u`` is in cycle ``1 + u``, PE row
     ``r``'s last operand reaches the array ``2 + r`` cycles after the last step's read

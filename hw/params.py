@@ -98,7 +98,7 @@ class AccelConfig:
     dataflow : str
         ``"ws"`` (weight-stationary systolic, ``hw/matmul.py``) or ``"os"`` (output-stationary
         systolic, ``hw/os_matmul.py``); both execute the same ISA bit-exactly, only the cycles
-        differ (``sw.isasim.matmul_cycles``). ``"rs"`` (row-stationary, ``hw/rs_matmul.py``)
+        differ (``sw/sim/os_engine.py``). ``"rs"`` (row-stationary, ``hw/rs_matmul.py``)
         runs the same MATMULs as 1-D convolutions on Eyeriss-style PEs.
     act_spad_depth, wt_spad_depth, acc_spad_depth, out_spad_depth, param_spad_depth : int
         Scratchpad depths in rows (see the module docstring for a row's contents).

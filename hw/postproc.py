@@ -102,7 +102,7 @@ class PostProc(wiring.Component):
     :class:`Requantizer` pipeline (the OUT row is written 3 cycles after its ACC read); a
     REQUANT of ``n`` rows keeps ``busy`` high for ``n + 7`` cycles. When ``cfg.requant_serial``
     the command runs on a :class:`SerialRequantizer` instead (``n * cfg.requant_row_cycles +
-    cfg.requant_group_cycles + 5`` cycles). ``sw.isasim.requant_cycles`` is the cycle model. If
+    cfg.requant_group_cycles + 5`` cycles). ``sw.sim.cycles.requant_cycles`` is the cycle model. If
     any shift lane is outside ``0..isa.REQUANT_MAX_SHIFT``, nothing is written, ``busy`` drops
     after 4 cycles (2 when serial) and ``fault`` is set. The 7, 5, 4 and 2 are ``hw/timing.py``'s
     ``REQUANT_LATENCY``, ``REQUANT_SERIAL_LATENCY``, ``REQUANT_FAULT_BUSY`` and
@@ -240,7 +240,7 @@ class SerialRequantizer(PostProc):
 
     The last OUT write of ``n`` rows comes ``(n*G + 1)*S + 5`` cycles after the command is taken,
     in the last cycle ``busy`` is high: ``busy`` is high for ``n*G*S + S + 5`` cycles
-    (``sw.isasim.requant_cycles``). A bad shift is seen 2 cycles after the command (``busy`` high
+    (``sw.sim.cycles.requant_cycles``). A bad shift is seen 2 cycles after the command (``busy`` high
     for 2 cycles).
     """
 

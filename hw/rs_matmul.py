@@ -535,7 +535,7 @@ class RsAccumulator(AccumulatorBase):
 class RsMatmulEngine(MatmulEngineBase):
     """Execute MATMUL instructions (``hw/isa.py``) on a row-stationary array; see the module
     docstring. The unit command protocol is that of :class:`~.matmul.MatmulEngine`; the cycles
-    are ``sw.isasim.rs_matmul_cycles``.
+    are ``sw.sim.rs_engine.rs_matmul_cycles``.
 
     Parameters
     ----------

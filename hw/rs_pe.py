@@ -42,7 +42,8 @@ def rs_act_layout(max_width: int) -> data.StructLayout:
 
 @dataclass(frozen=True)
 class RsPEConfig:
-    """Sizes of a row-stationary PE (to become fields of ``AccelConfig`` with ``dataflow="rs"``).
+    """Sizes of a row-stationary PE (the device engine builds it from ``AccelConfig.rs_wt_depth``,
+    ``rs_ifmap_depth`` and ``rs_psum_depth``).
 
     Parameters
     ----------

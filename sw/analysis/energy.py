@@ -420,7 +420,7 @@ def comparison_csv(rows: list[dict], path: str | Path | None = None) -> str:
     return _to_csv(rows, COMPARISON_COLUMNS, path)
 
 
-# -- row-stationary conv layer (not in the device yet) ---------------------------------------------
+# -- row-stationary conv layer in the Eyeriss mapping (analysis/eyeriss.py) --------------------------
 #: RF accesses of an issued MAC that is not gated (filter spad read, ifmap spad read, psum spad
 #: read + write) and of a gated one (the ifmap spad read that finds the zero).
 _RS_RF_PER_MAC, _RS_RF_PER_GATED = 4, 1

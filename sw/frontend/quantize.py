@@ -143,7 +143,7 @@ def quantize_model(model: nn.Module, calibration, reduce_range: bool = False):
     """Quantize ``model`` post-training: an ``nn.Sequential`` of only Linear / ReLU / Flatten
     modules gives a :class:`QuantizedNet` (:func:`quantize`); any other module (a CNN, an MLP
     written as a plain ``nn.Module`` or with Dropout, ...) is traced with ``torch.fx`` and gives a
-    :class:`~sw.graph.QuantizedGraph` (:func:`sw.frontend.quantize_graph`; its input may be
+    :class:`~sw.graph.QuantizedGraph` (:func:`sw.frontend.fx_graph.quantize_graph`; its input may be
     ``(N, features)`` rows or NCHW images). Both compile with ``stamen.compile``.
     ``reduce_range`` is that of :func:`quantize`.
     """
