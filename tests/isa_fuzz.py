@@ -27,10 +27,10 @@ version of this module). Three kinds:
 :func:`targeted_cases` adds hand-picked programs (operand sums past a field's width, REQUANT
 shift faults). Every word is built with ``hw/isa.py`` (:func:`hw.isa.encode` or the
 :class:`hw.isa.Instr` layout), never by hand-shifted bits. This module drives the host
-library's simulator (``sw.isasim``, ``sw.compiler``) as well as ``verif.device_job``.
+library's simulator (``sw.sim.isasim``, ``sw.compiler``) as well as ``verif.device_job``.
 
 The property (:func:`run_isasim`, :func:`check_isasim`): on every configuration a fresh
-:class:`sw.isasim.IsaSim` ends in ``HALT`` or raises :class:`sw.errors.DeviceError` whose
+:class:`sw.sim.isasim.IsaSim` ends in ``HALT`` or raises :class:`sw.errors.DeviceError` whose
 ``code`` is a fault :class:`hw.isa.ErrorCode` (and ``pc`` a word address), within ``max_cycles``
 cycles (its ``cycles`` counter; a legal program that ends later is a ``TIMEOUT``, as on a device
 given that bound) and a wall-clock budget (a hang), and a fault leaves memory and
@@ -577,7 +577,7 @@ def make_case(preset: str, seed: int, kind: str | None = None) -> FuzzCase:
 def with_prologue(case: FuzzCase) -> FuzzCase:
     """Return ``case`` with a prologue that zeroes every scratchpad (a stride-0 LOAD of a zero
     row into each): a device that keeps its scratchpads from run to run then starts every
-    program as a fresh :class:`~sw.isasim.IsaSim` does. The zero row is word 0 (the PERF area
+    program as a fresh :class:`~sw.sim.isasim.IsaSim` does. The zero row is word 0 (the PERF area
     of both layouts, zero until a PERF writes it). The prologue goes just before the program
     where those words are zero (every instruction keeps its address); else the program moves
     up to make room."""
@@ -740,7 +740,7 @@ def _wall_limit(seconds: float):
 
 def run_isasim(case: FuzzCase, max_cycles: int = MAX_CYCLES,
                wall_budget_s: float = WALL_BUDGET_S, side_effects: bool = True) -> Outcome:
-    """Run ``case`` on a fresh :class:`~sw.isasim.IsaSim` and classify how it ended; with
+    """Run ``case`` on a fresh :class:`~sw.sim.isasim.IsaSim` and classify how it ended; with
     ``side_effects``, a fault that changed memory or a scratchpad (but a MATMUL's act-row
     overrun's ACC rows) is a violation too."""
     from stamen.sw.errors import DeviceError

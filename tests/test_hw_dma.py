@@ -243,7 +243,7 @@ def _spad_rows(ctx, h, spad, first, n):
 @pytest.mark.parametrize("cfg_name", ZCONFIGS)
 def test_zero_dir_matches_isasim(cfg_name, share, latency, p_stall):
     """Compressed STORE, LOAD and round trips with a ``share`` of all-zp rows, against
-    sw.isasim: memory image (data and directory words), spad rows, words moved, and with an
+    sw.sim.isasim: memory image (data and directory words), spad rows, words moved, and with an
     ideal memory the busy cycles; uncompressed transfers in between."""
     seed = 1000 + 100 * list(ZCONFIGS).index(cfg_name) + int(10 * share) + latency
     rng = np.random.default_rng(seed)

@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """Amaranth-simulator tests of ``hw.matmul.MatmulEngine`` (and, for ``dataflow="os"``
 configurations, ``hw.os_matmul.OsMatmulEngine``; for ``"rs"``, ``hw.rs_matmul.RsMatmulEngine``)
-with real scratchpad memories, each MATMUL compared with an ``sw.isasim.IsaSim`` run of the same
+with real scratchpad memories, each MATMUL compared with an ``sw.sim.isasim.IsaSim`` run of the same
 scratchpads and instruction."""
 import numpy as np
 import pytest

@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """Amaranth-simulator tests of the output-stationary dataflow: ``hw.os_array.OsPE``,
 ``hw.os_array.OsSystolicArray`` and ``hw.os_matmul.OsActAddressGenerator`` against NumPy /
-``sw.isasim``, the engine's cycles against ``sw.isasim.matmul_cycles``, and that cycle model
+``sw.sim.isasim``, the engine's cycles against ``sw.sim.os_engine.matmul_cycles``, and that cycle model
 against SCALE-Sim's output-stationary closed form. (``tests/test_hw_matmul.py`` runs its whole
 MATMUL table, random LOOPs included, on ``dataflow="os"`` configurations as well.)"""
 import numpy as np
