@@ -198,6 +198,14 @@ def _build(name: str, rng: np.random.Generator) -> GraphBuilder:
         g.add("add2", "pool", "add1")
         g.add("self", "h", "h")
         g.add("add3", "self", "add2")
+    # rows too wide for the scratchpads: the compiler cuts them into segments (issue 15)
+    elif name == "wide-rows":           # an output row wider than ACC / OUT and its band than ACT
+        g = b(4, 420, 5)
+        g.conv("conv", "input", 7, 3, 1, 1)
+        g.maxpool("pool", "conv", 3, 2, 1)
+    elif name == "wide-stem":           # ResNet's 7x7 / 2 stem on a thin, wide input
+        g = b(9, 260, 3)
+        g.conv("stem", "input", 8, 7, 2, 3)
     else:
         raise KeyError(name)
     return g
@@ -211,6 +219,7 @@ CONV_CASES: list[ConvCase] = [
     ConvCase("lenet", 23, 2), ConvCase("resnet", 24, 2),
     ConvCase("pw-identity", 25, 2), ConvCase("input-add", 26, 2), ConvCase("two-readers", 27),
     ConvCase("downsample", 28, 2), ConvCase("fan-out", 29),
+    ConvCase("wide-rows", 30), ConvCase("wide-stem", 31),
 ]
 
 

@@ -176,11 +176,27 @@ def test_wrong_output_shape_is_named():
         compile_graph(_single(op, (6, 6, 4)), AccelConfig.preset("small"))
 
 
-def test_layer_too_big_for_the_scratchpads_is_named():
+def test_rows_wider_than_the_act_spad_run_in_segments():
+    """A band of whole 42-pixel rows needs 126 act rows; with 64 the rows are cut into
+    segments, and the result is bit-exact."""
     cfg = dataclasses.replace(AccelConfig.preset("small"), act_spad_depth=64)
-    b = conv_cases.GraphBuilder(np.random.default_rng(1), 8, 40, 8, 0)
+    seed = 1
+    rng = np.random.default_rng(seed)
+    b = conv_cases.GraphBuilder(rng, 8, 40, 8, 0)
     b.conv("wide", "input", 8, 3, 1, 1)
-    with pytest.raises(CompileError, match="wide: no tiling fits"):
+    prog = compile_graph(b.graph(), cfg)
+    assert 0 < prog.layout["tensors"][0]["owt"] < 40
+    x = rng.integers(-128, 128, (1, 8, 40, 8), dtype=np.int8)
+    y, _ = Device(cfg, "isasim").run(prog, x)
+    np.testing.assert_array_equal(y, prog.reference(x), err_msg=f"seed={seed}")
+
+
+def test_layer_too_big_for_the_scratchpads_is_named():
+    cfg = dataclasses.replace(AccelConfig.preset("small"), wt_spad_depth=64)
+    b = conv_cases.GraphBuilder(np.random.default_rng(1), 8, 40, 8, 0)
+    b.conv("big", "input", 8, 3, 1, 1)
+    with pytest.raises(CompileError, match="big: no tiling fits .* a 3x3 kernel needs 72 "
+                                           "weight rows per input chunk"):
         compile_graph(b.graph(), cfg)
 
 

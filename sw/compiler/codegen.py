@@ -24,11 +24,13 @@ _SP = isa.Spad
 @dataclass(frozen=True)
 class Plan:
     """How one op is tiled: ``oht`` output rows per band (``nbt`` images per group for a 1x1
-    output), ``cg`` input chunks per MATMUL, the loop ``order`` (``"band"``: output tiles inside
+    output) in whole padded rows (``owt == 0``) or in segments of ``owt`` output columns,
+    ``cg`` input chunks per MATMUL, the loop ``order`` (``"band"``: output tiles inside
     bands, ``"channel"``: bands inside output tiles), the act and weight slot sizes in rows, and
     once chosen its estimated cycles and instruction count."""
     oht: int
     nbt: int
+    owt: int
     cg: int
     order: str
     act_slot: int
@@ -95,46 +97,52 @@ def encode(op: isa.Opcode, items: tuple) -> int:
     return isa.encode(op, **dict(items))
 
 
-def tiles_of(op: LoweredOp, cfg: AccelConfig, oht: int, nbt: int):
-    """Return the output tiles ``(b0, nb, oy0, rows)`` of an op: bands of ``oht`` output rows per
-    image, or groups of ``nbt`` images for a 1x1 output."""
+def tiles_of(op: LoweredOp, cfg: AccelConfig, plan: Plan) -> list[tuple]:
+    """Return the output tiles ``(b0, nb, oy0, rows, ox0, cols)`` of an op: bands of ``oht``
+    output rows per image (cut into segments of ``owt`` columns when set), or groups of ``nbt``
+    images for a 1x1 output."""
     o = op.out
     if op.batch_rows:
-        return [(b0, min(nbt, o.b - b0), 0, 1) for b0 in range(0, o.b, nbt)]
-    return [(b, 1, y0, min(oht, o.h - y0)) for b in range(o.b) for y0 in range(0, o.h, oht)]
+        return [(b0, min(plan.nbt, o.b - b0), 0, 1, 0, 1) for b0 in range(0, o.b, plan.nbt)]
+    segs = [(0, o.w)] if not plan.owt else [(x0, min(plan.owt, o.w - x0))
+                                           for x0 in range(0, o.w, plan.owt)]
+    return [(b, 1, y0, min(plan.oht, o.h - y0), x0, n) for b in range(o.b)
+            for y0 in range(0, o.h, plan.oht) for x0, n in segs]
 
 
 def gen_op(op: LoweredOp, cfg: AccelConfig, plan: Plan, state: CodegenState):
     """Yield ``(opcode, operands)`` of one op under ``plan``; ``state`` carries the LOOP
     registers and the scratchpad caches across ops."""
     nt_count = len(op.terms[0].tiles)
-    tiles = tiles_of(op, cfg, plan.oht, plan.nbt)
+    tiles = tiles_of(op, cfg, plan)
     order = ([(t, nt) for t in tiles for nt in range(nt_count)] if plan.order == "band"
              else [(t, nt) for nt in range(nt_count) for t in tiles])
     for tile, nt in order:
-        b0, nb, oy0, oht = tile
-        m = nb if op.batch_rows else oht * op.out.w
+        b0, nb, oy0, oht, ox0, ows = tile
+        m = nb if op.batch_rows else oht * ows
         first = True
         for ti, term in enumerate(op.terms):
             first = yield from _term_matmuls(op, cfg, plan, state, ti, term, tile, nt, m, first)
         yield from _requant_and_store(op, cfg, state, tile, nt, m)
 
 
-def _term_walk(op: LoweredOp, term: Term, tile: tuple) -> tuple[int, int, dict]:
-    """Return the act rows per input chunk of a tile's band, its first padded input row and the
+def _term_walk(op: LoweredOp, term: Term, tile: tuple, owt: int) -> tuple[int, int, int, int, dict]:
+    """Return how a tile's band of one input chunk lies in the act spad: its act rows, its
+    first padded input row and column, its width in pixels (``x.wp`` for whole rows), and the
     LOOP registers that walk its windows."""
-    b0, nb, oy0, oht = tile
+    b0, nb, oy0, oht, ox0, ows = tile
     x = term.src
-    (kh, kw), (sh, sw), ph = term.kernel, term.stride, term.pad[0]
+    (kh, kw), (sh, sw), (ph, pw) = term.kernel, term.stride, term.pad
     if op.batch_rows:
-        rows_per_chunk = nb * x.hp * x.wp
-        return rows_per_chunk, 0, dict(k_wrap0=kw, k_wrap1=kh, k_stride1=x.wp,
-                                       k_stride2=rows_per_chunk, m_wrap=0,
-                                       m_stride=x.hp * x.wp, m_stride1=0)
-    rows_per_chunk = ((oht - 1) * sh + kh) * x.wp
-    return rows_per_chunk, oy0 * sh + x.hy - ph, dict(
-        k_wrap0=kw, k_wrap1=kh, k_stride1=x.wp, k_stride2=rows_per_chunk,
-        m_wrap=op.out.w, m_stride=sw, m_stride1=sh * x.wp)
+        rows = nb * x.hp * x.wp
+        return rows, 0, x.hx - pw, x.wp, dict(k_wrap0=kw, k_wrap1=kh, k_stride1=x.wp,
+                                              k_stride2=rows, m_wrap=0, m_stride=x.hp * x.wp,
+                                              m_stride1=0)
+    width = x.wp if not owt else (ows - 1) * sw + kw
+    rows = ((oht - 1) * sh + kh) * width
+    return rows, oy0 * sh + x.hy - ph, ox0 * sw + x.hx - pw, width, dict(
+        k_wrap0=kw, k_wrap1=kh, k_stride1=width, k_stride2=rows,
+        m_wrap=ows, m_stride=sw, m_stride1=sh * width)
 
 
 def _term_matmuls(op: LoweredOp, cfg: AccelConfig, plan: Plan, state: CodegenState, ti: int,
@@ -144,25 +152,30 @@ def _term_matmuls(op: LoweredOp, cfg: AccelConfig, plan: Plan, state: CodegenSta
     R, C, bb = cfg.rows, cfg.cols, cfg.mem_bus_bytes
     b0 = tile[0]
     x = term.src
-    (kh, kw), pw = term.kernel, term.pad[1]
+    kh, kw = term.kernel
     pix = x.cp // bb
-    rows_per_chunk, y0, loop = _term_walk(op, term, tile)
+    rows_per_chunk, y0, x0, width, loop = _term_walk(op, term, tile, plan.owt)
+    # whole rows are one LOAD from pixel (y0, 0); a segment one LOAD per input row from x0
+    runs = ([(0, 0, rows_per_chunk)] if not plan.owt or op.batch_rows else
+            [(yy * width, yy * x.wp + x0, width) for yy in range(rows_per_chunk // width)])
     act_slots = cfg.act_spad_depth // plan.act_slot
     wt_slots = cfg.wt_spad_depth // plan.wt_slot
     chunks = term.chunks[nt]
     step = 1 if term.repeat else plan.cg
     for j0 in range(0, len(chunks), step):
         grp = chunks[j0:j0 + step]
-        # activations: one LOAD per chunk of the band
-        akey = (x.name, b0, y0, rows_per_chunk, tuple(grp))
+        # activations: the chunks of the band
+        akey = (x.name, b0, y0, x0 if plan.owt else 0, width, rows_per_chunk, tuple(grp))
         abase, hit = state.act.fetch(akey, plan.act_slot, act_slots)
         if not hit:
             for j, cc in enumerate(grp):
-                yield _OP.LOAD, (("spad", _SP.ACT), ("spad_addr", abase + j * rows_per_chunk),
-                                 ("rows", rows_per_chunk),
-                                 ("dram_addr", x.addr + ((b0 * x.hp + y0) * x.wp) * pix
-                                  + cc * R // bb),
-                                 ("dram_stride", pix), *compress_fields(x))
+                for spad_off, pix_off, n in runs:
+                    yield _OP.LOAD, (("spad", _SP.ACT),
+                                     ("spad_addr", abase + j * rows_per_chunk + spad_off),
+                                     ("rows", n),
+                                     ("dram_addr", x.addr + ((b0 * x.hp + y0) * x.wp + pix_off)
+                                      * pix + cc * R // bb),
+                                     ("dram_stride", pix), *compress_fields(x))
         # weights: the group's tiles are contiguous
         taps = 1 if term.repeat else kh * kw
         wkey = (op.out.name, ti, nt, j0, len(grp))
@@ -175,7 +188,7 @@ def _term_matmuls(op: LoweredOp, cfg: AccelConfig, plan: Plan, state: CodegenSta
         if state.loop != loop:
             state.loop = loop
             yield _OP.LOOP, tuple(loop.items())
-        yield _OP.MATMUL, (("act_addr", abase + x.hx - pw), ("wt_addr", wbase),
+        yield _OP.MATMUL, (("act_addr", abase + (0 if plan.owt else x0)), ("wt_addr", wbase),
                            ("acc_addr", 0), ("m", m), ("k_tiles", len(grp) * kh * kw),
                            ("act_stride", 1), ("zp", term.zp),
                            ("accumulate", int(not first)),
@@ -190,7 +203,7 @@ def _requant_and_store(op: LoweredOp, cfg: AccelConfig, state: CodegenState, til
     """Yield the REQUANT of a tile's ``m`` ACC rows (with its param rows' LOAD) and the STOREs
     of its interior rows (raw int32 ACC rows for a ``gemm``)."""
     C, bb = cfg.cols, cfg.mem_bus_bytes
-    b0, nb, oy0, oht = tile
+    b0, nb, oy0, oht, ox0, ows = tile
     o = op.out
     out_pix = o.pix_words(bb)
     if op.params is None:
@@ -211,16 +224,16 @@ def _requant_and_store(op: LoweredOp, cfg: AccelConfig, state: CodegenState, til
                           ("dram_addr", o.addr + ((b0 * o.hp + o.hy) * o.wp + o.hx) * out_pix
                            + ch_off),
                           ("dram_stride", o.hp * o.wp * out_pix), *compress_fields(o))
-    elif o.hx == 0:
+    elif o.hx == 0 and ows == o.w:
         yield _OP.STORE, (("spad", spad), ("spad_addr", 0), ("rows", m),
                           ("dram_addr", o.addr + ((b0 * o.hp + o.hy + oy0) * o.wp) * out_pix
                            + ch_off),
                           ("dram_stride", out_pix), *compress_fields(o))
     else:
         for r in range(oht):
-            yield _OP.STORE, (("spad", spad), ("spad_addr", r * o.w), ("rows", o.w),
+            yield _OP.STORE, (("spad", spad), ("spad_addr", r * ows), ("rows", ows),
                               ("dram_addr", o.addr + ((b0 * o.hp + o.hy + oy0 + r) * o.wp
-                                                      + o.hx) * out_pix + ch_off),
+                                                      + o.hx + ox0) * out_pix + ch_off),
                               ("dram_stride", out_pix), *compress_fields(o))
 
 

@@ -14,9 +14,9 @@ from stamen.hw.params import AccelConfig
 from ..errors import CompileError
 from ..sim.cycles import estimate_cycles
 from .codegen import CodegenState, Plan, gen_op
-from .ops import K_MAX, LOOP_MAX, M_MAX, ROWS_MAX, LoweredOp, ceil_div
+from .ops import K_MAX, LOOP_MAX, M_MAX, ROWS_MAX, LoweredOp, Term, ceil_div
 
-__all__ = ["candidate_plans", "choose_plan", "instrs_cost"]
+__all__ = ["candidate_plans", "choose_plan", "instrs_cost", "rows_per_chunk"]
 
 _OP = isa.Opcode
 
@@ -36,36 +36,16 @@ def instrs_cost(cfg: AccelConfig, instrs: list, loop: dict) -> int:
 def candidate_plans(op: LoweredOp, cfg: AccelConfig) -> list[Plan]:
     """Return the candidate plans of an op that fit the scratchpads and ISA fields."""
     R = cfg.rows
-    o = op.out
-    cap = min(cfg.acc_spad_depth, M_MAX)
-    if op.params is not None:
-        cap = min(cap, cfg.out_spad_depth)
-    if op.batch_rows:
-        shapes = sorted({min(o.b, cap, ceil_div(o.b, d)) for d in (1, 2, 4, 8, 16)}, reverse=True)
-        bands = [(1, nbt) for nbt in shapes]
-    else:
-        hmax = max(1, min(o.h, cap // o.w))
-        bands = [(oht, 1) for oht in sorted({max(1, ceil_div(o.h, d)) for d in range(1, 9)}
-                                            | {hmax}, reverse=True) if oht <= hmax]
-        if o.w > cap:
-            raise CompileError(f"{op.q.name}: an output row of {o.w} pixels exceeds the ACC/OUT "
-                               f"scratchpads ({cap} rows)")
+    for t in op.terms:
+        x = t.src
+        if max(x.wp, t.kernel[0] * x.wp) > LOOP_MAX:
+            raise CompileError(f"{op.q.name}: an input row of {x.wp} pixels exceeds the "
+                               f"address generator's strides ({LOOP_MAX})")
     plans = []
-    for oht, nbt in bands:
-        for t in op.terms:
-            x = t.src
-            if max(x.wp, t.kernel[0] * x.wp) > LOOP_MAX:
-                raise CompileError(f"{op.q.name}: an input row of {x.wp} pixels exceeds the "
-                                   f"address generator's strides ({LOOP_MAX})")
+    for oht, nbt, owt in _band_shapes(op, cfg):
         # rows per chunk of each term, and the largest group of chunks that fits
-        need = []
-        for t in op.terms:
-            x = t.src
-            rpc = (nbt * x.hp * x.wp if op.batch_rows
-                   else ((oht - 1) * t.stride[0] + t.kernel[0]) * x.wp)
-            need.append(rpc)
-        max_rpc = max(need)
-        if max_rpc > min(cfg.act_spad_depth, ROWS_MAX, LOOP_MAX):
+        max_rpc = max(rows_per_chunk(op, t, oht, nbt, owt) for t in op.terms)
+        if max_rpc > _act_limit(cfg):
             continue
         max_chunks = max(len(c) for t in op.terms for c in t.chunks.values())
         taps_max = max((1 if t.repeat else t.kernel[0] * t.kernel[1]) for t in op.terms)
@@ -82,14 +62,84 @@ def candidate_plans(op: LoweredOp, cfg: AccelConfig) -> list[Plan]:
             wt_slot = max((1 if t.repeat else min(cg, max(len(c) for c in t.chunks.values()))) *
                           (1 if t.repeat else t.kernel[0] * t.kernel[1]) * R for t in op.terms)
             for order in ("band", "channel"):
-                plans.append(Plan(oht, nbt, cg, order, act_slot, wt_slot))
+                plans.append(Plan(oht, nbt, owt, cg, order, act_slot, wt_slot))
     if not plans:
         raise CompileError(f"{op.q.name}: no tiling fits the scratchpads (act "
                            f"{cfg.act_spad_depth}, wt {cfg.wt_spad_depth}, acc "
-                           f"{cfg.acc_spad_depth}, out {cfg.out_spad_depth} rows): one output "
-                           f"row needs {max(t.kernel[0] * t.src.wp for t in op.terms)} act rows "
-                           f"per input chunk")
+                           f"{cfg.acc_spad_depth}, out {cfg.out_spad_depth} rows): "
+                           f"{_what_does_not_fit(op, cfg)}")
     return plans
+
+
+def _what_does_not_fit(op: LoweredOp, cfg: AccelConfig) -> str:
+    """Name the smallest tiling's first limit that an op exceeds."""
+    R = cfg.rows
+    for t in op.terms:
+        taps = 1 if t.repeat else t.kernel[0] * t.kernel[1]
+        if taps * R > min(cfg.wt_spad_depth, ROWS_MAX):
+            return (f"a {t.kernel[0]}x{t.kernel[1]} kernel needs {taps * R} weight rows per input "
+                    f"chunk ({taps} taps of {R} rows)")
+        smallest = rows_per_chunk(op, t, 1, 1, 0 if op.batch_rows else 1)
+        if smallest > _act_limit(cfg):
+            return (f"the smallest band of {t.src.name} needs {smallest} act rows per input "
+                    f"chunk")
+    return "the ISA's MATMUL fields cannot hold one window"
+
+
+def _act_limit(cfg: AccelConfig) -> int:
+    """The most act rows one input chunk of a band may take (spad, DMA and LOOP fields)."""
+    return min(cfg.act_spad_depth, ROWS_MAX, LOOP_MAX)
+
+
+def _out_cap(op: LoweredOp, cfg: AccelConfig) -> int:
+    """The most output pixels one MATMUL may produce (ACC, and OUT when requantized)."""
+    cap = min(cfg.acc_spad_depth, M_MAX)
+    return min(cap, cfg.out_spad_depth) if op.params is not None else cap
+
+
+def rows_per_chunk(op: LoweredOp, t: Term, oht: int, nbt: int, owt: int) -> int:
+    """Return the act rows one input chunk of term ``t`` takes for a band of ``oht`` output
+    rows (``nbt`` images for a 1x1 output) in whole padded rows (``owt == 0``) or in segments of
+    ``owt`` output columns."""
+    x = t.src
+    if op.batch_rows:
+        return nbt * x.hp * x.wp
+    width = x.wp if owt == 0 else (owt - 1) * t.stride[1] + t.kernel[1]
+    return ((oht - 1) * t.stride[0] + t.kernel[0]) * width
+
+
+def _tallest_band(op: LoweredOp, t: Term, owt: int, lim: int) -> int:
+    """Return the most output rows a band of term ``t`` may have with ``lim`` act rows per
+    input chunk (0: not even one)."""
+    width = rows_per_chunk(op, t, 1, 1, owt) // t.kernel[0]
+    room = lim // width - t.kernel[0]
+    return room // t.stride[0] + 1 if room >= 0 else 0
+
+
+def _band_shapes(op: LoweredOp, cfg: AccelConfig) -> list[tuple[int, int, int]]:
+    """Return the candidate ``(oht, nbt, owt)`` of an op: groups of images for a 1x1 output;
+    else bands of whole output rows, or, when one output row does not fit the ACC / OUT rows or
+    its input rows the act spad, bands of row segments (the widest that fit, and half of it)."""
+    o = op.out
+    cap, lim = _out_cap(op, cfg), _act_limit(cfg)
+    if op.batch_rows:
+        shapes = sorted({min(o.b, cap, ceil_div(o.b, d)) for d in (1, 2, 4, 8, 16)}, reverse=True)
+        return [(1, nbt, 0) for nbt in shapes]
+    if o.w <= cap and all(rows_per_chunk(op, t, 1, 1, 0) <= lim for t in op.terms):
+        widths = [0]
+    else:
+        fit = min([cap] + [((lim // t.kernel[0]) - t.kernel[1]) // t.stride[1] + 1
+                           for t in op.terms])
+        widths = sorted({ceil_div(o.w, ceil_div(o.w, w)) for w in {fit, ceil_div(fit, 2)}
+                         if w >= 1}, reverse=True)
+    shapes = []
+    for owt in widths:
+        hmax = max(1, min(o.h, cap // (owt or o.w)))
+        # the tallest band whose input rows fit the act spad, beside the even splits
+        hfit = min(_tallest_band(op, t, owt, lim) for t in op.terms)
+        bands = {max(1, ceil_div(o.h, d)) for d in range(1, 9)} | {hmax, min(hmax, hfit)} - {0}
+        shapes += [(oht, 1, owt) for oht in sorted(bands, reverse=True) if oht <= hmax]
+    return shapes
 
 
 def choose_plan(op: LoweredOp, cfg: AccelConfig, state: CodegenState, small_code: bool
