@@ -191,12 +191,27 @@ def test_rows_wider_than_the_act_spad_run_in_segments():
     np.testing.assert_array_equal(y, prog.reference(x), err_msg=f"seed={seed}")
 
 
+def test_kernel_too_big_for_the_wt_spad_runs_in_row_groups():
+    """A 5x5 kernel on 8 rows needs 200 weight rows per input chunk; with 64 the MATMULs take
+    two kernel rows at a time and accumulate, bit-exact."""
+    cfg = dataclasses.replace(AccelConfig.preset("small"), wt_spad_depth=64)
+    seed = 2
+    rng = np.random.default_rng(seed)
+    b = conv_cases.GraphBuilder(rng, 9, 11, 12, 0)
+    b.conv("big", "input", 10, 5, 1, 2)
+    prog = compile_graph(b.graph(), cfg)
+    assert prog.layout["tensors"][0]["kr"] == 64 // (5 * 8)
+    x = rng.integers(-128, 128, (1, 9, 11, 12), dtype=np.int8)
+    y, _ = Device(cfg, "isasim").run(prog, x)
+    np.testing.assert_array_equal(y, prog.reference(x), err_msg=f"seed={seed}")
+
+
 def test_layer_too_big_for_the_scratchpads_is_named():
     cfg = dataclasses.replace(AccelConfig.preset("small"), wt_spad_depth=64)
-    b = conv_cases.GraphBuilder(np.random.default_rng(1), 8, 40, 8, 0)
-    b.conv("big", "input", 8, 3, 1, 1)
-    with pytest.raises(CompileError, match="big: no tiling fits .* a 3x3 kernel needs 72 "
-                                           "weight rows per input chunk"):
+    b = conv_cases.GraphBuilder(np.random.default_rng(1), 12, 12, 8, 0)
+    b.conv("big", "input", 8, 9, 1, 4)
+    with pytest.raises(CompileError, match="big: no tiling fits .* one row of a 9x9 kernel "
+                                           "needs 72 weight rows per input chunk"):
         compile_graph(b.graph(), cfg)
 
 

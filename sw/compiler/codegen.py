@@ -25,13 +25,15 @@ _SP = isa.Spad
 class Plan:
     """How one op is tiled: ``oht`` output rows per band (``nbt`` images per group for a 1x1
     output) in whole padded rows (``owt == 0``) or in segments of ``owt`` output columns,
-    ``cg`` input chunks per MATMUL, the loop ``order`` (``"band"``: output tiles inside
+    ``cg`` input chunks per MATMUL (and ``kr`` kernel rows, when all of them do not fit the WT
+    spad; 0: all), the loop ``order`` (``"band"``: output tiles inside
     bands, ``"channel"``: bands inside output tiles), the act and weight slot sizes in rows, and
     once chosen its estimated cycles and instruction count."""
     oht: int
     nbt: int
     owt: int
     cg: int
+    kr: int
     order: str
     act_slot: int
     wt_slot: int
@@ -162,6 +164,8 @@ def _term_matmuls(op: LoweredOp, cfg: AccelConfig, plan: Plan, state: CodegenSta
     wt_slots = cfg.wt_spad_depth // plan.wt_slot
     chunks = term.chunks[nt]
     step = 1 if term.repeat else plan.cg
+    kgroups = ([(0, kh)] if not plan.kr or term.repeat else
+               [(k0, min(plan.kr, kh - k0)) for k0 in range(0, kh, plan.kr)])
     for j0 in range(0, len(chunks), step):
         grp = chunks[j0:j0 + step]
         # activations: the chunks of the band
@@ -176,25 +180,29 @@ def _term_matmuls(op: LoweredOp, cfg: AccelConfig, plan: Plan, state: CodegenSta
                                      ("dram_addr", x.addr + ((b0 * x.hp + y0) * x.wp + pix_off)
                                       * pix + cc * R // bb),
                                      ("dram_stride", pix), *compress_fields(x))
-        # weights: the group's tiles are contiguous
+        # weights: the group's tiles are contiguous (a group of kernel rows of one chunk too)
         taps = 1 if term.repeat else kh * kw
-        wkey = (op.out.name, ti, nt, j0, len(grp))
-        wbase, hit = state.wt.fetch(wkey, plan.wt_slot, wt_slots)
-        if not hit:
-            yield _OP.LOAD, (("spad", _SP.WT), ("spad_addr", wbase),
-                             ("rows", len(grp) * taps * R),
-                             ("dram_addr", term.w_addr[nt] + j0 * taps * R * C // bb),
-                             ("dram_stride", C // bb))
-        if state.loop != loop:
-            state.loop = loop
-            yield _OP.LOOP, tuple(loop.items())
-        yield _OP.MATMUL, (("act_addr", abase + (0 if plan.owt else x0)), ("wt_addr", wbase),
-                           ("acc_addr", 0), ("m", m), ("k_tiles", len(grp) * kh * kw),
-                           ("act_stride", 1), ("zp", term.zp),
-                           ("accumulate", int(not first)),
-                           ("acc_max", int(term.acc_max)),
-                           ("wt_repeat", int(term.repeat)))
-        first = False
+        for ky0, nky in kgroups:
+            wkey = (op.out.name, ti, nt, j0, len(grp), ky0, nky)
+            wbase, hit = state.wt.fetch(wkey, plan.wt_slot, wt_slots)
+            if not hit:
+                yield _OP.LOAD, (("spad", _SP.WT), ("spad_addr", wbase),
+                                 ("rows", len(grp) * (taps if nky == kh else nky * kw) * R),
+                                 ("dram_addr", term.w_addr[nt]
+                                  + (j0 * taps + ky0 * kw) * R * C // bb),
+                                 ("dram_stride", C // bb))
+            walk = loop if nky == kh else dict(loop, k_wrap1=nky)
+            if state.loop != walk:
+                state.loop = walk
+                yield _OP.LOOP, tuple(walk.items())
+            yield _OP.MATMUL, (("act_addr", abase + (0 if plan.owt else x0) + ky0 * width),
+                               ("wt_addr", wbase), ("acc_addr", 0), ("m", m),
+                               ("k_tiles", len(grp) * nky * kw),
+                               ("act_stride", 1), ("zp", term.zp),
+                               ("accumulate", int(not first)),
+                               ("acc_max", int(term.acc_max)),
+                               ("wt_repeat", int(term.repeat)))
+            first = False
     return first
 
 
