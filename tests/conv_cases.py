@@ -206,6 +206,9 @@ def _build(name: str, rng: np.random.Generator) -> GraphBuilder:
     elif name == "wide-stem":           # ResNet's 7x7 / 2 stem on a thin, wide input
         g = b(9, 260, 3)
         g.conv("stem", "input", 8, 7, 2, 3)
+    elif name == "big-kernel":          # 9x9 taps: more weight rows than the WT spad holds
+        g = b(12, 11, 5)
+        g.conv("conv", "input", 6, 9, 1, 4)
     else:
         raise KeyError(name)
     return g
@@ -219,7 +222,7 @@ CONV_CASES: list[ConvCase] = [
     ConvCase("lenet", 23, 2), ConvCase("resnet", 24, 2),
     ConvCase("pw-identity", 25, 2), ConvCase("input-add", 26, 2), ConvCase("two-readers", 27),
     ConvCase("downsample", 28, 2), ConvCase("fan-out", 29),
-    ConvCase("wide-rows", 30), ConvCase("wide-stem", 31),
+    ConvCase("wide-rows", 30), ConvCase("wide-stem", 31), ConvCase("big-kernel", 32),
 ]
 
 
