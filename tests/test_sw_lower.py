@@ -206,12 +206,27 @@ def test_kernel_too_big_for_the_wt_spad_runs_in_row_groups():
     np.testing.assert_array_equal(y, prog.reference(x), err_msg=f"seed={seed}")
 
 
-def test_layer_too_big_for_the_scratchpads_is_named():
+def test_kernel_row_too_big_for_the_wt_spad_runs_in_tap_groups():
+    """One row of a 9x9 kernel on 8 rows needs 72 weight rows; with 64 each MATMUL takes 8 taps
+    of one kernel row, bit-exact."""
     cfg = dataclasses.replace(AccelConfig.preset("small"), wt_spad_depth=64)
-    b = conv_cases.GraphBuilder(np.random.default_rng(1), 12, 12, 8, 0)
+    seed = 3
+    rng = np.random.default_rng(seed)
+    b = conv_cases.GraphBuilder(rng, 12, 12, 8, 0)
     b.conv("big", "input", 8, 9, 1, 4)
-    with pytest.raises(CompileError, match="big: no tiling fits .* one row of a 9x9 kernel "
-                                           "needs 72 weight rows per input chunk"):
+    prog = compile_graph(b.graph(), cfg)
+    assert (prog.layout["tensors"][0]["kr"], prog.layout["tensors"][0]["kc"]) == (1, 8)
+    x = rng.integers(-128, 128, (1, 12, 12, 8), dtype=np.int8)
+    y, _ = Device(cfg, "isasim").run(prog, x)
+    np.testing.assert_array_equal(y, prog.reference(x), err_msg=f"seed={seed}")
+
+
+def test_layer_too_big_for_the_scratchpads_is_named():
+    cfg = dataclasses.replace(AccelConfig.preset("small"), act_spad_depth=8)
+    b = conv_cases.GraphBuilder(np.random.default_rng(1), 12, 12, 8, 0)
+    b.conv("big", "input", 8, 3, 1, 1)
+    with pytest.raises(CompileError, match="big: no tiling fits .* the smallest band of input "
+                                           "needs 9 act rows per input chunk"):
         compile_graph(b.graph(), cfg)
 
 

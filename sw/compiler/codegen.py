@@ -25,8 +25,8 @@ _SP = isa.Spad
 class Plan:
     """How one op is tiled: ``oht`` output rows per band (``nbt`` images per group for a 1x1
     output) in whole padded rows (``owt == 0``) or in segments of ``owt`` output columns,
-    ``cg`` input chunks per MATMUL (and ``kr`` kernel rows, when all of them do not fit the WT
-    spad; 0: all), the loop ``order`` (``"band"``: output tiles inside
+    ``cg`` input chunks per MATMUL (and ``kr`` kernel rows, or ``kc`` taps of one kernel row,
+    when the whole kernel does not fit the WT spad; 0: all), the loop ``order`` (``"band"``: output tiles inside
     bands, ``"channel"``: bands inside output tiles), the act and weight slot sizes in rows, and
     once chosen its estimated cycles and instruction count."""
     oht: int
@@ -34,6 +34,7 @@ class Plan:
     owt: int
     cg: int
     kr: int
+    kc: int
     order: str
     act_slot: int
     wt_slot: int
@@ -164,8 +165,7 @@ def _term_matmuls(op: LoweredOp, cfg: AccelConfig, plan: Plan, state: CodegenSta
     wt_slots = cfg.wt_spad_depth // plan.wt_slot
     chunks = term.chunks[nt]
     step = 1 if term.repeat else plan.cg
-    kgroups = ([(0, kh)] if not plan.kr or term.repeat else
-               [(k0, min(plan.kr, kh - k0)) for k0 in range(0, kh, plan.kr)])
+    kgroups = _kernel_groups(plan, kh, kw, term.repeat)
     for j0 in range(0, len(chunks), step):
         grp = chunks[j0:j0 + step]
         # activations: the chunks of the band
@@ -182,28 +182,40 @@ def _term_matmuls(op: LoweredOp, cfg: AccelConfig, plan: Plan, state: CodegenSta
                                      ("dram_stride", pix), *compress_fields(x))
         # weights: the group's tiles are contiguous (a group of kernel rows of one chunk too)
         taps = 1 if term.repeat else kh * kw
-        for ky0, nky in kgroups:
-            wkey = (op.out.name, ti, nt, j0, len(grp), ky0, nky)
+        for ky0, nky, kx0, nkx in kgroups:
+            whole = (nky, nkx) == (kh, kw)
+            wkey = (op.out.name, ti, nt, j0, len(grp), ky0, nky, kx0, nkx)
             wbase, hit = state.wt.fetch(wkey, plan.wt_slot, wt_slots)
             if not hit:
                 yield _OP.LOAD, (("spad", _SP.WT), ("spad_addr", wbase),
-                                 ("rows", len(grp) * (taps if nky == kh else nky * kw) * R),
+                                 ("rows", len(grp) * (taps if whole else nky * nkx) * R),
                                  ("dram_addr", term.w_addr[nt]
-                                  + (j0 * taps + ky0 * kw) * R * C // bb),
+                                  + (j0 * taps + ky0 * kw + kx0) * R * C // bb),
                                  ("dram_stride", C // bb))
-            walk = loop if nky == kh else dict(loop, k_wrap1=nky)
+            walk = loop if whole else dict(loop, k_wrap0=nkx, k_wrap1=nky)
             if state.loop != walk:
                 state.loop = walk
                 yield _OP.LOOP, tuple(walk.items())
-            yield _OP.MATMUL, (("act_addr", abase + (0 if plan.owt else x0) + ky0 * width),
+            yield _OP.MATMUL, (("act_addr", abase + (0 if plan.owt else x0) + ky0 * width + kx0),
                                ("wt_addr", wbase), ("acc_addr", 0), ("m", m),
-                               ("k_tiles", len(grp) * nky * kw),
+                               ("k_tiles", len(grp) * nky * nkx),
                                ("act_stride", 1), ("zp", term.zp),
                                ("accumulate", int(not first)),
                                ("acc_max", int(term.acc_max)),
                                ("wt_repeat", int(term.repeat)))
             first = False
     return first
+
+
+def _kernel_groups(plan: Plan, kh: int, kw: int, repeat: bool) -> list[tuple[int, int, int, int]]:
+    """Return the ``(ky0, rows, kx0, taps)`` parts of a kernel, one MATMUL each: the whole
+    kernel, groups of ``plan.kr`` rows, or groups of ``plan.kc`` taps of each row."""
+    if repeat or not (plan.kr or plan.kc):
+        return [(0, kh, 0, kw)]
+    if plan.kc:
+        return [(ky, 1, c0, min(plan.kc, kw - c0)) for ky in range(kh)
+                for c0 in range(0, kw, plan.kc)]
+    return [(k0, min(plan.kr, kh - k0), 0, kw) for k0 in range(0, kh, plan.kr)]
 
 
 def _requant_and_store(op: LoweredOp, cfg: AccelConfig, state: CodegenState, tile: tuple,

@@ -52,12 +52,16 @@ def candidate_plans(op: LoweredOp, cfg: AccelConfig) -> list[Plan]:
         kk = max(t.kernel[0] * t.kernel[1] for t in op.terms)
         wt_lim = min(cfg.wt_spad_depth, ROWS_MAX)
         if taps_max * R > wt_lim:
-            # a kernel too big for the WT spad: a group of its rows per MATMUL, one chunk each
+            # a kernel too big for the WT spad: a group of its rows (or of one row's taps) per
+            # MATMUL, one chunk each
             kw_max = max(t.kernel[1] for t in op.terms if not t.repeat)
-            kr = wt_lim // (kw_max * R)
-            if kr >= 1:
+            kr, kc = wt_lim // (kw_max * R), 0
+            if kr < 1:
+                kr, kc = 1, wt_lim // R
+            if kc or kr >= 1:
                 for order in ("band", "channel"):
-                    plans.append(Plan(oht, nbt, owt, 1, kr, order, max_rpc, kr * kw_max * R))
+                    plans.append(Plan(oht, nbt, owt, 1, kr, kc, order, max_rpc,
+                                      (kc or kr * kw_max) * R))
             continue
         cg_fit = min(max_chunks, cfg.act_spad_depth // max_rpc, wt_lim // (taps_max * R),
                      K_MAX // kk)
@@ -70,7 +74,7 @@ def candidate_plans(op: LoweredOp, cfg: AccelConfig) -> list[Plan]:
             wt_slot = max((1 if t.repeat else min(cg, max(len(c) for c in t.chunks.values()))) *
                           (1 if t.repeat else t.kernel[0] * t.kernel[1]) * R for t in op.terms)
             for order in ("band", "channel"):
-                plans.append(Plan(oht, nbt, owt, cg, 0, order, act_slot, wt_slot))
+                plans.append(Plan(oht, nbt, owt, cg, 0, 0, order, act_slot, wt_slot))
     if not plans:
         raise CompileError(f"{op.q.name}: no tiling fits the scratchpads (act "
                            f"{cfg.act_spad_depth}, wt {cfg.wt_spad_depth}, acc "
@@ -81,16 +85,13 @@ def candidate_plans(op: LoweredOp, cfg: AccelConfig) -> list[Plan]:
 
 def _what_does_not_fit(op: LoweredOp, cfg: AccelConfig) -> str:
     """Name the smallest tiling's first limit that an op exceeds."""
-    R = cfg.rows
     for t in op.terms:
-        taps = 1 if t.repeat else t.kernel[1]
-        if taps * R > min(cfg.wt_spad_depth, ROWS_MAX):
-            return (f"one row of a {t.kernel[0]}x{t.kernel[1]} kernel needs {taps * R} weight "
-                    f"rows per input chunk ({taps} taps of {R} rows)")
         smallest = rows_per_chunk(op, t, 1, 1, 0 if op.batch_rows else 1)
         if smallest > _act_limit(cfg):
             return (f"the smallest band of {t.src.name} needs {smallest} act rows per input "
                     f"chunk")
+    if cfg.rows > min(cfg.wt_spad_depth, ROWS_MAX):
+        return f"one weight tile needs {cfg.rows} WT rows"
     return "the ISA's MATMUL fields cannot hold one window"
 
 
