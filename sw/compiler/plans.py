@@ -54,14 +54,13 @@ def candidate_plans(op: LoweredOp, cfg: AccelConfig) -> list[Plan]:
         if taps_max * R > wt_lim:
             # a kernel too big for the WT spad: a group of its rows (or of one row's taps) per
             # MATMUL, one chunk each
+            # (wt_spad_depth >= 2 R, so a group of two taps always fits)
             kw_max = max(t.kernel[1] for t in op.terms if not t.repeat)
-            kr, kc = wt_lim // (kw_max * R), 0
-            if kr < 1:
-                kr, kc = 1, wt_lim // R
-            if kc or kr >= 1:
-                for order in ("band", "channel"):
-                    plans.append(Plan(oht, nbt, owt, 1, kr, kc, order, max_rpc,
-                                      (kc or kr * kw_max) * R))
+            kr = wt_lim // (kw_max * R)
+            kc = 0 if kr else wt_lim // R
+            for order in ("band", "channel"):
+                plans.append(Plan(oht, nbt, owt, 1, max(kr, 1), kc, order, max_rpc,
+                                  (kc or kr * kw_max) * R))
             continue
         cg_fit = min(max_chunks, cfg.act_spad_depth // max_rpc, wt_lim // (taps_max * R),
                      K_MAX // kk)
@@ -90,8 +89,6 @@ def _what_does_not_fit(op: LoweredOp, cfg: AccelConfig) -> str:
         if smallest > _act_limit(cfg):
             return (f"the smallest band of {t.src.name} needs {smallest} act rows per input "
                     f"chunk")
-    if cfg.rows > min(cfg.wt_spad_depth, ROWS_MAX):
-        return f"one weight tile needs {cfg.rows} WT rows"
     return "the ISA's MATMUL fields cannot hold one window"
 
 
