@@ -176,49 +176,39 @@ def test_wrong_output_shape_is_named():
         compile_graph(_single(op, (6, 6, 4)), AccelConfig.preset("small"))
 
 
+def _one_conv_bit_exact(seed: int, shape: tuple, cout: int, k: int, pad: int, **spads) -> dict:
+    """Compile one seeded k x k conv on ``shape`` (H, W, C) for ``small`` with ``spads``
+    changed, run it on isasim, check it element by element; return its plan."""
+    cfg = dataclasses.replace(AccelConfig.preset("small"), **spads)
+    rng = np.random.default_rng(seed)
+    b = conv_cases.GraphBuilder(rng, *shape, 0)
+    b.conv("conv", "input", cout, k, 1, pad)
+    prog = compile_graph(b.graph(), cfg)
+    x = rng.integers(-128, 128, (1, *shape), dtype=np.int8)
+    y, _ = Device(cfg, "isasim").run(prog, x)
+    np.testing.assert_array_equal(y, prog.reference(x), err_msg=f"seed={seed}")
+    return prog.layout["tensors"][0]
+
+
 def test_rows_wider_than_the_act_spad_run_in_segments():
     """A band of whole 42-pixel rows needs 126 act rows; with 64 the rows are cut into
     segments, and the result is bit-exact."""
-    cfg = dataclasses.replace(AccelConfig.preset("small"), act_spad_depth=64)
-    seed = 1
-    rng = np.random.default_rng(seed)
-    b = conv_cases.GraphBuilder(rng, 8, 40, 8, 0)
-    b.conv("wide", "input", 8, 3, 1, 1)
-    prog = compile_graph(b.graph(), cfg)
-    assert 0 < prog.layout["tensors"][0]["owt"] < 40
-    x = rng.integers(-128, 128, (1, 8, 40, 8), dtype=np.int8)
-    y, _ = Device(cfg, "isasim").run(prog, x)
-    np.testing.assert_array_equal(y, prog.reference(x), err_msg=f"seed={seed}")
+    plan = _one_conv_bit_exact(1, (8, 40, 8), 8, 3, 1, act_spad_depth=64)
+    assert 0 < plan["owt"] < 40
 
 
 def test_kernel_too_big_for_the_wt_spad_runs_in_row_groups():
     """A 5x5 kernel on 8 rows needs 200 weight rows per input chunk; with 64 the MATMULs take
     two kernel rows at a time and accumulate, bit-exact."""
-    cfg = dataclasses.replace(AccelConfig.preset("small"), wt_spad_depth=64)
-    seed = 2
-    rng = np.random.default_rng(seed)
-    b = conv_cases.GraphBuilder(rng, 9, 11, 12, 0)
-    b.conv("big", "input", 10, 5, 1, 2)
-    prog = compile_graph(b.graph(), cfg)
-    assert prog.layout["tensors"][0]["kr"] == 64 // (5 * 8)
-    x = rng.integers(-128, 128, (1, 9, 11, 12), dtype=np.int8)
-    y, _ = Device(cfg, "isasim").run(prog, x)
-    np.testing.assert_array_equal(y, prog.reference(x), err_msg=f"seed={seed}")
+    plan = _one_conv_bit_exact(2, (9, 11, 12), 10, 5, 2, wt_spad_depth=64)
+    assert (plan["kr"], plan["kc"]) == (64 // (5 * 8), 0)
 
 
 def test_kernel_row_too_big_for_the_wt_spad_runs_in_tap_groups():
     """One row of a 9x9 kernel on 8 rows needs 72 weight rows; with 64 each MATMUL takes 8 taps
     of one kernel row, bit-exact."""
-    cfg = dataclasses.replace(AccelConfig.preset("small"), wt_spad_depth=64)
-    seed = 3
-    rng = np.random.default_rng(seed)
-    b = conv_cases.GraphBuilder(rng, 12, 12, 8, 0)
-    b.conv("big", "input", 8, 9, 1, 4)
-    prog = compile_graph(b.graph(), cfg)
-    assert (prog.layout["tensors"][0]["kr"], prog.layout["tensors"][0]["kc"]) == (1, 8)
-    x = rng.integers(-128, 128, (1, 12, 12, 8), dtype=np.int8)
-    y, _ = Device(cfg, "isasim").run(prog, x)
-    np.testing.assert_array_equal(y, prog.reference(x), err_msg=f"seed={seed}")
+    plan = _one_conv_bit_exact(3, (12, 12, 8), 8, 9, 4, wt_spad_depth=64)
+    assert (plan["kr"], plan["kc"]) == (1, 8)
 
 
 def test_layer_too_big_for_the_scratchpads_is_named():
