@@ -311,7 +311,7 @@ class ZeroRowDMA(wiring.Component):
         width, rw = cfg.mem_bus_bits, cfg.zero_row_words
         store, zp = r.store, r.zp
         row = self.out_rd.data
-        idx = r.req_addr[r.word_shift:]
+        idx = r.req_dir_idx
         at_row = self.busy & (r.req_left != 0)
         need_dir = at_row & (~r.have | (idx != r.held_idx))
         dir_wr = self.busy & store & r.have & (need_dir | (r.req_left == 0))
@@ -345,7 +345,6 @@ class ZeroRowDMA(wiring.Component):
                 m.d.sync += self.busy.eq(0)         # STORE done
         with m.If(dir_rd & accept):
             m.d.sync += r.pending.eq(1)
-        r.idx = idx
         return passed
 
     def _store_reads(self, m, r, passed):
@@ -368,7 +367,7 @@ class ZeroRowDMA(wiring.Component):
         m.d.comb += rsp.ready.eq(self.busy & (dir_turn | (~r.store & ~rsp_zero)))
         got = rsp.valid & rsp.ready
         with m.If(got & dir_turn):
-            m.d.sync += [r.dir_data.eq(rsp.p.rdata), r.held_idx.eq(r.idx), r.have.eq(1),
+            m.d.sync += [r.dir_data.eq(rsp.p.rdata), r.held_idx.eq(r.req_dir_idx), r.have.eq(1),
                          r.pending.eq(0)]
         data_got = got & ~dir_turn
         lbuf = Signal(rw * width, name="lbuf")
@@ -413,6 +412,11 @@ class _ZeroRowRegs:
         self.held_idx = Signal(max(1, aw - self.word_shift), name="held_idx")
         self.have, self.pending = Signal(name="have"), Signal(name="pending")
         self.rd_live = Signal(name="rd_live")       # STORE: out_rd holds the request side's row
+
+    @property
+    def req_dir_idx(self):
+        """The directory word index of the request side's row."""
+        return self.req_addr[self.word_shift:]
 
     def dir_bit(self, addr):
         """The held directory word's bit of the row at word address ``addr``."""
